@@ -1,0 +1,93 @@
+"""What a training job reports: metrics streamed while it runs, and the final result.
+
+Run kinds: ``dynds`` (the spec's schedule), ``baseline`` (schedule none, same seed, data order and
+recipe), ``equal_time`` (the baseline recipe with its steps cut so that its train time matches the
+DynDS run's; its learning-rate schedule completes over the shorter run).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+RunKind = Literal["dynds", "baseline", "equal_time"]
+BatchType = Literal["full", "reduced"]
+
+
+class StepMetrics(BaseModel):
+    run: RunKind
+    step: int  # 0-based global step within the run
+    epoch: int  # 0-based
+    batch_type: BatchType
+    loss: float
+    acc: float  # percent, on this training batch
+    lr: float
+    step_time_s: float
+    train_time_s: float  # cumulative train time of the run after this step (evaluation excluded)
+    total_steps: int
+
+
+class EpochMetrics(BaseModel):
+    run: RunKind
+    epoch: int  # 0-based; the metrics are taken after this epoch
+    epochs: int
+    train_loss: float
+    train_acc: float  # percent
+    val_loss: float
+    val_acc: float  # percent, top-1
+    train_time_s: float  # cumulative, evaluation excluded
+    time_full_s: float
+    time_reduced_s: float
+    steps_full: int
+    steps_reduced: int
+
+
+class RunResult(BaseModel):
+    run: RunKind
+    epochs: list[EpochMetrics] = Field(default_factory=list)
+    steps: int = 0
+    steps_full: int = 0
+    steps_reduced: int = 0
+    train_time_s: float = 0.0
+    time_full_s: float = 0.0
+    time_reduced_s: float = 0.0
+    flops_full_step: float = 0.0  # forward + backward FLOPs of one full training step
+    flops_reduced_step: float = 0.0
+    total_flops: float = 0.0
+    final_val_acc: float | None = None
+    final_val_loss: float | None = None
+    best_val_acc: float | None = None
+    time_to_target_s: float | None = None  # train time when val acc first reached the job's target
+    cancelled: bool = False
+
+
+class JobResult(BaseModel):
+    spec_hash: str
+    spec: dict[str, Any]
+    device: str
+    dynds: RunResult
+    baseline: RunResult | None = None
+    equal_time: RunResult | None = None
+    # Against the paired baseline; None when it did not run.
+    time_saving: float | None = None  # 1 - T_dynds / T_baseline
+    acc_delta: float | None = None  # acc_dynds - acc_baseline, percentage points
+    flop_saving: float | None = None  # 1 - FLOPs_dynds / FLOPs_baseline
+    # Against the equal-time baseline: acc_dynds - acc_equal_time (pp); positive means DynDS is worth it.
+    equal_time_gap: float | None = None
+    target_accuracy: float | None = None
+    cancelled: bool = False
+
+    def summary(self) -> dict[str, Any]:
+        """The headline figures, flat (what tables, CSV export and CI thresholds use)."""
+        return {
+            "time_saving": self.time_saving,
+            "acc_delta": self.acc_delta,
+            "flop_saving": self.flop_saving,
+            "equal_time_gap": self.equal_time_gap,
+            "dynds_acc": self.dynds.final_val_acc,
+            "baseline_acc": self.baseline.final_val_acc if self.baseline else None,
+            "equal_time_acc": self.equal_time.final_val_acc if self.equal_time else None,
+            "dynds_time_s": self.dynds.train_time_s,
+            "baseline_time_s": self.baseline.train_time_s if self.baseline else None,
+        }
