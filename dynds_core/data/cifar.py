@@ -1,0 +1,147 @@
+"""CIFAR-10 and CIFAR-100 from torchvision's on-disk format (the python pickle batches).
+
+    <root>/cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}
+    <root>/cifar-100-python/{train, test, meta}
+
+The pickles load in well under a second, so they are not cached again.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .base import SHARED_CIFAR10, DataError, Dataset, channel_stats
+
+LAYOUTS = {
+    # name: (folder, training files, test file, meta file, label key, class-names key)
+    "cifar10": (
+        "cifar-10-batches-py",
+        [f"data_batch_{i}" for i in range(1, 6)],
+        "test_batch",
+        "batches.meta",
+        b"labels",
+        b"label_names",
+    ),
+    "cifar100": ("cifar-100-python", ["train"], "test", "meta", b"fine_labels", b"fine_label_names"),
+}
+
+
+def find_cifar_folder(name: str, root: Path) -> Path | None:
+    """``root/<folder>``, or ``root`` itself when it is that folder; None when neither holds the files."""
+    folder, train_files, test_file, *_ = LAYOUTS[name]
+    for candidate in (root / folder, root):
+        if all((candidate / f).is_file() for f in [*train_files, test_file]):
+            return candidate
+    return None
+
+
+def load_cifar(name: str, root: Path, *, download: bool = False) -> Dataset:
+    """Read CIFAR-10/100 from ``root``; with ``download`` fetch it there first through torchvision."""
+    folder = find_cifar_folder(name, root)
+    if folder is None and download:
+        _download(name, root)
+        folder = find_cifar_folder(name, root)
+    if folder is None:
+        raise DataError(_missing_message(name, root))
+    layout_folder, train_files, test_file, meta_file, label_key, names_key = LAYOUTS[name]
+    train_x, train_y = _read_batches([folder / f for f in train_files], label_key)
+    val_x, val_y = _read_batches([folder / test_file], label_key)
+    classes = _read_class_names(folder / meta_file, names_key, num_classes=int(max(train_y.max(), val_y.max())) + 1)
+    mean, std = channel_stats(train_x)
+    return Dataset(
+        name=name,
+        train_x=torch.from_numpy(train_x),
+        train_y=torch.from_numpy(train_y),
+        val_x=torch.from_numpy(val_x),
+        val_y=torch.from_numpy(val_y),
+        classes=classes,
+        mean=mean,
+        std=std,
+        source=str(folder),
+    )
+
+
+def _read_batches(paths: list[Path], label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = [], []
+    for path in paths:
+        batch = _unpickle(path)
+        data, labels = batch.get(b"data"), batch.get(label_key)
+        if data is None or labels is None:
+            raise DataError(
+                f"{path} is not a CIFAR batch: it lacks the keys b'data' and {label_key!r} "
+                f"(found {sorted(batch)[:6]}); replace it with the file from the original CIFAR python archive."
+            )
+        data = np.asarray(data)
+        labels = np.asarray(labels, dtype=np.int64)
+        if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
+            raise DataError(
+                f"{path} is not a CIFAR batch: expected uint8 data of shape (N, 3072) and N labels, got "
+                f"{data.dtype} data of shape {data.shape} and {len(labels)} labels; "
+                "replace it with the file from the original CIFAR python archive."
+            )
+        if len(labels) and labels.min() < 0:
+            raise DataError(f"{path} holds a negative label ({labels.min()}); the file is damaged.")
+        xs.append(data.reshape(-1, 3, 32, 32))
+        ys.append(labels)
+    return np.ascontiguousarray(np.concatenate(xs)), np.concatenate(ys)
+
+
+def _read_class_names(path: Path, key: bytes, num_classes: int) -> list[str]:
+    # The meta file only names the classes: without it, number them rather than refuse the data.
+    if not path.is_file():
+        return [f"class{k}" for k in range(num_classes)]
+    names = _unpickle(path).get(key)
+    if not names or len(names) < num_classes:
+        raise DataError(f"{path} does not name the {num_classes} classes under {key!r}; the file is damaged.")
+    return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+
+
+def _unpickle(path: Path) -> dict:
+    # These pickles hold only dicts of bytes, lists and numpy arrays (torchvision reads them the same way).
+    try:
+        with open(path, "rb") as f:
+            obj = pickle.load(f, encoding="bytes")
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}.") from None
+    except Exception as exc:  # a truncated or foreign file fails in many ways inside pickle
+        raise DataError(
+            f"{path} is not a readable CIFAR pickle ({type(exc).__name__}: {exc}); "
+            "replace it with the file from the original CIFAR python archive."
+        ) from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{path} is not a CIFAR pickle: it holds a {type(obj).__name__}, not a dict of arrays.")
+    return obj
+
+
+def _download(name: str, root: Path) -> None:
+    import torchvision  # imported here: only downloads need it
+
+    cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        cls(str(root), train=True, download=True)
+    except Exception as exc:  # network errors come as URLError, OSError, RuntimeError ...
+        raise DataError(
+            f"downloading {name} into {root} failed ({type(exc).__name__}: {exc}). Without a network, put the "
+            f"extracted python-format folder '{LAYOUTS[name][0]}' under {root} yourself"
+            + (f", or use dataset: imagefolder with root: {SHARED_CIFAR10}." if name == "cifar10" else ".")
+        ) from None
+
+
+def _missing_message(name: str, root: Path) -> str:
+    folder, train_files, test_file, *_ = LAYOUTS[name]
+    missing = [f for f in [*train_files, test_file] if not (root / folder / f).is_file()]
+    where = f"{root / folder}" + ("" if root.is_dir() else f" (the folder {root} does not exist)")
+    msg = (
+        f"{name} not found: looked in {where} and in {root} itself for the python-format files "
+        f"{', '.join([*train_files, test_file])} (missing: {', '.join(missing)}). Provide them by extracting "
+        f"the CIFAR python archive so that {root / folder} holds those files, set data.root to the folder "
+        f"that contains '{folder}', or set data.download: true on a machine with a network"
+    )
+    if name == "cifar10":
+        msg += f"; or, offline, use dataset: imagefolder with root: {SHARED_CIFAR10} (CIFAR-10 as JPEGs)"
+    return msg + "."

@@ -1,0 +1,301 @@
+"""Image folders (a directory or a .tar.gz) with train/ and test/ (or val/) splits of class folders,
+decoded once with Pillow and cached as uint8 arrays.
+
+    <root>/train/<class>/<image>          or    <root>/<top>/train/<class>/<image>
+    <root>/test/<class>/<image>  (or val/)       (e.g. cifar10/train/airplane/0000.jpg in a tar.gz)
+
+Classes are the training split's folder names, sorted (index = position); images are taken in
+file-name order. The cache lives under ``<cache dir>/imagefolder/<name>-<key>/``, keyed by the
+source's resolved path, size and mtime (for a directory: every file's), and is written to a
+temporary folder renamed into place, so an interrupted decode never leaves a half cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import multiprocessing
+import os
+import shutil
+import tarfile
+import uuid
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import torch
+
+from .base import SHARED_CIFAR10, DataError, Dataset, cache_root, channel_stats
+from .decode import decode_many
+
+CACHE_VERSION = 1
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".tif", ".tiff")
+TRAIN_SPLIT, VAL_SPLITS = "train", ("test", "val")  # the first validation split present is used
+DECODE_WORKERS = 2  # processes; the machines this is measured on have 2 cores
+PARALLEL_MIN_IMAGES = 4000  # below this, starting worker processes costs more than it saves
+_LAYOUT_HELP = (
+    "a directory or .tar.gz holding train/<class>/<image> and test/<class>/<image> (or val/), "
+    f"possibly inside one top folder, e.g. {SHARED_CIFAR10}"
+)
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    split: str
+    label: str  # class folder name
+    name: str  # path inside the archive or directory, for error messages
+    data: bytes | None = None  # the encoded image (archives); None: read from ``path``
+    path: Path | None = None
+
+
+def load_imagefolder(root: Path | None, *, cache_dir: str | Path | None = None) -> Dataset:
+    """Load an image folder or archive, from the cache when it was decoded before."""
+    if root is None:
+        raise DataError(f"dataset imagefolder needs data.root: {_LAYOUT_HELP}.")
+    if not root.exists():
+        raise DataError(f"imagefolder root {root} does not exist; set data.root to {_LAYOUT_HELP}.")
+    # An archive is keyed by its size and mtime, so a cache hit never opens it; a directory by
+    # its listing (file stats only, no image is read).
+    files = None if root.is_file() else _scan_directory(root)
+    name = _source_name(root)
+    cache = cache_root(cache_dir) / "imagefolder" / f"{name}-{_cache_key(root, files)}"
+    cached = read_cache(cache)
+    if cached is not None:
+        return cached
+    if files is None:
+        files = _scan_archive(root)
+    ds = decode_imagefolder(files, name=name, source=str(root))
+    write_cache(cache, ds)
+    return ds
+
+
+def decode_imagefolder(files: list[ImageFile], *, name: str, source: str) -> Dataset:
+    """Decode every image into one data set (train classes sorted, files in name order)."""
+    train = [f for f in files if f.split == TRAIN_SPLIT]
+    val_split = next((s for s in VAL_SPLITS if any(f.split == s for f in files)), None)
+    if not train or val_split is None:
+        found = sorted({f.split for f in files})
+        raise DataError(
+            f"{source} has no {'train' if not train else 'test or val'} split of class folders "
+            f"(splits found: {', '.join(found) or 'none'}); provide {_LAYOUT_HELP}."
+        )
+    val = [f for f in files if f.split == val_split]
+    classes = sorted({f.label for f in train})
+    unknown = sorted({f.label for f in val} - set(classes))
+    if unknown:
+        raise DataError(
+            f"{source}: the {val_split} split has class folders that train lacks ({', '.join(unknown[:5])}); "
+            "every validation class needs training images: add them or remove those folders."
+        )
+    index = {c: i for i, c in enumerate(classes)}
+    ordered = sorted(train, key=lambda f: (index[f.label], f.name)) + sorted(val, key=lambda f: (index[f.label], f.name))
+    images = _stack(decode_all(ordered), ordered)
+    labels = np.array([index[f.label] for f in ordered], dtype=np.int64)
+    n = len(train)
+    train_x = torch.from_numpy(np.ascontiguousarray(images[:n]))
+    val_x = torch.from_numpy(np.ascontiguousarray(images[n:]))
+    mean, std = channel_stats(train_x)
+    return Dataset(
+        name=name,
+        train_x=train_x,
+        train_y=torch.from_numpy(labels[:n]),
+        val_x=val_x,
+        val_y=torch.from_numpy(labels[n:]),
+        classes=classes,
+        mean=mean,
+        std=std,
+        source=source,
+    )
+
+
+def decode_all(files: list[ImageFile]) -> list[np.ndarray]:
+    """Decode every image, in ``DECODE_WORKERS`` forked processes for large sets.
+
+    Threads do not help: small JPEGs spend most of their time in Python under the GIL (measured:
+    1.6 s per 10,000 CIFAR images with 1 or 2 threads). Forked workers read the encoded images
+    from the parent's memory and receive only index ranges. Where no process can be started
+    (e.g. inside a daemonic Celery worker) the images are decoded here.
+    """
+    global _PENDING
+    items = [(f.name, f.data, str(f.path) if f.path else None) for f in files]
+    # fork, not spawn: spawn re-runs the caller's main script, which breaks any script without an
+    # ``if __name__ == "__main__"`` guard. The forked children only run Pillow, never torch.
+    if DECODE_WORKERS < 2 or len(items) < PARALLEL_MIN_IMAGES or "fork" not in multiprocessing.get_all_start_methods():
+        return decode_many(items)
+    size = math.ceil(len(items) / (4 * DECODE_WORKERS))  # a few chunks per worker evens out their pace
+    _PENDING = items
+    try:
+        ctx = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=DECODE_WORKERS, mp_context=ctx) as pool:
+            ranges = [(i, min(i + size, len(items))) for i in range(0, len(items), size)]
+            return [a for chunk in pool.map(_decode_range, ranges) for a in chunk]
+    except (AssertionError, OSError, BrokenProcessPool) as exc:
+        # AssertionError: "daemonic processes are not allowed to have children".
+        warnings.warn(f"decoding in one process: no worker process could be started ({exc})", stacklevel=2)
+        return decode_many(items)
+    finally:
+        _PENDING = []
+
+
+_PENDING: list = []  # the items being decoded, inherited by forked workers
+
+
+def _decode_range(bounds: tuple[int, int]) -> list[np.ndarray]:
+    return decode_many(_PENDING[bounds[0] : bounds[1]])
+
+
+def _stack(arrays: list[np.ndarray], files: list[ImageFile]) -> np.ndarray:
+    """(N, C, H, W): C = 1 when every image is grey, else grey images are repeated to RGB."""
+    h, w = arrays[0].shape[:2]
+    for a, f in zip(arrays, files):
+        if a.shape[:2] != (h, w):
+            raise DataError(
+                f"the image {f.name} is {a.shape[1]}x{a.shape[0]} but {files[0].name} is {w}x{h}; "
+                "every image must have the same size: resize them beforehand."
+            )
+    channels = 3 if any(a.ndim == 3 for a in arrays) else 1
+    out = np.empty((len(arrays), channels, h, w), dtype=np.uint8)
+    for i, a in enumerate(arrays):
+        out[i] = a.transpose(2, 0, 1) if a.ndim == 3 else a[None]
+    return out
+
+
+def _split_of(parts: tuple[str, ...]) -> tuple[str, str] | None:
+    """(split, class) of a path ``[top/]split/class/file``; None for anything else."""
+    if len(parts) not in (3, 4) or any(p.startswith(".") for p in parts):
+        return None
+    if not parts[-1].lower().endswith(IMAGE_SUFFIXES):
+        return None
+    split = parts[-3].lower()
+    return (split, parts[-2]) if split in (TRAIN_SPLIT, *VAL_SPLITS) else None
+
+
+def _check_one_top(tops: set[tuple[str, ...]], count: int, source: Path) -> None:
+    """The images must sit under one top folder at most (``train/...`` or ``cifar10/train/...``)."""
+    if count == 0:
+        raise DataError(f"{source} holds no images in class folders; provide {_LAYOUT_HELP}.")
+    if len(tops) > 1:
+        listed = ", ".join("/".join(t) or "." for t in sorted(tops))
+        raise DataError(
+            f"{source} holds several data sets ({listed}); point data.root at one of them: {_LAYOUT_HELP}."
+        )
+
+
+def _member_parts(name: str) -> tuple[str, ...]:
+    while name.startswith("./"):
+        name = name[2:]
+    return PurePosixPath(name.lstrip("/")).parts
+
+
+def _scan_archive(path: Path) -> list[ImageFile]:
+    files, tops = [], set()
+    try:
+        # Stream mode ("r|*"): one pass, no seeking; 2x faster than "r:*" on the 60,000-member CIFAR archive.
+        with tarfile.open(path, "r|*") as tar:
+            for member in tar:
+                parts = _member_parts(member.name) if member.isfile() else ()
+                where = _split_of(parts)
+                if where is None:
+                    continue
+                data = tar.extractfile(member).read()
+                files.append(ImageFile(split=where[0], label=where[1], name=f"{path}:{member.name}", data=data))
+                tops.add(parts[:-3])
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise DataError(
+            f"cannot read the archive {path} ({exc}); provide a readable .tar, .tar.gz or a directory: {_LAYOUT_HELP}."
+        ) from None
+    _check_one_top(tops, len(files), path)
+    return files
+
+
+def _scan_directory(root: Path) -> list[ImageFile]:
+    files, tops = [], set()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        rel = Path(dirpath).relative_to(root).parts
+        if len(rel) >= 3:
+            dirnames[:] = []  # deeper folders cannot hold [top/]split/class/file
+        for fn in filenames:
+            parts = (*rel, fn)
+            where = _split_of(parts)
+            if where is not None:
+                files.append(ImageFile(split=where[0], label=where[1], name=str(Path(dirpath) / fn), path=Path(dirpath) / fn))
+                tops.add(parts[:-3])
+    _check_one_top(tops, len(files), root)
+    return files
+
+
+def _cache_key(root: Path, files: list[ImageFile] | None) -> str:
+    h = hashlib.sha256(f"v{CACHE_VERSION}|{root.resolve()}".encode())
+    if files is None:  # an archive: its size and mtime stand for its content
+        st = root.stat()
+        h.update(f"|{st.st_size}|{st.st_mtime_ns}".encode())
+    else:  # a directory: every image file's size and mtime
+        for f in sorted(files, key=lambda f: f.name):
+            st = f.path.stat()
+            h.update(f"|{f.name}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def _source_name(root: Path) -> str:
+    name = root.name
+    for suffix in (".tar.gz", ".tgz", ".tar"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name or "imagefolder"
+
+
+_ARRAYS = ("train_x", "train_y", "val_x", "val_y")
+
+
+def read_cache(folder: Path) -> Dataset | None:
+    """The cached data set, or None when there is no complete cache of the current version."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        if meta.get("version") != CACHE_VERSION:
+            return None
+        arrays = {k: torch.from_numpy(np.load(folder / f"{k}.npy", allow_pickle=False)) for k in _ARRAYS}
+    except (OSError, ValueError, KeyError):
+        return None  # absent or unreadable: decode again (the new cache replaces it)
+    return Dataset(
+        name=meta["name"],
+        **arrays,
+        classes=meta["classes"],
+        mean=tuple(meta["mean"]),
+        std=tuple(meta["std"]),
+        source=meta["source"],
+    )
+
+
+def write_cache(folder: Path, ds: Dataset) -> None:
+    """Write the arrays into a temporary folder, then rename it into place (atomic on POSIX)."""
+    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        tmp.mkdir(parents=True)
+        for k in _ARRAYS:
+            np.save(tmp / f"{k}.npy", getattr(ds, k).numpy(), allow_pickle=False)
+        meta = {
+            "version": CACHE_VERSION,
+            "name": ds.name,
+            "classes": ds.classes,
+            "mean": ds.mean,
+            "std": ds.std,
+            "source": ds.source,
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        if folder.exists():  # a stale or damaged cache of the same key
+            shutil.rmtree(folder, ignore_errors=True)
+        try:
+            os.rename(tmp, folder)
+        except OSError:
+            if read_cache(folder) is None:  # not another process that finished first
+                raise
+    except OSError as exc:
+        # A read-only or full cache disk costs the next run a decode, not this run its data.
+        warnings.warn(f"could not cache the decoded images in {folder}: {exc}", stacklevel=3)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
