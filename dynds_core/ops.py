@@ -1,0 +1,199 @@
+"""The two pure operations of a reduced pass: downsample the input, pool the kernels.
+
+    x_small = downsample_input(x, factor=2)            # (N, C, 32, 32) -> (N, C, 16, 16)
+    w_small = pool_kernel(conv.weight)                  # (O, I, 3, 3) -> (O, I, 2, 2), differentiable
+
+The linear kernel modes (avg, resize) are one matrix product with a small pooling matrix ``P``
+(``w_r = w.flatten(2) @ P.T``), built once per shape and setting and cached: no per-step
+construction, a single autograd node, and the ``sum`` scaling exact by construction.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+INPUT_MODES = ("avg", "bilinear", "nearest")
+KERNEL_MODES = ("avg", "max", "resize", "none")
+KERNEL_SCALES = ("sum", "none")
+
+
+def downsample_input(x: torch.Tensor, factor: int = 2, mode: str = "avg") -> torch.Tensor:
+    """Shrink a batch of images (N, C, H, W) to (N, C, H // factor, W // factor).
+
+    >>> downsample_input(torch.ones(2, 3, 32, 32), 2).shape
+    torch.Size([2, 3, 16, 16])
+    """
+    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+        raise ValueError(f"factor must be an integer >= 1: {factor!r}")
+    if mode not in INPUT_MODES:
+        raise ValueError(f"input downsampling mode must be one of {', '.join(INPUT_MODES)}: {mode!r}")
+    if x.dim() != 4:
+        raise ValueError(f"downsample_input expects a (N, C, H, W) batch, got shape {tuple(x.shape)}")
+    if factor == 1:
+        return x
+    h, w = x.shape[-2] // factor, x.shape[-1] // factor
+    if h < 1 or w < 1:
+        raise ValueError(f"factor {factor} is too large for a {x.shape[-2]}x{x.shape[-1]} input")
+    if mode == "avg":
+        # Area average over factor x factor blocks; a remainder row/column is dropped (floor size).
+        return F.avg_pool2d(x, factor)
+    if mode == "bilinear":
+        return F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+    return F.interpolate(x, size=(h, w), mode="nearest")
+
+
+def pooled_size(k: int, window: int = 2, stride: int = 1) -> int:
+    """Length of a kernel dimension of size ``k`` after avg/max pooling (ceil mode, no padding)."""
+    n = -(-(k - window) // stride) + 1
+    if (n - 1) * stride >= k:  # PyTorch's ceil-mode rule: the last window must start inside the kernel
+        n -= 1
+    return n
+
+
+def _pool_matrix_1d(k: int, window: int, stride: int) -> torch.Tensor:
+    """(k', k) matrix whose row j averages the taps of window j (partial last window: its own taps)."""
+    n = pooled_size(k, window, stride)
+    m = torch.zeros(n, k, dtype=torch.float64)
+    for j in range(n):
+        start = j * stride
+        stop = min(start + window, k)
+        m[j, start:stop] = 1.0 / (stop - start)
+    return m
+
+
+_MATRIX_CACHE: dict[tuple, torch.Tensor] = {}
+
+
+def pooling_matrix(
+    kh: int,
+    kw: int,
+    mode: str = "avg",
+    window: int = 2,
+    stride: int = 1,
+    size: Sequence[int] | None = None,
+    scale: str = "sum",
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """The (k'h * k'w, kh * kw) matrix P of a linear kernel mode: ``w_r = w.flatten(2) @ P.T``.
+
+    With ``scale="sum"`` P's columns sum to 1: each original tap's mass is spread over the pooled
+    taps whose windows contain it, so every filter's tap sum (its response to a flat input) is kept.
+    Cached per (shape, setting, dtype, device).
+    """
+    key = (kh, kw, mode, window, stride, tuple(size) if size is not None else None, scale, dtype, str(device))
+    p = _MATRIX_CACHE.get(key)
+    if p is not None:
+        return p
+    if mode == "avg":
+        p = torch.kron(_pool_matrix_1d(kh, window, stride), _pool_matrix_1d(kw, window, stride))
+    elif mode == "resize":
+        th, tw = size  # type: ignore[misc]
+        # Resize each one-hot tap: column t of P is where tap t's weight lands. Antialiasing makes
+        # a shrink average over every tap instead of sampling a few (7x7 -> 2x2 would skip taps).
+        basis = torch.eye(kh * kw, dtype=torch.float64).view(kh * kw, 1, kh, kw)
+        resized = F.interpolate(basis, size=(th, tw), mode="bilinear", align_corners=False, antialias=True)
+        p = resized.view(kh * kw, th * tw).T.contiguous()
+    else:
+        raise ValueError(f"kernel mode {mode!r} has no pooling matrix; linear modes are avg and resize")
+    if scale == "sum":
+        cols = p.sum(0, keepdim=True)
+        if bool((cols <= 0).any()):
+            raise ValueError(f"kernel pooling {mode} (window {window}, stride {stride}) leaves some taps of a {kh}x{kw} kernel uncovered")
+        p = p / cols
+    p = p.to(dtype=dtype, device=device)
+    _MATRIX_CACHE[key] = p
+    return p
+
+
+def _check_pool_args(mode: str, window: int, stride: int, size: Sequence[int] | None, scale: str) -> None:
+    if mode not in KERNEL_MODES:
+        raise ValueError(f"kernel mode must be one of {', '.join(KERNEL_MODES)}: {mode!r}")
+    if scale not in KERNEL_SCALES:
+        raise ValueError(f"kernel scale must be one of {', '.join(KERNEL_SCALES)}: {scale!r}")
+    if mode in ("avg", "max"):
+        if isinstance(window, bool) or not isinstance(window, int) or window < 2:
+            raise ValueError(f"kernel pooling window must be an integer >= 2: {window!r}")
+        if isinstance(stride, bool) or not isinstance(stride, int) or not 1 <= stride <= window:
+            # A stride above the window would skip taps entirely.
+            raise ValueError(f"kernel pooling stride must be an integer from 1 to the window ({window}): {stride!r}")
+    if mode == "max" and scale == "sum":
+        raise ValueError("kernel scale 'sum' is undefined for max pooling (its taps are not a linear mix); use scale='none'")
+    if mode == "resize":
+        if size is None:
+            raise ValueError("kernel mode 'resize' needs an explicit size, e.g. size=(2, 2)")
+        if len(size) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in size):
+            raise ValueError(f"kernel resize size must be two positive integers (h, w): {size!r}")
+
+
+def pooled_kernel_shape(
+    kh: int, kw: int, mode: str = "avg", window: int = 2, stride: int = 1, size: Sequence[int] | None = None
+) -> tuple[int, int]:
+    """Spatial size of a (kh, kw) kernel after :func:`pool_kernel` (unchanged when it is not pooled)."""
+    if mode == "none" or kh < 2 or kw < 2:
+        return kh, kw
+    if mode == "resize":
+        return int(size[0]), int(size[1])  # type: ignore[index]
+    for k in (kh, kw):
+        if window > k:
+            raise ValueError(f"kernel pooling window {window} is larger than a {kh}x{kw} kernel; use a window of at most {min(kh, kw)}")
+    return pooled_size(kh, window, stride), pooled_size(kw, window, stride)
+
+
+def pool_kernel(
+    weight: torch.Tensor,
+    mode: str = "avg",
+    window: int = 2,
+    stride: int = 1,
+    size: Sequence[int] | None = None,
+    scale: str = "sum",
+) -> torch.Tensor:
+    """Spatially pool conv filters (O, I, kh, kw); differentiable, so gradients reach ``weight``.
+
+    >>> pool_kernel(torch.ones(8, 4, 3, 3)).shape          # avg, window 2, stride 1
+    torch.Size([8, 4, 2, 2])
+    >>> pool_kernel(torch.ones(8, 4, 3, 3)).sum().item()   # scale="sum": tap sums are kept
+    288.0
+
+    Kernels smaller than 2x2 in either dimension (1x1 convs) and mode ``none`` return ``weight``.
+    """
+    _check_pool_args(mode, window, stride, size, scale)
+    if weight.dim() != 4:
+        raise ValueError(f"pool_kernel expects a conv weight (O, I, kh, kw), got shape {tuple(weight.shape)}")
+    o, i, kh, kw = weight.shape
+    if mode == "none" or kh < 2 or kw < 2:
+        return weight
+    th, tw = pooled_kernel_shape(kh, kw, mode, window, stride, size)
+    if mode == "max":
+        flat = weight.reshape(o * i, 1, kh, kw)
+        return F.max_pool2d(flat, window, stride, ceil_mode=True).view(o, i, th, tw)
+    p = pooling_matrix(kh, kw, mode, window, stride, size, scale, dtype=weight.dtype, device=weight.device)
+    return (weight.flatten(2) @ p.T).view(o, i, th, tw)
+
+
+def pad_amounts(
+    in_size: int,
+    out_size: int,
+    kernel: int,
+    stride: int,
+    dilation: int,
+    ideal_before: float,
+    extra_at_end: bool,
+) -> tuple[int, int]:
+    """Padding (before, after) so that a conv with ``kernel`` gives exactly ``out_size`` outputs.
+
+    ``ideal_before`` is the padding before the first tap that would keep the output centred where
+    the original conv's was. For an even kernel it is a half-integer: ``extra_at_end`` rounds it
+    down (the extra pad goes to the end), otherwise up. A negative amount means crop.
+
+    >>> pad_amounts(16, 16, kernel=2, stride=1, dilation=1, ideal_before=0.5, extra_at_end=True)
+    (0, 1)
+    """
+    total = (out_size - 1) * stride + dilation * (kernel - 1) + 1 - in_size
+    before = math.floor(ideal_before) if extra_at_end else math.ceil(ideal_before)
+    return before, total - before
