@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 SPEC_VERSION = 1
 
@@ -76,12 +76,13 @@ class TrainSpec(_Section):
     num_threads: int | None = Field(default=None, ge=1, le=256)  # torch threads; None: leave as set by the caller
     target_accuracy: float | None = Field(default=None, gt=0, le=100)  # percent; None: the lower final accuracy
 
-    @model_validator(mode="after")
-    def _check_device(self) -> "TrainSpec":
-        d = self.device
+    # A field validator (not a model one) so that a bad device is listed beside other bad train keys.
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, d: str) -> str:
         if not (d in ("auto", "cpu", "cuda") or (d.startswith("cuda:") and d[5:].isdigit())):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {d!r}")
-        return self
+        return d
 
 
 class InputDownsample(_Section):
@@ -151,6 +152,12 @@ class AdaptiveSchedule(_ScheduleBase):
     p_min: float = Field(default=0.1, ge=0, le=1)  # never reduce less often than this
     p_max: float = Field(default=0.9, ge=0, le=1)  # ... nor more often than this
     window: int = Field(default=50, ge=5, le=10_000)  # steps over which signals are averaged
+
+    @model_validator(mode="after")
+    def _check_range(self) -> "AdaptiveSchedule":
+        if self.p_min > self.p_max:
+            raise ValueError(f"p_min ({self.p_min}) must not exceed p_max ({self.p_max})")
+        return self
 
 
 ScheduleSpec = Annotated[

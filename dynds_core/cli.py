@@ -1,0 +1,185 @@
+"""``dynds train SPEC``: run a job spec locally, with progress bars, a summary table and the result JSON.
+
+    dynds train examples/quick.yaml --out result.json
+    dynds train examples/synthetic.yaml --epochs 1 --quiet      # result JSON on stdout
+
+Relative paths inside a spec (``data.root``) are taken relative to the current directory, as
+every other path on the command line is. Progress and the table go to stderr, so stdout carries
+only the JSON when no ``--out`` is given. A bad spec, missing data or a model that cannot take a
+reduced pass exits with status 2 and a short message; Ctrl-C stops the run after the current
+step and still writes what finished (status 130).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+def add_parsers(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="run a job spec (DynDS run, paired baseline, equal-time baseline) on this machine",
+        description="Train the job in SPEC (YAML or JSON) and report time saving, accuracy delta and FLOPs.",
+    )
+    p.add_argument("spec", metavar="SPEC", help="job spec file (.yaml or .json); relative paths in it are relative to the current directory")
+    p.add_argument("--out", metavar="FILE", help="write the JobResult JSON here (atomically) instead of printing it")
+    p.add_argument("--device", help="override train.device (auto, cpu, cuda, cuda:N)")
+    p.add_argument("--epochs", type=int, metavar="N", help="override train.epochs")
+    p.add_argument("--threads", type=int, metavar="N", help="torch threads (default: train.num_threads, else $OMP_NUM_THREADS, else all cores)")
+    p.add_argument("--cache-dir", metavar="DIR", help="where decoded data sets are cached (default: $DYNDS_CACHE_DIR or ~/.cache/dynds)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or table")
+    p.set_defaults(func=run_train)
+
+
+def apply_overrides(spec: Any, *, device: str | None, epochs: int | None, source: str) -> Any:
+    """The spec with command-line overrides, validated like the file itself."""
+    from .spec import JobSpec
+
+    if device is None and epochs is None:
+        return spec
+    data = spec.canonical()
+    if device is not None:
+        data["train"]["device"] = device
+    if epochs is not None:
+        data["train"]["epochs"] = epochs
+    return JobSpec.parse(data, source=f"{source} (with command-line overrides)")
+
+
+def choose_threads(spec_threads: int | None, cli_threads: int | None) -> int:
+    """One process owns the machine: all cores unless the spec, the flag or OMP_NUM_THREADS says otherwise."""
+    if cli_threads is not None:
+        return max(1, cli_threads)
+    if spec_threads is not None:
+        return spec_threads
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return os.cpu_count() or 1
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _fail(console, message: str) -> int:
+    console.print(f"[bold red]dynds train:[/] {message}", highlight=False, soft_wrap=True)
+    return EXIT_BAD_INPUT
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    # Not a terminal (a log file, CI): rich would assume 80 columns and truncate the table.
+    console = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
+    from .spec import JobSpec, SpecError
+
+    try:
+        spec = JobSpec.from_file(args.spec)
+        spec = apply_overrides(spec, device=args.device, epochs=args.epochs, source=args.spec)
+    except SpecError as exc:
+        return _fail(console, str(exc))
+
+    import torch
+
+    from .data import DataError
+    from .reduced import ReducedPassError
+    from .trainer import train
+    from .training.progress import InterruptFlag, ProgressCallback
+
+    threads = choose_threads(spec.train.num_threads, args.threads)
+    torch.set_num_threads(threads)
+    stop = InterruptFlag()
+    progress = None if args.quiet else ProgressCallback(console)
+    callbacks = [stop] + ([progress] if progress else [])
+    try:
+        with stop.installed():
+            if progress:
+                progress.start()
+            try:
+                result = train(spec, callbacks, cache_dir=args.cache_dir)
+            finally:
+                if progress:
+                    progress.stop()
+    except SpecError as exc:
+        # raised by the trainer for settings the data or machine rule out (e.g. a batch larger than the data)
+        return _fail(console, f"invalid spec in {args.spec}: " + "; ".join(f"{k}: {m}" for k, m in exc.errors))
+    except DataError as exc:
+        return _fail(console, f"{args.spec}: data (dataset {spec.data.dataset!r}, root {spec.data.root!r}): {exc}")
+    except ReducedPassError as exc:
+        return _fail(console, f"{args.spec}: model.arch {spec.model.arch!r} cannot take a reduced pass: {exc}")
+
+    text = json.dumps(result.model_dump(mode="json"), indent=2)
+    if args.out:
+        write_atomic(args.out, text + "\n")
+    else:
+        print(text)
+    if not args.quiet:
+        console.print(summary_table(result))
+        if args.out:
+            console.print(f"result written to {args.out}", highlight=False)
+    return EXIT_INTERRUPTED if stop.stopped else 0
+
+
+def _fmt(v: float | None, fmt: str, scale: float = 1.0, unit: str = "") -> str:
+    return "-" if v is None else f"{v * scale:{fmt}}{unit}"
+
+
+def format_flops(v: float | None) -> str:
+    """1.23e12 -> '1.23 TFLOP'."""
+    if v is None:
+        return "-"
+    for unit, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6)):
+        if abs(v) >= scale:
+            return f"{v / scale:.3g} {unit}FLOP"
+    return f"{v:.3g} FLOP"
+
+
+def summary_table(result: Any):
+    """Baseline vs DynDS vs equal-time: time, accuracy, FLOPs; then the headline figures."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    from .training.progress import RUN_LABELS
+
+    table = Table(title=f"{result.spec.get('name', 'job')} on {result.device}")
+    for col in ("run", "steps full/reduced", "train time", "val acc", "best", "FLOPs", "time to target"):
+        table.add_column(col, justify="left" if col == "run" else "right")
+    for kind in ("baseline", "dynds", "equal_time"):
+        r = getattr(result, kind)
+        if r is None:
+            continue
+        table.add_row(
+            RUN_LABELS[kind] + (" (cancelled)" if r.cancelled else ""),
+            f"{r.steps_full}/{r.steps_reduced}",
+            _fmt(r.train_time_s, ".1f", unit=" s"),
+            _fmt(r.final_val_acc, ".2f", unit="%"),
+            _fmt(r.best_val_acc, ".2f", unit="%"),
+            format_flops(r.total_flops),
+            _fmt(r.time_to_target_s, ".1f", unit=" s"),
+        )
+    target = _fmt(result.target_accuracy, ".2f", unit="%")
+    lines = Text(
+        f"time saving {_fmt(result.time_saving, '+.1%')}   accuracy delta {_fmt(result.acc_delta, '+.2f', unit=' pt')}   "
+        f"FLOP saving {_fmt(result.flop_saving, '+.1%')}   equal-time gap {_fmt(result.equal_time_gap, '+.2f', unit=' pt')}   "
+        f"target {target}" + ("   (cancelled: partial results)" if result.cancelled else "")
+    )
+    return Group(table, lines)

@@ -1,0 +1,167 @@
+"""FLOPs of one training step (forward + backward), full or reduced, counted by PyTorch itself.
+
+    step_flops(model, (128, 3, 32, 32), reduced=False)             # ~31.2e9 for CIFAR ResNet-20
+    step_flops(model, (128, 3, 32, 32), reduced=True, kernel=None)  # input /2, 3x3 -> 2x2 kernels
+    estimate_spec(spec)    # what the submit form shows, without loading any data
+
+Counting uses ``torch.utils.flop_counter.FlopCounterMode`` on a copy of the model (so BatchNorm
+statistics and gradients of the real model are untouched). FLOPs of convolutions and matrix
+products are linear in the batch size, so we count on ``count_batch`` samples of the real
+(C, H, W) and scale to the real batch: exact, and ~60x cheaper at batch 128. Results are
+cached by (model architecture, shape, settings).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import hashlib
+import json
+import threading
+from typing import Any, Mapping
+
+import torch
+import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .schedules import make_schedule
+from .spec import JobSpec, KernelPooling
+
+_CACHE: dict[tuple, float] = {}
+_LOCK = threading.Lock()
+
+# Known (C, H, W) and training-set size of each data set, so estimates need no data on disk.
+DATASET_SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
+    "cifar10": ((3, 32, 32), 50_000),
+    "cifar100": ((3, 32, 32), 50_000),
+    "fashion-mnist": ((1, 28, 28), 60_000),
+    # Unknown in general; our shared CIFAR-10 JPEG archive is 3x32x32 with 50,000 training images.
+    "imagefolder": ((3, 32, 32), 50_000),
+}
+
+
+def _model_signature(model: nn.Module) -> str:
+    """Architecture fingerprint: module types and parameter shapes (not values)."""
+    h = hashlib.sha256(type(model).__qualname__.encode())
+    for name, m in model.named_modules():
+        h.update(f"{name}:{type(m).__name__};".encode())
+        if isinstance(m, nn.Conv2d):
+            h.update(f"{m.stride}{m.padding}{m.dilation}{m.groups};".encode())
+    for name, p in model.named_parameters():
+        h.update(f"{name}{tuple(p.shape)};".encode())
+    return h.hexdigest()
+
+
+def _kernel_key(kernel: KernelPooling | Mapping[str, Any] | None) -> str:
+    if kernel is None:
+        return "default"
+    data = kernel.model_dump(mode="json") if isinstance(kernel, KernelPooling) else dict(kernel)
+    return json.dumps(data, sort_keys=True, default=str)
+
+
+def step_flops(
+    model: nn.Module,
+    input_shape: tuple[int, int, int, int],
+    *,
+    reduced: bool,
+    kernel: KernelPooling | Mapping[str, Any] | None = None,
+    bn: str = "frozen",
+    input_factor: int = 2,
+    input_mode: str = "avg",
+    device: str | torch.device | None = None,
+    count_batch: int = 2,
+) -> float:
+    """Forward + backward FLOPs of one training step on a batch of ``input_shape`` (N, C, H, W).
+
+    ``reduced``: the reduced step (input downsampled by ``input_factor``, kernels pooled per ``kernel``).
+    ``device``: where to count (default: the model's); FLOPs do not depend on it, only the counting time.
+    """
+    if len(input_shape) != 4 or min(input_shape) < 1:
+        raise ValueError(f"input_shape must be a positive (N, C, H, W): {tuple(input_shape)!r}")
+    n, c, h, w = (int(v) for v in input_shape)
+    # bn and device never change FLOPs, so they stay out of the key (the baseline's count is reused).
+    key = (_model_signature(model), (c, h, w), reduced) + ((_kernel_key(kernel), input_factor, input_mode) if reduced else ())
+    with _LOCK:
+        per_sample = _CACHE.get(key)
+    if per_sample is None:
+        per_sample = _count(model, (c, h, w), reduced, kernel, bn, input_factor, input_mode, device, max(1, count_batch))
+        with _LOCK:
+            _CACHE[key] = per_sample
+    return per_sample * n
+
+
+def _count(model, chw, reduced, kernel, bn, input_factor, input_mode, device, count_batch) -> float:
+    from .ops import downsample_input
+    from .reduced import reduced_pass
+
+    ref = next(iter(model.parameters()), None)
+    if device is None:
+        device = ref.device if ref is not None else "cpu"
+    m = copy.deepcopy(model).to(device).train()
+    dtype = ref.dtype if ref is not None else torch.float32
+    # Values never change FLOPs; zeros keep the global RNG (and so a run's random stream) untouched.
+    x = torch.zeros(count_batch, *chw, device=device, dtype=dtype)
+    if reduced:
+        x = downsample_input(x, input_factor, input_mode)
+    with FlopCounterMode(display=False) as counter:
+        if reduced:
+            with reduced_pass(m, kernel, bn):
+                out = m(x)
+        else:
+            out = m(x)
+        out.float().sum().backward()
+    return counter.get_total_flops() / count_batch
+
+
+def spec_input_shape(spec: JobSpec) -> tuple[tuple[int, int, int], int]:
+    """(C, H, W) and training-set size of the spec's data set, from what is known about it (no loading)."""
+    d = spec.data
+    if d.dataset == "synthetic":
+        chw, n_train = (3, d.image_size, d.image_size), d.synthetic_size
+    else:
+        chw, n_train = DATASET_SHAPES[d.dataset]
+    if d.train_subset is not None:
+        n_train = min(n_train, d.train_subset) if d.dataset != "imagefolder" else d.train_subset
+    return chw, n_train
+
+
+@functools.lru_cache(maxsize=16)
+def _cpu_model(arch: str, num_classes: int, in_channels: int, small_input: bool) -> nn.Module:
+    from .models import create_model
+
+    # Only shapes matter here; fork the RNG so that an estimate never shifts the caller's random stream.
+    with torch.random.fork_rng(devices=[]):
+        return create_model(arch, num_classes=num_classes, in_channels=in_channels, small_input=small_input)
+
+
+def estimate_spec(spec: JobSpec) -> dict[str, float]:
+    """Predicted FLOPs of a job's DynDS run, without loading data (the model is built on the CPU).
+
+    Returns ``flops_full_step``, ``flops_reduced_step`` (per training step, forward + backward),
+    ``reduced_fraction`` (the schedule's expected share of reduced steps) and
+    ``predicted_flop_saving`` (1 - FLOPs_dynds / FLOPs_baseline).
+    """
+    (c, h, w), n_train = spec_input_shape(spec)
+    num_classes = {"cifar10": 10, "cifar100": 100, "fashion-mnist": 10}.get(spec.data.dataset, spec.data.num_classes)
+    model = _cpu_model(spec.model.arch, num_classes, c, spec.model.small_input)
+    shape = (spec.train.batch_size, c, h, w)
+    full = step_flops(model, shape, reduced=False, device="cpu")
+    reduced = step_flops(
+        model,
+        shape,
+        reduced=True,
+        kernel=spec.dynds.kernel,
+        bn=spec.dynds.bn,
+        input_factor=spec.dynds.input.factor,
+        input_mode=spec.dynds.input.mode,
+        device="cpu",
+    )
+    steps_per_epoch = max(1, n_train // spec.train.batch_size)
+    schedule = make_schedule(spec.dynds.schedule, spec.train.epochs * steps_per_epoch, spec.train.seed)
+    frac = schedule.expected_reduced_fraction()
+    return {
+        "flops_full_step": full,
+        "flops_reduced_step": reduced,
+        "reduced_fraction": frac,
+        "predicted_flop_saving": frac * (1.0 - reduced / full) if full > 0 else 0.0,
+    }

@@ -1,0 +1,267 @@
+"""Schedules: which training steps run reduced.
+
+Each kind is a pure function of (step, total_steps, seed, settings) returning True for a reduced
+step; :class:`Schedule` is a thin object on top that the trainer asks once per step::
+
+    sched = make_schedule(spec.dynds.schedule, total_steps=390, seed=0)
+    sched.decide(step=0, epoch=0)      # "full" or "reduced"
+    sched.plan()                       # every decision up front (not for adaptive)
+
+Randomness comes from a counter-based hash of (seed, step), never from global RNG state, so the
+same seed gives the same decisions on every run and machine, and a schedule can be asked about
+any step in any order.
+
+The adaptive schedule (ours; none of the prior work has one) follows training signals: see
+:class:`AdaptiveState`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+BatchType = Literal["full", "reduced"]
+
+_MASK64 = (1 << 64) - 1
+# Salts keep the schedule's random stream apart from any other use of the same seed.
+_STREAM_STOCHASTIC = 0x5EED_5C4E
+_STREAM_ADAPTIVE = 0xADA9_7135
+
+
+def _splitmix64(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def uniform(seed: int, step: int, stream: int = 0) -> float:
+    """A uniform number in [0, 1) fixed by (seed, step, stream): pure integer arithmetic, same everywhere.
+
+    >>> uniform(0, 5) == uniform(0, 5)
+    True
+    """
+    h = _splitmix64(_splitmix64(_splitmix64(stream & _MASK64) ^ (seed & _MASK64)) ^ (step & _MASK64))
+    return (h >> 11) * (1.0 / (1 << 53))
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure decision functions (True = reduced)
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_step(step: int, total_steps: int) -> None:
+    if total_steps < 1:
+        raise ValueError(f"total_steps must be at least 1: {total_steps}")
+    if not 0 <= step < total_steps:
+        raise ValueError(f"step must be in [0, {total_steps}): {step}")
+
+
+def final_full_start(total_steps: int, final_full_fraction: float) -> int:
+    """First step of the always-full tail: the last round(total * fraction) steps are full."""
+    if not 0 <= final_full_fraction <= 1:
+        raise ValueError(f"final_full_fraction must be between 0 and 1: {final_full_fraction}")
+    return total_steps - int(round(total_steps * final_full_fraction))
+
+
+def stochastic_p(step: int, total_steps: int, p: float, p_end: float | None = None) -> float:
+    """Reduction probability at ``step``: ``p`` annealed linearly to ``p_end`` (reached at the last step)."""
+    if p_end is None or total_steps <= 1:
+        return p
+    return p + (p_end - p) * step / (total_steps - 1)
+
+
+def stochastic_reduced(step: int, total_steps: int, seed: int, p: float, p_end: float | None = None) -> bool:
+    _check_step(step, total_steps)
+    return uniform(seed, step, _STREAM_STOCHASTIC) < stochastic_p(step, total_steps, p, p_end)
+
+
+def periodic_pattern(every: int | None = 3, pattern: str | None = None) -> str:
+    """The repeating pattern of R (reduced) and F (full): ``every: 3`` -> ``"RRF"``; ``pattern`` overrides."""
+    if pattern is not None:
+        if not pattern or set(pattern) - {"R", "F"}:
+            raise ValueError(f"pattern must be a non-empty string of R and F: {pattern!r}")
+        return pattern
+    if every is None or every < 1:
+        raise ValueError(f"every must be a positive integer: {every}")
+    return "R" * (every - 1) + "F"
+
+
+def periodic_reduced(step: int, total_steps: int, every: int | None = 3, pattern: str | None = None) -> bool:
+    _check_step(step, total_steps)
+    pat = periodic_pattern(every, pattern)
+    return pat[step % len(pat)] == "R"
+
+
+def phase_window(total_steps: int, start: float, end: float) -> tuple[int, int]:
+    """[first, last) reduced step of a phase schedule: fractions rounded to whole steps."""
+    if not 0 <= start <= end <= 1:
+        raise ValueError(f"phase needs 0 <= start <= end <= 1: start={start}, end={end}")
+    return int(round(total_steps * start)), int(round(total_steps * end))
+
+
+def phase_reduced(step: int, total_steps: int, start: float, end: float) -> bool:
+    _check_step(step, total_steps)
+    lo, hi = phase_window(total_steps, start, end)
+    return lo <= step < hi
+
+
+def adaptive_p(rate_reduced: float | None, rate_full: float | None, p_min: float, p_max: float) -> float:
+    """Reduction probability from the two progress rates (loss decrease per second).
+
+    The probability moves from the midpoint of [p_min, p_max] towards p_max as reduced steps buy
+    relatively more progress per second, and towards p_min as full steps do:
+    ``p = p_min + (p_max - p_min) * (0.5 + 0.5 * (r_R - r_F) / (|r_R| + |r_F|))``.
+    Without both rates yet, the midpoint.
+    """
+    if not 0 <= p_min <= p_max <= 1:
+        raise ValueError(f"adaptive needs 0 <= p_min <= p_max <= 1: p_min={p_min}, p_max={p_max}")
+    if rate_reduced is None or rate_full is None:
+        return 0.5 * (p_min + p_max)
+    scale = abs(rate_reduced) + abs(rate_full)
+    share = 0.5 if scale == 0 else 0.5 + 0.5 * (rate_reduced - rate_full) / scale
+    return p_min + (p_max - p_min) * min(1.0, max(0.0, share))
+
+
+# ---------------------------------------------------------------------------------------------
+# Adaptive signals
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class AdaptiveState:
+    """Per-type EMAs of loss decrease per second of compute.
+
+    The training loss of a reduced batch is measured at low resolution and is not comparable with a
+    full batch's, and a loss drop after a step is caused by every step before it. So progress is
+    credited only across two *consecutive steps of the same type*: the relative drop
+    ``log(L_prev) - log(L_now)`` is what the earlier step bought (plus batch noise), and its cost is
+    that step's wall time. Relative drops make both types' rates comparable. Each type keeps an EMA
+    (span ``window``) of drop per second; with the random mixing kept between p_min and p_max,
+    same-type pairs keep occurring for both types, so neither estimate starves.
+    """
+
+    window: int = 50
+    rate: dict[str, float | None] = field(default_factory=lambda: {"full": None, "reduced": None})
+    pairs: dict[str, int] = field(default_factory=lambda: {"full": 0, "reduced": 0})
+    _last: tuple[str, float, float] | None = None  # (type, loss, step time) of the previous step
+
+    # A rate is trusted only after this many same-type pairs: early EMAs are one batch's noise.
+    min_pairs: int = 5
+
+    def observe(self, batch_type: str, loss: float, step_time_s: float) -> None:
+        if batch_type not in ("full", "reduced"):
+            raise ValueError(f"batch_type must be 'full' or 'reduced': {batch_type!r}")
+        if not (math.isfinite(loss) and loss > 0):
+            self._last = None  # a diverged or zero loss carries no usable signal
+            return
+        last = self._last
+        if last is not None and last[0] == batch_type and last[2] > 0:
+            drop_per_s = (math.log(last[1]) - math.log(loss)) / last[2]
+            alpha = 2.0 / (self.window + 1)
+            old = self.rate[batch_type]
+            self.rate[batch_type] = drop_per_s if old is None else old + alpha * (drop_per_s - old)
+            self.pairs[batch_type] += 1
+        self._last = (batch_type, loss, step_time_s)
+
+    def trusted_rates(self) -> tuple[float | None, float | None]:
+        """(reduced rate, full rate), each None until it has ``min_pairs`` observations."""
+        r = self.rate["reduced"] if self.pairs["reduced"] >= self.min_pairs else None
+        f = self.rate["full"] if self.pairs["full"] >= self.min_pairs else None
+        return r, f
+
+
+# ---------------------------------------------------------------------------------------------
+# The thin class the trainer uses
+# ---------------------------------------------------------------------------------------------
+
+
+def _get(spec: Any, name: str, default: Any = None) -> Any:
+    return spec.get(name, default) if isinstance(spec, dict) else getattr(spec, name, default)
+
+
+class Schedule:
+    """Decides, step by step, whether a batch runs full or reduced. Build with :func:`make_schedule`."""
+
+    def __init__(self, spec: Any, total_steps: int, seed: int):
+        if total_steps < 1:
+            raise ValueError(f"total_steps must be at least 1: {total_steps}")
+        self.kind: str = _get(spec, "kind", "none")
+        self.spec = spec
+        self.total_steps = int(total_steps)
+        self.seed = int(seed)
+        self.final_start = final_full_start(self.total_steps, float(_get(spec, "final_full_fraction", 0.0) or 0.0))
+        self.adaptive = AdaptiveState(window=int(_get(spec, "window", 50))) if self.kind == "adaptive" else None
+
+    # -- the scheduled (signal-free) kinds --------------------------------------------------------
+    def _reduced(self, step: int) -> bool:
+        s, n, k = self.spec, self.total_steps, self.kind
+        _check_step(step, n)
+        if step >= self.final_start:
+            return False
+        if k == "none":
+            return False
+        if k == "stochastic":
+            return stochastic_reduced(step, n, self.seed, _get(s, "p", 0.5), _get(s, "p_end"))
+        if k == "periodic":
+            return periodic_reduced(step, n, _get(s, "every", 3), _get(s, "pattern"))
+        if k == "phase":
+            return phase_reduced(step, n, _get(s, "start", 0.0), _get(s, "end", 0.5))
+        if k == "adaptive":
+            return uniform(self.seed, step, _STREAM_ADAPTIVE) < self.current_p()
+        raise ValueError(f"unknown schedule kind {k!r}; allowed: none, stochastic, periodic, phase, adaptive")
+
+    def decide(self, step: int, epoch: int = 0) -> BatchType:
+        """``"reduced"`` or ``"full"`` for this step (``epoch`` is informational: kinds work in steps)."""
+        return "reduced" if self._reduced(step) else "full"
+
+    def observe(self, batch_type: str, loss: float, step_time_s: float) -> None:
+        """Feed a finished step's loss and wall time; only the adaptive kind listens."""
+        if self.adaptive is not None:
+            self.adaptive.observe(batch_type, loss, step_time_s)
+
+    def current_p(self) -> float:
+        """The adaptive kind's current reduction probability."""
+        if self.adaptive is None:
+            raise ValueError(f"current_p is only defined for the adaptive schedule, not {self.kind!r}")
+        r, f = self.adaptive.trusted_rates()
+        return adaptive_p(r, f, _get(self.spec, "p_min", 0.1), _get(self.spec, "p_max", 0.9))
+
+    @property
+    def can_reduce(self) -> bool:
+        """Whether any step may run reduced (if not, the model need not support a reduced pass)."""
+        if self.kind == "none" or self.final_start == 0:
+            return False
+        if self.kind == "adaptive":
+            return _get(self.spec, "p_max", 0.9) > 0
+        return any(self._reduced(i) for i in range(self.final_start))
+
+    def plan(self) -> list[BatchType] | None:
+        """Every decision up front; None for the adaptive kind (its decisions depend on training)."""
+        if self.adaptive is not None:
+            return None
+        return [self.decide(i) for i in range(self.total_steps)]
+
+    def expected_reduced_fraction(self) -> float:
+        """Expected share of reduced steps: exact for the scheduled kinds (the stochastic kind's
+        probabilities, not its draws), the midpoint of [p_min, p_max] for the adaptive one."""
+        n, k, s = self.total_steps, self.kind, self.spec
+        head = self.final_start
+        if k == "stochastic":
+            return sum(stochastic_p(i, n, _get(s, "p", 0.5), _get(s, "p_end")) for i in range(head)) / n
+        if k == "adaptive":
+            return 0.5 * (_get(s, "p_min", 0.1) + _get(s, "p_max", 0.9)) * head / n
+        return sum(self._reduced(i) for i in range(head)) / n
+
+    def __repr__(self) -> str:
+        return f"Schedule(kind={self.kind!r}, total_steps={self.total_steps}, seed={self.seed})"
+
+
+def make_schedule(spec: Any, total_steps: int, seed: int = 0) -> Schedule:
+    """Build the schedule of ``spec.dynds.schedule`` (a schedule section or a plain dict).
+
+    >>> make_schedule({"kind": "periodic", "every": 3}, total_steps=6).plan()
+    ['reduced', 'reduced', 'full', 'reduced', 'reduced', 'full']
+    """
+    return Schedule(spec, total_steps, seed)

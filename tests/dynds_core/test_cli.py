@@ -1,0 +1,137 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from app.cli import build_parser
+from dynds_core.cli import apply_overrides, choose_threads, format_flops, write_atomic
+from dynds_core.spec import JobSpec, SpecError
+
+ROOT = Path(__file__).resolve().parents[2]
+DYNDS = ROOT / ".venv" / "bin" / "dynds"
+
+TINY = {
+    "name": "cli-tiny",
+    "data": {"dataset": "synthetic", "image_size": 16, "synthetic_size": 64},
+    "train": {"epochs": 1, "batch_size": 16, "lr": 0.05, "device": "cpu"},
+    "dynds": {"schedule": {"kind": "periodic", "every": 2}},
+    "baseline": True,
+}
+
+
+def run_cli(*args, cwd=None):
+    exe = [str(DYNDS)] if DYNDS.exists() else [sys.executable, "-m", "app.cli"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(exe + ["train", *map(str, args)], capture_output=True, text=True, timeout=300, cwd=cwd or ROOT, env=env)
+
+
+def test_train_end_to_end_writes_the_result(tmp_path):
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(TINY))
+    out = tmp_path / "out" / "result.json"
+    proc = run_cli(spec, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(out.read_text())
+    assert res["spec_hash"] == JobSpec.parse(TINY).spec_hash
+    assert res["baseline"]["steps"] == res["dynds"]["steps"] == 4
+    assert res["dynds"]["steps_reduced"] == 2
+    assert res["time_saving"] is not None and res["acc_delta"] is not None
+    # the summary table goes to stderr
+    assert "DynDS" in proc.stderr and "time saving" in proc.stderr
+
+
+def test_train_prints_json_on_stdout_with_overrides(tmp_path, capsys):
+    from app.cli import main
+
+    spec = tmp_path / "tiny.json"
+    spec.write_text(json.dumps({**TINY, "baseline": False}))
+    assert main(["train", str(spec), "--quiet", "--epochs", "2", "--threads", "1"]) == 0
+    out, err = capsys.readouterr()
+    res = json.loads(out)
+    assert res["spec"]["train"]["epochs"] == 2 and res["dynds"]["steps"] == 8
+    assert res["baseline"] is None
+    assert err == ""
+
+
+def test_bad_spec_exits_2_naming_file_and_keys(tmp_path):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(yaml.safe_dump({"train": {"epochs": 0, "optimiser": "sgd"}, "dynds": {"bn": "batch"}}))
+    proc = run_cli(spec)
+    assert proc.returncode == 2
+    for needle in ("bad.yaml", "train.epochs", "train.optimiser", "dynds.bn"):
+        assert needle in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_missing_data_exits_2_with_where_it_looked(tmp_path, capsys):
+    from app.cli import main
+
+    spec = tmp_path / "nodata.yaml"
+    spec.write_text(yaml.safe_dump({**TINY, "data": {"dataset": "imagefolder", "root": str(tmp_path / "missing.tar.gz")}}))
+    assert main(["train", str(spec), "--threads", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "nodata.yaml" in err and "missing.tar.gz" in err and "data.root" in err
+    assert "Traceback" not in err
+
+
+def test_spec_file_missing_exits_2(tmp_path):
+    proc = run_cli(tmp_path / "nope.yaml")
+    assert proc.returncode == 2 and "nope.yaml" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_parser_registers_train():
+    args = build_parser().parse_args(["train", "x.yaml", "--device", "cpu", "--epochs", "3"])
+    assert args.func.__name__ == "run_train" and args.epochs == 3 and args.spec == "x.yaml"
+
+
+def test_overrides_are_validated():
+    spec = JobSpec.parse(TINY)
+    assert apply_overrides(spec, device="cpu", epochs=5, source="s.yaml").train.epochs == 5
+    assert apply_overrides(spec, device=None, epochs=None, source="s.yaml") is spec
+    with pytest.raises(SpecError) as ei:
+        apply_overrides(spec, device="tpu", epochs=0, source="s.yaml")
+    assert {"train.device", "train.epochs"} <= {p for p, _ in ei.value.errors}
+    assert "command-line overrides" in str(ei.value)
+
+
+def test_threads_choice(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert choose_threads(None, None) == 3
+    assert choose_threads(2, None) == 2
+    assert choose_threads(2, 5) == 5
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert choose_threads(None, None) == (os.cpu_count() or 1)
+
+
+def test_write_atomic_replaces_whole_file(tmp_path):
+    p = tmp_path / "r.json"
+    write_atomic(p, "one")
+    write_atomic(p, "two")
+    assert p.read_text() == "two"
+    assert [f.name for f in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_format_flops():
+    assert format_flops(31.2e9) == "31.2 GFLOP"
+    assert format_flops(1.5e12) == "1.5 TFLOP"
+    assert format_flops(None) == "-"
+
+
+def test_refused_model_exits_2_in_process(tmp_path, monkeypatch, capsys):
+    from app.cli import main
+    from dynds_core import trainer
+    from dynds_core.reduced import ReducedPassError
+
+    def refuse(*a, **k):
+        raise ReducedPassError("layer 'fc' (Linear, in_features=4096) needs a fixed spatial input size")
+
+    monkeypatch.setattr(trainer, "train", refuse)
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(TINY))
+    assert main(["train", str(spec), "--threads", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "tiny.yaml" in err and "model.arch" in err and "'fc'" in err

@@ -1,0 +1,97 @@
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dynds_core.spec import JobSpec, SpecError
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def paths(exc: SpecError) -> set[str]:
+    return {p for p, _ in exc.errors}
+
+
+def test_defaults_are_a_valid_job():
+    spec = JobSpec()
+    assert spec.data.dataset == "synthetic"
+    assert spec.dynds.schedule.kind == "stochastic"
+    assert JobSpec.parse({}) == spec
+
+
+def test_every_bad_key_path_is_listed():
+    bad = {
+        "model": {"arch": "vgg11"},
+        "train": {"epochs": 0, "lr": -1, "optimiser": "sgd", "device": "tpu"},
+        "dynds": {"input": {"factor": 1}, "schedule": {"kind": "stochastic", "p": 1.5}, "bn": "batch"},
+        "extra": 1,
+    }
+    with pytest.raises(SpecError) as ei:
+        JobSpec.parse(bad, source="bad.yaml")
+    got = paths(ei.value)
+    assert {"model.arch", "train.epochs", "train.lr", "train.optimiser", "dynds.input.factor", "dynds.schedule.p", "dynds.bn", "extra", "train.device"} <= got
+    assert "tpu" in dict(ei.value.errors)["train.device"]
+    text = str(ei.value)
+    assert "bad.yaml" in text
+    assert "unknown key" in dict(ei.value.errors)["train.optimiser"]
+    assert "vgg11" in dict(ei.value.errors)["model.arch"]
+
+
+def test_schedule_errors_name_the_schedule_keys():
+    with pytest.raises(SpecError) as ei:
+        JobSpec.parse({"dynds": {"schedule": {"kind": "sometimes"}}})
+    assert "dynds.schedule" in paths(ei.value)
+    assert "allowed" in dict(ei.value.errors)["dynds.schedule"]
+    with pytest.raises(SpecError) as ei:
+        JobSpec.parse({"dynds": {"schedule": {"kind": "phase", "start": 0.6, "end": 0.2}}})
+    assert "must not be before" in str(ei.value)
+    with pytest.raises(SpecError) as ei:
+        JobSpec.parse({"dynds": {"schedule": {"kind": "adaptive", "p_min": 0.8, "p_max": 0.2}}})
+    assert "p_min" in str(ei.value)
+    with pytest.raises(SpecError) as ei:
+        JobSpec.parse({"dynds": {"schedule": {"kind": "periodic", "pattern": "RXF"}}})
+    assert "pattern" in str(ei.value)
+
+
+def test_non_mapping_is_refused():
+    with pytest.raises(SpecError, match="expected a mapping"):
+        JobSpec.parse([1, 2])
+
+
+def test_spec_hash_is_canonical_and_stable():
+    a = JobSpec.parse({"train": {"epochs": 3, "lr": 0.2}, "name": "a"})
+    b = JobSpec.parse({"name": "b", "train": {"lr": 0.2, "epochs": 3}})
+    # defaults spelled out give the same hash as defaults left implicit
+    c = JobSpec.parse({**a.canonical(), "name": "c"})
+    assert a.spec_hash == b.spec_hash == c.spec_hash
+    assert len(a.spec_hash) == 16
+    assert JobSpec.parse({"train": {"epochs": 4, "lr": 0.2}}).spec_hash != a.spec_hash
+    # a settings change deep in a union section changes it too
+    assert JobSpec.parse({"train": {"epochs": 3, "lr": 0.2}, "dynds": {"schedule": {"kind": "stochastic", "p": 0.4}}}).spec_hash != a.spec_hash
+
+
+def test_yaml_and_json_files_read_alike(tmp_path):
+    data = {"name": "x", "train": {"epochs": 1}, "dynds": {"schedule": {"kind": "periodic", "every": 2}}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(data))
+    (tmp_path / "s.json").write_text(json.dumps(data))
+    a, b = JobSpec.from_file(tmp_path / "s.yaml"), JobSpec.from_file(tmp_path / "s.json")
+    assert a == b and a.dynds.schedule.every == 2
+    (tmp_path / "empty.yaml").write_text("")
+    assert JobSpec.from_file(tmp_path / "empty.yaml") == JobSpec()
+
+
+def test_unreadable_or_malformed_files_are_spec_errors(tmp_path):
+    with pytest.raises(SpecError, match="cannot read"):
+        JobSpec.from_file(tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_text("train: [epochs: 1\n")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        JobSpec.from_file(tmp_path / "bad.yaml")
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(SpecError, match="not valid JSON"):
+        JobSpec.from_file(tmp_path / "bad.json")
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
+def test_examples_are_valid(path):
+    JobSpec.from_file(path)

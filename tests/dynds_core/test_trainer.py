@@ -1,0 +1,263 @@
+import pytest
+import torch
+import torch.nn as nn
+
+from dynds_core.callbacks import Callback
+from dynds_core.data import DataError
+from dynds_core.reduced import ReducedPassError
+from dynds_core.result import RunResult
+from dynds_core.spec import JobSpec, SpecError
+from dynds_core.trainer import compare, equal_time_steps, estimated_baseline_time, time_to_target, train
+from dynds_core.training.recipe import lr_at
+
+BATCH = 16
+
+
+def tiny_spec(**over) -> JobSpec:
+    data = {
+        "name": "tiny",
+        "model": {"arch": "resnet20"},
+        "data": {"dataset": "synthetic", "image_size": 16, "synthetic_size": 64},
+        "train": {"epochs": 2, "batch_size": BATCH, "lr": 0.05, "device": "cpu"},
+        "dynds": {"schedule": {"kind": "periodic", "pattern": "FR"}},
+        "baseline": True,
+    }
+    for key, value in over.items():
+        if isinstance(value, dict):
+            data[key] = {**data.get(key, {}), **value}
+        else:
+            data[key] = value
+    return JobSpec.parse(data)
+
+
+class Recorder(Callback):
+    def __init__(self, stop_after: int | None = None):
+        self.starts, self.steps, self.epochs, self.ends = [], [], [], []
+        self.stop_after = stop_after
+
+    def on_run_start(self, run, info):
+        self.starts.append((run, info))
+
+    def on_step(self, m):
+        self.steps.append(m)
+
+    def on_epoch(self, m):
+        self.epochs.append(m)
+
+    def on_run_end(self, result):
+        self.ends.append(result)
+
+    def should_stop(self):
+        return self.stop_after is not None and len(self.steps) >= self.stop_after
+
+
+def test_paired_runs_measure_and_stream_metrics():
+    rec = Recorder()
+    res = train(tiny_spec(), rec)
+    assert [r for r, _ in rec.starts] == ["baseline", "dynds"]
+    assert rec.starts[0][1]["total_steps"] == 8  # 64 images // 16 per batch * 2 epochs
+    for run in (res.baseline, res.dynds):
+        steps = [m for m in rec.steps if m.run == run.run]
+        assert [m.step for m in steps] == list(range(8))
+        # the step times add up to the train time, and so do the per-type times
+        assert sum(m.step_time_s for m in steps) == pytest.approx(run.train_time_s, rel=1e-9)
+        assert run.time_full_s + run.time_reduced_s == pytest.approx(run.train_time_s, rel=1e-9)
+        assert steps[-1].train_time_s == pytest.approx(run.train_time_s)
+        assert [e.epoch for e in run.epochs] == [0, 1]
+        assert run.final_val_acc == run.epochs[-1].val_acc
+        assert 0 <= run.final_val_acc <= 100
+    assert [m.batch_type for m in rec.steps if m.run == "dynds"] == ["full", "reduced"] * 4
+    assert (res.dynds.steps_full, res.dynds.steps_reduced) == (4, 4)
+    assert res.baseline.steps_reduced == 0
+    assert res.dynds.total_flops == 4 * res.dynds.flops_full_step + 4 * res.dynds.flops_reduced_step
+    assert res.flop_saving == pytest.approx(1 - res.dynds.total_flops / res.baseline.total_flops)
+    assert res.time_saving == pytest.approx(1 - res.dynds.train_time_s / res.baseline.train_time_s)
+    assert res.acc_delta == pytest.approx(res.dynds.final_val_acc - res.baseline.final_val_acc)
+    assert res.target_accuracy == min(res.dynds.final_val_acc, res.baseline.final_val_acc)
+    assert len(rec.epochs) == 4 and len(rec.ends) == 2
+    assert res.spec_hash == tiny_spec().spec_hash and not res.cancelled
+
+
+def test_baseline_and_dynds_start_alike_and_see_the_same_data():
+    """Same seed: identical initial weights and the same first batch (step 0 is full in both runs)."""
+    torch.manual_seed(123)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+    seen = []
+
+    def record(module, args):
+        x = args[0]
+        # only training steps: FLOP counting and the reduced-pass check run on 2 samples, evaluation without grad
+        if module.training and torch.is_grad_enabled() and x.shape[0] == BATCH:
+            seen.append((x.detach().clone(), {k: v.detach().clone() for k, v in module.state_dict().items()}))
+
+    model.register_forward_pre_hook(record)
+    res = train(tiny_spec(), model=model)
+    assert res.baseline.steps == res.dynds.steps == 8
+    assert len(seen) == 16
+    (x_b, w_b), (x_d, w_d) = seen[0], seen[8]
+    assert torch.equal(x_b, x_d)
+    assert all(torch.equal(w_b[k], w_d[k]) for k in w_b)
+    # the reduced step 1 of the DynDS run gets the downsampled version of the baseline's second batch
+    assert seen[9][0].shape[-1] == 8 and torch.allclose(seen[9][0], torch.nn.functional.avg_pool2d(seen[1][0], 2))
+
+
+def test_cancel_stops_within_one_step():
+    rec = Recorder(stop_after=3)
+    res = train(tiny_spec(), rec)
+    assert res.cancelled
+    assert res.baseline.cancelled and res.baseline.steps == 3
+    assert res.dynds.cancelled and res.dynds.steps == 0
+    assert [r for r, _ in rec.starts] == ["baseline"]
+    assert res.time_saving is None and res.acc_delta is None
+
+
+def test_cancel_during_dynds_keeps_the_finished_baseline():
+    rec = Recorder(stop_after=8 + 5)
+    res = train(tiny_spec(equal_time_baseline=True), rec)
+    assert not res.baseline.cancelled and res.baseline.steps == 8 and res.baseline.final_val_acc is not None
+    assert res.dynds.cancelled and res.dynds.steps == 5
+    assert res.equal_time is None and res.cancelled
+    assert len(res.dynds.epochs) == 1  # the finished first epoch was evaluated
+
+
+def test_equal_time_baseline_gets_the_time_matched_step_count():
+    rec = Recorder()
+    res = train(tiny_spec(equal_time_baseline=True, train={"epochs": 3}), rec)
+    expected = equal_time_steps(12, res.dynds.train_time_s, res.baseline.train_time_s)
+    assert res.equal_time.steps == expected
+    assert res.equal_time.steps_reduced == 0
+    info = dict(rec.starts)["equal_time"]
+    assert info["total_steps"] == expected
+    # the learning rate schedule completes over the shorter run
+    lrs = [m.lr for m in rec.steps if m.run == "equal_time"]
+    assert lrs[-1] == pytest.approx(lr_at(expected - 1, expected, peak=0.05, kind="onecycle"))
+    assert res.equal_time_gap == pytest.approx(res.dynds.final_val_acc - res.equal_time.final_val_acc)
+
+
+def test_equal_time_without_baseline_estimates_baseline_time():
+    res = train(tiny_spec(baseline=False, equal_time_baseline=True))
+    assert res.baseline is None and res.time_saving is None
+    t_base = estimated_baseline_time(res.dynds, 8)
+    assert res.equal_time.steps == equal_time_steps(8, res.dynds.train_time_s, t_base)
+
+
+def test_a_given_baseline_run_is_reused_not_run_again():
+    first = train(tiny_spec(dynds={"schedule": {"kind": "none"}}, baseline=False))
+    base = first.dynds.model_copy(update={"run": "baseline"})
+    rec = Recorder()
+    res = train(tiny_spec(equal_time_baseline=True), rec, baseline_run=base)
+    assert [r for r, _ in rec.starts] == ["dynds", "equal_time"]  # no second baseline
+    assert res.baseline is base
+    assert res.time_saving == pytest.approx(1 - res.dynds.train_time_s / base.train_time_s)
+    assert res.equal_time.steps == equal_time_steps(8, res.dynds.train_time_s, base.train_time_s)
+
+
+def test_fixed_size_head_is_refused_before_training():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 16 * 16, 10))
+    rec = Recorder()
+    with pytest.raises(ReducedPassError, match=r"layer '3' \(Linear"):
+        train(tiny_spec(), rec, model=model)
+    assert rec.starts == [] and rec.steps == []
+    # without reduced batches the same model trains
+    res = train(tiny_spec(baseline=False, dynds={"schedule": {"kind": "none"}}, train={"epochs": 1}), model=model)
+    assert res.dynds.steps == 4
+
+
+def test_adaptive_schedule_trains_and_separate_bn_runs():
+    res = train(tiny_spec(baseline=False, dynds={"schedule": {"kind": "adaptive", "window": 5}, "bn": "separate"}))
+    assert res.dynds.steps == 8 and not res.cancelled
+
+
+def test_errors_before_training():
+    with pytest.raises(SpecError, match="train.batch_size"):
+        train(tiny_spec(train={"batch_size": 128}))
+    with pytest.raises(DataError):
+        train(tiny_spec(data={"dataset": "imagefolder", "root": "/nonexistent/data.tar.gz"}))
+    if not torch.cuda.is_available():
+        with pytest.raises(SpecError, match="train.device"):
+            train(tiny_spec(train={"device": "cuda"}))
+
+
+def test_same_seed_reproduces_the_run():
+    a = train(tiny_spec(baseline=False))
+    b = train(tiny_spec(baseline=False))
+    assert [e.train_loss for e in a.dynds.epochs] == [e.train_loss for e in b.dynds.epochs]
+    assert a.dynds.final_val_acc == b.dynds.final_val_acc
+
+
+# -- pure parts -------------------------------------------------------------------------------
+
+
+def test_lr_schedules():
+    n = 100
+    oc = [lr_at(i, n, peak=0.2, kind="onecycle") for i in range(n)]
+    assert oc[0] == pytest.approx(0.2 / 25)
+    assert max(oc) == pytest.approx(0.2) and oc.index(max(oc)) == 29
+    assert oc[-1] == pytest.approx(0.2 / 25 / 1e4)
+    cos = [lr_at(i, n, peak=0.1, kind="cosine", warmup_steps=10) for i in range(n)]
+    assert cos[:10] == pytest.approx([0.1 * (i + 1) / 10 for i in range(10)])
+    assert cos[10] == pytest.approx(0.1) and cos[-1] < 1e-3
+    st = [lr_at(i, n, peak=0.1, kind="step") for i in range(n)]
+    assert (st[49], st[50], st[75]) == pytest.approx((0.1, 0.01, 0.001))
+    assert lr_at(5, n, peak=0.1, kind="constant") == 0.1
+    with pytest.raises(ValueError, match="lr_schedule"):
+        lr_at(0, n, peak=0.1, kind="linear")
+
+
+def _run(kind, acc, time_s, steps=10, flops=1.0):
+    from dynds_core.result import EpochMetrics
+
+    epochs = [
+        EpochMetrics(run=kind, epoch=i, epochs=2, train_loss=1, train_acc=1, val_loss=1, val_acc=a, train_time_s=t,
+                     time_full_s=t, time_reduced_s=0, steps_full=1, steps_reduced=0)
+        for i, (a, t) in enumerate(zip(acc, time_s))
+    ]  # fmt: skip
+    return RunResult(run=kind, epochs=epochs, steps=steps, steps_full=steps, train_time_s=time_s[-1], total_flops=flops, final_val_acc=acc[-1])
+
+
+def test_compare_computes_the_headline_figures():
+    spec = tiny_spec(equal_time_baseline=True)
+    d = _run("dynds", [50, 70], [30, 60], flops=40)
+    b = _run("baseline", [60, 75], [50, 100], flops=100)
+    e = _run("equal_time", [55, 68], [30, 60], flops=60)
+    res = compare(spec, "cpu", d, b, e)
+    assert res.time_saving == pytest.approx(0.4)
+    assert res.acc_delta == pytest.approx(-5)
+    assert res.flop_saving == pytest.approx(0.6)
+    assert res.equal_time_gap == pytest.approx(2)
+    assert res.target_accuracy == 68
+    assert (d.time_to_target_s, b.time_to_target_s, e.time_to_target_s) == (60, 100, 60)
+    assert time_to_target(b, 60) == 50 and time_to_target(b, 99) is None
+
+
+def test_equal_time_steps_rounds_and_clamps():
+    assert equal_time_steps(100, 60.0, 100.0) == 60
+    assert equal_time_steps(100, 0.001, 100.0) == 1
+    assert equal_time_steps(100, 150.0, 100.0) == 100
+    with pytest.raises(ValueError):
+        equal_time_steps(100, 1.0, 0.0)
+
+
+def test_recipe_variants_train():
+    """AdamW, cosine with warm-up, label smoothing, bfloat16 AMP on CPU, NCHW, no normalization."""
+    rec = Recorder()
+    spec = tiny_spec(
+        baseline=False,
+        data={"normalize": False, "augment": False},
+        train={"epochs": 1, "optimizer": "adamw", "lr": 1e-3, "lr_schedule": "cosine", "warmup_epochs": 0.5,
+               "label_smoothing": 0.1, "amp": True, "channels_last": False, "num_threads": 1},
+    )  # fmt: skip
+    res = train(spec, rec)
+    assert res.dynds.steps == 4
+    lrs = [m.lr for m in rec.steps]
+    assert lrs == pytest.approx([lr_at(i, 4, peak=1e-3, kind="cosine", warmup_steps=2) for i in range(4)])
+    assert all(m.loss == m.loss and m.loss > 0 for m in rec.steps)  # finite, not NaN
+    assert torch.get_num_threads() == 1
+
+
+def test_settings_the_model_cannot_take_are_spec_errors_before_training():
+    rec = Recorder()
+    with pytest.raises(SpecError, match="window 4 is larger than a 3x3 kernel") as ei:
+        train(tiny_spec(dynds={"kernel": {"window": 4}}), rec)
+    assert ei.value.errors[0][0] == "dynds"
+    assert rec.starts == []
