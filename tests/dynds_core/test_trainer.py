@@ -93,7 +93,10 @@ def test_baseline_and_dynds_start_alike_and_see_the_same_data():
     model.register_forward_pre_hook(record)
     res = train(tiny_spec(), model=model)
     assert res.baseline.steps == res.dynds.steps == 8
-    assert len(seen) == 16
+    # first the untimed warm-up (2 full + 2 reduced steps on a throwaway copy), then the two runs
+    assert len(seen) == 4 + 16
+    assert [s[0].shape[-1] for s in seen[:4]] == [16, 8, 16, 8]
+    seen = seen[4:]
     (x_b, w_b), (x_d, w_d) = seen[0], seen[8]
     assert torch.equal(x_b, x_d)
     assert all(torch.equal(w_b[k], w_d[k]) for k in w_b)
