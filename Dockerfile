@@ -1,0 +1,30 @@
+# The dynds service image: API (`dynds serve`) and worker (`dynds worker`) alike.
+#   docker build -t dynds .
+# torch comes from PyPI's default index (CPU+CUDA wheels for linux/x86_64); the worker service in
+# docker-compose.yml reserves an NVIDIA GPU, which needs the NVIDIA container toolkit on the host.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    DYNDS_HOME=/var/lib/dynds
+
+# git: the reproducibility record reads the revision when the source is a checkout (it is not here: null).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends git curl \
+    && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /srv/dynds
+# Dependencies first, so a source change does not reinstall torch.
+COPY pyproject.toml README.md ./
+COPY dynds_core ./dynds_core
+COPY app ./app
+COPY worker ./worker
+COPY frontend ./frontend
+RUN pip install .
+
+RUN useradd --system --create-home --home-dir /var/lib/dynds dynds
+USER dynds
+EXPOSE 8000
+# Health checks live in docker-compose.yml: the same image runs the API and the (HTTP-less) worker.
+CMD ["dynds", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -1,0 +1,188 @@
+"""Jobs: submit, list, inspect, cancel, retry, and follow their metrics (polling or server-sent events)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+from sqlmodel import Session, select
+
+from app import crud
+from app.api.deps import ReadAuthDep, SessionDep, SettingsDep, WriteAuthDep
+from app.api.spec_policy import parse_spec_request
+from app.dispatch import dispatch
+from app.models import FINAL_STATES, Job, JobCreate, JobListItem, JobPublic, JobsPublic, MetricPointPublic, MetricsPublic
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+
+def job_or_404(session: Session, job_id: int) -> Job:
+    job = crud.get_job(session=session, job_id=job_id)
+    if job is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"job {job_id} not found")
+    return job
+
+
+def start(request: Request, session: Session, job: Job) -> None:
+    """Hand a new job to the dispatcher; a dispatcher that cannot take it fails the job (503)."""
+    try:
+        dispatch(job.id, request.app.state.dispatcher)
+    except Exception as exc:  # the broker is down: the job must not sit queued forever
+        crud.fail_job(session=session, job_id=job.id, error=f"could not dispatch the job: {exc}")
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=f"job {job.id} could not be dispatched: {exc}") from None
+
+
+@router.post("", response_model=JobPublic, status_code=status.HTTP_201_CREATED)
+def submit_job(
+    body: JobCreate,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    _: WriteAuthDep,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> JobPublic:
+    spec = parse_spec_request(body.spec, settings)
+    job, outcome = crud.submit_job(session=session, spec=spec, force=body.force, idempotency_key=idempotency_key)
+    if outcome == "created":
+        start(request, session, job)
+    else:
+        response.status_code = status.HTTP_200_OK
+    return JobPublic.from_job(job, deduplicated=outcome == "deduplicated")
+
+
+@router.get("", response_model=JobsPublic)
+def read_jobs(
+    session: SessionDep,
+    _: ReadAuthDep,
+    status_: Annotated[Literal["queued", "running", "succeeded", "failed", "cancelled"] | None, Query(alias="status")] = None,
+    arch: str | None = None,
+    dataset: str | None = None,
+    schedule_kind: str | None = None,
+    track: str | None = None,
+    q: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    order: Literal[crud.JOB_ORDERS] = "-created_at",  # type: ignore[valid-type]
+) -> Response:
+    data, count = crud.list_jobs_json(
+        session=session, status=status_, arch=arch, dataset=dataset, schedule_kind=schedule_kind,
+        track=track, q=q, limit=limit, offset=offset, order=order,
+    )
+    # Already JSON in the JobsPublic shape (response_model documents it; validating it again would double the cost).
+    return Response(f'{{"data":{data},"count":{count}}}', media_type="application/json")
+
+
+@router.get("/{job_id}", response_model=JobPublic)
+def read_job(job_id: int, session: SessionDep, _: ReadAuthDep) -> JobPublic:
+    return JobPublic.from_job(job_or_404(session, job_id))
+
+
+@router.post("/{job_id}/cancel", response_model=JobPublic)
+def cancel_job(job_id: int, session: SessionDep, _: WriteAuthDep) -> JobPublic:
+    job = job_or_404(session, job_id)
+    try:
+        job = crud.request_cancel(session=session, job=job)
+    except crud.JobStateError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
+    return JobPublic.from_job(job)
+
+
+@router.post("/{job_id}/retry", response_model=JobPublic, status_code=status.HTTP_201_CREATED)
+def retry_job(job_id: int, request: Request, session: SessionDep, _: WriteAuthDep) -> JobPublic:
+    job = job_or_404(session, job_id)
+    try:
+        new = crud.retry_job(session=session, job=job)
+    except crud.JobStateError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
+    start(request, session, new)
+    return JobPublic.from_job(new)
+
+
+@router.get("/{job_id}/metrics", response_model=MetricsPublic)
+def read_metrics(
+    job_id: int,
+    session: SessionDep,
+    _: ReadAuthDep,
+    after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    kind: Literal["step", "epoch"] | None = None,
+) -> Response:
+    if session.exec(select(Job.id).where(Job.id == job_id)).first() is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"job {job_id} not found")
+    data, cursor = crud.metrics_json_after(session=session, job_id=job_id, after=after, limit=limit, kind=kind)
+    return Response(f'{{"data":{data},"next_cursor":{cursor}}}', media_type="application/json")
+
+
+# ---------------------------------------------------------------- server-sent events
+
+EVENT_BATCH = 500
+
+
+def _sse(event: str, data: str, event_id: int | None = None) -> str:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event}\ndata: {data}\n\n"
+
+
+def _poll(engine, job_id: int, after: int) -> tuple[Job | None, list]:
+    # Status first, then metrics: a job seen final has flushed all its points before finishing.
+    with Session(engine, expire_on_commit=False) as session:
+        job = crud.get_job(session=session, job_id=job_id)
+        points = crud.metrics_after(session=session, job_id=job_id, after=after, limit=EVENT_BATCH) if job else []
+        return job, points
+
+
+@router.get("/{job_id}/events", response_class=StreamingResponse, responses={200: {"content": {"text/event-stream": {}}}})
+async def job_events(
+    job_id: int,
+    request: Request,
+    _: ReadAuthDep,
+    last_event_id: Annotated[int | None, Header(ge=0)] = None,
+    after: Annotated[int, Query(ge=0)] = 0,
+) -> StreamingResponse:
+    """Live `status` and `metric` events, then `end` once the job is final. `Last-Event-ID` resumes."""
+    engine, settings = request.app.state.engine, request.app.state.settings
+    job, _points = await run_in_threadpool(_poll, engine, job_id, 0)
+    if job is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"job {job_id} not found")
+    cursor = last_event_id if last_event_id is not None else after
+
+    async def stream():
+        nonlocal cursor
+        last_status = None
+        last_sent = time.monotonic()
+        while True:
+            job, points = await run_in_threadpool(_poll, engine, job_id, cursor)
+            if job is None:
+                yield _sse("end", json.dumps({"id": job_id, "status": "deleted"}))
+                return
+            public = JobListItem.from_job(job, with_result=False).model_dump_json()
+            final = job.status in FINAL_STATES and len(points) < EVENT_BATCH
+            # A change of state comes before the points that follow it; the final state after the last points.
+            if public != last_status and not final:
+                last_status = public
+                yield _sse("status", public)
+                last_sent = time.monotonic()
+            for p in points:
+                cursor = p.id
+                data = MetricPointPublic.model_validate(p, from_attributes=True).model_dump_json()
+                yield _sse("metric", data, p.id)
+                last_sent = time.monotonic()
+            if final:
+                if public != last_status:
+                    yield _sse("status", public)
+                yield _sse("end", json.dumps({"id": job.id, "status": job.status}))
+                return
+            if len(points) == EVENT_BATCH:
+                continue  # more are waiting: no pause
+            if time.monotonic() - last_sent >= settings.events_heartbeat_s:
+                last_sent = time.monotonic()
+                yield ": heartbeat\n\n"
+            await asyncio.sleep(settings.events_poll_interval_s)
+
+    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -1,0 +1,36 @@
+"""Sweeps: a grid over spec fields, expanded into one job per point (all validated before any is queued)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Request, status
+
+from app import crud
+from app.api.deps import ReadAuthDep, SessionDep, SettingsDep, WriteAuthDep
+from app.api.routes.jobs import start
+from app.api.spec_policy import sweep_specs
+from app.models import JobListItem, Sweep, SweepCreate, SweepPublic
+
+router = APIRouter(prefix="/sweeps", tags=["sweeps"])
+
+
+def _public(session, sweep: Sweep) -> SweepPublic:
+    jobs = crud.sweep_jobs(session=session, sweep=sweep)
+    return SweepPublic(id=sweep.id, name=sweep.name, count=sweep.count, jobs=[JobListItem.from_job(j, with_result=False) for j in jobs])
+
+
+@router.post("", response_model=SweepPublic, status_code=status.HTTP_201_CREATED)
+def create_sweep(body: SweepCreate, request: Request, session: SessionDep, settings: SettingsDep, _: WriteAuthDep) -> SweepPublic:
+    specs = sweep_specs(body.base, body.grid, settings)
+    sweep, jobs = crud.create_sweep(session=session, name=body.name, base=body.base, grid=body.grid, specs=specs, force=body.force)
+    for job, created in jobs:
+        if created:
+            start(request, session, job)
+    return _public(session, sweep)
+
+
+@router.get("/{sweep_id}", response_model=SweepPublic)
+def read_sweep(sweep_id: int, session: SessionDep, _: ReadAuthDep) -> SweepPublic:
+    sweep = session.get(Sweep, sweep_id)
+    if sweep is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"sweep {sweep_id} not found")
+    return _public(session, sweep)

@@ -1,0 +1,360 @@
+"""The service's commands: `dynds serve`, `dynds worker`, `dynds submit`, `dynds token`.
+
+    dynds serve --port 8000                                  # API + embedded executor (no broker set)
+    DYNDS_BROKER_URL=redis://localhost:6379/0 dynds worker --queue gpu
+    dynds submit job.yaml --server http://host:8000 --wait --min-time-saving 0.1 --max-acc-drop 0.5
+    dynds token create --name ci
+
+`dynds submit` exit codes: 0 the job succeeded and met the thresholds; 1 it failed, was cancelled,
+timed out or missed a threshold; 2 the spec was refused, or the server could not be reached or
+refused the token. Heavy imports happen inside the commands so that `dynds --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_JOB, EXIT_USAGE = 0, 1, 2
+FINAL_STATES = ("succeeded", "failed", "cancelled")
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run the API (and, with no broker configured, the job executor)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("worker", help="run a Celery worker that executes jobs (needs DYNDS_BROKER_URL)")
+    p.add_argument("--concurrency", type=int, default=1, help="jobs run at once (default 1: one per GPU)")
+    p.add_argument("--queue", default=None, help="queue to consume (default: DYNDS_QUEUE, 'dynds')")
+    p.add_argument("--loglevel", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("submit", help="submit a job spec to a server; with --wait, follow it (for CI)")
+    p.add_argument("spec", help="the job spec, a YAML or JSON file")
+    p.add_argument("--server", default=os.environ.get("DYNDS_SERVER", "http://127.0.0.1:8000"), help="the server's URL")
+    p.add_argument("--token", default=None, help="API token (default: $DYNDS_TOKEN)")
+    p.add_argument("--force", action="store_true", help="run even if an identical job exists")
+    p.add_argument("--wait", action="store_true", help="follow the job to its end; the exit code tells the outcome")
+    p.add_argument("--min-time-saving", type=float, default=None, metavar="X",
+                   help="fail unless time_saving >= X (a fraction, e.g. 0.1)")
+    p.add_argument("--max-acc-drop", type=float, default=None, metavar="Y",
+                   help="fail if accuracy drops by more than Y percentage points against the baseline")
+    p.add_argument("--timeout", type=float, default=None, metavar="S", help="with --wait: give up after S seconds")
+    p.add_argument("--poll-interval", type=float, default=1.0, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("token", help="manage API tokens (writes need one once any exists)")
+    tsub = p.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    t = tsub.add_parser("create", help="create a token and print it (only once)")
+    t.add_argument("--name", required=True)
+    t.set_defaults(func=cmd_token_create)
+    t = tsub.add_parser("list", help="list tokens (names, never the tokens)")
+    t.set_defaults(func=cmd_token_list)
+    t = tsub.add_parser("revoke", help="revoke (delete) every token with this name")
+    t.add_argument("--name", required=True)
+    t.set_defaults(func=cmd_token_revoke)
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+# ---------------------------------------------------------------- serve
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.core.config import get_settings
+    from app.main import create_app
+
+    settings = get_settings()
+    executor = None
+    if settings.embedded:
+        from worker.embedded import EmbeddedExecutor
+
+        executor = EmbeddedExecutor(settings)
+    # The app's start-up migrates the database, recovers interrupted jobs (embedded mode), then starts
+    # the executor; with a broker set it dispatches through Celery instead.
+    app = create_app(settings, dispatcher=executor)
+    print(
+        f"dynds serve: http://{args.host}:{args.port} (database {_redact(settings.database_url)}, "
+        f"jobs {'embedded executor' if executor else 'via ' + _redact(settings.broker_url)})",
+        flush=True,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)  # stops the executor on exit
+    return EXIT_OK
+
+
+def _redact(url: str | None) -> str:
+    """A URL without its password, for printing."""
+    if not url or "@" not in url or "://" not in url:
+        return url or ""
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}" if ":" in creds else url
+
+
+# ---------------------------------------------------------------- worker
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from app.core.config import get_settings
+
+    if args.concurrency < 1:
+        return _fail(f"--concurrency must be at least 1: {args.concurrency}")
+    settings = get_settings()
+    if not settings.broker_url:
+        return _fail("no broker configured: set DYNDS_BROKER_URL (e.g. redis://localhost:6379/0); "
+                     "without one, `dynds serve` runs jobs itself")
+    problem = broker_problem(settings.broker_url)
+    if problem:
+        return _fail(problem)
+    if settings.worker_threads is None:
+        # Each child process trains one job: share the cores between them (read in worker_process_init).
+        from worker.embedded import available_cores
+
+        os.environ["DYNDS_WORKER_THREADS"] = str(max(1, available_cores() // args.concurrency))
+        get_settings.cache_clear()
+        settings = get_settings()
+    from worker.celery_app import make_celery
+
+    celery = make_celery(settings)
+    queue = args.queue or settings.queue
+    print(f"dynds worker: queue {queue!r} on {_redact(settings.broker_url)}, concurrency {args.concurrency}, "
+          f"{settings.worker_threads} torch threads per job", flush=True)
+    celery.worker_main([
+        "worker", f"--concurrency={args.concurrency}", f"--queues={queue}", f"--loglevel={args.loglevel.upper()}",
+        "--hostname=dynds@%h", "--without-gossip", "--without-mingle",
+    ])
+    return EXIT_OK
+
+
+def broker_problem(url: str, timeout_s: float = 3.0) -> str | None:
+    """Why the broker cannot be used, or None. Only Redis is checked here; Celery reports the rest."""
+    if not url.startswith(("redis://", "rediss://")):
+        return None
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s).ping()
+    except redis.RedisError as exc:
+        return f"cannot reach the broker at {_redact(url)}: {exc}"
+    return None
+
+
+# ---------------------------------------------------------------- submit
+
+
+def load_spec_file(path: str) -> dict[str, Any]:
+    """The spec as a mapping (the server validates it); ValueError says what is wrong with the file."""
+    import yaml
+
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ValueError(f"cannot read the spec file {path}: {exc.strerror}") from None
+    try:
+        data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ValueError(f"{path} is not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a mapping of spec sections, got {type(data).__name__}")
+    return data
+
+
+def api_base(server: str) -> str:
+    server = server.rstrip("/")
+    return server if server.endswith("/api/v1") else server + "/api/v1"
+
+
+def validation_lines(detail: Any) -> list[str]:
+    """A 422's errors, one line per key path ('train.epochs: ...')."""
+    if not isinstance(detail, list):
+        return [str(detail)]
+    lines = []
+    for err in detail:
+        loc = [str(p) for p in err.get("loc", [])]
+        if loc[:2] == ["body", "spec"]:
+            loc = loc[2:]
+        elif loc[:1] == ["body"]:
+            loc = loc[1:]
+        lines.append(f"  {'.'.join(loc) or '<spec>'}: {err.get('msg', err)}")
+    return lines
+
+
+def threshold_failures(summary: dict[str, Any] | None, *, min_time_saving: float | None,
+                       max_acc_drop: float | None) -> list[str]:
+    """Which of the CI thresholds a finished job missed, in words (empty: all met)."""
+    summary = summary or {}
+    failures = []
+    if min_time_saving is not None:
+        ts = summary.get("time_saving")
+        if ts is None:
+            failures.append("time_saving is unknown (the job ran no baseline): cannot check --min-time-saving")
+        elif ts < min_time_saving:
+            failures.append(f"time_saving {ts:.4f} is below --min-time-saving {min_time_saving}")
+    if max_acc_drop is not None:
+        delta = summary.get("acc_delta")
+        if delta is None:
+            failures.append("acc_delta is unknown (the job ran no baseline): cannot check --max-acc-drop")
+        elif -delta > max_acc_drop:
+            failures.append(f"accuracy dropped by {-delta:.2f} points, more than --max-acc-drop {max_acc_drop}")
+    return failures
+
+
+def format_summary(job: dict[str, Any]) -> str:
+    s = job.get("summary") or {}
+
+    def fmt(key: str, pattern: str) -> str:
+        return pattern.format(s[key]) if s.get(key) is not None else "n/a"
+
+    return (f"job {job['id']} {job['status']}: time_saving {fmt('time_saving', '{:.1%}')}, "
+            f"acc_delta {fmt('acc_delta', '{:+.2f} pp')}, flop_saving {fmt('flop_saving', '{:.1%}')}, "
+            f"dynds_acc {fmt('dynds_acc', '{:.2f}%')}, baseline_acc {fmt('baseline_acc', '{:.2f}%')}, "
+            f"equal_time_gap {fmt('equal_time_gap', '{:+.2f} pp')}")
+
+
+def format_progress(job: dict[str, Any]) -> str:
+    p = job.get("progress") or {}
+    if not p:
+        return f"job {job['id']}: {job['status']}"
+    return (f"job {job['id']}: {job['status']} {p.get('run', '')} epoch {p.get('epoch', 0) + 1}/{p.get('epochs', '?')} "
+            f"step {p.get('step', 0)}/{p.get('total_steps', '?')} ({p.get('fraction', 0):.0%})")
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    import httpx
+
+    try:
+        spec = load_spec_file(args.spec)
+    except ValueError as exc:
+        return _fail(str(exc))
+    base = api_base(args.server)
+    token = args.token or os.environ.get("DYNDS_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        with httpx.Client(headers=headers, timeout=30.0) as client:
+            resp = client.post(f"{base}/jobs", json={"spec": spec, "force": args.force})
+            if resp.status_code == 422:
+                print(f"error: the server refused the spec {args.spec}:", file=sys.stderr)
+                for line in validation_lines(_detail(resp)):
+                    print(line, file=sys.stderr)
+                return EXIT_USAGE
+            if resp.status_code in (401, 403):
+                hint = "pass --token or set DYNDS_TOKEN" if not token else "the token was refused; check it"
+                return _fail(f"{resp.status_code} from {base}/jobs: {_detail(resp)} ({hint})")
+            if resp.status_code not in (200, 201):
+                return _fail(f"{resp.status_code} from {base}/jobs: {_detail(resp)}")
+            job = resp.json()
+            note = " (an identical job already exists; --force runs it again)" if job.get("deduplicated") else ""
+            print(f"job {job['id']} {job['status']}: {base}/jobs/{job['id']}{note}", flush=True)
+            if not args.wait:
+                return EXIT_OK
+            try:
+                job = follow_job(client, base, job, timeout_s=args.timeout, poll_s=args.poll_interval)
+            except KeyboardInterrupt:
+                return _fail(f"stopped following job {job['id']}; it keeps running on the server", 130)
+    except httpx.TransportError as exc:
+        return _fail(f"cannot reach the server at {args.server}: {exc or type(exc).__name__}")
+    except httpx.HTTPStatusError as exc:
+        return _fail(f"{exc.response.status_code} from {exc.request.url}: {_detail(exc.response)}")
+
+    if job["status"] not in FINAL_STATES:
+        return _fail(f"job {job['id']} did not finish within --timeout {args.timeout} s (still {job['status']})", EXIT_JOB)
+    if job["status"] != "succeeded":
+        reason = f": {job['error']}" if job.get("error") else ""
+        return _fail(f"job {job['id']} {job['status']}{reason}", EXIT_JOB)
+    print(format_summary(job), flush=True)
+    failures = threshold_failures(job.get("summary"), min_time_saving=args.min_time_saving, max_acc_drop=args.max_acc_drop)
+    for failure in failures:
+        print(f"threshold missed: {failure}", file=sys.stderr)
+    return EXIT_JOB if failures else EXIT_OK
+
+
+def _detail(resp) -> Any:
+    try:
+        return resp.json().get("detail", resp.text)
+    except ValueError:
+        return resp.text
+
+
+def follow_job(client, base: str, job: dict[str, Any], *, timeout_s: float | None, poll_s: float = 1.0) -> dict[str, Any]:
+    """Poll the job until it ends (or the timeout), printing progress when it changes; returns the last state."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    last_line = None
+    while True:
+        line = format_progress(job)
+        if line != last_line:
+            print(line, flush=True)
+            last_line = line
+        if job["status"] in FINAL_STATES:
+            return job
+        if deadline is not None and time.monotonic() >= deadline:
+            return job
+        time.sleep(poll_s if deadline is None else max(0.0, min(poll_s, deadline - time.monotonic())))
+        resp = client.get(f"{base}/jobs/{job['id']}")
+        resp.raise_for_status()
+        job = resp.json()
+
+
+# ---------------------------------------------------------------- token
+
+
+def _token_session():
+    from app.core.config import get_settings
+    from app.core.db import get_engine, init_db, session_factory
+
+    engine = get_engine(get_settings().database_url)
+    init_db(engine)  # tokens may be made before the first `dynds serve`
+    return session_factory(engine)()
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    from app import security
+
+    with _token_session() as session:
+        try:
+            token = security.create_token(session=session, name=args.name)
+        except ValueError as exc:
+            return _fail(str(exc))
+    print(token)
+    print(f"token {args.name.strip()!r} created; it is shown only this once: store it now", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_token_list(args: argparse.Namespace) -> int:
+    from app import security
+
+    with _token_session() as session:
+        tokens = security.list_tokens(session=session)
+    if not tokens:
+        print("no tokens: writes are open to everyone (`dynds token create --name NAME` to require one)")
+        return EXIT_OK
+    for t in tokens:
+        used = f"{t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "never"
+        print(f"{t.id}\t{t.name}\tcreated {t.created_at:%Y-%m-%d %H:%M}\tlast used {used}")
+    return EXIT_OK
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    from app import security
+
+    with _token_session() as session:
+        revoked = security.revoke_token(session=session, name=args.name)
+    if not revoked:
+        return _fail(f"no token named {args.name!r} (see `dynds token list`)", EXIT_JOB)
+    print(f"{revoked} token(s) named {args.name!r} revoked")
+    return EXIT_OK

@@ -1,0 +1,98 @@
+"""The service's settings: one object, read from ``DYNDS_*`` environment variables.
+
+    settings = get_settings()          # cached; tests build their own: Settings(database_url=...)
+    settings.database_url              # sqlite:///~/.local/share/dynds/dynds.db unless DYNDS_DATABASE_URL
+
+With no variables set the service is fully embedded: a SQLite file and an in-process executor.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _default_home() -> Path:
+    return Path(os.path.expanduser("~/.local/share/dynds"))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DYNDS_", extra="ignore")
+
+    home: Path = Field(default_factory=_default_home)
+    # None: sqlite:///<home>/dynds.db. postgresql:// URLs are served by psycopg 3.
+    database_url: str | None = None
+    # None: the embedded executor runs jobs inside the serving process (the database is the queue).
+    broker_url: str | None = None
+    queue: str = "dynds"
+    # Redis redelivers an unacked message after this long: it must exceed the longest job (seconds).
+    celery_visibility_timeout_s: int = 7 * 24 * 3600
+
+    # Directories a spec submitted over HTTP may read data from (env: ':'-separated). None: the defaults below.
+    data_dirs: Annotated[list[str] | None, NoDecode] = None
+    cache_dir: Path | None = None
+
+    read_requires_token: bool = False
+    max_body_bytes: int = 1024 * 1024
+
+    # Torch threads per job in a worker; None leaves the process default.
+    worker_threads: int | None = None
+    metrics_flush_every: int = 200  # points
+    metrics_flush_interval_s: float = 2.0
+
+    # Jobs left `running` by a process that died: "fail" (default) or "requeue" (see app/crud.recover_interrupted).
+    recover_policy: Literal["fail", "requeue"] = "fail"
+
+    # Service-level bounds on what one HTTP-submitted job may cost (JobSpec has looser, physical bounds).
+    max_epochs: int = 500
+    max_batch_size: int = 4096
+    max_train_subset: int = 2_000_000
+    max_val_subset: int = 1_000_000
+    max_synthetic_size: int = 100_000
+    max_image_size: int = 512
+    max_sweep_points: int = 1000
+
+    # Server-sent events: how often the stream looks for news, and a keep-alive comment.
+    events_poll_interval_s: float = 0.5
+    events_heartbeat_s: float = 15.0
+    # GET /leaderboard is served from a cache while the set of succeeded jobs is unchanged.
+    leaderboard_cache: bool = True
+
+    @field_validator("data_dirs", mode="before")
+    @classmethod
+    def _split_dirs(cls, value):
+        if isinstance(value, str):
+            return [d for d in value.split(":") if d.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> "Settings":
+        self.home = Path(os.path.expanduser(str(self.home)))
+        if self.database_url is None:
+            self.database_url = f"sqlite:///{self.home / 'dynds.db'}"
+        if self.data_dirs is None:
+            self.data_dirs = [str(self.home / "data"), os.path.expanduser("~/.cache/dynds/data"), "/usr/share/datasets"]
+        if self.cache_dir is None:
+            self.cache_dir = self.home / "cache"
+        if self.max_body_bytes < 1024:
+            raise ValueError(f"max_body_bytes must be at least 1024, got {self.max_body_bytes}")
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        return not self.broker_url
+
+    @property
+    def allowed_data_dirs(self) -> list[str]:
+        """The data dirs resolved (symlinks, `..`), as the policy compares them."""
+        return [os.path.realpath(os.path.expanduser(d)) for d in self.data_dirs or []]
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,92 @@
+"""Database engines and sessions, and the schema (Alembic migrations, applied programmatically).
+
+    engine = make_engine("sqlite:////tmp/dynds.db")
+    init_db(engine)                       # alembic upgrade head
+    with Session(engine) as session: ...
+
+SQLite runs in WAL mode with a busy timeout, so readers never block the writer and concurrent
+writers wait for each other instead of failing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import lru_cache
+from pathlib import Path
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine, make_url
+from sqlmodel import Session, create_engine
+
+from app.core.config import get_settings
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def normalize_url(url: str) -> str:
+    """postgresql:// and postgres:// mean psycopg 3 here (psycopg2 is not a dependency)."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def make_engine(url: str, **kwargs) -> Engine:
+    url = normalize_url(url)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            pool_size=20,
+            max_overflow=40,
+            **kwargs,
+        )
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cur.execute("PRAGMA synchronous=NORMAL")  # safe with WAL; a crash loses at most the last commits
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        return engine
+    if parsed.get_backend_name() == "postgresql":
+        # The API's thread pool has 40 threads; the pool covers them without queueing.
+        return create_engine(url, pool_size=20, max_overflow=30, pool_pre_ping=True, **kwargs)
+    return create_engine(url, **kwargs)
+
+
+def init_db(engine: Engine) -> None:
+    """Bring the schema to the newest migration (creates it on an empty database)."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config(str(MIGRATIONS_DIR / "alembic.ini"))
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+@lru_cache(maxsize=8)
+def get_engine(url: str | None = None) -> Engine:
+    """One engine per URL for the process (the default: the settings' database)."""
+    return make_engine(url or get_settings().database_url)
+
+
+def get_session(engine: Engine | None = None) -> Iterator[Session]:
+    """A session that is closed afterwards (a FastAPI dependency, or ``with contextmanager(...)``)."""
+    with Session(engine or get_engine(), expire_on_commit=False) as session:
+        yield session
+
+
+def session_factory(engine: Engine | None = None):
+    """A zero-argument callable returning a new Session: what workers pass around."""
+    engine = engine or get_engine()
+    return lambda: Session(engine, expire_on_commit=False)

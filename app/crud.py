@@ -1,0 +1,490 @@
+"""Data functions for jobs, metrics and sweeps: used by the API routes and by the worker.
+
+All take keyword-only arguments and a Session::
+
+    job, created = create_job(session=session, spec=JobSpec.parse(data))
+    job = claim_job(session=session, job_id=job.id, worker="host:123")   # None: someone else has it
+
+Every state change is one conditional UPDATE (``... WHERE status = 'queued'``), so two processes racing
+for the same job cannot both win; the caller learns the outcome from the row count.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Text, case, cast, delete, func, insert, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import defer
+from sqlmodel import Session, col, select
+
+from dynds_core.result import EpochMetrics, JobResult, StepMetrics
+from dynds_core.spec import JobSpec
+
+from app.leaderboard import setting_key, track_of
+from app.models import (
+    DEDUP_STATES,
+    SUMMARY_FIELDS,
+    IdempotencyKey,
+    Job,
+    MetricPoint,
+    Sweep,
+    iso_utc,
+    utcnow,
+)
+
+INTERRUPTED_ERROR = "interrupted: the process running it stopped; retry it with POST /jobs/{id}/retry"
+JOB_ORDERS = ("created_at", "-created_at", "id", "-id", "finished_at", "-finished_at", "name", "-name")
+
+
+class JobStateError(ValueError):
+    """The job is not in a state that allows the operation (the API answers 409)."""
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def finite(obj: Any) -> Any:
+    """NaN/inf -> None, recursively: JSON (and PostgreSQL's json type) has no such numbers."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj
+
+
+def job_columns(spec: JobSpec) -> dict[str, Any]:
+    """What a Job row stores about its spec (the listing and leaderboard columns included)."""
+    canonical = spec.canonical()
+    return {
+        "name": spec.name,
+        "spec": canonical,
+        "spec_hash": spec.spec_hash,
+        "arch": spec.model.arch,
+        "dataset": spec.data.dataset,
+        "schedule_kind": spec.dynds.schedule.kind,
+        "track": track_of(canonical),
+        "setting": canonical["dynds"],
+        "setting_key": setting_key(canonical["dynds"]),
+        "seed": spec.train.seed,
+    }
+
+
+def metric_point(m: StepMetrics | EpochMetrics) -> dict[str, Any]:
+    """A training callback's metrics as an ``append_metrics`` point."""
+    if isinstance(m, StepMetrics):
+        values = {"loss": m.loss, "acc": m.acc, "lr": m.lr, "batch_type": m.batch_type, "step_time_s": m.step_time_s}
+        return {"run": m.run, "kind": "step", "step": m.step, "epoch": m.epoch, "train_time_s": m.train_time_s, "values": values}
+    values = {
+        "train_loss": m.train_loss, "train_acc": m.train_acc, "val_loss": m.val_loss, "val_acc": m.val_acc,
+        "time_full_s": m.time_full_s, "time_reduced_s": m.time_reduced_s,
+        "steps_full": m.steps_full, "steps_reduced": m.steps_reduced, "epochs": m.epochs,
+    }
+    return {"run": m.run, "kind": "epoch", "step": None, "epoch": m.epoch, "train_time_s": m.train_time_s, "values": values}
+
+
+# ---------------------------------------------------------------- creating jobs
+
+
+def _job_for_key(session: Session, key: str) -> Job | None:
+    return session.exec(select(Job).join(IdempotencyKey, IdempotencyKey.job_id == Job.id).where(IdempotencyKey.key == key)).first()
+
+
+def active_job(*, session: Session, spec_hash: str) -> Job | None:
+    """The job an identical submission is answered with: queued, running or succeeded (the dedup holder first)."""
+    stmt = (
+        select(Job)
+        .where(Job.spec_hash == spec_hash, col(Job.status).in_(DEDUP_STATES))
+        .order_by(case((col(Job.active_hash).is_(None), 1), else_=0), col(Job.id).desc())
+        .limit(1)
+    )
+    return session.exec(stmt).first()
+
+
+def _remember_key(session: Session, key: str, job_id: int) -> None:
+    session.add(IdempotencyKey(key=key, job_id=job_id))
+    try:
+        session.commit()
+    except IntegrityError:  # a concurrent request with the same key recorded it first
+        session.rollback()
+
+
+def create_job(
+    *,
+    session: Session,
+    spec: JobSpec,
+    force: bool = False,
+    idempotency_key: str | None = None,
+    sweep_id: int | None = None,
+) -> tuple[Job, bool]:
+    """Queue a job for ``spec``; returns (job, created). See ``submit_job``."""
+    job, outcome = submit_job(session=session, spec=spec, force=force, idempotency_key=idempotency_key, sweep_id=sweep_id)
+    return job, outcome == "created"
+
+
+def submit_job(
+    *,
+    session: Session,
+    spec: JobSpec,
+    force: bool = False,
+    idempotency_key: str | None = None,
+    sweep_id: int | None = None,
+) -> tuple[Job, str]:
+    """Queue a job for ``spec``; returns (job, outcome): "created", "deduplicated" or "idempotent" (a repeated key).
+
+    An identical spec (same spec_hash) already queued, running or succeeded is returned instead
+    ("deduplicated") unless ``force``. A repeated ``idempotency_key`` returns the job of its first use.
+    Concurrent identical submissions are settled by the unique index on ``active_hash``: the losers'
+    INSERT fails and they return the winner.
+    """
+    h = spec.spec_hash
+    for _ in range(5):
+        if idempotency_key:
+            job = _job_for_key(session, idempotency_key)
+            if job is not None:
+                return job, "idempotent"
+        if not force:
+            existing = active_job(session=session, spec_hash=h)
+            if existing is not None:
+                if idempotency_key:
+                    _remember_key(session, idempotency_key, existing.id)
+                return existing, "deduplicated"
+        job = Job(**job_columns(spec), active_hash=None if force else h, sweep_id=sweep_id)
+        session.add(job)
+        try:
+            session.flush()
+            if idempotency_key:
+                session.add(IdempotencyKey(key=idempotency_key, job_id=job.id))
+            session.commit()
+            return job, "created"
+        except IntegrityError:
+            # Lost a race (same active_hash or same idempotency key): look again for the winner.
+            session.rollback()
+    raise RuntimeError(f"could not create or find a job for spec_hash {h} after 5 tries")
+
+
+def _insert_job_prefer_active(session: Session, columns: dict[str, Any]) -> Job:
+    """Insert holding active_hash when no other job holds it (so later submissions dedup to it), else without."""
+    job = Job(**columns, active_hash=columns["spec_hash"])
+    session.add(job)
+    try:
+        session.commit()
+        return job
+    except IntegrityError:
+        session.rollback()
+    job = Job(**columns, active_hash=None)
+    session.add(job)
+    session.commit()
+    return job
+
+
+def create_sweep(
+    *, session: Session, name: str, base: dict[str, Any], grid: dict[str, list[Any]], specs: list[JobSpec], force: bool = False
+) -> tuple[Sweep, list[tuple[Job, bool]]]:
+    """Record a sweep and queue one job per (already validated) spec; returns the sweep and (job, created) per point."""
+    sweep = Sweep(name=name, base=base, grid=grid, count=len(specs))
+    session.add(sweep)
+    session.commit()
+    jobs = [create_job(session=session, spec=spec, force=force, sweep_id=sweep.id) for spec in specs]
+    sweep.job_ids = [job.id for job, _ in jobs]
+    session.add(sweep)
+    session.commit()
+    return sweep, jobs
+
+
+def sweep_jobs(*, session: Session, sweep: Sweep) -> list[Job]:
+    """The job answering each grid point, in grid order (without their full results loaded)."""
+    rows = session.exec(select(Job).options(defer(Job.result)).where(col(Job.id).in_(sweep.job_ids))).all()
+    by_id = {job.id: job for job in rows}
+    return [by_id[i] for i in sweep.job_ids if i in by_id]
+
+
+# ---------------------------------------------------------------- reading jobs
+
+
+def get_job(*, session: Session, job_id: int) -> Job | None:
+    return session.get(Job, job_id)
+
+
+def _job_filters(*, status=None, arch=None, dataset=None, schedule_kind=None, track=None, q=None) -> list:
+    conds = []
+    for column, value in ((Job.status, status), (Job.arch, arch), (Job.dataset, dataset), (Job.schedule_kind, schedule_kind), (Job.track, track)):
+        if value is not None:
+            conds.append(column == value)
+    if q:
+        conds.append(col(Job.name).ilike(f"%{q}%"))
+    return conds
+
+
+def list_jobs(
+    *,
+    session: Session,
+    status: str | None = None,
+    arch: str | None = None,
+    dataset: str | None = None,
+    schedule_kind: str | None = None,
+    track: str | None = None,
+    q: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+    order: str = "-created_at",
+) -> tuple[list[Job], int]:
+    """A page of jobs (without their full result loaded) and the total count under the filters."""
+    if order not in JOB_ORDERS:
+        raise ValueError(f"order must be one of {', '.join(JOB_ORDERS)}, got {order!r}")
+    conds = _job_filters(status=status, arch=arch, dataset=dataset, schedule_kind=schedule_kind, track=track, q=q)
+    field = getattr(Job, order.lstrip("-"))
+    ordering = [col(field).desc(), col(Job.id).desc()] if order.startswith("-") else [col(field).asc(), col(Job.id).asc()]
+    # Lists never show the full result or the setting (it is in the spec): not loaded, not parsed.
+    stmt = select(Job).options(defer(Job.result), defer(Job.setting)).where(*conds).order_by(*ordering).offset(offset).limit(limit)
+    jobs = list(session.exec(stmt).all())
+    count = session.exec(select(func.count()).select_from(Job).where(*conds)).one()
+    return jobs, count
+
+
+LIST_SCALARS = (
+    "id", "name", "status", "spec_hash", "arch", "dataset", "schedule_kind", "track", "attempt", "retry_of", "sweep_id",
+    "created_at", "started_at", "finished_at", "cancel_requested", "error",
+)
+LIST_RAW_JSON = ("spec", "progress", "reproducibility")
+
+
+def list_jobs_json(*, session: Session, limit: int = 50, offset: int = 0, order: str = "-created_at", **filters) -> tuple[str, int]:
+    """``list_jobs`` as a ready JSON array of list items (JobListItem's shape), stored JSON spliced in unparsed.
+
+    GET /jobs is the most requested page; building ORM objects and re-encoding every spec was most of its cost.
+    """
+    if order not in JOB_ORDERS:
+        raise ValueError(f"order must be one of {', '.join(JOB_ORDERS)}, got {order!r}")
+    conds = _job_filters(**filters)
+    field = getattr(Job, order.lstrip("-"))
+    ordering = [col(field).desc(), col(Job.id).desc()] if order.startswith("-") else [col(field).asc(), col(Job.id).asc()]
+    columns = [getattr(Job, c) for c in LIST_SCALARS + SUMMARY_FIELDS] + [cast(getattr(Job, c), Text) for c in LIST_RAW_JSON]
+    rows = session.execute(select(*columns).where(*conds).order_by(*ordering).offset(offset).limit(limit)).all()
+    count = session.exec(select(func.count()).select_from(Job).where(*conds)).one()
+    n_scalar, n_summary = len(LIST_SCALARS), len(SUMMARY_FIELDS)
+    items = []
+    for row in rows:
+        head = dict(zip(LIST_SCALARS, row[:n_scalar]))
+        for key in ("created_at", "started_at", "finished_at"):
+            head[key] = iso_utc(head[key])
+        head["deduplicated"] = False
+        head["result"] = None
+        head["summary"] = dict(zip(SUMMARY_FIELDS, row[n_scalar : n_scalar + n_summary])) if head["status"] == "succeeded" else None
+        raw = row[n_scalar + n_summary :]
+        tail = ",".join(f'"{name}":{text if text is not None else "null"}' for name, text in zip(LIST_RAW_JSON, raw))
+        items.append(json.dumps(head, separators=(",", ":"))[:-1] + "," + tail + "}")
+    return "[" + ",".join(items) + "]", count
+
+
+# ---------------------------------------------------------------- the worker's side
+
+
+def next_queued_job_id(*, session: Session) -> int | None:
+    """The oldest queued job (the embedded executor's queue)."""
+    return session.exec(select(Job.id).where(Job.status == "queued").order_by(col(Job.created_at), col(Job.id)).limit(1)).first()
+
+
+def claim_job(*, session: Session, job_id: int, worker: str) -> Job | None:
+    """queued -> running, atomically; None when the job is not queued (claimed elsewhere, cancelled, unknown)."""
+    res = session.execute(
+        update(Job).where(col(Job.id) == job_id, col(Job.status) == "queued").values(status="running", started_at=utcnow(), worker=worker)
+    )
+    session.commit()
+    if res.rowcount != 1:
+        return None
+    job = session.get(Job, job_id)
+    session.refresh(job)
+    return job
+
+
+def append_metrics(*, session: Session, job_id: int, points: list[dict[str, Any]]) -> None:
+    """One bulk INSERT of metric points (dicts as made by ``metric_point``)."""
+    if not points:
+        return
+    rows = [
+        {
+            "job_id": job_id,
+            "run": p["run"],
+            "kind": p["kind"],
+            "step": p.get("step"),
+            "epoch": p.get("epoch"),
+            "train_time_s": finite(p.get("train_time_s")),
+            "values": finite(p.get("values") or {}),
+        }
+        for p in points
+    ]
+    session.execute(insert(MetricPoint), rows)
+    session.commit()
+
+
+def update_progress(*, session: Session, job_id: int, progress: dict[str, Any]) -> None:
+    session.execute(update(Job).where(col(Job.id) == job_id).values(progress=finite(progress)))
+    session.commit()
+
+
+def is_cancel_requested(*, session: Session, job_id: int) -> bool:
+    return bool(session.exec(select(Job.cancel_requested).where(Job.id == job_id)).first())
+
+
+def set_reproducibility(*, session: Session, job_id: int, record: dict[str, Any]) -> None:
+    session.execute(update(Job).where(col(Job.id) == job_id).values(reproducibility=finite(record)))
+    session.commit()
+
+
+def finish_job(*, session: Session, job_id: int, result: JobResult) -> bool:
+    """running -> succeeded (with the summary columns filled), or cancelled when ``result.cancelled``.
+
+    Returns False when the job was no longer running (e.g. recovered as interrupted meanwhile).
+    """
+    data = finite(result.model_dump(mode="json"))
+    values: dict[str, Any] = {"result": data, "finished_at": utcnow()}
+    if result.cancelled:
+        values.update(status="cancelled", active_hash=None)
+    else:
+        values.update(status="succeeded", **finite(result.summary()))
+    res = session.execute(update(Job).where(col(Job.id) == job_id, col(Job.status) == "running").values(**values))
+    session.commit()
+    return res.rowcount == 1
+
+
+def fail_job(*, session: Session, job_id: int, error: str) -> bool:
+    """queued/running -> failed with ``error``; frees the spec for a new submission."""
+    res = session.execute(
+        update(Job)
+        .where(col(Job.id) == job_id, col(Job.status).in_(("queued", "running")))
+        .values(status="failed", error=error, active_hash=None, finished_at=utcnow())
+    )
+    session.commit()
+    return res.rowcount == 1
+
+
+def request_cancel(*, session: Session, job: Job) -> Job:
+    """A queued job is cancelled at once; a running one is flagged (the worker stops within one step)."""
+    res = session.execute(
+        update(Job).where(col(Job.id) == job.id, col(Job.status) == "queued").values(status="cancelled", active_hash=None, finished_at=utcnow())
+    )
+    if res.rowcount != 1:
+        res = session.execute(update(Job).where(col(Job.id) == job.id, col(Job.status) == "running").values(cancel_requested=True))
+    session.commit()
+    session.refresh(job)
+    if res.rowcount != 1:
+        raise JobStateError(f"job {job.id} is {job.status}: only queued or running jobs can be cancelled")
+    return job
+
+
+def retry_job(*, session: Session, job: Job) -> Job:
+    """A new attempt of a failed or cancelled job (the old job stays as it was)."""
+    if job.status not in ("failed", "cancelled"):
+        raise JobStateError(f"job {job.id} is {job.status}: only failed or cancelled jobs can be retried")
+    columns = {k: getattr(job, k) for k in ("name", "spec", "spec_hash", "arch", "dataset", "schedule_kind", "track", "setting", "setting_key", "seed", "sweep_id")}
+    return _insert_job_prefer_active(session, {**columns, "attempt": job.attempt + 1, "retry_of": job.id})
+
+
+def recover_interrupted(*, session: Session, older_than: datetime | timedelta | None = None, policy: str = "fail") -> list[int]:
+    """Jobs left `running` by a process that died; returns their ids.
+
+    ``older_than``: only jobs started before this time (or this long ago); None: every running job
+    (right for the embedded executor at start-up, where no other process runs jobs).
+
+    policy "fail" (the default): mark them failed with INTERRUPTED_ERROR and leave the retry to the
+    user, because a job that crashed its process (out of memory, a driver fault) would crash it again
+    and a requeue would loop. "requeue": put them back in the queue once (their partial metrics are
+    deleted; a job already requeued once is failed instead).
+    """
+    if policy not in ("fail", "requeue"):
+        raise ValueError(f"policy must be 'fail' or 'requeue', got {policy!r}")
+    stmt = select(Job).where(Job.status == "running")
+    if older_than is not None:
+        cutoff = utcnow() - older_than if isinstance(older_than, timedelta) else older_than
+        stmt = stmt.where(col(Job.started_at) < cutoff)
+    jobs = list(session.exec(stmt).all())
+    for job in jobs:
+        requeued_before = bool(job.progress and job.progress.get("requeued"))
+        if policy == "requeue" and not requeued_before:
+            session.execute(delete(MetricPoint).where(col(MetricPoint.job_id) == job.id))
+            session.execute(
+                update(Job).where(col(Job.id) == job.id, col(Job.status) == "running")
+                .values(status="queued", started_at=None, worker=None, progress={"requeued": True})
+            )
+        else:
+            session.execute(
+                update(Job).where(col(Job.id) == job.id, col(Job.status) == "running")
+                .values(status="failed", error=INTERRUPTED_ERROR.format(id=job.id), active_hash=None, finished_at=utcnow())
+            )
+    session.commit()
+    return [job.id for job in jobs]
+
+
+# ---------------------------------------------------------------- metrics and results
+
+
+def metrics_after(
+    *, session: Session, job_id: int, after: int = 0, limit: int = 1000, kind: str | None = None
+) -> list[MetricPoint]:
+    """Points with id > after, oldest first (keyset pagination on the (job_id, id) index)."""
+    stmt = select(MetricPoint).where(MetricPoint.job_id == job_id, col(MetricPoint.id) > after)
+    if kind is not None:
+        stmt = stmt.where(MetricPoint.kind == kind)
+    return list(session.exec(stmt.order_by(col(MetricPoint.id)).limit(limit)).all())
+
+
+def metrics_json_after(*, session: Session, job_id: int, after: int = 0, limit: int = 1000, kind: str | None = None) -> tuple[str, int]:
+    """``metrics_after`` as a ready JSON array (the stored values text is spliced in, not parsed), and the last id.
+
+    The hot path of dashboards polling a running job: no ORM objects, no JSON round trip.
+    """
+    raw_values = cast(MetricPoint.values, Text)  # the stored JSON text (psycopg would parse a json column)
+    stmt = select(MetricPoint.id, MetricPoint.run, MetricPoint.kind, MetricPoint.step, MetricPoint.epoch, MetricPoint.train_time_s, raw_values)
+    stmt = stmt.where(MetricPoint.job_id == job_id, col(MetricPoint.id) > after)
+    if kind is not None:
+        stmt = stmt.where(MetricPoint.kind == kind)
+    rows = session.execute(stmt.order_by(col(MetricPoint.id)).limit(limit)).all()
+    dumps = json.dumps
+    parts = [
+        f'{{"id":{i},"run":{dumps(run)},"kind":{dumps(k)},"step":{dumps(step)},"epoch":{dumps(epoch)},'
+        f'"train_time_s":{dumps(t)},"values":{values}}}'
+        for i, run, k, step, epoch, t, values in rows
+    ]
+    return "[" + ",".join(parts) + "]", rows[-1][0] if rows else after
+
+
+SUMMARY_ROW_COLUMNS = (
+    "id", "name", "track", "arch", "dataset", "schedule_kind", "setting_key", "seed",
+    "time_saving", "acc_delta", "flop_saving", "equal_time_gap",
+    "dynds_acc", "baseline_acc", "equal_time_acc", "dynds_time_s", "baseline_time_s",
+)
+
+
+def summary_rows(*, session: Session, track: str | None = None, with_setting: bool = False) -> list[dict[str, Any]]:
+    """One flat row per succeeded job, from the summary columns only (no result JSON is read)."""
+    columns = [getattr(Job, c) for c in SUMMARY_ROW_COLUMNS]
+    stmt = select(*columns).where(Job.status == "succeeded")
+    if track is not None:
+        stmt = stmt.where(Job.track == track)
+    rows = [dict(zip(SUMMARY_ROW_COLUMNS, row)) for row in session.execute(stmt.order_by(col(Job.id))).all()]
+    if with_setting and rows:
+        # Equal setting_keys mean equal settings: parse one stored setting per key, not one per job.
+        first_ids = select(func.min(Job.id)).where(Job.status == "succeeded").group_by(Job.setting_key)
+        settings = dict(session.execute(select(Job.setting_key, Job.setting).where(col(Job.id).in_(first_ids))).all())
+        for row in rows:
+            row["setting"] = settings.get(row["setting_key"])
+    return rows
+
+
+def results_version(*, session: Session) -> tuple[int, Any]:
+    """Changes whenever a job succeeds: the leaderboard cache key.
+
+    Succeeded jobs never change state, so their count alone would do; the newest finish time guards
+    against a deletion and an addition cancelling out. Two queries, because SQLite answers a lone
+    max() from the (status, finished_at) index in microseconds but scans when count() rides along.
+    """
+    succeeded = col(Job.status) == "succeeded"
+    count = session.execute(select(func.count()).select_from(Job).where(succeeded)).scalar_one()
+    last = session.execute(select(func.max(Job.finished_at)).where(succeeded)).scalar_one()
+    return count, last

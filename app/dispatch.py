@@ -1,0 +1,57 @@
+"""How the API starts work: it hands a job id to the registered dispatcher, and nothing else.
+
+    set_dispatcher(CeleryDispatcher("redis://localhost:6379/0"))   # or the embedded executor
+    dispatch(job_id)
+
+A dispatcher is any object with ``dispatch(job_id: int) -> None``; if it also has ``start()`` and
+``stop()``, the app calls them at start-up (after the database is migrated) and shutdown. With no
+dispatcher registered, jobs simply wait in the database queue until an executor picks them up.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol, runtime_checkable
+
+log = logging.getLogger(__name__)
+TASK_NAME = "dynds.run_job"
+
+
+@runtime_checkable
+class Dispatcher(Protocol):
+    def dispatch(self, job_id: int) -> None: ...
+
+
+class CeleryDispatcher:
+    """Sends the task by name, so the API needs neither the worker code nor torch."""
+
+    def __init__(self, broker_url: str, *, queue: str = "dynds", visibility_timeout_s: int | None = None):
+        from celery import Celery
+
+        self.queue = queue
+        self.celery = Celery("dynds-api", broker=broker_url)
+        if visibility_timeout_s:
+            self.celery.conf.broker_transport_options = {"visibility_timeout": visibility_timeout_s}
+
+    def dispatch(self, job_id: int) -> None:
+        self.celery.send_task(TASK_NAME, args=[job_id], queue=self.queue)
+
+
+_dispatcher: Dispatcher | None = None
+
+
+def set_dispatcher(dispatcher: Dispatcher | None) -> None:
+    global _dispatcher
+    _dispatcher = dispatcher
+
+
+def get_dispatcher() -> Dispatcher | None:
+    return _dispatcher
+
+
+def dispatch(job_id: int, dispatcher: Dispatcher | None = None) -> None:
+    d = dispatcher or _dispatcher
+    if d is None:
+        log.info("no dispatcher registered; job %s waits in the database queue", job_id)
+        return
+    d.dispatch(job_id)

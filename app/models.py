@@ -1,0 +1,227 @@
+"""Stored entities and their API schemas (one family per entity: Base -> table -> Public).
+
+A Job row keeps, besides its spec and full result, the columns lists and the leaderboard need
+(arch, dataset, track, setting_key, the summary figures), so those pages never parse stored JSON.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from pydantic import field_serializer
+from sqlalchemy import JSON, BigInteger, Column, Index, Integer, String
+from sqlmodel import Field, SQLModel
+
+JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+FINAL_STATES = ("succeeded", "failed", "cancelled")
+# A job in one of these states answers an identical submission instead of a new job being made.
+DEDUP_STATES = ("queued", "running", "succeeded")
+SUMMARY_FIELDS = (
+    "time_saving", "acc_delta", "flop_saving", "equal_time_gap",
+    "dynds_acc", "baseline_acc", "equal_time_acc", "dynds_time_s", "baseline_time_s",
+)
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit metric id.
+MetricId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def as_utc(dt: datetime | None) -> datetime | None:
+    """SQLite hands datetimes back naive; they were stored as UTC."""
+    if dt is not None and dt.tzinfo is None:
+        return dt.replace(tzinfo=timezone.utc)
+    return dt
+
+
+def iso_utc(dt: datetime | None) -> str | None:
+    """How the API writes times: ISO 8601 in UTC with a Z, e.g. 2026-11-25T21:00:00.000000Z."""
+    dt = as_utc(dt)
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if dt else None
+
+
+class _UTCModel(SQLModel):
+    @field_serializer("created_at", "started_at", "finished_at", check_fields=False)
+    def _ser_dt(self, dt: datetime | None) -> str | None:
+        return iso_utc(dt)
+
+
+# ---------------------------------------------------------------- sweeps
+
+
+class Sweep(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200)
+    base: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    grid: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    count: int = 0
+    # The job answering each grid point, in grid order (a point may be answered by an earlier identical job).
+    job_ids: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+# ---------------------------------------------------------------- jobs
+
+
+class JobBase(_UTCModel):
+    name: str = Field(max_length=200)
+    status: str = Field(default="queued", max_length=16)
+    spec_hash: str = Field(max_length=64, index=True)
+    arch: str = Field(max_length=64)
+    dataset: str = Field(max_length=64)
+    schedule_kind: str = Field(max_length=32)
+    track: str = Field(max_length=200)
+    attempt: int = 1
+    retry_of: int | None = Field(default=None, foreign_key="job.id")
+    sweep_id: int | None = Field(default=None, foreign_key="sweep.id")
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    cancel_requested: bool = False
+    error: str | None = None
+
+
+class Job(JobBase, table=True):
+    __table_args__ = (
+        Index("ix_job_status_created", "status", "created_at"),
+        Index("ix_job_status_finished", "status", "finished_at"),
+        Index("ix_job_created_at", "created_at"),
+        Index("ix_job_track_status", "track", "status"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    spec: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    # Holds spec_hash while the job is queued, running or succeeded, NULL otherwise: a UNIQUE index on it
+    # lets the database (not a racy read-then-write) decide which of concurrent identical submissions wins.
+    active_hash: str | None = Field(default=None, sa_column=Column(String(64), unique=True, nullable=True))
+    setting_key: str = Field(default="", max_length=300)
+    setting: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    seed: int = 0
+    worker: str | None = Field(default=None, max_length=200)
+    progress: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    reproducibility: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # The summary, flat (filled when the job succeeds); the leaderboard and export read only these.
+    time_saving: float | None = None
+    acc_delta: float | None = None
+    flop_saving: float | None = None
+    equal_time_gap: float | None = None
+    dynds_acc: float | None = None
+    baseline_acc: float | None = None
+    equal_time_acc: float | None = None
+    dynds_time_s: float | None = None
+    baseline_time_s: float | None = None
+
+
+_JOB_BASE_FIELDS = tuple(JobBase.model_fields)
+
+
+class JobCreate(SQLModel):
+    spec: dict[str, Any] = {}
+    force: bool = False
+
+
+class JobPublic(JobBase):
+    id: int
+    spec: dict[str, Any]
+    deduplicated: bool = False
+    progress: dict[str, Any] | None = None
+    summary: dict[str, Any] | None = None
+    result: dict[str, Any] | None = None
+    reproducibility: dict[str, Any] | None = None
+
+    @classmethod
+    def from_job(cls, job: Job, *, deduplicated: bool = False, with_result: bool = True) -> "JobPublic":
+        summary = {f: getattr(job, f) for f in SUMMARY_FIELDS} if job.status == "succeeded" else None
+        # Built from a stored row (already valid): constructed without a second validation.
+        return cls.model_construct(
+            **{f: getattr(job, f) for f in _JOB_BASE_FIELDS},
+            id=job.id,
+            spec=job.spec,
+            deduplicated=deduplicated,
+            progress=job.progress,
+            summary=summary,
+            result=job.result if with_result else None,
+            reproducibility=job.reproducibility,
+        )
+
+
+class JobListItem(JobPublic):
+    """A job in a list: everything but the full result."""
+
+    result: None = None
+
+
+class JobsPublic(SQLModel):
+    data: list[JobListItem]
+    count: int
+
+
+# ---------------------------------------------------------------- metrics
+
+
+class MetricPoint(SQLModel, table=True):
+    __tablename__ = "metric_point"
+    __table_args__ = (Index("ix_metric_point_job_id_id", "job_id", "id"),)
+    # The id is the cursor: one worker writes a job's points in order, so ids grow with time per job.
+    id: int | None = Field(default=None, sa_column=Column(MetricId, primary_key=True, autoincrement=True))
+    job_id: int = Field(foreign_key="job.id")
+    run: str = Field(max_length=16)
+    kind: str = Field(max_length=8)
+    step: int | None = None
+    epoch: int | None = None
+    train_time_s: float | None = None
+    values: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+
+
+class MetricPointPublic(SQLModel):
+    id: int
+    run: str
+    kind: str
+    step: int | None = None
+    epoch: int | None = None
+    train_time_s: float | None = None
+    values: dict[str, Any]
+
+
+class MetricsPublic(SQLModel):
+    data: list[MetricPointPublic]
+    next_cursor: int
+
+
+# ---------------------------------------------------------------- sweeps (API)
+
+
+class SweepCreate(SQLModel):
+    name: str = Field(default="sweep", min_length=1, max_length=200)
+    base: dict[str, Any] = {}
+    grid: dict[str, list[Any]] = {}
+    force: bool = False
+
+
+class SweepPublic(SQLModel):
+    id: int
+    name: str
+    count: int
+    jobs: list[JobListItem]
+
+
+# ---------------------------------------------------------------- tokens and idempotency
+
+
+class ApiToken(_UTCModel, table=True):
+    __tablename__ = "api_token"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200)
+    token_hash: str = Field(sa_column=Column(String(64), unique=True, nullable=False))  # sha256 hex; the token itself is never stored
+    created_at: datetime = Field(default_factory=utcnow)
+    last_used_at: datetime | None = None
+
+
+class IdempotencyKey(SQLModel, table=True):
+    __tablename__ = "idempotency_key"
+    key: str = Field(primary_key=True, max_length=200)
+    job_id: int = Field(foreign_key="job.id")
+    created_at: datetime = Field(default_factory=utcnow)

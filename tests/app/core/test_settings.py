@@ -1,0 +1,35 @@
+"""Settings from DYNDS_* variables."""
+
+import pytest
+from pydantic import ValidationError
+
+from app.core.config import Settings
+from app.core.db import normalize_url
+
+
+def test_defaults_are_embedded_sqlite_under_home(monkeypatch, tmp_path):
+    monkeypatch.setenv("DYNDS_HOME", str(tmp_path))
+    s = Settings()
+    assert s.database_url == f"sqlite:///{tmp_path / 'dynds.db'}" and s.embedded
+    assert s.data_dirs[0] == str(tmp_path / "data")
+
+
+def test_environment_overrides(monkeypatch, tmp_path):
+    monkeypatch.setenv("DYNDS_DATA_DIRS", f"{tmp_path}/a:{tmp_path}/b")
+    monkeypatch.setenv("DYNDS_BROKER_URL", "redis://localhost:6379/0")
+    monkeypatch.setenv("DYNDS_READ_REQUIRES_TOKEN", "true")
+    monkeypatch.setenv("DYNDS_MAX_EPOCHS", "50")
+    s = Settings()
+    assert s.data_dirs == [f"{tmp_path}/a", f"{tmp_path}/b"] and not s.embedded and s.read_requires_token and s.max_epochs == 50
+
+
+def test_bad_values_are_named(monkeypatch):
+    monkeypatch.setenv("DYNDS_RECOVER_POLICY", "ignore")
+    with pytest.raises(ValidationError, match="recover_policy"):
+        Settings()
+
+
+def test_postgres_urls_use_psycopg3():
+    assert normalize_url("postgresql://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert normalize_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert normalize_url("sqlite:///x.db") == "sqlite:///x.db"

@@ -1,0 +1,137 @@
+"""`dynds serve / worker / submit / token`: the pure helpers, and the real commands against a live server."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from app.commands import api_base, load_spec_file, threshold_failures, validation_lines
+from app.cli import main
+
+# The serve fixture and helpers are shared with the worker tests.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "worker"))
+from service_helpers import DYNDS, TINY_SPEC, serve, subprocess_env  # noqa: E402,F401
+
+
+def test_threshold_failures_name_the_threshold_missed():
+    summary = {"time_saving": 0.12, "acc_delta": -0.8}
+    assert threshold_failures(summary, min_time_saving=0.1, max_acc_drop=1.0) == []
+    assert threshold_failures(summary, min_time_saving=0.2, max_acc_drop=None) == [
+        "time_saving 0.1200 is below --min-time-saving 0.2"]
+    assert threshold_failures(summary, min_time_saving=None, max_acc_drop=0.5) == [
+        "accuracy dropped by 0.80 points, more than --max-acc-drop 0.5"]
+    no_baseline = threshold_failures({"time_saving": None, "acc_delta": None}, min_time_saving=0.1, max_acc_drop=0.5)
+    assert len(no_baseline) == 2 and all("no baseline" in f for f in no_baseline)
+
+
+def test_validation_lines_show_each_key_path():
+    detail = [{"loc": ["body", "spec", "train", "epochs"], "msg": "must be >= 1"},
+              {"loc": ["body", "force"], "msg": "not a bool"}]
+    assert validation_lines(detail) == ["  train.epochs: must be >= 1", "  force: not a bool"]
+
+
+def test_api_base_and_spec_files(tmp_path):
+    assert api_base("http://h:8000/") == api_base("http://h:8000/api/v1") == "http://h:8000/api/v1"
+    (tmp_path / "a.yaml").write_text("train: {epochs: 3}\n")
+    assert load_spec_file(str(tmp_path / "a.yaml")) == {"train": {"epochs": 3}}
+    (tmp_path / "b.json").write_text("{not json")
+    with pytest.raises(ValueError, match="b.json is not valid JSON"):
+        load_spec_file(str(tmp_path / "b.json"))
+    (tmp_path / "c.yaml").write_text("- a list\n")
+    with pytest.raises(ValueError, match="must hold a mapping of spec sections, got list"):
+        load_spec_file(str(tmp_path / "c.yaml"))
+    with pytest.raises(ValueError, match="cannot read the spec file"):
+        load_spec_file(str(tmp_path / "missing.yaml"))
+
+
+def test_worker_without_a_broker_is_a_clear_error(monkeypatch, capsys):
+    from app.core.config import get_settings
+
+    monkeypatch.delenv("DYNDS_BROKER_URL", raising=False)
+    get_settings.cache_clear()
+    try:
+        assert main(["worker"]) == 2
+        assert "no broker configured: set DYNDS_BROKER_URL" in capsys.readouterr().err
+        monkeypatch.setenv("DYNDS_BROKER_URL", "redis://127.0.0.1:1/0")
+        get_settings.cache_clear()
+        assert main(["worker"]) == 2
+        assert "cannot reach the broker at redis://127.0.0.1:1/0" in capsys.readouterr().err
+    finally:
+        get_settings.cache_clear()
+
+
+def test_token_create_list_revoke(tmp_path, monkeypatch, capsys):
+    from app import security
+    from app.core.config import get_settings
+    from app.core.db import get_engine, session_factory
+
+    monkeypatch.setenv("DYNDS_DATABASE_URL", f"sqlite:///{tmp_path / 'tokens.db'}")
+    get_settings.cache_clear()
+    try:
+        assert main(["token", "create", "--name", "ci"]) == 0
+        token = capsys.readouterr().out.strip()
+        assert token.startswith("dynds_")
+        with session_factory(get_engine(get_settings().database_url))() as s:
+            assert security.verify_token(session=s, token=token).name == "ci"
+            assert security.verify_token(session=s, token=token + "x") is None
+        assert main(["token", "list"]) == 0
+        listing = capsys.readouterr().out
+        assert "\tci\t" in listing and token not in listing  # only the hash is kept
+        assert main(["token", "revoke", "--name", "ci"]) == 0
+        assert main(["token", "revoke", "--name", "ci"]) == 1
+        assert "no token named 'ci'" in capsys.readouterr().err
+        assert main(["token", "create", "--name", "  "]) == 2
+    finally:
+        get_settings.cache_clear()
+        get_engine.cache_clear()
+
+
+def _submit(url, spec_path, *extra, env=None):
+    return subprocess.run([DYNDS, "submit", str(spec_path), "--server", url, *extra, "--poll-interval", "0.2"],
+                          capture_output=True, text=True, timeout=180, env=env)
+
+
+def test_submit_exit_codes_against_a_live_server(tmp_path, serve):
+    data_dir = tmp_path / "data"
+    (data_dir / "empty").mkdir(parents=True)
+    url = serve(DYNDS_DATA_DIRS=str(data_dir))
+    env = subprocess_env(tmp_path)
+
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump(TINY_SPEC))
+    r = _submit(url, good, "--wait", "--max-acc-drop", "100", env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "succeeded: time_saving" in r.stdout
+
+    # The identical spec is answered with the finished job; a threshold it misses gives 1, saying which.
+    r = _submit(url, good, "--wait", "--min-time-saving", "0.99", env=env)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "already exists" in r.stdout and "time_saving" in r.stderr and "below --min-time-saving 0.99" in r.stderr
+
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"train": {"epochs": 0}, "model": {"arch": "vgg"}}')
+    r = _submit(url, bad, "--wait", env=env)
+    assert r.returncode == 2
+    assert "train.epochs:" in r.stderr and "model.arch:" in r.stderr and "Traceback" not in r.stderr
+
+    # A job that fails while running (an empty image folder inside the allowed data dirs) gives 1 with its error.
+    failing = tmp_path / "failing.yaml"
+    failing.write_text(yaml.safe_dump({**TINY_SPEC, "data": {"dataset": "imagefolder", "root": str(data_dir / "empty")}}))
+    r = _submit(url, failing, "--wait", env=env)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "failed: " in r.stderr and "Traceback" not in r.stderr
+
+    r = _submit("http://127.0.0.1:9", good, env=env)
+    assert r.returncode == 2 and "cannot reach the server at http://127.0.0.1:9" in r.stderr
+
+    # Once a token exists, writes need it: 2 without, 0 with DYNDS_TOKEN.
+    token = subprocess.run([DYNDS, "token", "create", "--name", "ci"], capture_output=True, text=True, env=env,
+                           check=True).stdout.strip()
+    r = _submit(url, good, "--force", env=env)
+    assert r.returncode == 2 and "401" in r.stderr and "DYNDS_TOKEN" in r.stderr
+    r = _submit(url, good, "--force", env={**env, "DYNDS_TOKEN": token})
+    assert r.returncode == 0, r.stderr

@@ -1,0 +1,117 @@
+"""The data functions the worker uses: claiming, metrics, finishing, failing, recovery."""
+
+import threading
+from datetime import timedelta
+
+import pytest
+from sqlmodel import Session, select
+
+from app import crud
+from app.models import Job, MetricPoint
+from dynds_core.result import EpochMetrics, StepMetrics
+from dynds_core.spec import JobSpec
+
+
+def new_job(session, **spec) -> Job:
+    job, created = crud.create_job(session=session, spec=JobSpec.parse(spec))
+    assert created
+    return job
+
+
+def test_only_one_of_many_concurrent_claims_wins(session, engine):
+    job = new_job(session)
+    winners, barrier = [], threading.Barrier(8)
+
+    def claim(i):
+        with Session(engine) as s:
+            barrier.wait()
+            if crud.claim_job(session=s, job_id=job.id, worker=f"w{i}") is not None:
+                winners.append(i)
+
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(winners) == 1
+    session.refresh(job)
+    assert job.status == "running" and job.worker == f"w{winners[0]}" and job.started_at is not None
+    assert crud.next_queued_job_id(session=session) is None
+
+
+def test_queue_order_is_oldest_first(session):
+    a, b = new_job(session, train={"seed": 1}), new_job(session, train={"seed": 2})
+    assert crud.next_queued_job_id(session=session) == a.id
+    crud.claim_job(session=session, job_id=a.id, worker="w")
+    assert crud.next_queued_job_id(session=session) == b.id
+
+
+def test_metric_points_from_callbacks_and_non_finite_values(session):
+    job = new_job(session)
+    step = StepMetrics(run="dynds", step=3, epoch=0, batch_type="reduced", loss=float("nan"), acc=10.0, lr=0.1,
+                       step_time_s=0.01, train_time_s=0.5, total_steps=10)
+    epoch = EpochMetrics(run="baseline", epoch=0, epochs=2, train_loss=2.0, train_acc=20.0, val_loss=float("inf"), val_acc=25.0,
+                         train_time_s=1.0, time_full_s=1.0, time_reduced_s=0.0, steps_full=5, steps_reduced=0)
+    crud.append_metrics(session=session, job_id=job.id, points=[crud.metric_point(step), crud.metric_point(epoch)])
+    s, e = crud.metrics_after(session=session, job_id=job.id)
+    assert (s.kind, s.step, s.run, s.values["loss"], s.values["batch_type"]) == ("step", 3, "dynds", None, "reduced")
+    assert (e.kind, e.epoch, e.run, e.values["val_loss"], e.values["val_acc"]) == ("epoch", 0, "baseline", None, 25.0)
+    assert crud.metrics_after(session=session, job_id=job.id, after=s.id) == [e]
+
+
+def test_finish_fills_the_summary_columns(session, result_for):
+    job = new_job(session)
+    crud.claim_job(session=session, job_id=job.id, worker="w")
+    crud.update_progress(session=session, job_id=job.id, progress={"run": "dynds", "fraction": 0.5})
+    crud.set_reproducibility(session=session, job_id=job.id, record={"host": "h", "seed": 0})
+    assert crud.finish_job(session=session, job_id=job.id, result=result_for(JobSpec(), time_saving=0.4, acc_delta=-0.3, equal_time_gap=0.7))
+    session.refresh(job)
+    assert job.status == "succeeded" and job.finished_at is not None and job.active_hash == job.spec_hash
+    assert (job.time_saving, job.acc_delta, job.equal_time_gap, job.baseline_acc) == (0.4, -0.3, 0.7, 70.0)
+    assert job.result["time_saving"] == 0.4 and job.progress["fraction"] == 0.5 and job.reproducibility["host"] == "h"
+    # Not running any more: a second finish or a late failure changes nothing.
+    assert not crud.finish_job(session=session, job_id=job.id, result=result_for(JobSpec()))
+    assert not crud.fail_job(session=session, job_id=job.id, error="late")
+
+
+def test_a_cancelled_result_frees_the_spec(session, result_for):
+    job = new_job(session)
+    crud.claim_job(session=session, job_id=job.id, worker="w")
+    crud.finish_job(session=session, job_id=job.id, result=result_for(JobSpec(), cancelled=True))
+    session.refresh(job)
+    assert job.status == "cancelled" and job.active_hash is None and job.time_saving is None
+    again, created = crud.create_job(session=session, spec=JobSpec())
+    assert created and again.id != job.id
+
+
+@pytest.mark.parametrize("policy", ["fail", "requeue"])
+def test_recover_interrupted(session, policy):
+    stale, fresh = new_job(session, train={"seed": 1}), new_job(session, train={"seed": 2})
+    for job in (stale, fresh):
+        crud.claim_job(session=session, job_id=job.id, worker="dead")
+    crud.append_metrics(session=session, job_id=stale.id, points=[{"run": "dynds", "kind": "step", "step": 0, "values": {}}])
+    session.execute(Job.__table__.update().where(Job.id == stale.id).values(started_at=crud.utcnow() - timedelta(hours=2)))
+    session.commit()
+    assert crud.recover_interrupted(session=session, older_than=timedelta(hours=1), policy=policy) == [stale.id]
+    session.refresh(stale)
+    if policy == "fail":
+        assert stale.status == "failed" and stale.error.startswith("interrupted") and f"/jobs/{stale.id}/retry" in stale.error
+    else:
+        assert stale.status == "queued" and stale.started_at is None
+        assert session.exec(select(MetricPoint).where(MetricPoint.job_id == stale.id)).all() == []
+        # Requeued once only: interrupted again, it fails.
+        crud.claim_job(session=session, job_id=stale.id, worker="dead")
+        crud.recover_interrupted(session=session, policy="requeue")
+        session.refresh(stale)
+        assert stale.status == "failed"
+    session.refresh(fresh)
+    # Untouched by the time-bounded call; the unbounded one (requeue case) requeued it.
+    assert fresh.status == ("running" if policy == "fail" else "queued")
+    with pytest.raises(ValueError, match="policy"):
+        crud.recover_interrupted(session=session, policy="ignore")
+
+
+def test_retry_refuses_active_jobs(session):
+    job = new_job(session)
+    with pytest.raises(crud.JobStateError, match="queued"):
+        crud.retry_job(session=session, job=job)

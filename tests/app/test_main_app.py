@@ -1,0 +1,75 @@
+"""The app factory: start-up recovery, the dashboard mount, the body size limit's own unit."""
+
+from fastapi.testclient import TestClient
+from sqlmodel import Session
+
+from app import crud, main
+from app.main import create_app
+from dynds_core.spec import JobSpec
+
+
+def test_startup_fails_jobs_a_dead_process_left_running(settings, engine, dispatcher):
+    with Session(engine, expire_on_commit=False) as s:
+        job, _ = crud.create_job(session=s, spec=JobSpec())
+        crud.claim_job(session=s, job_id=job.id, worker="dead-process")
+        queued, _ = crud.create_job(session=s, spec=JobSpec.parse({"train": {"seed": 3}}))
+    app = create_app(settings, dispatcher=dispatcher)
+    with TestClient(app) as c:
+        assert app.state.recovered == [job.id]
+        body = c.get(f"/api/v1/jobs/{job.id}").json()
+        assert body["status"] == "failed" and body["error"].startswith("interrupted")
+        assert c.get(f"/api/v1/jobs/{queued.id}").json()["status"] == "queued"  # queued jobs just wait
+        assert c.post(f"/api/v1/jobs/{job.id}/retry").status_code == 201
+
+
+def test_celery_mode_leaves_running_jobs_alone(settings, engine, dispatcher):
+    with Session(engine, expire_on_commit=False) as s:
+        job, _ = crud.create_job(session=s, spec=JobSpec())
+        crud.claim_job(session=s, job_id=job.id, worker="celery@elsewhere")
+    app = create_app(settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0"}), dispatcher=dispatcher)
+    with TestClient(app) as c:
+        assert c.get(f"/api/v1/jobs/{job.id}").json()["status"] == "running"
+
+
+class StartStopDispatcher:
+    def __init__(self):
+        self.events = []
+
+    def dispatch(self, job_id):
+        self.events.append(("dispatch", job_id))
+
+    def start(self):
+        self.events.append("start")
+
+    def stop(self):
+        self.events.append("stop")
+
+
+def test_dispatcher_is_started_after_migration_and_stopped(settings):
+    d = StartStopDispatcher()
+    with TestClient(create_app(settings, dispatcher=d)) as c:
+        assert d.events == ["start"]
+        job = c.post("/api/v1/jobs", json={"spec": {}}).json()
+    assert d.events == ["start", ("dispatch", job["id"]), "stop"]
+
+
+def test_dashboard_is_served_when_built(settings, tmp_path, monkeypatch, dispatcher):
+    static = tmp_path / "static"
+    (static / "assets").mkdir(parents=True)
+    (static / "index.html").write_text("<html>dynds dashboard</html>")
+    (static / "assets" / "app.js").write_text("console.log(1)")
+    monkeypatch.setattr(main, "_static_dir", lambda: static)
+    with TestClient(create_app(settings, dispatcher=dispatcher)) as c:
+        assert "dynds dashboard" in c.get("/").text
+        assert c.get("/static/assets/app.js").text == "console.log(1)"
+        assert c.get("/api/v1/healthz").status_code == 200
+    monkeypatch.setattr(main, "_static_dir", lambda: None)
+    with TestClient(create_app(settings, dispatcher=dispatcher)) as c:
+        assert c.get("/").json()["docs"] == "/docs"
+
+
+def test_openapi_documents_the_routes(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in ("/api/v1/jobs", "/api/v1/jobs/{job_id}/events", "/api/v1/sweeps", "/api/v1/leaderboard", "/api/v1/export",
+                 "/api/v1/meta", "/api/v1/specs/validate", "/readyz"):
+        assert path in paths, path

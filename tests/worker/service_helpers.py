@@ -1,0 +1,167 @@
+"""Helpers and fixtures for the worker and command tests: a migrated SQLite file database, tiny job
+specs, real Redis, and `dynds` subprocesses (one torch thread each, killed at teardown).
+
+tests/worker/conftest.py and tests/app/test_commands.py import the fixtures from here."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.core.config import Settings
+from app.core.db import init_db, make_engine, session_factory
+from dynds_core.spec import JobSpec
+
+REDIS_URL = os.environ.get("DYNDS_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+DYNDS = str(Path(sys.executable).with_name("dynds"))
+
+# resnet20 on 16x16 synthetic images, 4 steps per run: a whole job (baseline + DynDS) in ~2 s on one thread.
+TINY_SPEC = {
+    "name": "tiny",
+    "model": {"arch": "resnet20"},
+    "data": {"dataset": "synthetic", "image_size": 16, "synthetic_size": 128},
+    "train": {"epochs": 1, "batch_size": 32, "num_threads": 1},
+}
+
+
+def tiny_spec(**train) -> dict:
+    spec = {k: dict(v) if isinstance(v, dict) else v for k, v in TINY_SPEC.items()}
+    spec["train"].update(train)
+    return spec
+
+
+def missing_service(what: str, reason: str) -> None:
+    """A service the tests need is down: a failure in CI, a skip (with the reason) elsewhere."""
+    message = f"{what} is not reachable: {reason}"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    return Settings(
+        home=tmp_path / "home", database_url=f"sqlite:///{tmp_path / 'dynds.db'}", broker_url=None,
+        worker_threads=1, metrics_flush_interval_s=0.2,
+    )
+
+
+@pytest.fixture
+def sessions(settings):
+    engine = make_engine(settings.database_url)
+    init_db(engine)
+    yield session_factory(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def make_job(sessions):
+    from app import crud
+
+    def make(spec: dict | None = None, **kw):
+        with sessions() as s:
+            job, created = crud.create_job(session=s, spec=JobSpec.parse(spec or TINY_SPEC), force=True, **kw)
+            return job.id
+
+    return make
+
+
+@pytest.fixture
+def redis_url() -> str:
+    import redis
+
+    try:
+        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+        client.ping()
+    except redis.RedisError as exc:
+        missing_service(f"Redis at {REDIS_URL}", str(exc))
+    client.flushdb()  # db 15 belongs to the tests
+    yield REDIS_URL
+    client.flushdb()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def subprocess_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DYNDS_")}
+    env.update(
+        OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", DYNDS_WORKER_THREADS="1", DYNDS_HOME=str(tmp_path / "home"),
+        DYNDS_DATABASE_URL=f"sqlite:///{tmp_path / 'dynds.db'}", DYNDS_METRICS_FLUSH_INTERVAL_S="0.2",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+class Proc:
+    """A `dynds` subprocess whose output goes to a file (read it when a test fails)."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path):
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        self.popen = subprocess.Popen([DYNDS, *args], env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            # Its own process group: Celery's children go too, and nothing else.
+            os.killpg(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(5)
+        self._log.close()
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture
+def serve(tmp_path):
+    """Start `dynds serve` (embedded executor, SQLite in tmp_path); returns its base URL."""
+    procs: list[Proc] = []
+
+    def start(**env_extra: str) -> str:
+        port = free_port()
+        proc = Proc(["serve", "--port", str(port), "--log-level", "warning"], subprocess_env(tmp_path, **env_extra),
+                    tmp_path / f"serve-{port}.log")
+        procs.append(proc)
+        url = f"http://127.0.0.1:{port}"
+
+        def up():
+            if proc.popen.poll() is not None:
+                raise AssertionError(f"dynds serve exited with {proc.popen.returncode}:\n{proc.output()}")
+            try:
+                return httpx.get(url + "/api/v1/healthz", timeout=1).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(up, 60, "dynds serve to answer /healthz", interval=0.2)
+        return url
+
+    yield start
+    for p in procs:
+        p.stop()

@@ -1,0 +1,55 @@
+"""The Celery path end to end: a real Redis (db 15), a real `dynds worker` process, the API sending the task."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app import crud
+from app.core.config import Settings
+from app.dispatch import TASK_NAME, CeleryDispatcher
+from app.main import create_app
+
+from service_helpers import TINY_SPEC, Proc, subprocess_env, wait_until
+
+QUEUE = "dynds-test"
+
+
+@pytest.fixture
+def worker_proc(tmp_path, redis_url, sessions):
+    proc = Proc(["worker", "--queue", QUEUE, "--concurrency", "1", "--loglevel", "info"],
+                subprocess_env(tmp_path, DYNDS_BROKER_URL=redis_url), tmp_path / "worker.log")
+    yield proc
+    proc.stop()
+
+
+def test_a_job_posted_to_the_api_runs_on_a_celery_worker(tmp_path, settings, sessions, redis_url, worker_proc):
+    api_settings = Settings(**{**settings.model_dump(), "broker_url": redis_url, "queue": QUEUE})
+    with TestClient(create_app(api_settings)) as client:
+        r = client.post("/api/v1/jobs", json={"spec": TINY_SPEC})
+        assert r.status_code == 201, r.text
+        job_id = r.json()["id"]
+
+        def finished():
+            assert worker_proc.popen.poll() is None, f"dynds worker exited:\n{worker_proc.output()}"
+            job = client.get(f"/api/v1/jobs/{job_id}").json()
+            return job["status"] in ("succeeded", "failed", "cancelled") and job
+
+        job = wait_until(finished, 120, f"job {job_id} on the Celery worker", interval=0.3)
+        assert job["status"] == "succeeded", f"{job['error']}\n{worker_proc.output()}"
+        assert client.get("/api/v1/readyz").json()["broker"] == "ok"
+
+    with sessions() as s:
+        n_points = len(crud.metrics_after(session=s, job_id=job_id, limit=10_000))
+        # Claimed by the worker's child process, not by this (the API's) process.
+        assert crud.get_job(session=s, job_id=job_id).worker.split(":")[1] not in ("", str(os.getpid()))
+    assert n_points == 10
+
+    # A redelivered message (as after a lost worker) is skipped: the job is not run twice.
+    CeleryDispatcher(redis_url, queue=QUEUE).celery.send_task(TASK_NAME, args=[job_id], queue=QUEUE)
+    wait_until(lambda: "skipped" in worker_proc.output(), 60, "the worker to skip the redelivered job")
+    with sessions() as s:
+        assert len(crud.metrics_after(session=s, job_id=job_id, limit=10_000)) == n_points
+        assert crud.get_job(session=s, job_id=job_id).status == "succeeded"

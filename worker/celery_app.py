@@ -1,0 +1,84 @@
+"""The Celery side: one task, ``dynds.run_job(job_id)``, configured for long training jobs.
+
+    DYNDS_BROKER_URL=redis://localhost:6379/0 dynds worker --queue gpu
+
+- acks_late + task_reject_on_worker_lost: a job whose worker dies is redelivered; ``run_job`` claims
+  atomically, so a redelivered message never runs a job twice (it is skipped if already claimed).
+- worker_prefetch_multiplier=1: a worker holds one job at a time, so a free worker never waits behind
+  a busy one's reserved jobs.
+- visibility_timeout longer than the longest job: Redis would otherwise redeliver a job that is still
+  running (harmless because of the claim, but it would block a worker slot on a skip).
+- The task sends no result anywhere (the database holds it), and the API sends it by name, so the
+  API never imports this module or torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from celery import Celery
+from celery.signals import worker_init, worker_process_init
+
+from app.core.config import Settings, get_settings
+from app.dispatch import TASK_NAME  # the API sends the task by this name
+
+log = logging.getLogger(__name__)
+
+
+def make_celery(settings: Settings | None = None) -> Celery:
+    settings = settings or get_settings()
+    if not settings.broker_url:
+        raise ValueError("no broker configured: set DYNDS_BROKER_URL, e.g. redis://localhost:6379/0")
+    app = Celery("dynds", broker=settings.broker_url)
+    app.conf.update(
+        task_default_queue=settings.queue,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_track_started=True,
+        task_ignore_result=True,
+        broker_transport_options={"visibility_timeout": settings.celery_visibility_timeout_s},
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        # One job per child process is enough to bound leaks (CUDA caches, data set caches) over weeks.
+        worker_max_tasks_per_child=1,
+        # A child that imports torch on a busy machine can take seconds to report in (default 4 s).
+        worker_proc_alive_timeout=60,
+    )
+    app.task(name=TASK_NAME, bind=False)(run_job_task)
+    return app
+
+
+def run_job_task(job_id: int) -> str:
+    """The task body: the job id in, its final status out (the database holds everything else)."""
+    from .runner import run_job
+
+    return run_job(int(job_id))
+
+
+@worker_init.connect
+def _preload(**_kwargs) -> None:
+    """In the parent, before the pool forks: the heavy imports, so each fresh child starts in
+    milliseconds. Importing torch starts no threads; those begin with the first op, in the child."""
+    import torch  # noqa: F401
+
+    import dynds_core.trainer  # noqa: F401
+    from . import runner  # noqa: F401
+
+
+@worker_process_init.connect
+def _init_worker_process(**_kwargs) -> None:
+    """Per child process, after the fork: torch threads, and a fresh database engine."""
+    import torch
+
+    from app.core import db
+
+    settings = get_settings()
+    # `dynds worker` fills worker_threads (cores / concurrency) before forking when it is unset.
+    threads = settings.worker_threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    # Engines are made lazily per process; the parent never opens the database, so there are no
+    # inherited connections to dispose of, only cached engine objects to forget.
+    db.get_engine.cache_clear()
+    log.info("dynds worker process %s: %d torch threads", os.getpid(), threads)

@@ -1,0 +1,106 @@
+"""What a job ran on: enough to rerun it and to explain a difference between two results.
+
+    record = reproducibility_record(spec)
+    record["packages"]["torch"], record["git_revision"], record["git_dirty"]
+
+Everything here is best effort: a field that cannot be known is None, never an exception,
+because a missing git binary must not fail a training job.
+"""
+
+from __future__ import annotations
+
+import platform
+import socket
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+# The packages whose versions can change a result or the service's behaviour.
+RECORDED_PACKAGES = ("dynds", "torch", "torchvision", "numpy", "Pillow", "pydantic", "sqlmodel", "celery")
+
+# Where this checkout lives: the repo root is the parent of the `worker` package.
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+def package_versions(names: tuple[str, ...] = RECORDED_PACKAGES) -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def _git(args: list[str], cwd: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def git_state(repo_dir: Path = PROJECT_DIR) -> tuple[str | None, bool | None]:
+    """(HEAD revision, dirty flag) of the checkout at ``repo_dir``; (None, None) when it is not one.
+
+    An installed wheel has no .git beside it, so its revision is unknown rather than guessed.
+    """
+    if not (repo_dir / ".git").exists():
+        return None, None
+    head = _git(["rev-parse", "HEAD"], repo_dir)
+    if head is None:
+        return None, None
+    # Untracked files count: a new module changes what runs; junk belongs in .gitignore.
+    status = _git(["status", "--porcelain"], repo_dir)
+    return head.strip(), (None if status is None else bool(status.strip()))
+
+
+def resolve_device(requested: str) -> str:
+    """The device a spec's ``train.device`` lands on ('auto' -> cuda when present, else cpu)."""
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+def device_name(device: str) -> str:
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.device(device))
+    return _cpu_name()
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def reproducibility_record(spec: Any, *, repo_dir: Path = PROJECT_DIR) -> dict[str, Any]:
+    """The record stored with a job (see docs/api.md, ``reproducibility``)."""
+    import torch
+
+    device = resolve_device(spec.train.device)
+    revision, dirty = git_state(repo_dir)
+    return {
+        "packages": package_versions(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+        "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
+        "device": device,
+        "device_name": device_name(device),
+        "torch_threads": torch.get_num_threads(),
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "seed": spec.train.seed,
+        "git_revision": revision,
+        "git_dirty": dirty,
+    }

@@ -1,0 +1,145 @@
+"""Runs one job: claim it, record what it runs on, train with metrics streaming, store the outcome.
+
+    status = run_job(12)        # "succeeded", "failed", "cancelled", or "skipped"
+
+The same function serves the embedded executor, the Celery task and the tests. It is idempotent:
+only a queued job can be claimed (an atomic UPDATE), so a redelivered queue message, or two
+workers racing for one job, run it once; the loser returns "skipped" without touching the job.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from typing import Any
+
+from app import crud
+from app.core.config import Settings, get_settings
+from app.core.db import get_engine, session_factory as make_session_factory
+from dynds_core.spec import JobSpec
+
+from .reproducibility import reproducibility_record
+from .sink import MetricsSink, SessionFactory
+
+log = logging.getLogger(__name__)
+
+SKIPPED = "skipped"
+# dynds_core errors whose message is written for the user: stored verbatim.
+USER_ERRORS = ("SpecError", "DataError", "ReducedPassError")
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.current_thread().name}"
+
+
+def error_message(exc: BaseException) -> str:
+    """The error as a user reads it: our own errors verbatim, anything else with its type."""
+    for cls in type(exc).__mro__:
+        if cls.__name__ in USER_ERRORS and cls.__module__.startswith("dynds_core"):
+            return str(exc)
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def fail_if_orphaned(session, job_id: int) -> bool:
+    """A job left `running` by a process of this host that no longer exists is failed as interrupted.
+
+    This is the redelivery Celery makes after a worker child died mid-job (task_reject_on_worker_lost):
+    the job is not run again (it may be what killed the process), but it must not stay `running`
+    forever either. Only this host's processes can be checked; a reused pid keeps the job as it is.
+    """
+    job = crud.get_job(session=session, job_id=job_id)
+    if job is None or job.status != "running" or not job.worker:
+        return False
+    host, _, rest = job.worker.partition(":")
+    pid = rest.split(":", 1)[0]
+    if host != socket.gethostname() or not pid.isdigit() or pid_alive(int(pid)):
+        return False
+    if crud.fail_job(session=session, job_id=job_id, error=crud.INTERRUPTED_ERROR.format(id=job_id)):
+        log.warning("job %s was left running by process %s, which is gone: failed as interrupted", job_id, pid)
+        return True
+    return False
+
+
+def default_session_factory(settings: Settings) -> SessionFactory:
+    return make_session_factory(get_engine(settings.database_url))
+
+
+def run_job(
+    job_id: int,
+    *,
+    session_factory: SessionFactory | None = None,
+    settings: Settings | None = None,
+    stop_event: threading.Event | None = None,
+) -> str:
+    """Run job ``job_id`` to its end and return its final status ("skipped" if it was not claimable).
+
+    ``stop_event`` (set by a shutting-down executor) stops training within one step; the job is then
+    failed as interrupted, not marked cancelled, since no user asked for it.
+    """
+    from dynds_core import train
+
+    settings = settings or get_settings()
+    session_factory = session_factory or default_session_factory(settings)
+
+    with session_factory() as session:
+        job = crud.claim_job(session=session, job_id=job_id, worker=worker_name())
+        if job is None:
+            if fail_if_orphaned(session, job_id):
+                return "failed"
+            log.info("job %s is not queued (already claimed, cancelled or unknown): skipped", job_id)
+            return SKIPPED
+        raw_spec: dict[str, Any] = dict(job.spec)
+    log.info("job %s claimed by %s", job_id, worker_name())
+
+    sink = MetricsSink(
+        job_id=job_id,
+        session_factory=session_factory,
+        flush_every=settings.metrics_flush_every,
+        flush_interval_s=settings.metrics_flush_interval_s,
+        stop_event=stop_event,
+    )
+    try:
+        spec = JobSpec.parse(raw_spec, source=f"job {job_id}")
+        with session_factory() as session:
+            crud.set_reproducibility(session=session, job_id=job_id, record=reproducibility_record(spec))
+        result = train(spec, [sink], cache_dir=settings.cache_dir)
+        sink.close()
+    except Exception as exc:
+        message = error_message(exc)
+        log.error("job %s failed: %s", job_id, message, exc_info=True)  # the traceback goes to the log only
+        _close_quietly(sink, job_id)
+        with session_factory() as session:
+            crud.fail_job(session=session, job_id=job_id, error=message)
+        return "failed"
+
+    if result.cancelled and not sink.cancel_requested:
+        # Stopped by our own shutdown, not by a user: an incomplete result must not pass as a cancel.
+        with session_factory() as session:
+            crud.fail_job(session=session, job_id=job_id, error=crud.INTERRUPTED_ERROR.format(id=job_id))
+        return "failed"
+    with session_factory() as session:
+        crud.finish_job(session=session, job_id=job_id, result=result)
+    status = "cancelled" if result.cancelled else "succeeded"
+    log.info("job %s %s", job_id, status)
+    return status
+
+
+def _close_quietly(sink: MetricsSink, job_id: int) -> None:
+    # The points up to the failure help explain it; a database that is down must not hide the real error.
+    try:
+        sink.close()
+    except Exception:
+        log.warning("job %s: metric points lost", job_id, exc_info=True)

@@ -1,0 +1,156 @@
+"""Streams a running job's metrics into the database, and carries cancellation back into training.
+
+    sink = MetricsSink(job_id=7, session_factory=lambda: Session(engine))
+    result = train(spec, [sink])
+    sink.close()                       # flush what is left
+
+The training loop calls ``on_step`` after every step, so it must stay cheap: a step only appends a
+small dict to a list and reads the clock. The database sees one bulk INSERT per flush (every
+``flush_every`` points or ``flush_interval_s`` seconds, whichever comes first, and at every epoch
+and run end) and one cheap cancel-flag query at most every ``cancel_poll_s`` seconds;
+``should_stop`` answers from the cached flag, so a cancel takes effect one step after it is seen.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable, ContextManager
+
+from app import crud
+from dynds_core.callbacks import Callback
+from dynds_core.result import EpochMetrics, RunResult, StepMetrics
+
+log = logging.getLogger(__name__)
+
+SessionFactory = Callable[[], ContextManager[Any]]
+
+
+def progress(run: str, *, step: int, total_steps: int, epoch: int, epochs: int) -> dict[str, Any]:
+    """The job's ``progress`` field; ``step`` counts the steps done."""
+    return {
+        "run": run,
+        "epoch": epoch,
+        "epochs": epochs,
+        "step": step,
+        "total_steps": total_steps,
+        "fraction": round(step / total_steps, 4) if total_steps else 0.0,
+    }
+
+
+class MetricsSink(Callback):
+    def __init__(
+        self,
+        *,
+        job_id: int,
+        session_factory: SessionFactory,
+        flush_every: int = 256,  # points
+        flush_interval_s: float = 2.0,
+        cancel_poll_s: float = 0.5,
+        stop_event: threading.Event | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        if flush_every < 1:
+            raise ValueError(f"flush_every must be at least 1 point: {flush_every}")
+        if flush_interval_s <= 0 or cancel_poll_s < 0:
+            raise ValueError(f"flush_interval_s must be > 0 and cancel_poll_s >= 0: {flush_interval_s}, {cancel_poll_s}")
+        self.job_id = job_id
+        self.session_factory = session_factory
+        self.flush_every = flush_every
+        self.flush_interval_s = flush_interval_s
+        self.cancel_poll_s = cancel_poll_s
+        # Set by the process that runs us (server shutdown): stops training without it being a user's cancel.
+        self.stop_event = stop_event
+        self.clock = clock
+
+        self.cancel_requested = False  # the cached flag should_stop answers from
+        self.points_written = 0
+        self.flushes = 0
+        self._buffer: list[dict[str, Any]] = []
+        self._progress: dict[str, Any] | None = None
+        self._progress_dirty = False
+        self._run_info: dict[str, Any] = {}
+        self._last_step: dict[str, int] = {}
+        now = clock()
+        self._next_flush = now + flush_interval_s
+        self._next_poll = now  # poll before the first step: a job cancelled while starting stops at once
+
+    # -- Callback hooks (the training thread) --------------------------------------------------
+    def on_run_start(self, run, info):
+        self._run_info[run] = dict(info)
+        self._set_progress(run, step=0, epoch=0)
+        self.flush()
+
+    def on_step(self, m: StepMetrics) -> None:
+        self._buffer.append(crud.metric_point(m))
+        self._last_step[m.run] = m.step
+        if self._progress is not None:  # cheaper than rebuilding the dict on every step
+            self._progress["step"] = m.step + 1
+            self._progress["epoch"] = m.epoch
+            self._progress["fraction"] = round((m.step + 1) / m.total_steps, 4) if m.total_steps else 0.0
+        self._progress_dirty = True
+        if len(self._buffer) >= self.flush_every or self.clock() >= self._next_flush:
+            self.flush()
+
+    def on_epoch(self, m: EpochMetrics) -> None:
+        point = crud.metric_point(m)
+        point["step"] = self._last_step.get(m.run)  # the run's last step in this epoch: plots share one x axis
+        self._buffer.append(point)
+        self.flush()
+
+    def on_run_end(self, result: RunResult) -> None:
+        self.flush()
+
+    def should_stop(self) -> bool:
+        if self.stop_event is not None and self.stop_event.is_set():
+            return True
+        if not self.cancel_requested and self.clock() >= self._next_poll:
+            self.poll_cancel()
+        return self.cancel_requested
+
+    # -- database ----------------------------------------------------------------------------
+    def poll_cancel(self) -> bool:
+        self._next_poll = self.clock() + self.cancel_poll_s
+        try:
+            with self.session_factory() as session:
+                self.cancel_requested = bool(crud.is_cancel_requested(session=session, job_id=self.job_id))
+        except Exception:  # a flaky read must not kill a long run; the next poll tries again
+            log.warning("job %s: cannot read the cancel flag", self.job_id, exc_info=True)
+        return self.cancel_requested
+
+    def flush(self) -> None:
+        """Write the buffered points (one bulk INSERT) and the progress; keep them if the write fails."""
+        self._next_flush = self.clock() + self.flush_interval_s
+        if not self._buffer and not self._progress_dirty:
+            return
+        points, self._buffer = self._buffer, []
+        try:
+            with self.session_factory() as session:
+                if points:
+                    crud.append_metrics(session=session, job_id=self.job_id, points=points)
+                if self._progress_dirty and self._progress is not None:
+                    crud.update_progress(session=session, job_id=self.job_id, progress=dict(self._progress))
+        except Exception:
+            self._buffer = points + self._buffer  # retried at the next flush, in order
+            log.warning("job %s: cannot write %d metric points; will retry", self.job_id, len(points), exc_info=True)
+            return
+        self._progress_dirty = False
+        self.points_written += len(points)
+        self.flushes += 1
+
+    def close(self) -> None:
+        """Final flush; raises if the points still cannot be written (the job's record would be incomplete)."""
+        self.flush()
+        if self._buffer:
+            with self.session_factory() as session:
+                crud.append_metrics(session=session, job_id=self.job_id, points=self._buffer)
+            self.points_written += len(self._buffer)
+            self._buffer = []
+
+    def _set_progress(self, run: str, *, step: int, epoch: int) -> None:
+        info = self._run_info.get(run, {})
+        self._progress = progress(
+            run, step=step, total_steps=int(info.get("total_steps") or 0), epoch=epoch, epochs=int(info.get("epochs") or 0)
+        )
+        self._progress_dirty = True
