@@ -1,0 +1,73 @@
+// Training curves from metric points: pure shaping first, then a thin Chart.js wrapper.
+import { RUN_STYLES, chartLib } from "./common.js";
+import { secs } from "./format.js";
+
+/** x of a metric point on the chosen axis: "time" (train seconds) or "steps" (optimizer steps done). */
+export function pointX(p, axis) {
+  if (axis === "time") return p.train_time_s;
+  if (p.kind === "step") return (p.step ?? 0) + 1;
+  const v = p.values || {};
+  if (v.steps_full !== undefined && v.steps_reduced !== undefined) return v.steps_full + v.steps_reduced;
+  return p.step ?? null;
+}
+
+/** Group points into {run: {loss: [{x,y}], val_acc: [{x,y}], val_loss: [...]}} sorted by x. */
+export function shapeCurves(points, axis) {
+  const out = {};
+  for (const p of points) {
+    const run = (out[p.run] ||= { loss: [], val_acc: [], val_loss: [] });
+    const x = pointX(p, axis);
+    if (x === null || x === undefined) continue;
+    const v = p.values || {};
+    if (p.kind === "step" && v.loss !== undefined) run.loss.push({ x, y: v.loss });
+    if (p.kind === "epoch") {
+      if (v.val_acc !== undefined) run.val_acc.push({ x, y: v.val_acc });
+      if (v.val_loss !== undefined) run.val_loss.push({ x, y: v.val_loss });
+    }
+  }
+  for (const r of Object.values(out)) for (const k of Object.keys(r)) r[k].sort((a, b) => a.x - b.x);
+  return out;
+}
+
+const axisTitle = (axis) => (axis === "time" ? "train time (s)" : "steps");
+
+export function lineChart(canvas, { yTitle, yMax, axis, legend = true }) {
+  const Chart = chartLib();
+  return new Chart(canvas, {
+    type: "line",
+    data: { datasets: [] },
+    options: {
+      animation: false, parsing: false, normalized: true, responsive: true, maintainAspectRatio: false,
+      interaction: { mode: "nearest", intersect: false, axis: "x" },
+      plugins: {
+        legend: { display: legend, position: "bottom", labels: { boxWidth: 14, boxHeight: 2 } },
+        decimation: { enabled: true, algorithm: "lttb", samples: 800 },
+        tooltip: { callbacks: { title: (items) => items.length ? (chartAxis(items[0].chart) === "time" ? secs(items[0].parsed.x) : `step ${items[0].parsed.x}`) : "" } },
+      },
+      scales: {
+        x: { type: "linear", title: { display: true, text: axisTitle(axis) }, beginAtZero: true },
+        y: { title: { display: true, text: yTitle }, ...(yMax ? { suggestedMax: yMax } : {}) },
+      },
+    },
+  });
+}
+
+const chartAxis = (chart) => chart.$dyndsAxis || "time";
+
+/** Replace a chart's series by per-run curves of `metric`; label runs with `suffix`. */
+export function setSeries(chart, curves, metric, axis, { labelFor = null, points = false } = {}) {
+  chart.$dyndsAxis = axis;
+  chart.options.scales.x.title.text = axisTitle(axis);
+  const datasets = [];
+  for (const run of ["dynds", "baseline", "equal_time"]) {
+    const c = curves[run];
+    if (!c || !c[metric].length) continue;
+    const st = RUN_STYLES[run];
+    datasets.push({
+      label: labelFor ? labelFor(run) : st.label, data: c[metric], borderColor: st.color, backgroundColor: st.color,
+      borderDash: st.dash, borderWidth: points ? 2 : 1.5, pointRadius: points ? 3 : 0, pointHoverRadius: 4, tension: 0, indexAxis: "x",
+    });
+  }
+  chart.data.datasets = datasets;
+  chart.update("none");
+}

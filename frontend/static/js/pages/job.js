@@ -1,0 +1,296 @@
+// Job: the spec, live curves of the DynDS run and its baselines, time split, FLOPs, reproducibility.
+import { get, post, followEvents } from "../api.js";
+import { html, raw, pct, pctOf, pp, secs, gflops, int, when, duration, signClass, esc } from "../format.js";
+import { statusBadge, kindDot, markRendered, loadingBox, errorBox, ACTIVE, RUN_STYLES } from "../common.js";
+import { shapeCurves, lineChart, setSeries } from "../curves.js";
+
+const RUN_LABEL = { dynds: "DynDS", baseline: "Baseline", equal_time: "Equal-time baseline" };
+
+export function render(root, { params }) {
+  const id = Number(params[0]);
+  const st = { id, job: null, points: [], seen: new Set(), cursor: null, axis: "time", charts: {}, stop: null, dirty: false, raf: null, alive: true };
+  root.innerHTML = String(loadingBox(`job #${id}`));
+  start(root, st);
+  return () => {
+    st.alive = false;
+    st.stop && st.stop();
+    cancelAnimationFrame(st.raf);
+    Object.values(st.charts).forEach((c) => c.destroy());
+  };
+}
+
+async function start(root, st) {
+  try {
+    st.job = await get(`/jobs/${st.id}`);
+  } catch (err) {
+    root.innerHTML = String(err.status === 404
+      ? html`<div class="empty"><strong>Job #${st.id} does not exist.</strong><a href="#/jobs">Back to the jobs list</a></div>`
+      : errorBox(err));
+    markRendered("job");
+    return;
+  }
+  if (!st.alive) return;
+  layout(root, st);
+  try {
+    await fetchMetrics(st);
+  } catch (err) {
+    root.querySelector("#curves-msg").innerHTML = String(errorBox(err));
+  }
+  if (!st.alive) return;
+  drawCharts(root, st);
+  markRendered("job");
+  if (ACTIVE.has(st.job.status)) follow(root, st);
+}
+
+async function fetchMetrics(st) {
+  for (let guard = 0; guard < 1000; guard++) {
+    const page = await get(`/jobs/${st.id}/metrics`, { after: st.cursor ?? undefined, limit: 1000 });
+    addPoints(st, page.data || []);
+    if (!page.data || !page.data.length || page.next_cursor === null || page.next_cursor === undefined || page.next_cursor === st.cursor) {
+      if (page.next_cursor !== null && page.next_cursor !== undefined) st.cursor = page.next_cursor;
+      break;
+    }
+    st.cursor = page.next_cursor;
+  }
+}
+
+function addPoints(st, pts) {
+  for (const p of pts) {
+    if (p.id !== undefined && st.seen.has(p.id)) continue;
+    if (p.id !== undefined) st.seen.add(p.id);
+    st.points.push(p);
+    st.dirty = true;
+  }
+}
+
+function follow(root, st) {
+  const lastId = st.points.reduce((m, p) => (p.id > m ? p.id : m), st.cursor ?? -1);
+  st.stop = followEvents(`/jobs/${st.id}/events`, {
+    lastEventId: lastId >= 0 ? lastId : null,
+    onEvent: async (ev) => {
+      if (!st.alive) return;
+      if (ev.event === "metric" && ev.data) { addPoints(st, [ev.data]); scheduleDraw(root, st); }
+      else if (ev.event === "status" && ev.data) { st.job = { ...st.job, ...ev.data }; refresh(root, st); }
+      else if (ev.event === "end") {
+        st.stop && st.stop();
+        try { st.job = await get(`/jobs/${st.id}`); await fetchMetrics(st); } catch { /* keep what we have */ }
+        if (st.alive) { refresh(root, st); scheduleDraw(root, st); }
+      }
+    },
+    onError: (err) => { st.live = `live updates interrupted (${err.message}); reconnecting…`; const m = root.querySelector("#live-state"); if (m) m.textContent = st.live; },
+    onOpen: () => { st.live = "live"; const m = root.querySelector("#live-state"); if (m) m.textContent = st.live; },
+  });
+}
+
+function scheduleDraw(root, st) {
+  if (st.raf) return;
+  // Coalesce bursts of metric events into one redraw per frame.
+  st.raf = requestAnimationFrame(() => { st.raf = null; if (st.alive && st.dirty) drawCharts(root, st); });
+}
+
+function layout(root, st) {
+  root.innerHTML = String(html`
+    <div class="page-head" id="job-head"></div>
+    <div id="job-alerts"></div>
+    <div id="job-summary"></div>
+    <section class="panel" aria-labelledby="curves-title">
+      <div class="page-head" style="margin-bottom:8px">
+        <div><h2 id="curves-title">Training curves</h2><p class="muted" id="curves-note"></p></div>
+        <div class="segmented" role="group" aria-label="x axis">
+          <button type="button" data-axis="time" aria-pressed="true">vs train time</button>
+          <button type="button" data-axis="steps" aria-pressed="false">vs steps</button>
+        </div>
+      </div>
+      <div id="curves-msg"></div>
+      <div class="grid grid-2">
+        <figure style="margin:0"><figcaption class="muted">Training loss (per step)</figcaption><div class="chart-box"><canvas id="chart-loss" role="img" aria-label="training loss of each run"></canvas><p class="chart-empty" id="empty-loss">No training steps recorded yet</p></div></figure>
+        <figure style="margin:0"><figcaption class="muted">Validation accuracy (per epoch)</figcaption><div class="chart-box"><canvas id="chart-acc" role="img" aria-label="validation accuracy of each run"></canvas><p class="chart-empty" id="empty-acc">No epoch finished yet</p></div></figure>
+      </div>
+    </section>
+    <div id="job-details"></div>`);
+  root.querySelectorAll("[data-axis]").forEach((b) => b.addEventListener("click", () => {
+    st.axis = b.dataset.axis;
+    root.querySelectorAll("[data-axis]").forEach((x) => x.setAttribute("aria-pressed", String(x === b)));
+    st.dirty = true;
+    drawCharts(root, st);
+  }));
+  refresh(root, st);
+}
+
+function drawCharts(root, st) {
+  st.dirty = false;
+  if (!st.charts.loss) {
+    st.charts.loss = lineChart(root.querySelector("#chart-loss"), { yTitle: "loss", axis: st.axis });
+    st.charts.acc = lineChart(root.querySelector("#chart-acc"), { yTitle: "val. accuracy (%)", axis: st.axis });
+  }
+  const curves = shapeCurves(st.points, st.axis);
+  setSeries(st.charts.loss, curves, "loss", st.axis);
+  setSeries(st.charts.acc, curves, "val_acc", st.axis, { points: true });
+  updateNote(root, st);
+  for (const [id, chart] of [["loss", st.charts.loss], ["acc", st.charts.acc]]) {
+    const hint = root.querySelector(`#empty-${id}`);
+    if (hint) hint.hidden = chart.data.datasets.length > 0;
+  }
+}
+
+function updateNote(root, st) {
+  const nSteps = st.points.filter((p) => p.kind === "step").length;
+  const nEpochs = st.points.filter((p) => p.kind === "epoch").length;
+  const note = root.querySelector("#curves-note");
+  note.textContent = st.points.length
+    ? `${int(nSteps)} step points, ${int(nEpochs)} epoch points${ACTIVE.has(st.job.status) ? " · updating live" : ""}`
+    : st.job.status === "queued" ? "Curves appear here once the job starts." : "No metrics were recorded for this job.";
+}
+
+function refresh(root, st) {
+  const j = st.job;
+  const canCancel = ACTIVE.has(j.status) && !j.cancel_requested;
+  const canRetry = j.status === "failed" || j.status === "cancelled";
+  root.querySelector("#job-head").innerHTML = String(html`
+    <div>
+      <p class="muted" style="margin:0"><a href="#/jobs">Jobs</a> / #${j.id}</p>
+      <h1>${j.name} ${statusBadge(j.status)}</h1>
+      <p class="muted">${kindDot(j.schedule_kind)}${j.schedule_kind} schedule · track <a href="#/leaderboard?track=${encodeURIComponent(j.track)}">${j.track}</a>
+        · attempt ${j.attempt}${j.retry_of ? html` (retry of <a href="#/jobs/${j.retry_of}">#${j.retry_of}</a>)` : ""}
+        ${ACTIVE.has(j.status) ? html` · <span id="live-state" role="status">${st.live || "connecting…"}</span>` : ""}</p>
+    </div>
+    <div class="actions">
+      <button type="button" class="btn btn-danger" id="cancel-btn" ${raw(canCancel ? "" : "disabled")}>${j.cancel_requested && ACTIVE.has(j.status) ? "Cancelling…" : "Cancel"}</button>
+      <button type="button" class="btn" id="retry-btn" ${raw(canRetry ? "" : "disabled")}>Retry</button>
+      <a class="btn btn-ghost" href="#/submit?from=${j.id}">Edit as new</a>
+    </div>`);
+  root.querySelector("#cancel-btn").onclick = () => act(root, st, "cancel");
+  root.querySelector("#retry-btn").onclick = () => act(root, st, "retry");
+
+  const alerts = [];
+  if (j.status === "failed") alerts.push(errorWords(j.error));
+  if (j.status === "cancelled") alerts.push(html`<div class="alert warn">This job was cancelled${j.finished_at ? ` ${when(j.finished_at)}` : ""}. Retry starts a new attempt; this one is kept.</div>`);
+  if (j.deduplicated) alerts.push(html`<div class="alert info">An identical spec already existed, so this job was reused instead of training again.</div>`);
+  root.querySelector("#job-alerts").innerHTML = alerts.map(String).join("");
+  root.querySelector("#job-summary").innerHTML = String(summary(j));
+  root.querySelector("#job-details").innerHTML = String(details(j));
+  if (root.querySelector("#curves-note") && st.charts.loss) updateNote(root, st);
+}
+
+/** A failed job's error in words: the last line of a traceback up front, the rest folded away. */
+export function errorWords(error) {
+  const text = (error || "The job failed without an error message.").trim();
+  const lines = text.split("\n").filter((l) => l.trim());
+  const headline = lines.length > 1 && /Traceback/.test(text) ? lines[lines.length - 1] : lines[0];
+  const rest = lines.length > 1;
+  return html`<div class="alert error" role="alert"><strong>The job failed:</strong> ${headline}
+    ${rest ? html`<details><summary>Full error</summary><pre>${text}</pre></details>` : ""}</div>`;
+}
+
+async function act(root, st, what) {
+  const btn = root.querySelector(what === "cancel" ? "#cancel-btn" : "#retry-btn");
+  btn.disabled = true;
+  try {
+    const { data } = await post(`/jobs/${st.id}/${what}`);
+    if (what === "retry") { location.hash = `#/jobs/${data.id}`; return; }
+    st.job = { ...st.job, ...data };
+    refresh(root, st);
+  } catch (err) {
+    root.querySelector("#job-alerts").insertAdjacentHTML("afterbegin", String(errorBox(err)));
+    btn.disabled = false;
+  }
+}
+
+function stat(label, value, cls = "") {
+  return html`<div class="stat"><span class="value ${cls}">${value}</span><span class="label">${label}</span></div>`;
+}
+
+function summary(j) {
+  const s = j.summary || {};
+  const p = j.progress;
+  const parts = [];
+  if (j.status === "running" && p) {
+    const frac = Math.max(0, Math.min(1, p.fraction || 0));
+    parts.push(html`<section class="panel" aria-label="progress"><div class="progress">
+      <div class="bar" role="progressbar" aria-label="progress" aria-valuemin="0" aria-valuemax="100" aria-valuenow="${Math.round(frac * 100)}"><span style="width:${(frac * 100).toFixed(1)}%"></span></div>
+      <span>${pct(frac, 0)} · ${RUN_LABEL[p.run] || p.run || ""} run · epoch ${Math.min((p.epoch ?? 0) + 1, p.epochs ?? Infinity)} of ${p.epochs ?? "?"} · step ${int(p.step)} of ${int(p.total_steps)}</span></div></section>`);
+  }
+  if (j.status === "succeeded" || Object.values(s).some((v) => v !== null && v !== undefined)) {
+    parts.push(html`<section class="panel" aria-label="headline figures"><div class="stats">
+      ${stat("time saving vs baseline", pct(s.time_saving), signClass(s.time_saving))}
+      ${stat("accuracy Δ vs baseline", pp(s.acc_delta), signClass(s.acc_delta))}
+      ${stat("FLOP saving", pct(s.flop_saving), signClass(s.flop_saving))}
+      ${stat("gap to equal-time baseline", pp(s.equal_time_gap), signClass(s.equal_time_gap))}
+      ${stat("DynDS val. accuracy", pctOf(s.dynds_acc))}
+      ${stat("baseline val. accuracy", pctOf(s.baseline_acc))}
+      ${stat("DynDS train time", secs(s.dynds_time_s))}
+      ${stat("baseline train time", secs(s.baseline_time_s))}
+    </div></section>`);
+  }
+  return html`${parts}`;
+}
+
+function runsOf(j) {
+  const r = j.result;
+  if (!r) return [];
+  return ["dynds", "baseline", "equal_time"].filter((k) => r[k]).map((k) => [k, r[k]]);
+}
+
+function timeSplit(j) {
+  const runs = runsOf(j);
+  if (!runs.length) return html`<p class="muted">Shown when the job has finished.</p>`;
+  return html`${runs.map(([k, r]) => {
+    if (!r.steps) return html`<div style="margin-bottom:10px"><strong>${RUN_LABEL[k]}</strong> <span class="muted">· did not run${r.cancelled || j.status === "cancelled" ? " (cancelled first)" : ""}</span></div>`;
+    const total = (r.time_full_s || 0) + (r.time_reduced_s || 0);
+    const f = total ? r.time_full_s / total : 0;
+    return html`<div style="margin-bottom:10px"><strong>${RUN_LABEL[k]}</strong> <span class="muted">· ${secs(r.train_time_s)} train time</span>
+      <div class="split" role="img" aria-label="${RUN_LABEL[k]}: ${secs(r.time_full_s)} full, ${secs(r.time_reduced_s)} reduced">
+        ${f > 0 ? html`<span class="full" style="width:${(f * 100).toFixed(2)}%">${f > 0.12 ? pct(f, 0) : ""}</span>` : ""}
+        ${f < 1 && total ? html`<span class="reduced" style="width:${((1 - f) * 100).toFixed(2)}%">${1 - f > 0.12 ? pct(1 - f, 0) : ""}</span>` : ""}
+      </div>
+      <span class="muted"><span class="legend-dot" style="background:#1f5fbf"></span>full: ${int(r.steps_full)} steps, ${secs(r.time_full_s)}
+      · <span class="legend-dot" style="background:#0f9d76"></span>reduced: ${int(r.steps_reduced)} steps, ${secs(r.time_reduced_s)}</span></div>`;
+  })}`;
+}
+
+function flops(j) {
+  const runs = runsOf(j);
+  if (!runs.length) return html`<p class="muted">Shown when the job has finished.</p>`;
+  return html`<div class="table-wrap"><table><thead><tr><th scope="col">Run</th><th class="num" scope="col">Full step</th><th class="num" scope="col">Reduced step</th><th class="num" scope="col">Total</th></tr></thead><tbody>
+    ${runs.map(([k, r]) => !r.steps ? html`<tr><td>${RUN_LABEL[k]}</td><td class="muted" colspan="3">did not run</td></tr>` : html`<tr><td>${RUN_LABEL[k]}</td><td class="num">${gflops(r.flops_full_step)}</td><td class="num">${r.steps_reduced ? gflops(r.flops_reduced_step) : "—"}</td><td class="num">${gflops(r.total_flops)}</td></tr>`)}
+    </tbody></table></div>
+    <p class="muted">Forward + backward FLOPs of one training step. FLOP saving: <strong>${pct(j.summary && j.summary.flop_saving)}</strong></p>`;
+}
+
+function specList(spec) {
+  const rows = [];
+  const walk = (obj, prefix) => {
+    for (const [k, v] of Object.entries(obj)) {
+      const key = prefix ? `${prefix}.${k}` : k;
+      if (v && typeof v === "object" && !Array.isArray(v)) walk(v, key);
+      else rows.push(html`<dt>${key}</dt><dd class="mono">${v === null ? "null" : Array.isArray(v) ? JSON.stringify(v) : String(v)}</dd>`);
+    }
+  };
+  walk(spec || {}, "");
+  return html`<dl class="kv">${rows}</dl>`;
+}
+
+function details(j) {
+  const rep = j.reproducibility;
+  const pkgs = rep && rep.packages ? Object.entries(rep.packages).map(([k, v]) => `${k} ${v}`).join(", ") : "—";
+  return html`<div class="grid grid-2">
+    <section class="panel" aria-labelledby="split-title"><h2 id="split-title">Time by batch type</h2>${timeSplit(j)}</section>
+    <section class="panel" aria-labelledby="flops-title"><h2 id="flops-title">FLOPs</h2>${flops(j)}</section>
+    <section class="panel" aria-labelledby="spec-title"><h2 id="spec-title">Spec</h2>
+      <p class="muted">Hash <code>${j.spec_hash}</code></p>${specList(j.spec)}
+      <details><summary>As JSON</summary><pre class="spec">${JSON.stringify(j.spec, null, 2)}</pre></details></section>
+    <section class="panel" aria-labelledby="rep-title"><h2 id="rep-title">Reproducibility</h2>
+      ${rep ? html`<dl class="kv">
+        <dt>git revision</dt><dd class="mono">${rep.git_revision || "unknown"}${rep.git_dirty ? " (dirty)" : ""}</dd>
+        <dt>seed</dt><dd>${rep.seed ?? "—"}</dd>
+        <dt>device</dt><dd>${rep.device || "—"}${rep.device_name ? ` · ${rep.device_name}` : ""}</dd>
+        <dt>CUDA</dt><dd>${rep.cuda || "none"}</dd>
+        <dt>host</dt><dd>${rep.host || "—"}</dd>
+        <dt>python</dt><dd>${rep.python || "—"}</dd>
+        <dt>packages</dt><dd class="mono">${pkgs}</dd></dl>` : html`<p class="muted">Recorded when a worker starts the job.</p>`}
+      <h3>Timeline</h3>
+      <dl class="kv"><dt>created</dt><dd>${when(j.created_at)}</dd><dt>started</dt><dd>${when(j.started_at)}</dd>
+        <dt>finished</dt><dd>${when(j.finished_at)}</dd><dt>wall time</dt><dd>${j.started_at ? duration(j.started_at, j.finished_at) : "—"}</dd></dl>
+    </section></div>`;
+}
+export { esc };

@@ -1,0 +1,312 @@
+// Submit: a form over every JobSpec field, presets from /meta, the API's errors at their fields,
+// the predicted FLOP saving (debounced POST /specs/validate) and a sweep mode (POST /sweeps).
+import { get, post, meta, ApiError } from "../api.js";
+import { html, raw, pct, gflops, esc, int } from "../format.js";
+import { markRendered, loadingBox, errorBox } from "../common.js";
+import { SECTIONS, FIELDS, FIELD_BY_PATH, SCHEDULE_DEFAULTS, getPath, setPath, applies, parseValue, formatValue, locToPath, parseSweepValues } from "../specfields.js";
+
+const VALIDATE_DEBOUNCE_MS = 400;
+const fid = (path) => "f-" + path.replace(/\./g, "-");
+
+export function render(root, { query }) {
+  const st = { root, meta: null, base: null, timer: null, seq: 0, alive: true, sweep: query.mode === "sweep" };
+  root.innerHTML = String(loadingBox("the form"));
+  init(st, query);
+  return () => { st.alive = false; clearTimeout(st.timer); };
+}
+
+async function init(st, query) {
+  const { root } = st;
+  try {
+    st.meta = await meta();
+  } catch (err) {
+    root.innerHTML = String(errorBox(err));
+    markRendered("submit");
+    return;
+  }
+  if (!st.alive) return;
+  st.base = structuredClone(st.meta.defaults || {});
+  const presets = Object.keys(st.meta.presets || {});
+  root.innerHTML = String(html`
+    <div class="page-head">
+      <div><h1>Submit</h1><p class="muted">Train a DynDS run and its baseline. Every field has a default; presets are the project's examples.</p></div>
+      <div class="actions">
+        <label for="preset" class="muted" style="margin:0">Start from</label>
+        <select id="preset" style="width:auto"><option value="">defaults</option>${presets.map((p) => html`<option value="${p}">${p}</option>`)}</select>
+        <div class="segmented" role="group" aria-label="mode">
+          <button type="button" data-mode="single" aria-pressed="${!st.sweep}">Single job</button>
+          <button type="button" data-mode="sweep" aria-pressed="${st.sweep}">Sweep</button>
+        </div>
+      </div>
+    </div>
+    ${st.meta.auth_required ? html`<div class="alert info" id="auth-note">Submitting needs an API token: ${localStorage.getItem("dynds.token") ? "one is set in this browser." : raw("none is set yet — use the “Set API token” button at the top.")}</div>` : ""}
+    <form id="spec-form" novalidate>
+      <div id="form-errors" aria-live="assertive"></div>
+      ${SECTIONS.map((s) => html`<fieldset id="sec-${s.id}"><legend>${s.title}</legend><div class="fields">${s.fields.map((f) => fieldHtml(f, st.meta))}</div></fieldset>`)}
+      <fieldset id="sweep-box" ${raw(st.sweep ? "" : "hidden")}>
+        <legend>Sweep</legend>
+        <p class="muted" style="margin-top:0">Each row lists values for one field; the sweep queues one job per combination (at most 1,000). Other fields come from the form above.</p>
+        <div class="fields" style="margin-bottom:12px"><div class="field"><label for="sweep-name">Sweep name</label><input id="sweep-name" type="text" value="sweep"></div></div>
+        <div id="sweep-rows"></div>
+        <div class="actions"><button type="button" class="btn" id="add-row">Add a field</button><span class="muted" id="sweep-count" role="status"></span></div>
+        <div class="error" id="sweep-error" role="alert" style="color:var(--bad);font-weight:600"></div>
+      </fieldset>
+      <div class="sticky-submit">
+        <div class="actions" style="justify-content:space-between">
+          <div class="predict" id="predict" role="status" aria-live="polite"><span class="muted">Checking the settings…</span></div>
+          <div class="actions">
+            <label class="check" for="force"><input type="checkbox" id="force"> Run even if an identical job exists</label>
+            <button type="submit" class="btn btn-primary" id="submit-btn">${st.sweep ? "Queue sweep" : "Submit job"}</button>
+          </div>
+        </div>
+      </div>
+    </form>`);
+  const form = root.querySelector("#spec-form");
+  fill(st, st.base);
+  if (query.preset && st.meta.presets && st.meta.presets[query.preset]) {
+    root.querySelector("#preset").value = query.preset;
+    fill(st, st.meta.presets[query.preset]);
+  }
+  if (query.from) {
+    try {
+      const j = await get(`/jobs/${query.from}`);
+      fill(st, { ...j.spec, name: `${j.spec.name || j.name}-again` });
+    } catch (err) { showGeneral(st, [err.message]); }
+  }
+  root.querySelector("#preset").addEventListener("change", (e) => {
+    fill(st, e.target.value ? st.meta.presets[e.target.value] : st.base);
+    changed(st);
+  });
+  root.querySelectorAll("[data-mode]").forEach((b) => b.addEventListener("click", () => setMode(st, b.dataset.mode === "sweep")));
+  form.addEventListener("input", () => changed(st));
+  form.addEventListener("change", (e) => { if (e.target.tagName === "SELECT") changed(st); });
+  form.addEventListener("submit", (e) => { e.preventDefault(); submit(st); });
+  root.querySelector("#add-row").addEventListener("click", () => addSweepRow(st));
+  if (st.sweep) addSweepRow(st, "dynds.schedule.p", "0.3, 0.5, 0.7");
+  changed(st);
+  markRendered("submit");
+}
+
+function fieldHtml(f, m) {
+  const id = fid(f.path);
+  const hint = f.hint ? html`<div class="hint" id="${id}-hint">${f.hint}</div>` : "";
+  const err = html`<div class="error" id="${id}-err" role="alert"></div>`;
+  const described = raw(`aria-describedby="${id}-hint ${id}-err"`);
+  if (f.type === "bool") {
+    return html`<div class="field" data-path="${f.path}"><label class="check" for="${id}"><input type="checkbox" id="${id}" name="${f.path}" ${described}> ${f.label}</label>${hint}${err}</div>`;
+  }
+  if (f.type === "choice") {
+    const choices = Array.isArray(f.choices) ? f.choices : (m.choices && m.choices[f.choices]) || [];
+    return html`<div class="field" data-path="${f.path}"><label for="${id}">${f.label}</label><select id="${id}" name="${f.path}" ${described}>${choices.map((c) => html`<option value="${c}">${c}</option>`)}</select>${hint}${err}</div>`;
+  }
+  const isNum = f.type === "int" || f.type === "float";
+  const attrs = raw([
+    isNum ? 'type="number" inputmode="decimal"' : 'type="text"',
+    f.min !== undefined ? `min="${f.min}"` : "", f.max !== undefined ? `max="${f.max}"` : "",
+    isNum ? `step="${f.step || 1}"` : "", f.list ? `list="${id}-list"` : "", f.nullable ? 'placeholder="none"' : "",
+  ].join(" "));
+  const list = f.list ? html`<datalist id="${id}-list">${f.list.map((v) => html`<option value="${v}"></option>`)}</datalist>` : "";
+  return html`<div class="field" data-path="${f.path}"><label for="${id}">${f.label}</label><input id="${id}" name="${f.path}" ${attrs} ${described} autocomplete="off">${list}${hint}${err}</div>`;
+}
+
+function input(st, path) { return st.root.querySelector("#" + fid(path)); }
+
+function fill(st, spec) {
+  const kind = getPath(spec, "dynds.schedule.kind") || "stochastic";
+  for (const f of FIELDS) {
+    const el = input(st, f.path);
+    if (!el) continue;
+    let v = getPath(spec, f.path);
+    if (v === undefined && f.path.startsWith("dynds.schedule.")) v = (SCHEDULE_DEFAULTS[kind] || {})[f.path.split(".").pop()];
+    if (v === undefined) v = getPath(st.base, f.path);
+    if (f.type === "bool") el.checked = !!v; else el.value = formatValue(f, v);
+  }
+  syncApplicable(st);
+}
+
+function valueOf(st, path) {
+  const f = FIELD_BY_PATH[path], el = input(st, path);
+  return f.type === "bool" ? el.checked : parseValue(f, el.value);
+}
+
+function syncApplicable(st) {
+  for (const f of FIELDS) {
+    const el = st.root.querySelector(`.field[data-path="${f.path}"]`);
+    if (el) el.hidden = !applies(f, (p) => valueOf(st, p));
+  }
+}
+
+/** The spec the form describes: the defaults, overlaid with every applicable field. */
+export function buildSpec(st) {
+  const spec = structuredClone(st.base);
+  const kind = valueOf(st, "dynds.schedule.kind");
+  setPath(spec, "dynds.schedule", { kind });
+  for (const f of FIELDS) {
+    if (!applies(f, (p) => valueOf(st, p))) {
+      // Inapplicable non-schedule fields keep their defaults; schedule fields of other kinds are left out.
+      continue;
+    }
+    setPath(spec, f.path, valueOf(st, f.path));
+  }
+  return spec;
+}
+
+function changed(st) {
+  syncApplicable(st);
+  updateSweepCount(st);
+  clearTimeout(st.timer);
+  st.timer = setTimeout(() => validate(st), VALIDATE_DEBOUNCE_MS);
+}
+
+async function validate(st) {
+  const seq = ++st.seq;
+  const box = st.root.querySelector("#predict");
+  try {
+    const { data } = await post("/specs/validate", { spec: buildSpec(st) });
+    if (!st.alive || seq !== st.seq) return;
+    clearErrors(st);
+    const e = data.estimate || {};
+    box.innerHTML = String(html`Predicted FLOP saving <strong id="predicted-saving">${pct(e.predicted_flop_saving)}</strong>
+      <span class="muted"> · full step ${gflops(e.flops_full_step)}, reduced step ${gflops(e.flops_reduced_step)}, ${pct(e.reduced_fraction, 0)} of steps reduced</span>`);
+  } catch (err) {
+    if (!st.alive || seq !== st.seq) return;
+    if (err.status === 422) {
+      showErrors(st, err);
+      box.innerHTML = String(html`<span class="neg">Fix the marked fields to see the predicted FLOP saving.</span>`);
+    } else {
+      box.innerHTML = String(html`<span class="muted">No prediction: ${err.message}</span>`);
+    }
+  }
+}
+
+function clearErrors(st) {
+  st.root.querySelectorAll(".field .error").forEach((e) => { e.textContent = ""; });
+  st.root.querySelectorAll("[aria-invalid]").forEach((e) => e.removeAttribute("aria-invalid"));
+  st.root.querySelector("#form-errors").innerHTML = "";
+  const se = st.root.querySelector("#sweep-error");
+  if (se) se.textContent = "";
+}
+
+function showGeneral(st, messages) {
+  if (!messages.length) return;
+  st.root.querySelector("#form-errors").innerHTML = String(html`<div class="alert error" role="alert">${messages.length > 1 ? html`<ul style="margin:0;padding-left:18px">${messages.map((m) => html`<li>${m}</li>`)}</ul>` : messages[0]}</div>`);
+}
+
+/** Put each 422 message next to the field its loc names; the rest go on top of the form. */
+function showErrors(st, err) {
+  clearErrors(st);
+  const general = [];
+  let first = null;
+  for (const d of err.fieldErrors) {
+    const loc = (d.loc || []).map(String);
+    if (loc[1] === "grid" || (loc[0] === "body" && loc[1] === "grid")) {
+      st.root.querySelector("#sweep-error").textContent += `${loc.slice(2).join(".") || "grid"}: ${d.msg} `;
+      continue;
+    }
+    const path = locToPath(loc[1] === "base" ? ["body", "spec", ...loc.slice(2)] : loc);
+    const el = FIELD_BY_PATH[path] && input(st, path);
+    if (el && !el.closest(".field").hidden) {
+      const box = st.root.querySelector("#" + fid(path) + "-err");
+      box.textContent = box.textContent ? `${box.textContent}; ${d.msg}` : d.msg;
+      el.setAttribute("aria-invalid", "true");
+      first ||= el;
+    } else {
+      general.push(`${path || "spec"}: ${d.msg}`);
+    }
+  }
+  if (!err.fieldErrors.length) general.push(err.message);
+  showGeneral(st, general);
+  return first;
+}
+
+function setMode(st, sweep) {
+  st.sweep = sweep;
+  st.root.querySelectorAll("[data-mode]").forEach((b) => b.setAttribute("aria-pressed", String((b.dataset.mode === "sweep") === sweep)));
+  st.root.querySelector("#sweep-box").hidden = !sweep;
+  st.root.querySelector("#submit-btn").textContent = sweep ? "Queue sweep" : "Submit job";
+  if (sweep && !st.root.querySelector(".sweep-row")) addSweepRow(st, "dynds.schedule.p", "0.3, 0.5, 0.7");
+  updateSweepCount(st);
+}
+
+const SWEEPABLE = FIELDS.filter((f) => f.type !== "pair" && f.path !== "name");
+
+function addSweepRow(st, path = "train.seed", values = "0, 1, 2") {
+  const rows = st.root.querySelector("#sweep-rows");
+  const n = rows.children.length;
+  const row = document.createElement("div");
+  row.className = "sweep-row";
+  row.innerHTML = String(html`
+    <div><label for="sw-field-${n}">Field</label><select id="sw-field-${n}" class="sw-field">${SWEEPABLE.map((f) => html`<option value="${f.path}">${f.path}</option>`)}</select></div>
+    <div><label for="sw-values-${n}">Values, comma-separated</label><input id="sw-values-${n}" class="sw-values" type="text" autocomplete="off">
+      <div class="error sw-err" style="color:var(--bad);font-size:.83rem;font-weight:600"></div></div>
+    <div><span class="muted" aria-hidden="true" style="display:block;margin-bottom:3px">&nbsp;</span><button type="button" class="btn btn-ghost sw-remove" aria-label="Remove this sweep row">Remove</button></div>`);
+  row.querySelector(".sw-field").value = path;
+  row.querySelector(".sw-values").value = values;
+  row.querySelector(".sw-remove").addEventListener("click", () => { row.remove(); updateSweepCount(st); });
+  rows.append(row);
+  updateSweepCount(st);
+}
+
+/** The sweep grid from the rows: {grid, count, bad}. */
+function sweepGrid(st) {
+  const grid = {};
+  let bad = false;
+  st.root.querySelectorAll(".sweep-row").forEach((row) => {
+    const path = row.querySelector(".sw-field").value;
+    const { values, bad: wrong } = parseSweepValues(FIELD_BY_PATH[path], row.querySelector(".sw-values").value);
+    row.querySelector(".sw-err").textContent = wrong.length ? `not a ${FIELD_BY_PATH[path].type} value: ${wrong.join(", ")}` : !values.length ? "list at least one value" : "";
+    if (wrong.length || !values.length) bad = true;
+    grid[path] = values;
+  });
+  const count = Object.values(grid).reduce((n, v) => n * Math.max(1, v.length), Object.keys(grid).length ? 1 : 0);
+  return { grid, count, bad };
+}
+
+function updateSweepCount(st) {
+  if (!st.sweep) return;
+  const { count } = sweepGrid(st);
+  st.root.querySelector("#sweep-count").textContent = count ? `${int(count)} job${count === 1 ? "" : "s"} will be queued` : "Add a field to sweep over.";
+}
+
+function idempotencyKey() {
+  return (crypto.randomUUID ? crypto.randomUUID() : `${Date.now()}-${Math.random().toString(16).slice(2)}`);
+}
+
+async function submit(st) {
+  const btn = st.root.querySelector("#submit-btn");
+  const force = st.root.querySelector("#force").checked;
+  const spec = buildSpec(st);
+  clearErrors(st);
+  btn.disabled = true;
+  try {
+    if (st.sweep) {
+      const { grid, count, bad } = sweepGrid(st);
+      if (bad || !count) { st.root.querySelector("#sweep-error").textContent = "Fix the sweep rows first."; return; }
+      const name = st.root.querySelector("#sweep-name").value.trim() || "sweep";
+      const { data } = await post("/sweeps", { name, base: spec, grid, force });
+      st.root.querySelector("#form-errors").innerHTML = String(html`<div class="alert ok" role="status">Sweep #${data.id} “${data.name}” queued ${int(data.count)} jobs:
+        ${(data.jobs || []).slice(0, 30).map((j) => html` <a href="#/jobs/${j.id}">#${j.id}</a>`)}${data.count > 30 ? " …" : ""} · <a href="#/jobs">see the jobs list</a></div>`);
+      st.root.querySelector("#form-errors").scrollIntoView({ block: "center" });
+      return;
+    }
+    const { data, status } = await post("/jobs", { spec, force }, { headers: { "Idempotency-Key": idempotencyKey() } });
+    if (status === 200 || data.deduplicated) {
+      st.root.querySelector("#form-errors").innerHTML = String(html`<div class="alert info" role="status">An identical job already exists:
+        <a href="#/jobs/${data.id}">#${data.id} ${data.name}</a> (${data.status}). Tick “Run even if an identical job exists” to train it again.</div>`);
+      return;
+    }
+    location.hash = `#/jobs/${data.id}`;
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 422) {
+      const first = showErrors(st, err);
+      (first || st.root.querySelector("#form-errors")).focus?.();
+      if (first) first.scrollIntoView({ block: "center" });
+    } else {
+      showGeneral(st, [err.message]);
+      st.root.querySelector("#form-errors").scrollIntoView({ block: "center" });
+    }
+  } finally {
+    btn.disabled = false;
+  }
+}
+export { esc };

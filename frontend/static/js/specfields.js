@@ -1,0 +1,140 @@
+// Every JobSpec field (dynds_core/spec.py), as the submit form shows it. Pure data + pure functions.
+// type: int | float | bool | choice | text; nullable: empty input means null; choices: a list or a /meta key.
+export const SECTIONS = [
+  { id: "job", title: "Job", fields: [
+    { path: "name", label: "Name", type: "text", hint: "a label for lists; not part of the spec hash" },
+    { path: "baseline", label: "Run the paired baseline", type: "bool", hint: "needed for time saving and accuracy Δ" },
+    { path: "equal_time_baseline", label: "Run the equal-time baseline", type: "bool", hint: "baseline cut to DynDS's train time" },
+  ] },
+  { id: "model", title: "Model", fields: [
+    { path: "model.arch", label: "Architecture", type: "choice", choices: "arch" },
+    { path: "model.small_input", label: "Small-input stem", type: "bool", hint: "torchvision ResNets: 3×3 stem, no max-pool" },
+  ] },
+  { id: "data", title: "Data", fields: [
+    { path: "data.dataset", label: "Data set", type: "choice", choices: "dataset" },
+    { path: "data.root", label: "Root directory", type: "text", nullable: true, hint: "empty: the loader's default place" },
+    { path: "data.train_subset", label: "Training subset", type: "int", nullable: true, min: 10, hint: "images; empty: all" },
+    { path: "data.val_subset", label: "Validation subset", type: "int", nullable: true, min: 10, hint: "images; empty: all" },
+    { path: "data.augment", label: "Augment (crop + flip)", type: "bool" },
+    { path: "data.normalize", label: "Normalize", type: "bool" },
+    { path: "data.download", label: "Download (CIFAR only)", type: "bool" },
+    { path: "data.synthetic_size", label: "Synthetic size", type: "int", min: 16, max: 100000, hint: "images (synthetic only)", only: { "data.dataset": "synthetic" } },
+    { path: "data.image_size", label: "Image size", type: "int", min: 8, max: 512, hint: "pixels (synthetic only)", only: { "data.dataset": "synthetic" } },
+    { path: "data.num_classes", label: "Classes", type: "int", min: 2, max: 1000, hint: "synthetic only", only: { "data.dataset": "synthetic" } },
+  ] },
+  { id: "train", title: "Training", fields: [
+    { path: "train.epochs", label: "Epochs", type: "int", min: 1, max: 1000 },
+    { path: "train.batch_size", label: "Batch size", type: "int", min: 2, max: 8192, hint: "images per step" },
+    { path: "train.optimizer", label: "Optimizer", type: "choice", choices: ["sgd", "adamw"] },
+    { path: "train.lr", label: "Peak learning rate", type: "float", min: 0, max: 100, step: "any", hint: "per batch of batch size" },
+    { path: "train.momentum", label: "Momentum", type: "float", min: 0, max: 1, step: "any" },
+    { path: "train.nesterov", label: "Nesterov", type: "bool" },
+    { path: "train.weight_decay", label: "Weight decay", type: "float", min: 0, max: 1, step: "any" },
+    { path: "train.lr_schedule", label: "LR schedule", type: "choice", choices: ["onecycle", "cosine", "step", "constant"] },
+    { path: "train.warmup_epochs", label: "Warm-up", type: "float", min: 0, step: "any", hint: "epochs (not onecycle)" },
+    { path: "train.label_smoothing", label: "Label smoothing", type: "float", min: 0, max: 1, step: "any" },
+    { path: "train.seed", label: "Seed", type: "int", min: 0 },
+    { path: "train.device", label: "Device", type: "text", list: ["auto", "cpu", "cuda", "cuda:0", "cuda:1"], hint: "auto, cpu, cuda or cuda:N" },
+    { path: "train.amp", label: "Mixed precision", type: "bool" },
+    { path: "train.channels_last", label: "Channels-last", type: "bool" },
+    { path: "train.num_threads", label: "Torch threads", type: "int", nullable: true, min: 1, max: 256, hint: "empty: the worker's setting" },
+    { path: "train.target_accuracy", label: "Target accuracy", type: "float", nullable: true, min: 0, max: 100, step: "any", hint: "% for time-to-target; empty: none" },
+  ] },
+  { id: "dynds", title: "DynDS: reduced batches", fields: [
+    { path: "dynds.input.factor", label: "Input downsample factor", type: "int", min: 2, max: 8, hint: "2: 32×32 → 16×16" },
+    { path: "dynds.input.mode", label: "Input mode", type: "choice", choices: "input_mode" },
+    { path: "dynds.kernel.mode", label: "Kernel pooling", type: "choice", choices: "kernel_mode" },
+    { path: "dynds.kernel.window", label: "Kernel window", type: "int", min: 2, max: 4 },
+    { path: "dynds.kernel.stride", label: "Kernel stride", type: "int", min: 1, max: 4 },
+    { path: "dynds.kernel.size", label: "Kernel size (resize)", type: "pair", nullable: true, hint: "h, w — resize mode only" },
+    { path: "dynds.kernel.scale", label: "Kernel scale", type: "choice", choices: ["sum", "none"] },
+    { path: "dynds.kernel.pad_side", label: "Even-kernel padding", type: "choice", choices: ["end", "start", "alternate"] },
+    { path: "dynds.bn", label: "Batch norm", type: "choice", choices: "bn" },
+  ] },
+  { id: "schedule", title: "Schedule: which batches run reduced", fields: [
+    { path: "dynds.schedule.kind", label: "Kind", type: "choice", choices: "schedule_kind" },
+    { path: "dynds.schedule.final_full_fraction", label: "Final full fraction", type: "float", min: 0, max: 1, step: "any", hint: "last part of training always full", only: { "dynds.schedule.kind": ["stochastic", "periodic", "phase", "adaptive", "none"] } },
+    { path: "dynds.schedule.p", label: "p (reduced)", type: "float", min: 0, max: 1, step: "any", hint: "probability a batch is reduced", only: { "dynds.schedule.kind": "stochastic" } },
+    { path: "dynds.schedule.p_end", label: "p at the end", type: "float", nullable: true, min: 0, max: 1, step: "any", hint: "anneal linearly; empty: constant", only: { "dynds.schedule.kind": "stochastic" } },
+    { path: "dynds.schedule.every", label: "Every", type: "int", nullable: true, min: 1, max: 1000, hint: "3: reduced, reduced, full", only: { "dynds.schedule.kind": "periodic" } },
+    { path: "dynds.schedule.pattern", label: "Pattern", type: "text", nullable: true, hint: "e.g. RRF; overrides every", only: { "dynds.schedule.kind": "periodic" } },
+    { path: "dynds.schedule.start", label: "Start", type: "float", min: 0, max: 1, step: "any", hint: "fraction of training", only: { "dynds.schedule.kind": "phase" } },
+    { path: "dynds.schedule.end", label: "End", type: "float", min: 0, max: 1, step: "any", hint: "fraction of training", only: { "dynds.schedule.kind": "phase" } },
+    { path: "dynds.schedule.p_min", label: "p min", type: "float", min: 0, max: 1, step: "any", only: { "dynds.schedule.kind": "adaptive" } },
+    { path: "dynds.schedule.p_max", label: "p max", type: "float", min: 0, max: 1, step: "any", only: { "dynds.schedule.kind": "adaptive" } },
+    { path: "dynds.schedule.window", label: "Window", type: "int", min: 5, max: 10000, hint: "steps averaged", only: { "dynds.schedule.kind": "adaptive" } },
+  ] },
+];
+export const FIELDS = SECTIONS.flatMap((s) => s.fields);
+export const FIELD_BY_PATH = Object.fromEntries(FIELDS.map((f) => [f.path, f]));
+
+// Defaults per schedule kind, for when the user switches kind (the API's defaults only hold one kind).
+export const SCHEDULE_DEFAULTS = {
+  none: { final_full_fraction: 0 },
+  stochastic: { final_full_fraction: 0, p: 0.5, p_end: null },
+  periodic: { final_full_fraction: 0, every: 3, pattern: null },
+  phase: { final_full_fraction: 0, start: 0, end: 0.5 },
+  adaptive: { final_full_fraction: 0, p_min: 0.1, p_max: 0.9, window: 50 },
+};
+const SCHEDULE_KINDS = Object.keys(SCHEDULE_DEFAULTS);
+
+export function getPath(obj, path) {
+  return path.split(".").reduce((o, k) => (o === null || o === undefined ? undefined : o[k]), obj);
+}
+export function setPath(obj, path, value) {
+  const keys = path.split(".");
+  let o = obj;
+  for (const k of keys.slice(0, -1)) o = o[k] && typeof o[k] === "object" ? o[k] : (o[k] = {});
+  o[keys[keys.length - 1]] = value;
+}
+
+/** Whether a field applies given the other values (schedule fields of the chosen kind, synthetic-only fields). */
+export function applies(field, valueOf) {
+  if (!field.only) return true;
+  return Object.entries(field.only).every(([p, want]) => (Array.isArray(want) ? want.includes(valueOf(p)) : valueOf(p) === want));
+}
+
+/** One input's text -> the spec value (numbers stay text when unparsable, so the API names them). */
+export function parseValue(field, text) {
+  if (field.type === "bool") return !!text;
+  const s = typeof text === "string" ? text.trim() : text;
+  if (s === "" || s === null || s === undefined) return field.nullable ? null : field.type === "text" || field.type === "choice" ? "" : null;
+  if (field.type === "int") return /^[-+]?\d+$/.test(s) ? parseInt(s, 10) : s;
+  if (field.type === "float") return Number.isFinite(Number(s)) ? Number(s) : s;
+  if (field.type === "pair") {
+    const parts = String(s).split(/[\s,x×]+/).filter(Boolean);
+    return parts.length === 2 && parts.every((p) => /^\d+$/.test(p)) ? parts.map(Number) : s;
+  }
+  return s;
+}
+export function formatValue(field, value) {
+  if (value === null || value === undefined) return "";
+  if (field.type === "pair" && Array.isArray(value)) return value.join(", ");
+  return String(value);
+}
+
+/** API error loc -> form field path: drop ["body","spec"] and the schedule's union tag. */
+export function locToPath(loc) {
+  let parts = (loc || []).map(String);
+  if (parts[0] === "body") parts = parts.slice(1);
+  if (parts[0] === "spec") parts = parts.slice(1);
+  if (parts[0] === "dynds" && parts[1] === "schedule" && SCHEDULE_KINDS.includes(parts[2])) parts.splice(2, 1);
+  // Pydantic adds tuple indexes (kernel.size.0): the field is the tuple.
+  while (parts.length && /^\d+$/.test(parts[parts.length - 1]) && !FIELD_BY_PATH[parts.join(".")]) parts.pop();
+  return parts.join(".");
+}
+
+/** Parse a sweep list ("0.3, 0.5, 0.7" or "true, false") into typed values; returns {values, bad}. */
+export function parseSweepValues(field, text) {
+  const items = String(text).split(/[,;\n]+/).map((s) => s.trim()).filter(Boolean);
+  const values = [], bad = [];
+  for (const item of items) {
+    let v;
+    if (field.type === "bool") v = /^(true|yes|1|on)$/i.test(item) ? true : /^(false|no|0|off)$/i.test(item) ? false : undefined;
+    else if (field.type === "pair") v = parseValue(field, item.replace(/[()[\]]/g, ""));
+    else if (/^null$/i.test(item) && field.nullable) v = null;
+    else v = parseValue(field, item);
+    if (v === undefined || ((field.type === "int" || field.type === "float") && typeof v !== "number")) bad.push(item); else values.push(v);
+  }
+  return { values, bad };
+}
