@@ -26,7 +26,7 @@ from ..callbacks import Callback, CallbackList
 from ..flops import step_flops
 from ..result import EpochMetrics, RunKind, RunResult, StepMetrics
 from ..schedules import Schedule
-from ..spec import JobSpec
+from ..spec import DynDSSpec, JobSpec
 from .recipe import autocast, build_optimizer, lr_at
 
 CUDA_FLUSH_EVERY = 25  # steps between synchronisations on CUDA (losses, times, callbacks)
@@ -86,8 +86,7 @@ def run_training(
 ) -> RunResult:
     """Train a copy of ``init_model`` under ``plan``; return its :class:`RunResult` (``cancelled`` if stopped)."""
     from ..data import BatchLoader
-    from ..ops import downsample_input
-    from ..reduced import attach_separate_bn, reduced_pass
+    from ..reduced import attach_separate_bn
 
     t, d = spec.train, spec.dynds
     seed_everything(t.seed)
@@ -192,11 +191,7 @@ def run_training(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with autocast(device, t.amp):
-                if batch_type == "reduced":
-                    with reduced_pass(model, d.kernel, d.bn):
-                        out = model(downsample_input(x, d.input.factor, d.input.mode))
-                else:
-                    out = model(x)
+                out = forward(model, x, batch_type, d)
                 loss = criterion(out, y)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -235,6 +230,17 @@ def run_training(
     return result
 
 
+def forward(model: nn.Module, x: torch.Tensor, batch_type: str, d: DynDSSpec) -> torch.Tensor:
+    """The model's output for a full batch, or the reduced pass on the downsampled batch."""
+    from ..ops import downsample_input
+    from ..reduced import reduced_pass
+
+    if batch_type != "reduced":
+        return model(x)
+    with reduced_pass(model, d.kernel, d.bn):
+        return model(downsample_input(x, d.input.factor, d.input.mode))
+
+
 def warm_up(spec: JobSpec, init_model: nn.Module, dataset: Any, device: torch.device, *, reduced: bool, steps: int = 2) -> None:
     """Untimed steps of each pass type on a throwaway copy of the model.
 
@@ -242,8 +248,7 @@ def warm_up(spec: JobSpec, init_model: nn.Module, dataset: Any, device: torch.de
     allocator growth). Without this, whichever run goes first, the paired baseline, is charged for
     them and the time saving comes out too large.
     """
-    from ..ops import downsample_input
-    from ..reduced import attach_separate_bn, reduced_pass
+    from ..reduced import attach_separate_bn
 
     t, d = spec.train, spec.dynds
     fmt = torch.channels_last if t.channels_last else torch.contiguous_format
@@ -257,12 +262,7 @@ def warm_up(spec: JobSpec, init_model: nn.Module, dataset: Any, device: torch.de
     for _ in range(steps):
         for kind in kinds:
             with autocast(device, t.amp):
-                if kind == "reduced":
-                    with reduced_pass(model, d.kernel, d.bn):
-                        out = model(downsample_input(x, d.input.factor, d.input.mode))
-                else:
-                    out = model(x)
-                loss = F.cross_entropy(out.float(), y)
+                loss = F.cross_entropy(forward(model, x, kind, d).float(), y)
             model.zero_grad(set_to_none=True)
             loss.backward()
     if device.type == "cuda":
