@@ -142,7 +142,14 @@ class _PooledConv:
         else:
             # The cached matrix directly: pool_kernel's argument checks already ran in __init__.
             p = pooling_matrix(*self._matrix_args, dtype=weight.dtype, device=weight.device)
-            w = (weight.flatten(2) @ p.T).view(weight.shape[0], weight.shape[1], *self.kernel)
+            o, i = weight.shape[0], weight.shape[1]
+            if i > 1 and weight.is_contiguous(memory_format=torch.channels_last):
+                # (O, kh, kw, I) in memory: pool the taps there, so the pooled kernel comes out
+                # channels_last too and neither it nor its gradient is copied between layouts.
+                taps = weight.permute(0, 2, 3, 1).reshape(o, -1, i)
+                w = (p @ taps).view(o, *self.kernel, i).permute(0, 3, 1, 2)
+            else:
+                w = (weight.flatten(2) @ p.T).view(o, i, *self.kernel)
         hw = (x.shape[-2], x.shape[-1])
         try:
             pads = self._pads[hw]

@@ -153,6 +153,26 @@ def test_gradients_land_on_original_weights():
     assert torch.allclose(conv.bias.grad, b.grad, atol=1e-4)
 
 
+@pytest.mark.parametrize("mode", ["avg", "resize"])
+def test_channels_last_weights_pool_and_backprop_like_contiguous_ones(mode):
+    """channels_last weights take a layout-preserving path; it must give the same output and gradients."""
+    torch.manual_seed(0)
+    kernel = dict(mode=mode, size=(2, 2) if mode == "resize" else None)
+    x = torch.randn(2, 8, 16, 16)
+    grads, outs = [], []
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        torch.manual_seed(1)
+        conv = nn.Conv2d(8, 6, 3, padding=1).to(memory_format=fmt)
+        assert conv.weight.is_contiguous(memory_format=fmt)
+        with reduced_pass(nn.Sequential(conv), kernel):
+            out = conv(x.contiguous(memory_format=fmt))
+        out.square().sum().backward()
+        outs.append(out)
+        grads.append(conv.weight.grad)
+    assert torch.allclose(outs[0], outs[1], atol=1e-5)
+    assert torch.allclose(grads[0], grads[1], atol=1e-4)
+
+
 def _fingerprint(model):
     return (
         {k: v.clone() for k, v in model.state_dict().items()},
