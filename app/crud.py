@@ -32,11 +32,13 @@ from app.models import (
     Job,
     MetricPoint,
     Sweep,
+    as_utc,
     iso_utc,
     utcnow,
 )
 
 INTERRUPTED_ERROR = "interrupted: the process running it stopped; retry it with POST /jobs/{id}/retry"
+STALE_ERROR = "interrupted: no heartbeat from worker {worker} for {age} s; retry it with POST /jobs/{id}/retry"
 JOB_ORDERS = ("created_at", "-created_at", "id", "-id", "finished_at", "-finished_at", "name", "-name")
 
 
@@ -249,7 +251,7 @@ def list_jobs(
 
 LIST_SCALARS = (
     "id", "name", "status", "spec_hash", "arch", "dataset", "schedule_kind", "track", "attempt", "retry_of", "sweep_id",
-    "created_at", "started_at", "finished_at", "cancel_requested", "error",
+    "created_at", "started_at", "finished_at", "cancel_requested", "error", "heartbeat_at",
 )
 LIST_RAW_JSON = ("spec", "progress", "reproducibility")
 
@@ -271,7 +273,7 @@ def list_jobs_json(*, session: Session, limit: int = 50, offset: int = 0, order:
     items = []
     for row in rows:
         head = dict(zip(LIST_SCALARS, row[:n_scalar]))
-        for key in ("created_at", "started_at", "finished_at"):
+        for key in ("created_at", "started_at", "finished_at", "heartbeat_at"):
             head[key] = iso_utc(head[key])
         head["deduplicated"] = False
         head["result"] = None
@@ -291,9 +293,11 @@ def next_queued_job_id(*, session: Session) -> int | None:
 
 
 def claim_job(*, session: Session, job_id: int, worker: str) -> Job | None:
-    """queued -> running, atomically; None when the job is not queued (claimed elsewhere, cancelled, unknown)."""
+    """queued -> running, atomically, with its first heartbeat; None when the job is not queued (claimed elsewhere, cancelled, unknown)."""
+    now = utcnow()
     res = session.execute(
-        update(Job).where(col(Job.id) == job_id, col(Job.status) == "queued").values(status="running", started_at=utcnow(), worker=worker)
+        update(Job).where(col(Job.id) == job_id, col(Job.status) == "queued")
+        .values(status="running", started_at=now, worker=worker, heartbeat_at=now)
     )
     session.commit()
     if res.rowcount != 1:
@@ -323,17 +327,32 @@ def append_metrics(*, session: Session, job_id: int, points: list[dict[str, Any]
     session.commit()
 
 
-def update_progress(*, session: Session, job_id: int, progress: dict[str, Any]) -> None:
-    session.execute(update(Job).where(col(Job.id) == job_id).values(progress=finite(progress)))
+def record_heartbeat(*, session: Session, job_id: int, progress: dict[str, Any] | None = None) -> None:
+    """The worker is alive: heartbeat_at = now, and the progress with it when given (one UPDATE)."""
+    values: dict[str, Any] = {"heartbeat_at": utcnow()}
+    if progress is not None:
+        values["progress"] = finite(progress)
+    session.execute(update(Job).where(col(Job.id) == job_id).values(**values))
     session.commit()
+
+
+def update_progress(*, session: Session, job_id: int, progress: dict[str, Any]) -> None:
+    """The progress, and a heartbeat (a worker writing progress is alive)."""
+    record_heartbeat(session=session, job_id=job_id, progress=progress)
 
 
 def is_cancel_requested(*, session: Session, job_id: int) -> bool:
     return bool(session.exec(select(Job.cancel_requested).where(Job.id == job_id)).first())
 
 
+def job_control(*, session: Session, job_id: int) -> tuple[bool, str | None]:
+    """What a running job's worker polls, in one query: (cancel requested, status; None if unknown)."""
+    row = session.execute(select(Job.cancel_requested, Job.status).where(col(Job.id) == job_id)).first()
+    return (bool(row[0]), row[1]) if row else (False, None)
+
+
 def set_reproducibility(*, session: Session, job_id: int, record: dict[str, Any]) -> None:
-    session.execute(update(Job).where(col(Job.id) == job_id).values(reproducibility=finite(record)))
+    session.execute(update(Job).where(col(Job.id) == job_id).values(reproducibility=finite(record), heartbeat_at=utcnow()))
     session.commit()
 
 
@@ -421,6 +440,35 @@ def recover_interrupted(*, session: Session, older_than: datetime | timedelta | 
     return [job.id for job in jobs]
 
 
+def fail_stale_jobs(*, session: Session, older_than: timedelta, now: datetime | None = None) -> list[int]:
+    """Fail running jobs whose worker has written no heartbeat for ``older_than`` (it died); returns their ids.
+
+    The worker's heartbeat comes with its claim and every metrics flush (seconds apart), so a long
+    silence means the process is gone: this is what frees a Celery job whose worker was killed.
+    Each job is failed by one UPDATE that re-checks the heartbeat, so a beat arriving meanwhile keeps
+    the job running. Jobs without any heartbeat (claimed before the column existed) are left alone.
+    """
+    now = now or utcnow()
+    cutoff = now - older_than
+    stale = session.execute(
+        select(Job.id, Job.worker, Job.heartbeat_at)
+        .where(col(Job.status) == "running", col(Job.heartbeat_at).is_not(None), col(Job.heartbeat_at) < cutoff)
+    ).all()
+    failed = []
+    for job_id, worker, beat in stale:
+        age = int((now - as_utc(beat)).total_seconds())
+        error = STALE_ERROR.format(worker=worker or "unknown", age=age, id=job_id)
+        res = session.execute(
+            update(Job)
+            .where(col(Job.id) == job_id, col(Job.status) == "running", col(Job.heartbeat_at) < cutoff)
+            .values(status="failed", error=error, active_hash=None, finished_at=now)
+        )
+        if res.rowcount == 1:
+            failed.append(job_id)
+    session.commit()
+    return failed
+
+
 # ---------------------------------------------------------------- metrics and results
 
 
@@ -461,13 +509,19 @@ SUMMARY_ROW_COLUMNS = (
 )
 
 
-def summary_rows(*, session: Session, track: str | None = None, with_setting: bool = False) -> list[dict[str, Any]]:
-    """One flat row per succeeded job, from the summary columns only (no result JSON is read)."""
+def summary_tuples(*, session: Session, track: str | None = None) -> list[tuple]:
+    """One tuple per succeeded job (values in SUMMARY_ROW_COLUMNS order), oldest first, from the summary
+    columns only: no result JSON is read, no dict is built (the export encodes these directly)."""
     columns = [getattr(Job, c) for c in SUMMARY_ROW_COLUMNS]
     stmt = select(*columns).where(Job.status == "succeeded")
     if track is not None:
         stmt = stmt.where(Job.track == track)
-    rows = [dict(zip(SUMMARY_ROW_COLUMNS, row)) for row in session.execute(stmt.order_by(col(Job.id))).all()]
+    return [tuple(row) for row in session.execute(stmt.order_by(col(Job.id))).all()]
+
+
+def summary_rows(*, session: Session, track: str | None = None, with_setting: bool = False) -> list[dict[str, Any]]:
+    """One flat row per succeeded job, from the summary columns only (no result JSON is read)."""
+    rows = [dict(zip(SUMMARY_ROW_COLUMNS, row)) for row in summary_tuples(session=session, track=track)]
     if with_setting and rows:
         # Equal setting_keys mean equal settings: parse one stored setting per key, not one per job.
         first_ids = select(func.min(Job.id)).where(Job.status == "succeeded").group_by(Job.setting_key)

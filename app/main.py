@@ -6,13 +6,20 @@
 At start-up the database is migrated (``alembic upgrade head``) and, in embedded mode, jobs left
 `running` by a previous process are recovered (see ``app.crud.recover_interrupted``: by default they
 fail with a reason and the user retries them, because a job that took the process down may do it again).
-In Celery mode the API does not touch running jobs: workers elsewhere may still be running them.
+In Celery mode the API does not touch running jobs at start-up: workers elsewhere may still be running them.
+
+In both modes a background task fails running jobs whose worker has written no heartbeat for
+``settings.stale_job_after_s`` (every ``stale_check_interval_s``): a Celery worker that was killed
+or lost its machine leaves its job `running` otherwise (see ``app.crud.fail_stale_jobs``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException
@@ -24,7 +31,7 @@ from sqlmodel import Session
 import dynds_core
 from app import crud
 from app.api.routes import health, jobs, meta, results, sweeps
-from app.api.routes.results import LeaderboardCache
+from app.api.routes.results import ResultsCache
 from app.core.config import Settings, get_settings
 from app.core.db import init_db, make_engine
 from app.dispatch import CeleryDispatcher, Dispatcher, get_dispatcher
@@ -117,6 +124,25 @@ def startup(engine: Engine, settings: Settings) -> list[int]:
     return ids
 
 
+def check_heartbeats(engine: Engine, settings: Settings) -> list[int]:
+    """Fail the running jobs whose heartbeat is older than ``settings.stale_job_after_s``; returns their ids."""
+    with Session(engine) as session:
+        ids = crud.fail_stale_jobs(session=session, older_than=timedelta(seconds=settings.stale_job_after_s))
+    if ids:
+        log.warning("jobs %s failed as interrupted: no heartbeat from their worker for %g s", ids, settings.stale_job_after_s)
+    return ids
+
+
+async def watch_heartbeats(engine: Engine, settings: Settings) -> None:
+    """``check_heartbeats`` at start-up and then every ``stale_check_interval_s``, until cancelled."""
+    while True:
+        try:
+            await asyncio.to_thread(check_heartbeats, engine, settings)  # blocking database calls: off the event loop
+        except Exception:  # a database hiccup must not end the watch; the next round tries again
+            log.warning("the heartbeat check failed; retrying in %g s", settings.stale_check_interval_s, exc_info=True)
+        await asyncio.sleep(settings.stale_check_interval_s)
+
+
 def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | None = None, engine: Engine | None = None) -> FastAPI:
     """The API. ``dispatcher``: who runs new jobs (default: Celery when a broker is set, else whatever
     was registered with ``app.dispatch.set_dispatcher``, e.g. the embedded executor)."""
@@ -131,9 +157,13 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
         d = app.state.dispatcher or get_dispatcher()
         if hasattr(d, "start"):
             d.start()
+        watch = asyncio.create_task(watch_heartbeats(engine, settings), name="dynds-heartbeat-check")
         try:
             yield
         finally:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
             if hasattr(d, "stop"):
                 d.stop()
             engine.dispose()
@@ -147,7 +177,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     app.state.settings = settings
     app.state.engine = engine
     app.state.dispatcher = dispatcher
-    app.state.leaderboard_cache = LeaderboardCache() if settings.leaderboard_cache else None
+    app.state.leaderboard_cache = ResultsCache() if settings.leaderboard_cache else None
     app.state.recovered = []
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
 

@@ -44,7 +44,7 @@ def iso_utc(dt: datetime | None) -> str | None:
 
 
 class _UTCModel(SQLModel):
-    @field_serializer("created_at", "started_at", "finished_at", check_fields=False)
+    @field_serializer("created_at", "started_at", "finished_at", "heartbeat_at", check_fields=False)
     def _ser_dt(self, dt: datetime | None) -> str | None:
         return iso_utc(dt)
 
@@ -82,6 +82,9 @@ class JobBase(_UTCModel):
     finished_at: datetime | None = None
     cancel_requested: bool = False
     error: str | None = None
+    # Last sign of life from the worker running the job (claim, metric flushes); a running job whose
+    # heartbeat is older than settings.stale_job_after_s is failed as interrupted.
+    heartbeat_at: datetime | None = None
 
 
 class Job(JobBase, table=True):

@@ -4,6 +4,9 @@
 
 - acks_late + task_reject_on_worker_lost: a job whose worker dies is redelivered; ``run_job`` claims
   atomically, so a redelivered message never runs a job twice (it is skipped if already claimed).
+- A worker that dies outright (killed, its machine lost) may never see the redelivery: its job keeps
+  `running` until the API's heartbeat check fails it (no heartbeat for ``stale_job_after_s``; the
+  sink writes one with every metrics flush). See ``app.crud.fail_stale_jobs``.
 - worker_prefetch_multiplier=1: a worker holds one job at a time, so a free worker never waits behind
   a busy one's reserved jobs.
 - visibility_timeout longer than the longest job: Redis would otherwise redeliver a job that is still

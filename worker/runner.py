@@ -125,13 +125,22 @@ def run_job(
             crud.fail_job(session=session, job_id=job_id, error=message)
         return "failed"
 
+    if result.cancelled and sink.no_longer_running:
+        # The API gave up on this job (its heartbeat went stale while we were stalled): its word stands.
+        log.warning("job %s: training stopped, the job is already %s", job_id, sink.no_longer_running)
+        return sink.no_longer_running
     if result.cancelled and not sink.cancel_requested:
         # Stopped by our own shutdown, not by a user: an incomplete result must not pass as a cancel.
         with session_factory() as session:
             crud.fail_job(session=session, job_id=job_id, error=crud.INTERRUPTED_ERROR.format(id=job_id))
         return "failed"
     with session_factory() as session:
-        crud.finish_job(session=session, job_id=job_id, result=result)
+        if not crud.finish_job(session=session, job_id=job_id, result=result):
+            # No longer running: failed meanwhile (a stale heartbeat, say); that outcome stands.
+            job = crud.get_job(session=session, job_id=job_id)
+            status = job.status if job is not None else "failed"
+            log.warning("job %s finished training but was already %s: its result is not stored", job_id, status)
+            return status
     status = "cancelled" if result.cancelled else "succeeded"
     log.info("job %s %s", job_id, status)
     return status

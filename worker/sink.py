@@ -9,6 +9,11 @@ small dict to a list and reads the clock. The database sees one bulk INSERT per 
 ``flush_every`` points or ``flush_interval_s`` seconds, whichever comes first, and at every epoch
 and run end) and one cheap cancel-flag query at most every ``cancel_poll_s`` seconds;
 ``should_stop`` answers from the cached flag, so a cancel takes effect one step after it is seen.
+
+Every flush also writes the job's heartbeat (``heartbeat_at``, in the progress UPDATE a flush makes
+anyway): the API fails a running job whose heartbeat is older than ``stale_job_after_s``, which is how
+a job whose worker died is freed. If the poll finds the job no longer running (failed that way while
+this process was only stalled), training stops: its result would be thrown away.
 """
 
 from __future__ import annotations
@@ -65,6 +70,8 @@ class MetricsSink(Callback):
         self.clock = clock
 
         self.cancel_requested = False  # the cached flag should_stop answers from
+        # The job's status when a poll found it no longer running (e.g. "failed" by the heartbeat check).
+        self.no_longer_running: str | None = None
         self.points_written = 0
         self.flushes = 0
         self._buffer: list[dict[str, Any]] = []
@@ -105,22 +112,26 @@ class MetricsSink(Callback):
     def should_stop(self) -> bool:
         if self.stop_event is not None and self.stop_event.is_set():
             return True
-        if not self.cancel_requested and self.clock() >= self._next_poll:
+        if not self.cancel_requested and self.no_longer_running is None and self.clock() >= self._next_poll:
             self.poll_cancel()
-        return self.cancel_requested
+        return self.cancel_requested or self.no_longer_running is not None
 
     # -- database ----------------------------------------------------------------------------
     def poll_cancel(self) -> bool:
         self._next_poll = self.clock() + self.cancel_poll_s
         try:
             with self.session_factory() as session:
-                self.cancel_requested = bool(crud.is_cancel_requested(session=session, job_id=self.job_id))
+                cancel, status = crud.job_control(session=session, job_id=self.job_id)
+            self.cancel_requested = cancel
+            if status is not None and status != "running":
+                self.no_longer_running = status
+                log.warning("job %s is %s in the database (no heartbeat seen in time?): stopping its training", self.job_id, status)
         except Exception:  # a flaky read must not kill a long run; the next poll tries again
             log.warning("job %s: cannot read the cancel flag", self.job_id, exc_info=True)
         return self.cancel_requested
 
     def flush(self) -> None:
-        """Write the buffered points (one bulk INSERT) and the progress; keep them if the write fails."""
+        """Write the buffered points (one bulk INSERT), the progress and the heartbeat; keep the points if the write fails."""
         self._next_flush = self.clock() + self.flush_interval_s
         if not self._buffer and not self._progress_dirty:
             return
@@ -129,8 +140,9 @@ class MetricsSink(Callback):
             with self.session_factory() as session:
                 if points:
                     crud.append_metrics(session=session, job_id=self.job_id, points=points)
-                if self._progress_dirty and self._progress is not None:
-                    crud.update_progress(session=session, job_id=self.job_id, progress=dict(self._progress))
+                # One UPDATE: the heartbeat, with the progress when it moved.
+                progress = dict(self._progress) if self._progress_dirty and self._progress is not None else None
+                crud.record_heartbeat(session=session, job_id=self.job_id, progress=progress)
         except Exception:
             self._buffer = points + self._buffer  # retried at the next flush, in order
             log.warning("job %s: cannot write %d metric points; will retry", self.job_id, len(points), exc_info=True)

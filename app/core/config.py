@@ -47,6 +47,10 @@ class Settings(BaseSettings):
 
     # Jobs left `running` by a process that died: "fail" (default) or "requeue" (see app/crud.recover_interrupted).
     recover_policy: Literal["fail", "requeue"] = "fail"
+    # A running job whose worker has not written a heartbeat (claim, every metrics flush) for this long
+    # is failed as interrupted; the API looks every stale_check_interval_s (seconds, both modes).
+    stale_job_after_s: float = 600.0
+    stale_check_interval_s: float = 60.0
 
     # Service-level bounds on what one HTTP-submitted job may cost (JobSpec has looser, physical bounds).
     max_epochs: int = 500
@@ -81,6 +85,12 @@ class Settings(BaseSettings):
             self.cache_dir = self.home / "cache"
         if self.max_body_bytes < 1024:
             raise ValueError(f"max_body_bytes must be at least 1024, got {self.max_body_bytes}")
+        # Heartbeats come with metric flushes: a shorter limit would fail jobs that are running fine.
+        floor = max(30.0, 5 * self.metrics_flush_interval_s)
+        if self.stale_job_after_s < floor:
+            raise ValueError(f"stale_job_after_s must be at least {floor:g} s (30 s and 5 metric flush intervals), got {self.stale_job_after_s:g}")
+        if self.stale_check_interval_s <= 0:
+            raise ValueError(f"stale_check_interval_s must be > 0 seconds, got {self.stale_check_interval_s:g}")
         return self
 
     @property

@@ -187,6 +187,65 @@ def test_run_job_cancels_a_running_job(sessions, settings, make_job, monkeypatch
     assert len(_points(sessions, job_id, "step")) == 3 + (job.result["baseline"] or {}).get("steps", 0)
 
 
+class GoesStaleAt(Callback):
+    """What the API's heartbeat check does to a stalled worker's job: after step ``at`` it is failed."""
+
+    def __init__(self, sessions, job_id, at):
+        self.sessions, self.job_id, self.at = sessions, job_id, at
+
+    def on_step(self, m):
+        if m.run == "dynds" and m.step == self.at:
+            self.fail_now()
+
+    def fail_now(self):
+        from datetime import timedelta
+
+        from sqlalchemy import update
+
+        from app.models import Job, utcnow
+
+        with self.sessions() as s:
+            s.execute(update(Job).where(Job.id == self.job_id).values(heartbeat_at=utcnow() - timedelta(seconds=700)))
+            s.commit()
+            assert crud.fail_stale_jobs(session=s, older_than=timedelta(seconds=600)) == [self.job_id]
+
+
+def test_run_job_stops_a_job_the_heartbeat_check_failed(sessions, settings, make_job, monkeypatch):
+    import dynds_core
+
+    real_train = dynds_core.train
+    job_id = make_job({**tiny_spec(), "data": {**TINY_SPEC["data"], "synthetic_size": 384}})
+    monkeypatch.setattr(dynds_core, "train", lambda spec, callbacks, **kw: real_train(spec, [GoesStaleAt(sessions, job_id, 2), *callbacks], **kw))
+    monkeypatch.setattr(runner, "MetricsSink", lambda **kw: MetricsSink(**{**kw, "cancel_poll_s": 0.0}))
+    assert run_job(job_id, session_factory=sessions, settings=settings) == "failed"
+    job = _job(sessions, job_id)
+    # The check's reason stands (not overwritten by the worker), and no result is stored for it.
+    assert job.status == "failed" and job.error.startswith("interrupted: no heartbeat from worker") and job.result is None
+    dynds_steps = [p.step for p in _points(sessions, job_id, "step") if p.run == "dynds"]
+    assert dynds_steps == [0, 1, 2], "steps 0..2 ran; the next poll saw the job failed"
+
+
+def test_a_result_arriving_after_the_job_was_failed_is_not_stored(sessions, settings, make_job, monkeypatch):
+    import dynds_core
+
+    real_train = dynds_core.train
+    job_id = make_job()
+
+    class FailedAtTheEnd(GoesStaleAt):  # after the DynDS run's last step: training itself completes
+        def on_step(self, m):
+            pass
+
+        def on_run_end(self, result):
+            if result.run == "dynds":
+                self.fail_now()
+
+    monkeypatch.setattr(dynds_core, "train", lambda spec, callbacks, **kw: real_train(spec, [*callbacks, FailedAtTheEnd(sessions, job_id, 0)], **kw))
+    monkeypatch.setattr(runner, "MetricsSink", lambda **kw: MetricsSink(**{**kw, "cancel_poll_s": 1e9}))  # never sees it
+    assert run_job(job_id, session_factory=sessions, settings=settings) == "failed"
+    job = _job(sessions, job_id)
+    assert job.status == "failed" and job.error.startswith("interrupted: no heartbeat") and job.result is None and job.time_saving is None
+
+
 def test_sink_batches_writes(sessions, make_job):
     """Points are written in bulk every flush_every points, not one by one."""
     from dynds_core.result import StepMetrics

@@ -6,7 +6,7 @@ import csv
 import io
 import json
 import threading
-from typing import Annotated, Literal
+from typing import Annotated, Callable, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 
@@ -17,13 +17,21 @@ from app.leaderboard import build_leaderboard
 router = APIRouter(tags=["results"])
 
 
-class LeaderboardCache:
-    """Encoded leaderboards, valid while the set of succeeded jobs is unchanged (one cheap aggregate query)."""
+class ResultsCache:
+    """Encoded results pages (leaderboards, exports), each valid while the set of succeeded jobs is unchanged.
 
-    def __init__(self, size: int = 64):
+    An entry is stored with the ``crud.results_version`` it was built under and served only while the
+    version is the same (one cheap aggregate query per request), so a job that succeeds invalidates
+    every entry at once. Bounded by entries and by bytes (an export of 10,000 jobs is ~5 MB);
+    the oldest entries go first.
+    """
+
+    def __init__(self, size: int = 64, max_bytes: int = 256 * 1024 * 1024):
         self.size = size
+        self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._entries: dict[tuple, tuple[tuple, bytes]] = {}
+        self._bytes = 0
 
     def get(self, key: tuple, version: tuple) -> bytes | None:
         with self._lock:
@@ -31,10 +39,39 @@ class LeaderboardCache:
         return hit[1] if hit and hit[0] == version else None
 
     def put(self, key: tuple, version: tuple, body: bytes) -> None:
+        if len(body) > self.max_bytes:
+            return
         with self._lock:
-            if len(self._entries) >= self.size and key not in self._entries:
-                self._entries.pop(next(iter(self._entries)))
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._bytes -= len(old[1])
+            while self._entries and (len(self._entries) >= self.size or self._bytes + len(body) > self.max_bytes):
+                self._bytes -= len(self._entries.pop(next(iter(self._entries)))[1])
             self._entries[key] = (version, body)
+            self._bytes += len(body)
+
+    def __contains__(self, key: tuple) -> bool:
+        with self._lock:
+            return key in self._entries
+
+
+LeaderboardCache = ResultsCache  # its first name
+
+
+def cached_body(request: Request, session, key: tuple, build: Callable[[], bytes]) -> bytes:
+    """The cached body for ``key`` if no job has succeeded since it was built, else ``build()`` (and cache it).
+
+    The version is read before the rows: a job succeeding in between makes the stored body newer than
+    its version (rebuilt once more at the next request), never older.
+    """
+    cache: ResultsCache | None = request.app.state.leaderboard_cache
+    version = crud.results_version(session=session)
+    body = cache.get(key, version) if cache else None
+    if body is None:
+        body = build()
+        if cache:
+            cache.put(key, version, body)
+    return body
 
 
 @router.get(
@@ -48,35 +85,41 @@ def leaderboard(
     track: str | None = None,
     max_acc_drop: Annotated[float, Query(ge=0, le=100, description="percentage points")] = 0.5,
 ) -> Response:
-    cache: LeaderboardCache | None = request.app.state.leaderboard_cache
-    key = (track, max_acc_drop)
-    version = crud.results_version(session=session)
-    body = cache.get(key, version) if cache else None
-    if body is None:
+    def build() -> bytes:
         rows = crud.summary_rows(session=session, track=track, with_setting=True)
         for r in rows:
             r["job_id"] = r.pop("id")
-        body = json.dumps(build_leaderboard(rows, max_acc_drop=max_acc_drop, track=track), separators=(",", ":")).encode()
-        if cache:
-            cache.put(key, version, body)
-    return Response(body, media_type="application/json")
+        return json.dumps(build_leaderboard(rows, max_acc_drop=max_acc_drop, track=track), separators=(",", ":")).encode()
+
+    return Response(cached_body(request, session, (track, max_acc_drop), build), media_type="application/json")
+
+
+def export_json(rows: list[tuple]) -> bytes:
+    columns = crud.SUMMARY_ROW_COLUMNS
+    return json.dumps([dict(zip(columns, row)) for row in rows], separators=(",", ":")).encode()
+
+
+def export_csv(rows: list[tuple]) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(crud.SUMMARY_ROW_COLUMNS)
+    writer.writerows(rows)  # None is written as an empty field
+    return out.getvalue().encode()
+
+
+EXPORT_TYPES = {"json": "application/json", "csv": "text/csv; charset=utf-8"}
 
 
 @router.get("/export", responses={200: {"content": {"text/csv": {}, "application/json": {}}}})
 def export(
+    request: Request,
     session: SessionDep,
     _: ReadAuthDep,
     format: Literal["csv", "json"] = "csv",
     track: str | None = None,
 ) -> Response:
-    rows = crud.summary_rows(session=session, track=track)
-    if format == "json":
-        return Response(json.dumps(rows), media_type="application/json")
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(crud.SUMMARY_ROW_COLUMNS), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return Response(
-        out.getvalue(), media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": 'attachment; filename="dynds-results.csv"'},
-    )
+    """Every succeeded job's summary row; served from the results cache until the next job succeeds."""
+    encode = export_json if format == "json" else export_csv
+    body = cached_body(request, session, ("export", format, track), lambda: encode(crud.summary_tuples(session=session, track=track)))
+    headers = {"Content-Disposition": 'attachment; filename="dynds-results.csv"'} if format == "csv" else None
+    return Response(body, media_type=EXPORT_TYPES[format], headers=headers)

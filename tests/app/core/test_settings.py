@@ -33,3 +33,19 @@ def test_postgres_urls_use_psycopg3():
     assert normalize_url("postgresql://u@h/db") == "postgresql+psycopg://u@h/db"
     assert normalize_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
     assert normalize_url("sqlite:///x.db") == "sqlite:///x.db"
+
+
+def test_stale_job_limit_defaults_and_floor(monkeypatch):
+    s = Settings()
+    assert s.stale_job_after_s == 600 and s.stale_check_interval_s == 60
+    monkeypatch.setenv("DYNDS_STALE_JOB_AFTER_S", "5")  # below 30 s: running jobs would be failed between flushes
+    with pytest.raises(ValidationError, match="stale_job_after_s must be at least 30 s .* got 5"):
+        Settings()
+    monkeypatch.setenv("DYNDS_STALE_JOB_AFTER_S", "60")
+    monkeypatch.setenv("DYNDS_METRICS_FLUSH_INTERVAL_S", "20")  # 5 flush intervals = 100 s
+    with pytest.raises(ValidationError, match="at least 100 s"):
+        Settings()
+    monkeypatch.setenv("DYNDS_STALE_CHECK_INTERVAL_S", "0")
+    monkeypatch.setenv("DYNDS_STALE_JOB_AFTER_S", "900")
+    with pytest.raises(ValidationError, match="stale_check_interval_s must be > 0 seconds, got 0"):
+        Settings()

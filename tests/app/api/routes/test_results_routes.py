@@ -60,3 +60,47 @@ def test_export_csv_and_json(client, finished_job):
     assert csv_row["id"] == str(j1) and float(csv_row["time_saving"]) == 0.25 and csv_row["setting_key"] == row["setting_key"]
     assert client.get(f"{API}/export", params={"format": "json", "track": "nope"}).json() == []
     assert client.get(f"{API}/export", params={"format": "xml"}).status_code == 422
+
+
+def test_export_is_cached_until_a_job_succeeds(client, app, finished_job, session, result_for, monkeypatch):
+    from app import crud
+    from dynds_core.spec import JobSpec
+
+    cache = app.state.leaderboard_cache
+    j1 = finished_job(seeded(0.5, 0), time_saving=0.25)
+    first = client.get(f"{API}/export", params={"format": "json"})
+    assert [r["id"] for r in first.json()] == [j1]
+    assert ("export", "json", None) in cache and ("export", "csv", None) not in cache
+    builds = []
+    real = crud.summary_tuples
+    monkeypatch.setattr(crud, "summary_tuples", lambda **kw: builds.append(kw) or real(**kw))
+    # Served from the cache: the very same bytes, without reading the rows again.
+    assert client.get(f"{API}/export", params={"format": "json"}).content == first.content and builds == []
+    # Jobs that are only queued or running change nothing the export shows: still cached.
+    crud.create_job(session=session, spec=JobSpec.parse(seeded(0.3, 0)))
+    running, _ = crud.create_job(session=session, spec=JobSpec.parse(seeded(0.4, 0)))
+    crud.claim_job(session=session, job_id=running.id, worker="w")
+    assert client.get(f"{API}/export", params={"format": "json"}).content == first.content and builds == []
+    csv_before = client.get(f"{API}/export", params={"format": "csv", "track": TRACK}).text
+    assert len(builds) == 1 and len(list(csv.DictReader(io.StringIO(csv_before)))) == 1
+
+    # The running job succeeds: every cached export is stale and must not be served.
+    assert crud.finish_job(session=session, job_id=running.id, result=result_for(JobSpec.parse(seeded(0.4, 0)), time_saving=0.4))
+    rows = client.get(f"{API}/export", params={"format": "json"}).json()
+    assert [r["id"] for r in rows] == [j1, running.id] and rows[1]["time_saving"] == 0.4
+    csv_rows = list(csv.DictReader(io.StringIO(client.get(f"{API}/export", params={"format": "csv", "track": TRACK}).text)))
+    assert [int(r["id"]) for r in csv_rows] == [j1, running.id] and len(builds) == 3
+
+
+def test_results_cache_is_bounded_by_entries_and_bytes():
+    from app.api.routes.results import ResultsCache
+
+    cache = ResultsCache(size=3, max_bytes=100)
+    for i in range(4):
+        cache.put(("k", i), (1, None), b"x" * 10)
+    assert ("k", 0) not in cache and all(("k", i) in cache for i in (1, 2, 3))  # oldest first out
+    assert cache.get(("k", 3), (1, None)) == b"x" * 10 and cache.get(("k", 3), (2, None)) is None  # other version: a miss
+    cache.put(("big",), (1, None), b"y" * 90)  # 90 + 30 > 100: older entries make room
+    assert ("big",) in cache and ("k", 1) not in cache and ("k", 2) not in cache
+    cache.put(("huge",), (1, None), b"z" * 101)  # larger than the whole cache: not stored
+    assert ("huge",) not in cache and ("big",) in cache
