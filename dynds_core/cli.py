@@ -34,10 +34,21 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="FILE", help="write the JobResult JSON here (atomically) instead of printing it")
     p.add_argument("--device", help="override train.device (auto, cpu, cuda, cuda:N)")
     p.add_argument("--epochs", type=int, metavar="N", help="override train.epochs")
-    p.add_argument("--threads", type=int, metavar="N", help="torch threads (default: train.num_threads, else $OMP_NUM_THREADS, else all cores)")
+    p.add_argument("--threads", type=positive_int, metavar="N", help="torch threads (default: train.num_threads, else $OMP_NUM_THREADS, else all cores)")
     p.add_argument("--cache-dir", metavar="DIR", help="where decoded data sets are cached (default: $DYNDS_CACHE_DIR or ~/.cache/dynds)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or table")
     p.set_defaults(func=run_train)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (argparse turns the error into a usage message and exit status 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def apply_overrides(spec: Any, *, device: str | None, epochs: int | None, source: str) -> Any:
@@ -57,7 +68,7 @@ def apply_overrides(spec: Any, *, device: str | None, epochs: int | None, source
 def choose_threads(spec_threads: int | None, cli_threads: int | None) -> int:
     """One process owns the machine: all cores unless the spec, the flag or OMP_NUM_THREADS says otherwise."""
     if cli_threads is not None:
-        return max(1, cli_threads)
+        return cli_threads
     if spec_threads is not None:
         return spec_threads
     env = os.environ.get("OMP_NUM_THREADS", "")
@@ -79,6 +90,20 @@ def write_atomic(path: str | Path, text: str) -> None:
         raise
 
 
+def out_path_problem(path: str | Path) -> str | None:
+    """Why the result could not be written to ``path`` (checked before hours of training), or None."""
+    path = Path(path)
+    if path.is_dir():
+        return f"--out {path} is a directory; give a file name, e.g. {path / 'result.json'}"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"--out {path}: cannot create the folder {path.parent} ({exc.strerror or exc}); choose another path"
+    if not os.access(path.parent, os.W_OK):
+        return f"--out {path}: the folder {path.parent} is not writable; choose another path"
+    return None
+
+
 def _fail(console, message: str) -> int:
     console.print(f"[bold red]dynds train:[/] {message}", highlight=False, soft_wrap=True)
     return EXIT_BAD_INPUT
@@ -96,6 +121,9 @@ def run_train(args: argparse.Namespace) -> int:
         spec = apply_overrides(spec, device=args.device, epochs=args.epochs, source=args.spec)
     except SpecError as exc:
         return _fail(console, str(exc))
+    problem = out_path_problem(args.out) if args.out else None
+    if problem:
+        return _fail(console, problem)
 
     import torch
 

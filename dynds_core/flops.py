@@ -92,12 +92,14 @@ def step_flops(
 
 def _count(model, chw, reduced, kernel, bn, input_factor, input_mode, device, count_batch) -> float:
     from .ops import downsample_input
-    from .reduced import reduced_pass
+    from .reduced import attach_separate_bn, reduced_pass
 
     ref = next(iter(model.parameters()), None)
     if device is None:
         device = ref.device if ref is not None else "cpu"
     m = copy.deepcopy(model).to(device).train()
+    if reduced and bn == "separate":
+        attach_separate_bn(m)  # a fresh model (estimate_spec's) lacks the reduced-pass BN set; idempotent
     dtype = ref.dtype if ref is not None else torch.float32
     # Values never change FLOPs; zeros keep the global RNG (and so a run's random stream) untouched.
     x = torch.zeros(count_batch, *chw, device=device, dtype=dtype)

@@ -36,6 +36,7 @@ from pydantic import ValidationError
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .ops import (
+    _check_pool_args,
     downsample_input,
     pad_amounts,
     pool_kernel,
@@ -74,13 +75,14 @@ def kernel_settings(kernel: KernelPooling | Mapping[str, Any] | None) -> KernelP
     raise TypeError(f"kernel must be None, a KernelPooling or a dict of its fields, got {type(kernel).__name__}")
 
 
+def _is_pooled(m: nn.Module) -> bool:
+    """Whether a reduced pass pools this module: a Conv2d whose kernel is at least 2x2 (never a 1x1)."""
+    return isinstance(m, nn.Conv2d) and m.kernel_size[0] >= 2 and m.kernel_size[1] >= 2
+
+
 def pooled_convs(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
     """The convs a reduced pass pools (kernel at least 2x2), in registration order."""
-    return [
-        (name, m)
-        for name, m in model.named_modules()
-        if isinstance(m, nn.Conv2d) and m.kernel_size[0] >= 2 and m.kernel_size[1] >= 2
-    ]
+    return [(name, m) for name, m in model.named_modules() if _is_pooled(m)]
 
 
 def _original_geometry(conv: nn.Conv2d, dim: int) -> tuple[int, int, int, int, int]:
@@ -103,6 +105,8 @@ class _PooledConv:
     """
 
     def __init__(self, name: str, conv: nn.Conv2d, settings: KernelPooling, extra_at_end: bool):
+        # __call__ skips pool_kernel for the linear modes, so its argument checks run here, once.
+        _check_pool_args(settings.mode, settings.window, settings.stride, settings.size, settings.scale)
         self.name = name
         self.mode, self.window, self.stride, self.scale = settings.mode, settings.window, settings.stride, settings.scale
         self.size = tuple(settings.size) if settings.size is not None else None
@@ -232,7 +236,7 @@ def reduced_pass(
     convs: list[tuple[str, nn.Conv2d]] = []
     bns: list[nn.Module] = []
     for name, m in model.named_modules():
-        if isinstance(m, nn.Conv2d) and m.kernel_size[0] >= 2 and m.kernel_size[1] >= 2:
+        if _is_pooled(m):
             convs.append((name, m))
         elif isinstance(m, _BatchNorm):
             if bn == "separate" and "reduced_running_mean" not in m._buffers:
@@ -280,7 +284,10 @@ def reduced_pass(
         try:
             yield model
         except RuntimeError as exc:
-            raise _explain(model, exc) from exc
+            explained = _explain(model, exc)
+            if explained is exc:
+                raise  # not a shape error: as it was (``raise exc from exc`` would make it its own cause)
+            raise explained from exc
     finally:
         for conv in patched:
             del conv.__dict__["_conv_forward"]

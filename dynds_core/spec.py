@@ -94,7 +94,7 @@ class KernelPooling(_Section):
     mode: Literal[KERNEL_MODES] = "avg"  # type: ignore[valid-type]
     window: int = Field(default=2, ge=2, le=4)  # avg/max pooling window over the kernel taps
     stride: int = Field(default=1, ge=1, le=4)  # 1: 3x3 -> 2x2; 2 (with ceil): 3x3 -> 2x2, 7x7 -> 4x4
-    size: tuple[int, int] | None = None  # resize mode: explicit target (h, w)
+    size: tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]] | None = None  # resize mode: explicit target (h, w)
     scale: Literal[KERNEL_SCALES] = "sum"  # type: ignore[valid-type]  # sum: a flat input's response is kept
     pad_side: Literal[PAD_SIDES] = "alternate"  # type: ignore[valid-type]  # where even kernels get their extra pad
 
@@ -102,6 +102,8 @@ class KernelPooling(_Section):
     def _check_mode(self) -> "KernelPooling":
         if self.mode == "resize" and self.size is None:
             raise ValueError("kernel.size is required when kernel.mode is 'resize', e.g. size: [2, 2]")
+        if self.mode in ("avg", "max") and self.stride > self.window:
+            raise ValueError(f"kernel.stride ({self.stride}) must not exceed kernel.window ({self.window}): it would skip taps")
         if self.mode == "max" and self.scale == "sum":
             raise ValueError("kernel.scale 'sum' is undefined for max pooling (its taps are not a linear mix); use scale: none")
         return self

@@ -105,9 +105,7 @@ def train(
 
         dynds_schedule = make_schedule(spec.dynds.schedule, total_steps, t.seed)
         if dynds_schedule.can_reduce:
-            from .reduced import check_reduced_pass
-
-            from .reduced import ReducedPassError
+            from .reduced import ReducedPassError, check_reduced_pass
 
             # Refuse a fixed-size head, or settings this model's layers cannot take, now rather than mid-run.
             d = spec.dynds

@@ -2,9 +2,11 @@
 
 Timing: a step's time runs from the end of the previous step (or the epoch's start) to the end
 of this one, so it includes fetching and augmenting its batch and the step times add up exactly
-to the epoch's train time; evaluation happens outside these intervals. On CUDA the step
-boundaries are CUDA events read in batches (one synchronisation every ``flush_every`` steps,
-not one per step), so measuring does not serialise the CPU and the GPU.
+to the epoch's train time. Evaluation and the reading of finished steps (callbacks included: a
+worker writes metrics to its database there) happen outside these intervals: the clock restarts
+after them. On CUDA the step boundaries are CUDA events on the training device's stream, read in
+batches (one synchronisation every ``flush_every`` steps, not one per step), so measuring does
+not serialise the CPU and the GPU.
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ class _Pending:
     loss: torch.Tensor
     correct: torch.Tensor
     n: int
-    end: Any  # float (CPU clock) or a CUDA event
+    start: Any  # float (CPU clock) or a CUDA event
+    end: Any
 
 
 @dataclass
@@ -85,32 +88,22 @@ def run_training(
     callback: Callback,
 ) -> RunResult:
     """Train a copy of ``init_model`` under ``plan``; return its :class:`RunResult` (``cancelled`` if stopped)."""
-    from ..data import BatchLoader
-    from ..reduced import attach_separate_bn
+    from ..data import make_loaders
 
     t, d = spec.train, spec.dynds
     seed_everything(t.seed)
     cuda = device.type == "cuda"
-    fmt = torch.channels_last if t.channels_last else torch.contiguous_format
-    model = copy.deepcopy(init_model).to(device=device, memory_format=fmt)
     can_reduce = plan.schedule.can_reduce
-    if can_reduce and d.bn == "separate":
-        attach_separate_bn(model)  # before the optimizer, so it updates the reduced-pass BN parameters too
+    model = _model_copy(init_model, spec, device, reduced=can_reduce)
     optimizer = build_optimizer(model, t)
     scaler = torch.amp.GradScaler("cuda", enabled=t.amp and cuda)
     criterion = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
     warmup = int(round(t.warmup_epochs * plan.steps_per_epoch))
 
-    # data.normalize off: images are only scaled to 0..1
-    mean, std = (dataset.mean, dataset.std) if spec.data.normalize else (None, None)
-    loader = BatchLoader(
-        dataset.train_x, dataset.train_y, batch_size=t.batch_size, device=device, mean=mean, std=std,
-        augment=spec.data.augment, seed=t.seed, channels_last=t.channels_last, shuffle=True, drop_last=True,
-    )
-    val_loader = BatchLoader(
-        dataset.val_x, dataset.val_y, batch_size=max(t.batch_size, 256), device=device, mean=mean, std=std,
-        augment=False, seed=t.seed, channels_last=t.channels_last, shuffle=False, drop_last=False,
-    )
+    loader, val_loader = make_loaders(
+        dataset, batch_size=t.batch_size, device=device, augment=spec.data.augment, normalize=spec.data.normalize,
+        seed=t.seed, channels_last=t.channels_last,
+    )  # fmt: skip
 
     shape = (t.batch_size, dataset.in_channels, *dataset.image_size)
     flops = {"full": step_flops(model, shape, reduced=False, device=device), "reduced": 0.0}
@@ -136,25 +129,16 @@ def run_training(
     step = 0
     cancelled = False
 
-    def clock() -> Any:
-        if cuda:
-            ev = torch.cuda.Event(enable_timing=True)
-            ev.record()
-            return ev
-        return time.perf_counter()
-
-    def flush(pending: list[_Pending], start: Any) -> Any:
-        """Read the pending steps' losses and times; return the last boundary (the next start)."""
+    def flush(pending: list[_Pending]) -> None:
+        """Read the pending steps' losses and times, and hand them to the schedule and the callback."""
         if not pending:
-            return start
+            return
         if cuda:
             pending[-1].end.synchronize()
         losses = torch.stack([p.loss for p in pending]).float().tolist()
         corrects = torch.stack([p.correct for p in pending]).float().tolist()
-        prev = start
         for p, loss, correct in zip(pending, losses, corrects):
-            dt = prev.elapsed_time(p.end) / 1000.0 if cuda else p.end - prev
-            prev = p.end
+            dt = p.start.elapsed_time(p.end) / 1000.0 if cuda else p.end - p.start
             tally.train_time += dt
             tally.time[p.batch_type] += dt
             tally.steps[p.batch_type] += 1
@@ -171,7 +155,6 @@ def run_training(
                     )
                 )
         pending.clear()
-        return prev
 
     for epoch in range(plan.epochs):
         model.train()
@@ -180,7 +163,7 @@ def run_training(
         pending: list[_Pending] = []
         if cuda:
             torch.cuda.synchronize(device)
-        start = clock()
+        start = step_clock(device)
         # islice: the equal-time run's last epoch stops without building a batch it won't use
         for x, y in itertools.islice(loader.epoch(epoch), plan.total_steps - step):
             if callback.should_stop():
@@ -198,11 +181,14 @@ def run_training(
             scaler.step(optimizer)
             scaler.update()
             correct = (out.detach().argmax(1) == y).sum()
-            pending.append(_Pending(step, epoch, batch_type, lr, loss.detach(), correct, len(y), clock()))
+            end = step_clock(device)
+            pending.append(_Pending(step, epoch, batch_type, lr, loss.detach(), correct, len(y), start, end))
             step += 1
+            start = end
             if len(pending) >= flush_every:
-                start = flush(pending, start)
-        flush(pending, start)
+                flush(pending)
+                start = step_clock(device)  # the next step starts after this bookkeeping, not before it
+        flush(pending)
         if cancelled:
             break
         val_loss, val_acc = evaluate(model, val_loader, device, t.amp)
@@ -230,6 +216,28 @@ def run_training(
     return result
 
 
+def _model_copy(init_model: nn.Module, spec: JobSpec, device: torch.device, *, reduced: bool) -> nn.Module:
+    """A run's own copy of the initial model, on ``device`` in the spec's memory format, with the
+    reduced-pass BatchNorm set when bn="separate" (before any optimizer is built over it)."""
+    from ..reduced import attach_separate_bn
+
+    fmt = torch.channels_last if spec.train.channels_last else torch.contiguous_format
+    model = copy.deepcopy(init_model).to(device=device, memory_format=fmt)
+    if reduced and spec.dynds.bn == "separate":
+        attach_separate_bn(model)
+    return model
+
+
+def step_clock(device: torch.device) -> Any:
+    """A step boundary: ``time.perf_counter()`` on the CPU; on CUDA an event recorded on the current
+    stream of ``device`` (not of the current device: with ``cuda:1`` they differ)."""
+    if device.type == "cuda":
+        ev = torch.cuda.Event(enable_timing=True)
+        ev.record(torch.cuda.current_stream(device))
+        return ev
+    return time.perf_counter()
+
+
 def forward(model: nn.Module, x: torch.Tensor, batch_type: str, d: DynDSSpec) -> torch.Tensor:
     """The model's output for a full batch, or the reduced pass on the downsampled batch."""
     from ..ops import downsample_input
@@ -248,13 +256,9 @@ def warm_up(spec: JobSpec, init_model: nn.Module, dataset: Any, device: torch.de
     allocator growth). Without this, whichever run goes first, the paired baseline, is charged for
     them and the time saving comes out too large.
     """
-    from ..reduced import attach_separate_bn
-
     t, d = spec.train, spec.dynds
     fmt = torch.channels_last if t.channels_last else torch.contiguous_format
-    model = copy.deepcopy(init_model).to(device=device, memory_format=fmt).train()
-    if reduced and d.bn == "separate":
-        attach_separate_bn(model)
+    model = _model_copy(init_model, spec, device, reduced=reduced).train()
     n = min(t.batch_size, len(dataset.train_y))
     x = (dataset.train_x[:n].to(device).float() / 255.0).contiguous(memory_format=fmt)
     y = dataset.train_y[:n].to(device)

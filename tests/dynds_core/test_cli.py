@@ -121,17 +121,48 @@ def test_format_flops():
     assert format_flops(None) == "-"
 
 
+def _tiny_spec_with_train(tmp_path, monkeypatch, fake_train):
+    """TINY written to tmp_path/tiny.yaml, with dynds_core.trainer.train replaced by ``fake_train``."""
+    from dynds_core import trainer
+
+    monkeypatch.setattr(trainer, "train", fake_train)
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(TINY))
+    return spec
+
+
 def test_refused_model_exits_2_in_process(tmp_path, monkeypatch, capsys):
     from app.cli import main
-    from dynds_core import trainer
     from dynds_core.reduced import ReducedPassError
 
     def refuse(*a, **k):
         raise ReducedPassError("layer 'fc' (Linear, in_features=4096) needs a fixed spatial input size")
 
-    monkeypatch.setattr(trainer, "train", refuse)
-    spec = tmp_path / "tiny.yaml"
-    spec.write_text(yaml.safe_dump(TINY))
+    spec = _tiny_spec_with_train(tmp_path, monkeypatch, refuse)
     assert main(["train", str(spec), "--threads", "1"]) == 2
     err = capsys.readouterr().err
     assert "tiny.yaml" in err and "model.arch" in err and "'fc'" in err
+
+
+def test_unwritable_out_exits_2_before_training(tmp_path, monkeypatch, capsys):
+    from app.cli import main
+
+    def must_not_train(*a, **k):
+        raise AssertionError("trained although the result could not be written")
+
+    spec = _tiny_spec_with_train(tmp_path, monkeypatch, must_not_train)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for out in (blocker / "result.json", tmp_path):  # a folder under a file; a folder itself
+        assert main(["train", str(spec), "--quiet", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert "--out" in err and str(out) in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("threads", ["0", "-2", "two"])
+def test_bad_thread_count_is_a_usage_error(threads, capsys):
+    with pytest.raises(SystemExit) as ei:
+        build_parser().parse_args(["train", "x.yaml", "--threads", threads])
+    assert ei.value.code == 2
+    err = capsys.readouterr().err
+    assert "--threads" in err and threads in err and "Traceback" not in err

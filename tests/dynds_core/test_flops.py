@@ -64,3 +64,12 @@ def test_estimate_spec_leaves_the_global_rng_alone():
     torch.manual_seed(0)
     estimate_spec(JobSpec.parse({"model": {"arch": "resnet32"}, "data": {"dataset": "cifar10"}}))
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_estimate_spec_counts_separate_bn_like_frozen():
+    # estimate_spec builds a fresh model: bn="separate" must not need attach_separate_bn from the caller.
+    base = {"data": {"dataset": "synthetic", "image_size": 16}, "train": {"batch_size": 32}}
+    _CACHE.clear()  # counts are cached without bn: make this one count afresh
+    separate = estimate_spec(JobSpec.parse({**base, "dynds": {"bn": "separate"}}))
+    frozen = estimate_spec(JobSpec.parse(base))
+    assert separate["flops_reduced_step"] == frozen["flops_reduced_step"] > 0

@@ -310,7 +310,9 @@ def test_fixed_spatial_head_is_refused_naming_the_layer():
     with pytest.raises(ReducedPassError, match=r"layer 'classifier.1' \(Linear, in_features=1024\) needs a fixed spatial input size"):
         with reduced_pass(model):
             model(torch.randn(2, 3, 8, 8))
-    assert not model.classifier[1]._forward_pre_hooks
+    # the refusal leaves the plain model behind: full-size passes work again
+    assert "_conv_forward" not in model.features[0].__dict__
+    assert model(torch.randn(2, 3, 16, 16)).shape == (2, 10)
 
 
 def test_shape_error_inside_a_module_is_named():
@@ -374,3 +376,28 @@ def test_reduced_step_benchmark_quick_runs(capsys):
     row = next(line for line in out.splitlines() if "reduced avg s1 (default)" in line)
     flop_ratio = float(row.split()[-3].rstrip("x"))
     assert 8.0 < flop_ratio < 9.5  # METHOD.md: 8.9x fewer FLOPs for input /2 with 2x2 kernels
+
+
+@pytest.mark.parametrize(
+    "kernel,match",
+    [
+        (KernelPooling.model_construct(mode="avg", window=2, stride=3, size=None, scale="none", pad_side="end"), "stride"),
+        (KernelPooling.model_construct(mode="resize", window=2, stride=1, size=(0, 2), scale="sum", pad_side="end"), r"\(0, 2\)"),
+    ],
+)
+def test_reduced_pass_checks_kernel_settings_like_pool_kernel(kernel, match):
+    """The linear modes skip pool_kernel: a stride that skips taps or an empty target must still be refused."""
+    model = nn.Sequential(nn.Conv2d(1, 1, 3, padding=1))
+    with pytest.raises(ValueError, match=match) as ei:
+        with reduced_pass(model, kernel):
+            model(torch.randn(1, 1, 8, 8))
+    assert not isinstance(ei.value, ReducedPassError)  # a bad setting, not a model that needs a fixed size
+    assert "_conv_forward" not in model[0].__dict__
+
+
+def test_non_shape_runtime_error_passes_through_unchained():
+    model = create_model("resnet20")
+    with pytest.raises(RuntimeError, match="out of memory") as ei:
+        with reduced_pass(model):
+            raise RuntimeError("CUDA out of memory")
+    assert ei.value.__cause__ is None  # not its own cause: code walking the chain would never stop

@@ -95,3 +95,13 @@ def test_unreadable_or_malformed_files_are_spec_errors(tmp_path):
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
 def test_examples_are_valid(path):
     JobSpec.from_file(path)
+
+
+def test_kernel_settings_that_would_skip_or_lose_taps_are_refused():
+    with pytest.raises(SpecError) as ei:
+        JobSpec.parse({"dynds": {"kernel": {"mode": "avg", "stride": 3, "scale": "none"}}})
+    assert "must not exceed kernel.window" in dict(ei.value.errors)["dynds.kernel"]
+    with pytest.raises(SpecError) as ei:
+        JobSpec.parse({"dynds": {"kernel": {"mode": "resize", "size": [0, 2]}}})
+    assert "dynds.kernel.size.0" in paths(ei.value)
+    assert JobSpec.parse({"dynds": {"kernel": {"mode": "avg", "window": 3, "stride": 3}}}).dynds.kernel.stride == 3

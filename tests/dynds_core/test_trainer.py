@@ -264,3 +264,41 @@ def test_settings_the_model_cannot_take_are_spec_errors_before_training():
         train(tiny_spec(dynds={"kernel": {"window": 4}}), rec)
     assert ei.value.errors[0][0] == "dynds"
     assert rec.starts == []
+
+
+class SlowListener(Callback):
+    """A callback as slow as a worker writing metrics to a remote database on every step."""
+
+    DELAY_S = 0.05
+
+    def on_step(self, m):
+        import time
+
+        time.sleep(self.DELAY_S)
+
+
+def test_callback_time_is_not_train_time():
+    res = train(tiny_spec(baseline=False, dynds={"schedule": {"kind": "none"}}), SlowListener())
+    # 8 tiny steps take a few ms each; the 8 sleeps (0.4 s) must not be charged to training
+    assert res.dynds.steps == 8
+    assert res.dynds.train_time_s < 4 * SlowListener.DELAY_S
+
+
+def test_cuda_step_boundaries_are_recorded_on_the_training_devices_stream(monkeypatch):
+    """With device cuda:1 the current device may be cuda:0: an event there would not see the step's kernels."""
+    from dynds_core.training import loop
+
+    recorded, streams = [], {}
+
+    class FakeEvent:
+        def __init__(self, enable_timing=False):
+            assert enable_timing
+
+        def record(self, stream=None):
+            recorded.append(stream)
+
+    monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: streams.setdefault(str(device), object()))
+    ev = loop.step_clock(torch.device("cuda:1"))
+    assert isinstance(ev, FakeEvent) and recorded == [streams["cuda:1"]]
+    assert isinstance(loop.step_clock(torch.device("cpu")), float)
