@@ -175,20 +175,6 @@ def load_spec_file(path: str) -> dict[str, Any]:
     return data
 
 
-def resolve_data_root(spec: dict[str, Any], cwd: str | None = None) -> dict[str, Any]:
-    """A relative ``data.root`` made absolute against the submitter's directory.
-
-    ``dynds train`` reads relative roots from the current directory; the server refuses them
-    (its workers run elsewhere), so the client resolves them the way ``train`` would.
-    """
-    data = spec.get("data")
-    root = data.get("root") if isinstance(data, dict) else None
-    if isinstance(root, str) and root and not os.path.isabs(root):
-        data = {**data, "root": os.path.normpath(os.path.join(cwd or os.getcwd(), root))}
-        spec = {**spec, "data": data}
-    return spec
-
-
 def api_base(server: str) -> str:
     server = server.rstrip("/")
     return server if server.endswith("/api/v1") else server + "/api/v1"
@@ -252,8 +238,10 @@ def format_progress(job: dict[str, Any]) -> str:
 def cmd_submit(args: argparse.Namespace) -> int:
     import httpx
 
+    from dynds_core.spec import resolve_data_root
+
     try:
-        spec = resolve_data_root(load_spec_file(args.spec))
+        spec = resolve_data_root(load_spec_file(args.spec), os.getcwd())
     except ValueError as exc:
         return _fail(str(exc))
     base = api_base(args.server)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -216,6 +217,19 @@ class JobSpec(_Section):
     def canonical(self) -> dict[str, Any]:
         """Every setting spelled out, defaults included: what is hashed and stored."""
         return self.model_dump(mode="json")
+
+
+def resolve_data_root(spec: dict[str, Any], base: str | Path) -> dict[str, Any]:
+    """A spec mapping whose relative ``data.root`` is made absolute against ``base``.
+
+    ``dynds train`` reads relative roots from the current directory; a server refuses them (its
+    workers run elsewhere), so clients resolve them first. The given mapping is left as it was.
+    """
+    data = spec.get("data")
+    root = data.get("root") if isinstance(data, dict) else None
+    if isinstance(root, str) and root and not Path(root).is_absolute():
+        spec = {**spec, "data": {**data, "root": os.path.normpath(os.path.join(base, root))}}
+    return spec
 
 
 def spec_hash(spec: JobSpec) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from app.commands import api_base, load_spec_file, resolve_data_root, threshold_failures, validation_lines
+from app.commands import api_base, load_spec_file, threshold_failures, validation_lines
 from app.cli import main
 
 # The serve fixture and helpers are shared with the worker tests.
@@ -46,15 +46,6 @@ def test_api_base_and_spec_files(tmp_path):
         load_spec_file(str(tmp_path / "c.yaml"))
     with pytest.raises(ValueError, match="cannot read the spec file"):
         load_spec_file(str(tmp_path / "missing.yaml"))
-
-
-def test_submit_resolves_a_relative_data_root_like_train_does():
-    spec = {"data": {"dataset": "imagefolder", "root": "../shared/data/c.tar.gz"}, "train": {"epochs": 1}}
-    out = resolve_data_root(spec, cwd="/work/main")
-    assert out["data"]["root"] == "/work/shared/data/c.tar.gz"
-    assert spec["data"]["root"] == "../shared/data/c.tar.gz"  # the caller's mapping is left alone
-    assert resolve_data_root({"data": {"root": "/abs/x"}}, cwd="/w")["data"]["root"] == "/abs/x"
-    assert resolve_data_root({"data": {"dataset": "synthetic"}}, cwd="/w") == {"data": {"dataset": "synthetic"}}
 
 
 def test_worker_without_a_broker_is_a_clear_error(monkeypatch, capsys):

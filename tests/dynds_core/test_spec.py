@@ -105,3 +105,15 @@ def test_kernel_settings_that_would_skip_or_lose_taps_are_refused():
         JobSpec.parse({"dynds": {"kernel": {"mode": "resize", "size": [0, 2]}}})
     assert "dynds.kernel.size.0" in paths(ei.value)
     assert JobSpec.parse({"dynds": {"kernel": {"mode": "avg", "window": 3, "stride": 3}}}).dynds.kernel.stride == 3
+
+
+def test_resolve_data_root_makes_relative_roots_absolute():
+    from dynds_core.spec import resolve_data_root
+
+    spec = {"data": {"dataset": "imagefolder", "root": "../shared/data/c.tar.gz"}, "train": {"epochs": 1}}
+    out = resolve_data_root(spec, "/work/main")
+    assert out["data"]["root"] == "/work/shared/data/c.tar.gz"
+    assert out["train"] == {"epochs": 1}
+    assert spec["data"]["root"] == "../shared/data/c.tar.gz"  # the caller's mapping is left alone
+    assert resolve_data_root({"data": {"root": "/abs/x"}}, "/w")["data"]["root"] == "/abs/x"
+    assert resolve_data_root({"data": {"dataset": "synthetic"}}, "/w") == {"data": {"dataset": "synthetic"}}

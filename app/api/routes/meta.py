@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 import dynds_core
 from dynds_core import spec as spec_module
-from dynds_core.spec import JobSpec, SpecError
+from dynds_core.spec import JobSpec, SpecError, resolve_data_root
 
 from app.api.deps import ReadAuthDep, SessionDep, SettingsDep
 from app.api.spec_policy import parse_spec_request
@@ -37,7 +37,10 @@ def _parse_presets(files: tuple[tuple[str, int], ...]) -> tuple[tuple[str, dict[
     for name, _mtime in files:
         path = Path(name)
         try:
-            presets.append((path.stem, JobSpec.from_file(path).canonical()))
+            # Example roots are relative to the repository root (where the examples are run from);
+            # a submitted spec must name an absolute path.
+            spec = JobSpec.from_file(path).canonical()
+            presets.append((path.stem, resolve_data_root(spec, path.parent.parent)))
         except SpecError as exc:
             log.warning("preset %s skipped: %s", path, exc)
     return tuple(presets)

@@ -47,3 +47,14 @@ def test_presets_skip_invalid_files_and_follow_changes(tmp_path):
     os.utime(tmp_path / "quick.yaml", ns=(1, 10**18))  # a distinct mtime even on coarse clocks
     assert load_presets(tmp_path)["quick"]["train"]["epochs"] == 4
     assert load_presets(tmp_path / "missing") == {}
+
+
+def test_preset_data_roots_are_absolute_from_the_repository_root(tmp_path):
+    """examples/ name data relative to the repository root; the API would refuse a relative root."""
+    from app.api.routes.meta import load_presets
+
+    examples = tmp_path / "repo" / "examples"
+    examples.mkdir(parents=True)
+    (examples / "real.yaml").write_text("data:\n  dataset: imagefolder\n  root: ../shared/data/c.tar.gz\n")
+    root = load_presets(examples)["real"]["data"]["root"]
+    assert root == str(tmp_path / "shared" / "data" / "c.tar.gz")
