@@ -125,9 +125,11 @@ def row_of(res) -> dict:
     between the baseline run and the DynDS run on a shared machine.
     """
     d = res.dynds
-    t_base_il = d.time_full_s / d.steps_full * d.steps if d.steps_full else float("nan")
+    il = res.time_saving_interleaved
+    if il is None and d.steps_full and d.steps_reduced:  # results written before JobResult carried it
+        il = 1 - d.train_time_s / (d.time_full_s / d.steps_full * d.steps)
     return {
-        "acc": d.final_val_acc, "time": d.train_time_s, "saving": res.time_saving, "saving_il": 1 - d.train_time_s / t_base_il,
+        "acc": d.final_val_acc, "time": d.train_time_s, "saving": res.time_saving, "saving_il": il,
         "delta": res.acc_delta, "eq_gap": res.equal_time_gap, "eq_acc": res.equal_time.final_val_acc if res.equal_time else None,
         "reduced": d.steps_reduced / max(d.steps, 1), "flop_saving": res.flop_saving, "base_acc": res.baseline.final_val_acc,
     }

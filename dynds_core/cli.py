@@ -206,7 +206,7 @@ def summary_table(result: Any):
         )
     target = _fmt(result.target_accuracy, ".2f", unit="%")
     lines = Text(
-        f"time saving {_fmt(result.time_saving, '+.1%')}   accuracy delta {_fmt(result.acc_delta, '+.2f', unit=' pt')}   "
+        f"time saving {_fmt(result.time_saving, '+.1%')} (interleaved {_fmt(result.time_saving_interleaved, '+.1%')})   accuracy delta {_fmt(result.acc_delta, '+.2f', unit=' pt')}   "
         f"FLOP saving {_fmt(result.flop_saving, '+.1%')}   equal-time gap {_fmt(result.equal_time_gap, '+.2f', unit=' pt')}   "
         f"target {target}" + ("   (cancelled: partial results)" if result.cancelled else "")
     )

@@ -73,6 +73,11 @@ class JobResult(BaseModel):
     time_saving: float | None = None  # 1 - T_dynds / T_baseline
     acc_delta: float | None = None  # acc_dynds - acc_baseline, percentage points
     flop_saving: float | None = None  # 1 - FLOPs_dynds / FLOPs_baseline
+    # 1 - T_dynds / (mean full-step time of the DynDS run itself x its steps): the DynDS run's own full
+    # steps, timed between its reduced ones, stand in for the baseline's. A load change on a shared
+    # machine between the baseline run and the DynDS run skews time_saving, not this. None without
+    # both step types in the run.
+    time_saving_interleaved: float | None = None
     # Against the equal-time baseline: acc_dynds - acc_equal_time (pp); positive means DynDS is worth it.
     equal_time_gap: float | None = None
     target_accuracy: float | None = None

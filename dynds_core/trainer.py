@@ -169,6 +169,8 @@ def compare(spec: JobSpec, device: str, dynds: RunResult, baseline: RunResult | 
             res.flop_saving = 1.0 - dynds.total_flops / baseline.total_flops
     if complete and equal_time is not None and dynds.final_val_acc is not None and equal_time.final_val_acc is not None:
         res.equal_time_gap = dynds.final_val_acc - equal_time.final_val_acc
+    if complete and dynds.steps_full > 0 and dynds.steps_reduced > 0 and dynds.time_full_s > 0:
+        res.time_saving_interleaved = 1.0 - dynds.train_time_s / (dynds.time_full_s / dynds.steps_full * dynds.steps)
     if res.time_saving is not None and not math.isfinite(res.time_saving):
         res.time_saving = None
     return res

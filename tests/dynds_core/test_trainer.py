@@ -233,6 +233,19 @@ def test_compare_computes_the_headline_figures():
     assert time_to_target(b, 60) == 50 and time_to_target(b, 99) is None
 
 
+def test_interleaved_time_saving_uses_the_dynds_runs_own_full_steps():
+    """10 steps: 5 full taking 10 s in all (2 s each), 5 reduced taking 2 s: the run took 12 s where
+    10 full steps at the same moment would have taken 20 s, whatever the baseline run measured."""
+    d = RunResult(run="dynds", steps=10, steps_full=5, steps_reduced=5, train_time_s=12.0, time_full_s=10.0, time_reduced_s=2.0, final_val_acc=50)
+    b = RunResult(run="baseline", steps=10, steps_full=10, train_time_s=60.0, time_full_s=60.0, final_val_acc=55)  # a busy moment
+    res = compare(tiny_spec(), "cpu", d, b, None)
+    assert res.time_saving_interleaved == pytest.approx(0.4)
+    assert res.time_saving == pytest.approx(0.8)
+    # no reduced steps (or no full ones): nothing to interleave
+    only_full = d.model_copy(update={"steps_full": 10, "steps_reduced": 0, "time_full_s": 12.0, "time_reduced_s": 0.0})
+    assert compare(tiny_spec(), "cpu", only_full, b, None).time_saving_interleaved is None
+
+
 def test_equal_time_steps_rounds_and_clamps():
     assert equal_time_steps(100, 60.0, 100.0) == 60
     assert equal_time_steps(100, 0.001, 100.0) == 1

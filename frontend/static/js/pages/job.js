@@ -213,6 +213,7 @@ function summary(j) {
   if (j.status === "succeeded" || Object.values(s).some((v) => v !== null && v !== undefined)) {
     parts.push(html`<section class="panel" aria-label="headline figures"><div class="stats">
       ${stat("time saving vs baseline", pct(s.time_saving), signClass(s.time_saving))}
+      ${stat("time saving, interleaved (own full steps)", pct(j.result?.time_saving_interleaved ?? null), signClass(j.result?.time_saving_interleaved ?? null))}
       ${stat("accuracy Δ vs baseline", pp(s.acc_delta), signClass(s.acc_delta))}
       ${stat("FLOP saving", pct(s.flop_saving), signClass(s.flop_saving))}
       ${stat("gap to equal-time baseline", pp(s.equal_time_gap), signClass(s.equal_time_gap))}
