@@ -124,10 +124,12 @@ def row_of(res) -> dict:
     ones, stand in for the baseline's steps. Unlike the paired saving it cannot be skewed by a load change
     between the baseline run and the DynDS run on a shared machine.
     """
+    from dynds_core.trainer import estimated_baseline_time
+
     d = res.dynds
     il = res.time_saving_interleaved
     if il is None and d.steps_full and d.steps_reduced:  # results written before JobResult carried it
-        il = 1 - d.train_time_s / (d.time_full_s / d.steps_full * d.steps)
+        il = 1 - d.train_time_s / estimated_baseline_time(d, d.steps)
     return {
         "acc": d.final_val_acc, "time": d.train_time_s, "saving": res.time_saving, "saving_il": il,
         "delta": res.acc_delta, "eq_gap": res.equal_time_gap, "eq_acc": res.equal_time.final_val_acc if res.equal_time else None,

@@ -113,7 +113,7 @@ def train(
                 check_reduced_pass(
                     init_model, (dataset.in_channels, *dataset.image_size), factor=d.input.factor, kernel=d.kernel, input_mode=d.input.mode, bn="frozen"
                 )
-            except ReducedPassError:
+            except ReducedPassError:  # a ValueError too, but already names the layer: keep it as it is
                 raise
             except ValueError as exc:  # e.g. a pooling window larger than a kernel, a factor too large for the images
                 raise SpecError("spec", [("dynds", f"{exc} (model {spec.model.arch}, input {dataset.in_channels}x{dataset.image_size[0]}x{dataset.image_size[1]})")]) from None
@@ -170,7 +170,7 @@ def compare(spec: JobSpec, device: str, dynds: RunResult, baseline: RunResult | 
     if complete and equal_time is not None and dynds.final_val_acc is not None and equal_time.final_val_acc is not None:
         res.equal_time_gap = dynds.final_val_acc - equal_time.final_val_acc
     if complete and dynds.steps_full > 0 and dynds.steps_reduced > 0 and dynds.time_full_s > 0:
-        res.time_saving_interleaved = 1.0 - dynds.train_time_s / (dynds.time_full_s / dynds.steps_full * dynds.steps)
+        res.time_saving_interleaved = 1.0 - dynds.train_time_s / estimated_baseline_time(dynds, dynds.steps)
     if res.time_saving is not None and not math.isfinite(res.time_saving):
         res.time_saving = None
     return res
