@@ -18,6 +18,11 @@ step holds at its peak between forward and backward.
     python bench/reduced_step.py                 # ResNet-20 and ResNet-56, NCHW and channels_last
     python bench/reduced_step.py --quick         # smoke test in seconds
     python bench/reduced_step.py --threads 1 --cpu-time   # on a busy shared machine
+    python bench/reduced_step.py --allocator plain        # glibc as it comes (train() retains freed memory)
+
+Host memory: like ``dynds_core.train``, the benchmark keeps freed memory in the process
+(``dynds_core.training.allocator``) unless ``--allocator plain``; a process cannot switch back, so
+compare the two in separate runs.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from dynds_core.models import create_model
 from dynds_core.ops import downsample_input
 from dynds_core.reduced import reduced_pass
+from dynds_core.training.allocator import retain_freed_memory
 
 # Step types: None is the full step; otherwise the kernel settings of the reduced pass.
 STEP_TYPES: dict[str, dict | None] = {
@@ -107,6 +113,54 @@ def saved_activation_bytes(s: Setup, kernel: dict | None) -> int:
     return sum(storages.values())
 
 
+# Operator classes of the --breakdown (torch.profiler's self CPU time per aten op, grouped).
+OP_CLASSES = {
+    "convolution": ("aten::mkldnn_convolution", "aten::convolution_backward", "aten::_convolution", "aten::convolution"),
+    "batch norm": ("aten::native_batch_norm", "aten::native_batch_norm_backward", "aten::batch_norm"),
+    "relu + residual add": ("aten::relu", "aten::relu_", "aten::clamp_min", "aten::clamp_min_", "aten::threshold_backward", "aten::add", "aten::add_"),
+    "pads and copies": ("aten::constant_pad_nd", "aten::fill_", "aten::copy_"),
+    "kernel pooling": ("aten::bmm", "aten::matmul", "aten::mm"),
+    "input downsampling": ("aten::avg_pool2d",),
+}
+
+
+def op_breakdown(s: Setup, kernel: dict | None, steps: int = 5) -> dict[str, float]:
+    """Milliseconds per step by operator class (profiled: the profiler itself adds a little per op)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            train_step(s, kernel)
+    out = {name: 0.0 for name in OP_CLASSES}
+    out["other"] = 0.0
+    for e in prof.key_averages():
+        if not e.key.startswith("aten::") and e.key != "Optimizer.step#SGD.step":
+            continue  # autograd and record_function wrappers: their ops are counted themselves
+        cls = next((c for c, ops in OP_CLASSES.items() if e.key in ops), "other")
+        out[cls] += e.self_cpu_time_total / 1e3 / steps
+    return out
+
+
+def print_breakdown(arch: str, memory_format: str, batch: int) -> None:
+    s = make_setup(arch, FORMATS[memory_format], batch)
+    full, reduced = None, STEP_TYPES["reduced avg s1 (default)"]
+    for _ in range(2):
+        train_step(s, full)
+        train_step(s, reduced)
+    a, b = op_breakdown(s, full), op_breakdown(s, reduced)
+    print(f"\n{arch}, {memory_format}: where a step's time goes (profiled, ms/step), full vs default reduced")
+    print(f"{'operators':<22}{'full':>9}{'reduced':>9}{'ratio':>8}")
+    for cls in a:
+        ratio = f"{a[cls] / b[cls]:>7.2f}x" if b[cls] > 0.005 else f"{'-':>8}"
+        print(f"{cls:<22}{a[cls]:>9.2f}{b[cls]:>9.2f}{ratio}")
+    ta, tb = sum(a.values()), sum(b.values())
+    print(f"{'total':<22}{ta:>9.2f}{tb:>9.2f}{ta / tb:>7.2f}x")
+    # Amdahl: with the reduced pass's own overheads (pad, pooling, downsampling) gone, and convolutions
+    # at their FLOP ratio, what would the rest allow?
+    own = sum(b[c] for c in ("pads and copies", "kernel pooling", "input downsampling"))
+    print(f"  the reduced pass's own overheads (pad, kernel pooling, input downsampling): {own:.2f} ms; without them {ta / (tb - own):.2f}x")
+
+
 def interleaved_times(
     runs: dict[str, Callable[[], None]], repeats: int, warmup: int, clock: Callable[[], float] = time.perf_counter
 ) -> dict[str, list[float]]:
@@ -164,7 +218,13 @@ def main(argv: list[str] | None = None) -> None:
         help="time steps by the main thread's CPU time (needs --threads 1): robust when other processes share the cores",
     )
     parser.add_argument("--quick", action="store_true", help="smoke test: resnet20, batch 8, one round")
+    parser.add_argument("--breakdown", action="store_true", help="also profile where a step's time goes, by operator class")
+    parser.add_argument(
+        "--allocator", choices=("retained", "plain"), default="retained",
+        help="retained: keep freed memory as dynds_core.train does (default); plain: glibc's adaptive thresholds",
+    )
     args = parser.parse_args(argv)
+    retained = args.allocator == "retained" and retain_freed_memory()
     torch.set_num_threads(args.threads)
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     bad = [f for f in formats if f not in FORMATS]
@@ -179,9 +239,14 @@ def main(argv: list[str] | None = None) -> None:
     batch, repeats, warmup = args.batch, args.repeats, args.warmup
     if args.quick:
         models, batch, repeats, warmup = ["resnet20"], 8, 1, 1
-    print(f"DynDS reduced-step benchmark: torch {torch.__version__}, CPU, {args.threads} threads, input 32x32 -> 16x16 (avg)")
+    print(
+        f"DynDS reduced-step benchmark: torch {torch.__version__}, CPU, {args.threads} threads, input 32x32 -> 16x16 (avg), "
+        f"host allocator {'retaining freed memory' if retained else 'as it comes'}"
+    )
     for arch in models:
         bench_model(arch, formats, step_types, batch, repeats, warmup, args.cpu_time)
+        if args.breakdown:
+            print_breakdown(arch, formats[-1], batch)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from .callbacks import Callback, CallbackList
 from .result import JobResult, RunResult
 from .schedules import make_schedule
 from .spec import JobSpec, NoneSchedule, SpecError
+from .training.allocator import retain_freed_memory
 from .training.loop import RunPlan, run_training, seed_everything, warm_up
 from .training.recipe import describe_device, resolve_device, torch_threads
 
@@ -84,6 +85,7 @@ def train(
     cb = _as_callback(callbacks)
     t = spec.train
     device = resolve_device(t.device)
+    retain_freed_memory()  # every run of the job alike: steps stop page-faulting their activations back in
     with torch_threads(t.num_threads):
         if dataset is None:
             from .data import load_dataset
