@@ -30,6 +30,44 @@ def test_resnet20_size_and_forward():
     assert model(torch.randn(2, 1, 32, 32)).shape == (2, 7)
 
 
+def _reference_forward(model, x):
+    """ResNet-20's forward written out of place, from the same modules: what the in-place one must equal."""
+    import torch.nn.functional as F
+
+    def block(b, x):
+        out = F.relu(b.bn1(b.conv1(x)))
+        return F.relu(b.bn2(b.conv2(out)) + b.shortcut(x))
+
+    x = F.relu(model.bn1(model.conv1(x)))
+    for stage in (model.layer1, model.layer2, model.layer3):
+        for b in stage:
+            x = block(b, x)
+    return model.fc(torch.flatten(model.pool(x), 1))
+
+
+def test_cifar_resnet_in_place_forward_and_gradients_equal_out_of_place():
+    from dynds_core.reduced import reduced_pass
+
+    torch.manual_seed(0)
+    model = create_model("resnet20")
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    results = []
+    for forward in (model, lambda x: _reference_forward(model, x)):
+        for small in (False, True):  # the full pass and the reduced pass
+            model.zero_grad()
+            if small:
+                with reduced_pass(model):
+                    out = forward(x[:, :, ::2, ::2])
+            else:
+                out = forward(x)
+            torch.nn.functional.cross_entropy(out, y).backward()
+            results.append((out.detach(), [p.grad.clone() for p in model.parameters()]))
+    for (out, grads), (ref_out, ref_grads) in zip(results[:2], results[2:]):
+        torch.testing.assert_close(out, ref_out)
+        for g, r in zip(grads, ref_grads):
+            torch.testing.assert_close(g, r)
+
+
 def test_option_a_shortcut_subsamples_and_zero_pads_channels():
     x = torch.randn(2, 16, 8, 8)
     out = PadShortcut(16, 32, 2)(x)
