@@ -180,6 +180,9 @@ def format_flops(v: float | None) -> str:
     return f"{v:.3g} FLOP"
 
 
+SIZING_LABELS = {"own_full_steps": "the DynDS run's full steps", "paired_baseline": "the baseline run", "flop_ratio": "the FLOP ratio"}
+
+
 def summary_table(result: Any):
     """Baseline vs DynDS vs equal-time: time, accuracy, FLOPs; then the headline figures."""
     from rich.console import Group
@@ -207,7 +210,9 @@ def summary_table(result: Any):
     target = _fmt(result.target_accuracy, ".2f", unit="%")
     lines = Text(
         f"time saving {_fmt(result.time_saving, '+.1%')} (interleaved {_fmt(result.time_saving_interleaved, '+.1%')})   accuracy delta {_fmt(result.acc_delta, '+.2f', unit=' pt')}   "
-        f"FLOP saving {_fmt(result.flop_saving, '+.1%')}   equal-time gap {_fmt(result.equal_time_gap, '+.2f', unit=' pt')}   "
-        f"target {target}" + ("   (cancelled: partial results)" if result.cancelled else "")
+        f"FLOP saving {_fmt(result.flop_saving, '+.1%')}   equal-time gap {_fmt(result.equal_time_gap, '+.2f', unit=' pt')}"
+        + (f" (run sized by {SIZING_LABELS.get(result.equal_time_sizing, result.equal_time_sizing)})" if result.equal_time_sizing else "")
+        + f"   target {target}"
+        + ("   (cancelled: partial results)" if result.cancelled else "")
     )
     return Group(table, lines)

@@ -80,6 +80,9 @@ class JobResult(BaseModel):
     time_saving_interleaved: float | None = None
     # Against the equal-time baseline: acc_dynds - acc_equal_time (pp); positive means DynDS is worth it.
     equal_time_gap: float | None = None
+    # What the equal-time run's length came from (dynds_core.trainer.equal_time_budget):
+    # own_full_steps | paired_baseline | flop_ratio; None without an equal-time run.
+    equal_time_sizing: str | None = None
     target_accuracy: float | None = None
     cancelled: bool = False
 

@@ -8,7 +8,9 @@ equal-time baseline. All runs start from the same initial weights (one model is 
 and copied), see the same data order and augmentation (the loader is seeded by the job's seed),
 and use the same recipe. The equal-time baseline is the baseline recipe with its total steps cut to
 ``round(total_steps * T_dynds / T_baseline)``; its learning-rate schedule completes over those
-steps. Without a baseline run, T_baseline is estimated from the DynDS run's own full-step time.
+steps. T_baseline is taken, in this order of preference (see :func:`equal_time_budget`), from the
+DynDS run's own full steps, timed between its reduced ones (a change of the machine's load between
+two runs cannot skew it), from the paired baseline run, or from the FLOP ratio.
 """
 
 from __future__ import annotations
@@ -54,6 +56,23 @@ def estimated_baseline_time(dynds: RunResult, total_steps: int) -> float:
     per_step = dynds.train_time_s / max(dynds.steps, 1)
     ratio = dynds.flops_full_step / dynds.flops_reduced_step if dynds.flops_reduced_step > 0 else 1.0
     return per_step * ratio * total_steps
+
+
+# Full steps a DynDS run needs before their mean time sizes the equal-time run.
+MIN_FULL_STEPS_FOR_SIZING = 5
+
+
+def equal_time_budget(dynds: RunResult, baseline: RunResult | None, total_steps: int) -> tuple[float, str]:
+    """(T_baseline to size the equal-time run by, how it was found).
+
+    ``own_full_steps``: the DynDS run's mean full-step time x the baseline's steps. Measured in the same
+    run as T_dynds, it is immune to the load drift between runs that made paired times on our shared
+    machines disagree by 20% or more (README, tradeoff figures). ``paired_baseline``: the baseline
+    run's train time, when the DynDS run had too few full steps. ``flop_ratio``: neither.
+    """
+    if dynds.steps_full < MIN_FULL_STEPS_FOR_SIZING and baseline is not None and baseline.train_time_s > 0:
+        return baseline.train_time_s, "paired_baseline"
+    return estimated_baseline_time(dynds, total_steps), "own_full_steps" if dynds.steps_full else "flop_ratio"
 
 
 def time_to_target(run: RunResult, target: float | None) -> float | None:
@@ -140,12 +159,16 @@ def train(
             dynds = RunResult(run="dynds", cancelled=True)
         else:
             dynds = run("dynds", dynds_schedule, total_steps)
+        sizing = None
         if spec.equal_time_baseline and not dynds.cancelled:
-            t_base = baseline.train_time_s if baseline is not None else estimated_baseline_time(dynds, total_steps)
+            t_base, sizing = equal_time_budget(dynds, baseline, total_steps)
             steps = equal_time_steps(total_steps, dynds.train_time_s, t_base)
             equal_time = run("equal_time", none_schedule(steps), steps)
 
-    return compare(spec, describe_device(device), dynds, baseline, equal_time)
+    result = compare(spec, describe_device(device), dynds, baseline, equal_time)
+    if equal_time is not None:
+        result.equal_time_sizing = sizing
+    return result
 
 
 def compare(spec: JobSpec, device: str, dynds: RunResult, baseline: RunResult | None, equal_time: RunResult | None) -> JobResult:

@@ -1,3 +1,4 @@
+import io
 import json
 import os
 import subprocess
@@ -166,3 +167,18 @@ def test_bad_thread_count_is_a_usage_error(threads, capsys):
     assert ei.value.code == 2
     err = capsys.readouterr().err
     assert "--threads" in err and threads in err and "Traceback" not in err
+
+
+def test_summary_names_what_sized_the_equal_time_run():
+    from rich.console import Console
+
+    from dynds_core.cli import summary_table
+    from dynds_core.result import JobResult, RunResult
+
+    res = JobResult(
+        spec_hash="x", spec={"name": "s"}, device="cpu", dynds=RunResult(run="dynds"), equal_time=RunResult(run="equal_time"),
+        equal_time_gap=-1.5, equal_time_sizing="own_full_steps",
+    )
+    console = Console(width=300, record=True, file=io.StringIO())
+    console.print(summary_table(res))
+    assert "equal-time gap -1.50 pt (run sized by the DynDS run's full steps)" in console.export_text()

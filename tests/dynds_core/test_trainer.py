@@ -7,7 +7,15 @@ from dynds_core.data import DataError
 from dynds_core.reduced import ReducedPassError
 from dynds_core.result import RunResult
 from dynds_core.spec import JobSpec, SpecError
-from dynds_core.trainer import compare, equal_time_steps, estimated_baseline_time, time_to_target, train
+from dynds_core.trainer import (
+    MIN_FULL_STEPS_FOR_SIZING,
+    compare,
+    equal_time_budget,
+    equal_time_steps,
+    estimated_baseline_time,
+    time_to_target,
+    train,
+)
 from dynds_core.training.recipe import lr_at
 
 BATCH = 16
@@ -126,7 +134,9 @@ def test_cancel_during_dynds_keeps_the_finished_baseline():
 def test_equal_time_baseline_gets_the_time_matched_step_count():
     rec = Recorder()
     res = train(tiny_spec(equal_time_baseline=True, train={"epochs": 3}), rec)
-    expected = equal_time_steps(12, res.dynds.train_time_s, res.baseline.train_time_s)
+    # 6 full steps in the DynDS run: their mean time, not the paired baseline's, sizes the run
+    assert res.dynds.steps_full == 6 and res.equal_time_sizing == "own_full_steps"
+    expected = equal_time_steps(12, res.dynds.train_time_s, res.dynds.time_full_s / 6 * 12)
     assert res.equal_time.steps == expected
     assert res.equal_time.steps_reduced == 0
     info = dict(rec.starts)["equal_time"]
@@ -142,6 +152,28 @@ def test_equal_time_without_baseline_estimates_baseline_time():
     assert res.baseline is None and res.time_saving is None
     t_base = estimated_baseline_time(res.dynds, 8)
     assert res.equal_time.steps == equal_time_steps(8, res.dynds.train_time_s, t_base)
+    assert res.equal_time_sizing == "own_full_steps"
+
+
+def _timed_run(steps_full: int, steps_reduced: int, full_s: float, reduced_s: float) -> RunResult:
+    return RunResult(
+        run="dynds", steps=steps_full + steps_reduced, steps_full=steps_full, steps_reduced=steps_reduced,
+        time_full_s=full_s, time_reduced_s=reduced_s, train_time_s=full_s + reduced_s,
+        flops_full_step=9.0, flops_reduced_step=1.0,
+    )
+
+
+def test_equal_time_budget_prefers_the_runs_own_full_steps_to_a_drifted_baseline():
+    # 10 full steps of 0.2 s inside the DynDS run; the baseline ran while the machine was twice as slow
+    dynds = _timed_run(10, 10, 2.0, 0.5)
+    baseline = RunResult(run="baseline", steps=20, train_time_s=8.0)
+    assert equal_time_budget(dynds, baseline, 20) == (pytest.approx(4.0), "own_full_steps")
+    # too few full steps to time: the paired baseline
+    few = _timed_run(MIN_FULL_STEPS_FOR_SIZING - 1, 16, 0.8, 0.8)
+    assert equal_time_budget(few, baseline, 20) == (8.0, "paired_baseline")
+    # and without a baseline, all reduced: scaled by the FLOP ratio (0.05 s per step x 9 x 20 steps)
+    none_full = _timed_run(0, 20, 0.0, 1.0)
+    assert equal_time_budget(none_full, None, 20) == (pytest.approx(9.0), "flop_ratio")
 
 
 def test_a_given_baseline_run_is_reused_not_run_again():
@@ -153,6 +185,7 @@ def test_a_given_baseline_run_is_reused_not_run_again():
     assert res.baseline is base
     assert res.time_saving == pytest.approx(1 - res.dynds.train_time_s / base.train_time_s)
     assert res.equal_time.steps == equal_time_steps(8, res.dynds.train_time_s, base.train_time_s)
+    assert res.equal_time_sizing == "paired_baseline"  # 4 full steps only
 
 
 def test_fixed_size_head_is_refused_before_training():

@@ -5,6 +5,8 @@ import { statusBadge, kindDot, markRendered, loadingBox, errorBox, ACTIVE, RUN_S
 import { shapeCurves, lineChart, setSeries } from "../curves.js";
 
 const RUN_LABEL = { dynds: "DynDS", baseline: "Baseline", equal_time: "Equal-time baseline" };
+// What the equal-time run's length came from (JobResult.equal_time_sizing).
+const SIZED_BY = { own_full_steps: "own full steps", paired_baseline: "baseline run", flop_ratio: "FLOP ratio" };
 
 export function render(root, { params }) {
   const id = Number(params[0]);
@@ -216,7 +218,7 @@ function summary(j) {
       ${stat("time saving, interleaved (own full steps)", pct(j.result?.time_saving_interleaved ?? null), signClass(j.result?.time_saving_interleaved ?? null))}
       ${stat("accuracy Δ vs baseline", pp(s.acc_delta), signClass(s.acc_delta))}
       ${stat("FLOP saving", pct(s.flop_saving), signClass(s.flop_saving))}
-      ${stat("gap to equal-time baseline", pp(s.equal_time_gap), signClass(s.equal_time_gap))}
+      ${stat("gap to equal-time baseline" + (SIZED_BY[j.result?.equal_time_sizing] ? ` (sized by ${SIZED_BY[j.result.equal_time_sizing]})` : ""), pp(s.equal_time_gap), signClass(s.equal_time_gap))}
       ${stat("DynDS val. accuracy", pctOf(s.dynds_acc))}
       ${stat("baseline val. accuracy", pctOf(s.baseline_acc))}
       ${stat("DynDS train time", secs(s.dynds_time_s))}
