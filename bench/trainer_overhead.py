@@ -28,6 +28,7 @@ import torch.nn as nn
 
 from dynds_core.data import BatchLoader, load_dataset
 from dynds_core.models import create_model
+from dynds_core.training.allocator import retain_freed_memory
 from dynds_core.spec import JobSpec
 from dynds_core.trainer import train
 from dynds_core.training.loop import seed_everything
@@ -102,6 +103,8 @@ def main() -> None:
     ap.add_argument("--root", default="../shared/data/cifar10-jpeg75.tar.gz")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    # train() keeps freed host memory in the process (a process-wide setting): the hand loop gets it from the start too.
+    retain_freed_memory()
 
     if args.quick:
         data = {"dataset": "synthetic", "synthetic_size": 512, "image_size": 32}
