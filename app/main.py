@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -158,6 +159,11 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
         if hasattr(d, "start"):
             d.start()
         watch = asyncio.create_task(watch_heartbeats(engine, settings), name="dynds-heartbeat-check")
+        # What start-up built (torch, the ORM, the app) lives as long as the process: frozen out of the
+        # cyclic collector, a full collection no longer walks it, which had paused every request in
+        # flight for about 80 ms a few times a minute under load (bench/api_load.py). Garbage goes first.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
@@ -176,6 +182,9 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     )
     app.state.settings = settings
     app.state.engine = engine
+    # GET requests only read: in autocommit, their queries go without a BEGIN and a ROLLBACK round trip
+    # each (PostgreSQL), on the same connection pool.
+    app.state.read_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
     app.state.dispatcher = dispatcher
     app.state.leaderboard_cache = ResultsCache() if settings.leaderboard_cache else None
     app.state.recovered = []

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import random
@@ -211,6 +212,10 @@ def bench_one(kind: str, args) -> bool:
         try:
             base = f"http://127.0.0.1:{port}"
             asyncio.run(run_clients(base, 5, 2.0, 0, args.jobs))  # warm-up (caches, connection pool)
+            # This process imported torch and built the seed data: without this, its own full garbage
+            # collections (about 80 ms each) stalled every request in flight and were counted as latency.
+            gc.collect()
+            gc.freeze()
             server0, client0, load0 = proc_cpu_s(proc.pid), time.process_time(), os.getloadavg()[0]
             res = asyncio.run(run_clients(base, args.clients, args.duration, args.think_ms, args.jobs))
             server_cpu, client_cpu = proc_cpu_s(proc.pid) - server0, time.process_time() - client0

@@ -17,11 +17,14 @@ from app.core.config import Settings
 from app.security import has_tokens, verify_token
 
 
+READ_METHODS = ("GET", "HEAD")
+
 # The light dependencies are async on purpose: FastAPI runs a sync dependency in the thread pool, and
 # those thread hops were a third of a small request's cost. A Session connects lazily, so making one
 # here does no I/O; the queries run in the (sync) route, in the thread pool.
 async def get_db(request: Request) -> AsyncIterator[Session]:
-    session = Session(request.app.state.engine, expire_on_commit=False)
+    engine = request.app.state.read_engine if request.method in READ_METHODS else request.app.state.engine
+    session = Session(engine, expire_on_commit=False)
     try:
         yield session
     finally:

@@ -10,11 +10,13 @@ writers wait for each other instead of failing.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 
 from sqlalchemy import event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, create_engine
 
@@ -22,6 +24,7 @@ from app.core.config import get_settings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+IDLE_PING_S = 10.0  # a pooled PostgreSQL connection idle this long is pinged before use
 
 
 def normalize_url(url: str) -> str:
@@ -58,8 +61,34 @@ def make_engine(url: str, **kwargs) -> Engine:
         return engine
     if parsed.get_backend_name() == "postgresql":
         # The API's thread pool has 40 threads; the pool covers them without queueing.
-        return create_engine(url, pool_size=20, max_overflow=30, pool_pre_ping=True, **kwargs)
+        engine = create_engine(url, pool_size=20, max_overflow=30, **kwargs)
+        ping_when_idle(engine)
+        return engine
     return create_engine(url, **kwargs)
+
+
+def ping_when_idle(engine: Engine, idle_s: float | None = None) -> None:
+    """Ping a pooled connection at checkout only if it sat idle for ``idle_s``; a dead one is replaced.
+
+    ``pool_pre_ping`` pings at every checkout: a round trip per request, a tenth of a read request's
+    time under load. A connection in steady use has just proved itself; one idle long enough for a
+    database restart or a firewall's timeout is the one to check. (A restart under constant load makes
+    the requests that meet a dead connection fail once; SQLAlchemy then discards the whole pool.)
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _stamp(_dbapi_conn, record):
+        record.info["checked_in_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping(dbapi_conn, record, _proxy):
+        last = record.info.get("checked_in_at")
+        if last is None or time.monotonic() - last < (IDLE_PING_S if idle_s is None else idle_s):
+            return  # new (just connected) or recently used
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:
+            raise DisconnectionError(f"pooled connection idle {time.monotonic() - last:.0f} s is dead: {exc}") from exc
 
 
 def init_db(engine: Engine) -> None:

@@ -4,6 +4,7 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session
 
 from app import crud, main
+from app.api.deps import SessionDep
 from app.main import create_app
 from dynds_core.spec import JobSpec
 
@@ -51,6 +52,44 @@ def test_dispatcher_is_started_after_migration_and_stopped(settings):
         assert d.events == ["start"]
         job = c.post("/api/v1/jobs", json={"spec": {}}).json()
     assert d.events == ["start", ("dispatch", job["id"]), "stop"]
+
+
+def test_startup_objects_are_frozen_out_of_the_garbage_collector(settings, dispatcher):
+    import gc
+
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    try:
+        with TestClient(create_app(settings, dispatcher=dispatcher)) as c:
+            assert gc.get_freeze_count() > 10_000  # torch, the ORM and the app: no full collection walks them
+            assert c.get("/api/v1/jobs").status_code == 200
+    finally:
+        gc.unfreeze()
+
+
+def test_reads_run_in_autocommit_and_writes_in_transactions(settings, dispatcher):
+    # GETs skip the BEGIN/ROLLBACK round trips; writes keep their transactions.
+    import sqlite3
+
+    def autocommit(session) -> bool:
+        raw = session.connection().connection.dbapi_connection  # what the driver will do
+        return raw.isolation_level is None if isinstance(raw, sqlite3.Connection) else raw.autocommit
+
+    seen = []
+    app = create_app(settings, dispatcher=dispatcher)
+
+    @app.get("/_probe_isolation")
+    def probe_get(session: SessionDep):
+        seen.append(("GET", autocommit(session)))
+
+    @app.post("/_probe_isolation")
+    def probe_post(session: SessionDep):
+        seen.append(("POST", autocommit(session)))
+
+    with TestClient(app) as c:
+        c.get("/_probe_isolation")
+        c.post("/_probe_isolation")
+    assert seen == [("GET", True), ("POST", False)]
 
 
 def test_dashboard_is_served_when_built(settings, tmp_path, monkeypatch, dispatcher):
