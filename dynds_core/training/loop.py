@@ -11,13 +11,15 @@ not serialise the CPU and the GPU.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import gc
 import itertools
 import math
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -156,51 +158,56 @@ def run_training(
                 )
         pending.clear()
 
-    for epoch in range(plan.epochs):
-        model.train()
-        tally.epoch_loss = tally.epoch_correct = 0.0
-        tally.epoch_seen = 0
-        pending: list[_Pending] = []
-        if cuda:
-            torch.cuda.synchronize(device)
-        start = step_clock(device)
-        # islice: the equal-time run's last epoch stops without building a batch it won't use
-        for x, y in itertools.islice(loader.epoch(epoch), plan.total_steps - step):
-            if callback.should_stop():
-                cancelled = True
+    with collector_between_epochs():
+        for epoch in range(plan.epochs):
+            model.train()
+            tally.epoch_loss = tally.epoch_correct = 0.0
+            tally.epoch_seen = 0
+            pending: list[_Pending] = []
+            if cuda:
+                torch.cuda.synchronize(device)
+            start = step_clock(device)
+            # islice: the equal-time run's last epoch stops without building a batch it won't use
+            for x, y in itertools.islice(loader.epoch(epoch), plan.total_steps - step):
+                if callback.should_stop():
+                    cancelled = True
+                    break
+                batch_type = plan.schedule.decide(step, epoch)
+                lr = lr_at(step, plan.total_steps, peak=t.lr, kind=t.lr_schedule, warmup_steps=warmup)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                with autocast(device, t.amp):
+                    out = forward(model, x, batch_type, d)
+                    loss = criterion(out, y)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                correct = (out.detach().argmax(1) == y).sum()
+                end = step_clock(device)
+                pending.append(_Pending(step, epoch, batch_type, lr, loss.detach(), correct, len(y), start, end))
+                step += 1
+                start = end
+                if len(pending) >= flush_every:
+                    flushed = len(pending)
+                    flush(pending)
+                    if step % COLLECT_EVERY_STEPS < flushed:  # a multiple of it was among these steps
+                        gc.collect(1)  # young cyclic garbage (callbacks'), untimed like the rest of the bookkeeping
+                    start = step_clock(device)  # the next step starts after this bookkeeping, not before it
+            flush(pending)
+            if cancelled:
                 break
-            batch_type = plan.schedule.decide(step, epoch)
-            lr = lr_at(step, plan.total_steps, peak=t.lr, kind=t.lr_schedule, warmup_steps=warmup)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            with autocast(device, t.amp):
-                out = forward(model, x, batch_type, d)
-                loss = criterion(out, y)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            correct = (out.detach().argmax(1) == y).sum()
-            end = step_clock(device)
-            pending.append(_Pending(step, epoch, batch_type, lr, loss.detach(), correct, len(y), start, end))
-            step += 1
-            start = end
-            if len(pending) >= flush_every:
-                flush(pending)
-                start = step_clock(device)  # the next step starts after this bookkeeping, not before it
-        flush(pending)
-        if cancelled:
-            break
-        val_loss, val_acc = evaluate(model, val_loader, device, t.amp)
-        n = max(tally.epoch_seen, 1)
-        m = EpochMetrics(
-            run=plan.kind, epoch=epoch, epochs=plan.epochs, train_loss=tally.epoch_loss / n,
-            train_acc=100.0 * tally.epoch_correct / n, val_loss=val_loss, val_acc=val_acc,
-            train_time_s=tally.train_time, time_full_s=tally.time["full"], time_reduced_s=tally.time["reduced"],
-            steps_full=tally.steps["full"], steps_reduced=tally.steps["reduced"],
-        )
-        result.epochs.append(m)
-        callback.on_epoch(m)
+            gc.collect(1)  # the epoch's cyclic garbage, outside the timed steps
+            val_loss, val_acc = evaluate(model, val_loader, device, t.amp)
+            n = max(tally.epoch_seen, 1)
+            m = EpochMetrics(
+                run=plan.kind, epoch=epoch, epochs=plan.epochs, train_loss=tally.epoch_loss / n,
+                train_acc=100.0 * tally.epoch_correct / n, val_loss=val_loss, val_acc=val_acc,
+                train_time_s=tally.train_time, time_full_s=tally.time["full"], time_reduced_s=tally.time["reduced"],
+                steps_full=tally.steps["full"], steps_reduced=tally.steps["reduced"],
+            )
+            result.epochs.append(m)
+            callback.on_epoch(m)
 
     result.steps = tally.steps["full"] + tally.steps["reduced"]
     result.steps_full, result.steps_reduced = tally.steps["full"], tally.steps["reduced"]
@@ -214,6 +221,30 @@ def run_training(
     result.cancelled = cancelled
     callback.on_run_end(result)
     return result
+
+
+# With the cyclic collector off during steps, the run collects young garbage itself this often.
+COLLECT_EVERY_STEPS = 500
+
+
+@contextlib.contextmanager
+def collector_between_epochs() -> Iterator[None]:
+    """Python's cyclic garbage collector off during a run's steps, on again after it.
+
+    A full collection walks every object torch and the data set built (80-180 ms measured here, once
+    or twice a minute of training) and would land inside one timed step of one run, skewing a paired
+    comparison. The run collects young garbage itself every COLLECT_EVERY_STEPS steps and at each
+    epoch's end, untimed (as Megatron-LM's manual GC does against stragglers); a full collection runs
+    before the first step.
+    """
+    enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _model_copy(init_model: nn.Module, spec: JobSpec, device: torch.device, *, reduced: bool) -> nn.Module:

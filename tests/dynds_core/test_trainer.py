@@ -364,3 +364,46 @@ def test_cuda_step_boundaries_are_recorded_on_the_training_devices_stream(monkey
     ev = loop.step_clock(torch.device("cuda:1"))
     assert isinstance(ev, FakeEvent) and recorded == [streams["cuda:1"]]
     assert isinstance(loop.step_clock(torch.device("cpu")), float)
+
+
+class GcRecorder(Callback):
+    def __init__(self):
+        self.enabled_in_steps = []
+        self.steps = 0
+
+    def on_step(self, m):
+        import gc
+
+        self.steps += 1
+        self.enabled_in_steps.append(gc.isenabled())
+
+
+def test_the_cyclic_collector_is_off_during_steps_and_on_again_after(monkeypatch):
+    import gc
+
+    from dynds_core.training import loop
+
+    rec = GcRecorder()
+    calls = []
+    real_collect = gc.collect
+    monkeypatch.setattr(loop, "COLLECT_EVERY_STEPS", 3)
+    monkeypatch.setattr(loop.gc, "collect", lambda generation=2: calls.append((rec.steps, generation)) or real_collect(generation))
+    assert gc.isenabled()
+    train(tiny_spec(baseline=False), rec)
+    assert rec.steps == 8 and not any(rec.enabled_in_steps)  # no full collection can land inside a timed step
+    assert gc.isenabled()
+    # a full collection before the first step; young ones after steps 3 and 6 and at both epochs' ends (4, 8)
+    run_calls = [c for c in calls if c[0] > 0 or c[1] == 2]
+    assert (0, 2) in run_calls
+    assert [c for c in run_calls if c[1] == 1] == [(3, 1), (4, 1), (6, 1), (8, 1)]
+
+
+def test_a_caller_that_turned_the_collector_off_finds_it_off():
+    import gc
+
+    gc.disable()
+    try:
+        train(tiny_spec(baseline=False))
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
