@@ -3,9 +3,9 @@
 glibc's malloc serves a block above its mmap threshold (128 KB at first, raised only as such blocks
 are freed) with a fresh ``mmap`` and unmaps it on ``free``, and trims the heap top above 128 KB.
 A CPU training step frees all its activations at the end of backward, so the next step page-faults
-every one of them back in: on this project's 2-core machines a ResNet-20 step (batch 128) took
-about 500,000 minor page faults a run and ran 20% slower than with the memory kept
-(``python bench/reduced_step.py --allocator plain`` against the default). PyTorch keeps no CPU
+every one of them back in: on this project's 2-core machines a benchmark run of ResNet-20 steps
+(batch 128) took about 500,000 minor page faults, and its full steps ran 11-20% slower than with the
+memory kept (``python bench/reduced_step.py --allocator plain`` against the default). PyTorch keeps no CPU
 cache of its own.
 
 :func:`retain_freed_memory` fixes glibc's thresholds (``mallopt``) so that freed blocks stay in the
