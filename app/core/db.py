@@ -67,8 +67,8 @@ def make_engine(url: str, **kwargs) -> Engine:
     return create_engine(url, **kwargs)
 
 
-def ping_when_idle(engine: Engine, idle_s: float | None = None) -> None:
-    """Ping a pooled connection at checkout only if it sat idle for ``idle_s``; a dead one is replaced.
+def ping_when_idle(engine: Engine) -> None:
+    """Ping a pooled connection at checkout only if it sat idle for IDLE_PING_S; a dead one is replaced.
 
     ``pool_pre_ping`` pings at every checkout: a round trip per request, a tenth of a read request's
     time under load. A connection in steady use has just proved itself; one idle long enough for a
@@ -83,7 +83,7 @@ def ping_when_idle(engine: Engine, idle_s: float | None = None) -> None:
     @event.listens_for(engine, "checkout")
     def _ping(dbapi_conn, record, _proxy):
         last = record.info.get("checked_in_at")
-        if last is None or time.monotonic() - last < (IDLE_PING_S if idle_s is None else idle_s):
+        if last is None or time.monotonic() - last < IDLE_PING_S:
             return  # new (just connected) or recently used
         try:
             engine.dialect.do_ping(dbapi_conn)

@@ -17,6 +17,7 @@ preloaded), and nothing off glibc. The cost: the process keeps its peak heap unt
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import platform
 
@@ -24,9 +25,6 @@ M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers (malloc.h)
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 32 << 20  # glibc's ceiling on 64-bit: blocks up to 32 MB come from the heap
 TRIM_THRESHOLD = 1 << 30  # keep up to 1 GB of free heap top
-
-_state: dict[str, bool] = {}
-
 
 def _user_chose() -> bool:
     env = os.environ
@@ -37,16 +35,13 @@ def _user_chose() -> bool:
     )
 
 
+@functools.cache  # once per process
 def retain_freed_memory() -> bool:
     """Set glibc's mmap and trim thresholds once per process; True when they are set (now or before)."""
-    if "done" in _state:
-        return _state["done"]
-    done = False
-    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc" and not _user_chose():
-        try:
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            done = bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) & bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
-        except (OSError, AttributeError):
-            done = False
-    _state["done"] = done
-    return done
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc" or _user_chose():
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) & bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    except (OSError, AttributeError):
+        return False
