@@ -59,6 +59,9 @@ class RunResult(BaseModel):
     final_val_loss: float | None = None
     best_val_acc: float | None = None
     time_to_target_s: float | None = None  # train time when val acc first reached the job's target
+    # Coefficient of variation (std / mean) of this run's full-step times; None with fewer than 2 full steps.
+    # High values mean the machine's speed changed during the run.
+    full_step_cv: float | None = None
     cancelled: bool = False
 
 
@@ -83,6 +86,17 @@ class JobResult(BaseModel):
     # What the equal-time run's length came from (dynds_core.trainer.equal_time_budget):
     # own_full_steps | paired_baseline | flop_ratio; None without an equal-time run.
     equal_time_sizing: str | None = None
+    # How the DynDS run and its paired baseline were timed: "lockstep" (one step of each in turn, in one
+    # process: both see the same machine) or "sequential" (one run after the other); None without a baseline.
+    pairing: Literal["lockstep", "sequential"] | None = None
+    # True when the timing cannot be trusted: the paired and interleaved savings disagree by more than
+    # TimingNoise.max_saving_gap, or a run's full steps varied more than TimingNoise.max_full_step_cv.
+    # Noisy jobs are flagged everywhere and left out of rankings by default.
+    timing_noisy: bool = False
+    timing_noise: str | None = None  # why it is noisy, in words
+    # Was it worth it (dynds_core.verdict): the class and one sentence; one job is one seed.
+    verdict: str | None = None
+    verdict_sentence: str | None = None
     target_accuracy: float | None = None
     cancelled: bool = False
 
@@ -98,4 +112,7 @@ class JobResult(BaseModel):
             "equal_time_acc": self.equal_time.final_val_acc if self.equal_time else None,
             "dynds_time_s": self.dynds.train_time_s,
             "baseline_time_s": self.baseline.train_time_s if self.baseline else None,
+            "time_saving_interleaved": self.time_saving_interleaved,
+            "timing_noisy": self.timing_noisy,
+            "verdict": self.verdict,
         }

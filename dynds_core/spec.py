@@ -76,6 +76,10 @@ class TrainSpec(_Section):
     channels_last: bool = True  # 1.39x faster full steps on our CPUs: the baseline must use it too
     num_threads: int | None = Field(default=None, ge=1, le=256)  # torch threads; None: leave as set by the caller
     target_accuracy: float | None = Field(default=None, gt=0, le=100)  # percent; None: the lower final accuracy
+    # How the DynDS run and its paired baseline share the machine: "lockstep" runs them in one process, one
+    # step of each in turn, so a load change hits both alike (two models and optimizers in memory at once);
+    # "sequential" runs the baseline first, then DynDS (half the memory; timing exposed to load drift).
+    pairing: Literal["lockstep", "sequential"] = "lockstep"
 
     # A field validator (not a model one) so that a bad device is listed beside other bad train keys.
     @field_validator("device")
