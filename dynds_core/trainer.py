@@ -3,20 +3,26 @@
     result = train(JobSpec.from_file("examples/quick.yaml"))
     result.time_saving, result.acc_delta, result.equal_time_gap
 
-Order on one device: the paired baseline (schedule none), right before the DynDS run, then the
-equal-time baseline. All runs start from the same initial weights (one model is built, seeded,
-and copied), see the same data order and augmentation (the loader is seeded by the job's seed),
-and use the same recipe. The equal-time baseline is the baseline recipe with its total steps cut to
-``round(total_steps * T_dynds / T_baseline)``; its learning-rate schedule completes over those
-steps. T_baseline is taken, in this order of preference (see :func:`equal_time_budget`), from the
-DynDS run's own full steps, timed between its reduced ones (a change of the machine's load between
-two runs cannot skew it), from the paired baseline run, or from the FLOP ratio.
+Pairing (``train.pairing``): ``lockstep`` (the default) runs the DynDS run and its paired baseline
+(schedule none) in this process together, one step of each in turn, so both see the same machine
+and ``time_saving`` holds when the load changes during the job; ``sequential`` runs the baseline
+first, then the DynDS run (half the memory; exposed to load drift between the two). The equal-time
+baseline runs afterwards, alone. All runs start from the same initial weights (one model is built,
+seeded, and copied), see the same data order and augmentation (the loader is seeded by the job's
+seed), and use the same recipe. The equal-time baseline is the baseline recipe with its total steps
+cut to ``round(total_steps * T_dynds / T_baseline)``; its learning-rate schedule completes over those
+steps. T_baseline is the lockstep baseline's train time when there is one; otherwise (see
+:func:`equal_time_budget`) the DynDS run's own full steps, timed between its reduced ones, the
+sequential baseline run, or the FLOP ratio.
+
+``timing_noisy`` flags a job whose timing cannot be trusted (:class:`TimingNoise`).
 """
 
 from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -27,7 +33,8 @@ from .result import JobResult, RunResult
 from .schedules import make_schedule
 from .spec import JobSpec, NoneSchedule, SpecError
 from .training.allocator import retain_freed_memory
-from .training.loop import RunPlan, run_training, seed_everything, warm_up
+from .training.loop import RunPlan, TrainingRun, run_lockstep, run_training, seed_everything, warm_up
+from .verdict import judge
 from .training.recipe import describe_device, resolve_device, torch_threads
 
 
@@ -62,17 +69,58 @@ def estimated_baseline_time(dynds: RunResult, total_steps: int) -> float:
 MIN_FULL_STEPS_FOR_SIZING = 5
 
 
-def equal_time_budget(dynds: RunResult, baseline: RunResult | None, total_steps: int) -> tuple[float, str]:
+def equal_time_budget(dynds: RunResult, baseline: RunResult | None, total_steps: int, *, lockstep: bool = False) -> tuple[float, str]:
     """(T_baseline to size the equal-time run by, how it was found).
 
+    ``lockstep_baseline``: the baseline's train time, measured step for step beside the DynDS run.
     ``own_full_steps``: the DynDS run's mean full-step time x the baseline's steps. Measured in the same
     run as T_dynds, it is immune to the load drift between runs that made paired times on our shared
     machines disagree by 20% or more (README, tradeoff figures). ``paired_baseline``: the baseline
     run's train time, when the DynDS run had too few full steps. ``flop_ratio``: neither.
     """
+    if lockstep and baseline is not None and baseline.train_time_s > 0:
+        return baseline.train_time_s, "lockstep_baseline"
     if dynds.steps_full < MIN_FULL_STEPS_FOR_SIZING and baseline is not None and baseline.train_time_s > 0:
         return baseline.train_time_s, "paired_baseline"
     return estimated_baseline_time(dynds, total_steps), "own_full_steps" if dynds.steps_full else "flop_ratio"
+
+
+@dataclass(frozen=True)
+class TimingNoise:
+    """When a job's timing is flagged noisy (``JobResult.timing_noisy``).
+
+    ``max_saving_gap``: the lockstep (paired) and interleaved savings may differ by this much (a
+    fraction: 0.05 is 5 points). Measured here, the two agree within 3 points on a quiet or an evenly
+    loaded machine (README, tradeoff table) and move apart when the load changes during a run, so 5
+    points leaves room for the systematic difference without hiding a disturbed run.
+    ``max_full_step_cv``: the full steps' coefficient of variation, per run. Full steps here vary by
+    a few percent when the machine is steady; a CPU-burning neighbour halfway through a run takes it
+    past 0.3 (bench/pairing.py), so 0.25 marks runs whose machine changed under them.
+    """
+
+    max_saving_gap: float = 0.05
+    max_full_step_cv: float = 0.25
+
+    def __post_init__(self) -> None:
+        for name in ("max_saving_gap", "max_full_step_cv"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"TimingNoise.{name} must be a positive number: {v!r}")
+
+    def reason(self, result: JobResult) -> str | None:
+        """Why ``result``'s timing is noisy, in words, or None."""
+        reasons = []
+        if result.time_saving is not None and result.time_saving_interleaved is not None:
+            gap = abs(result.time_saving - result.time_saving_interleaved)
+            if gap > self.max_saving_gap:
+                reasons.append(
+                    f"paired and interleaved time savings differ by {gap * 100:.1f} points "
+                    f"({result.time_saving:.1%} vs {result.time_saving_interleaved:.1%}; more than {self.max_saving_gap * 100:g})"
+                )
+        for run in (result.dynds, result.baseline):
+            if run is not None and run.full_step_cv is not None and run.full_step_cv > self.max_full_step_cv:
+                reasons.append(f"the {run.run} run's full steps varied by {run.full_step_cv:.0%} (coefficient of variation; more than {self.max_full_step_cv:.0%})")
+        return "; ".join(reasons) or None
 
 
 def time_to_target(run: RunResult, target: float | None) -> float | None:
@@ -93,13 +141,16 @@ def train(
     model: nn.Module | None = None,
     dataset=None,
     baseline_run: RunResult | None = None,
+    timing_noise: TimingNoise | None = None,
 ) -> JobResult:
     """Run the job ``spec`` and return its :class:`JobResult`.
 
     ``model``: train this module (its current weights are every run's start) instead of
     ``spec.model``; ``dataset``: an already loaded :class:`dynds_core.data.Dataset` instead of
     loading ``spec.data``; ``baseline_run``: a paired baseline already run for this recipe and seed
-    (e.g. shared by several settings of a sweep on one machine), used instead of running one. Raises SpecError, DataError or ReducedPassError before any training.
+    (e.g. shared by several settings of a sweep on one machine), used instead of running one (the pairing is
+    then ``sequential``); ``timing_noise``: the thresholds of ``timing_noisy``. Raises SpecError, DataError
+    or ReducedPassError before any training.
     """
     cb = _as_callback(callbacks)
     t = spec.train
@@ -143,36 +194,53 @@ def train(
 
         warm_up(spec, init_model, dataset, device, reduced=dynds_schedule.can_reduce)
 
-        def run(kind, schedule, steps):
-            plan = RunPlan(kind=kind, schedule=schedule, total_steps=steps, steps_per_epoch=steps_per_epoch)
-            return run_training(plan, spec, init_model, dataset, device, cb)
+        def plan(kind, schedule, steps):
+            return RunPlan(kind=kind, schedule=schedule, total_steps=steps, steps_per_epoch=steps_per_epoch)
+
+        def build(kind, schedule, steps):
+            return TrainingRun(plan(kind, schedule, steps), spec, init_model, dataset, device, cb)
 
         def none_schedule(steps):
             return make_schedule(NoneSchedule(), steps, t.seed)
 
-        baseline = equal_time = None
-        if baseline_run is not None:
-            baseline = baseline_run
-        elif spec.baseline:
-            baseline = run("baseline", none_schedule(total_steps), total_steps)
-        if baseline is not None and baseline.cancelled:
-            dynds = RunResult(run="dynds", cancelled=True)
+        baseline = equal_time = pairing = None
+        lockstep = spec.baseline and baseline_run is None and t.pairing == "lockstep"
+        if lockstep:
+            pairing = "lockstep"
+            baseline, dynds = run_lockstep([build("baseline", none_schedule(total_steps), total_steps), build("dynds", dynds_schedule, total_steps)])
         else:
-            dynds = run("dynds", dynds_schedule, total_steps)
+            if baseline_run is not None:
+                baseline = baseline_run
+            elif spec.baseline:
+                baseline = run_training(plan("baseline", none_schedule(total_steps), total_steps), spec, init_model, dataset, device, cb)
+            pairing = "sequential" if baseline is not None else None
+            if baseline is not None and baseline.cancelled:
+                dynds = RunResult(run="dynds", cancelled=True)
+            else:
+                dynds = run_training(plan("dynds", dynds_schedule, total_steps), spec, init_model, dataset, device, cb)
         sizing = None
-        if spec.equal_time_baseline and not dynds.cancelled:
-            t_base, sizing = equal_time_budget(dynds, baseline, total_steps)
+        if spec.equal_time_baseline and not dynds.cancelled and not (baseline is not None and baseline.cancelled):
+            t_base, sizing = equal_time_budget(dynds, baseline, total_steps, lockstep=lockstep)
             steps = equal_time_steps(total_steps, dynds.train_time_s, t_base)
-            equal_time = run("equal_time", none_schedule(steps), steps)
+            equal_time = run_training(plan("equal_time", none_schedule(steps), steps), spec, init_model, dataset, device, cb)
 
-    result = compare(spec, describe_device(device), dynds, baseline, equal_time)
+    result = compare(spec, describe_device(device), dynds, baseline, equal_time, pairing=pairing, timing_noise=timing_noise)
     if equal_time is not None:
         result.equal_time_sizing = sizing
     return result
 
 
-def compare(spec: JobSpec, device: str, dynds: RunResult, baseline: RunResult | None, equal_time: RunResult | None) -> JobResult:
-    """The headline figures of a job from its runs (pure)."""
+def compare(
+    spec: JobSpec,
+    device: str,
+    dynds: RunResult,
+    baseline: RunResult | None,
+    equal_time: RunResult | None,
+    *,
+    pairing: str | None = None,
+    timing_noise: TimingNoise | None = None,
+) -> JobResult:
+    """The headline figures of a job from its runs (pure): savings, deltas, noise flag, verdict."""
     runs = [r for r in (dynds, baseline, equal_time) if r is not None]
     finished = [r for r in runs if r.final_val_acc is not None and not r.cancelled]
     target = spec.train.target_accuracy
@@ -182,7 +250,7 @@ def compare(spec: JobSpec, device: str, dynds: RunResult, baseline: RunResult | 
         r.time_to_target_s = time_to_target(r, target)
     res = JobResult(
         spec_hash=spec.spec_hash, spec=spec.canonical(), device=device, dynds=dynds, baseline=baseline, equal_time=equal_time,
-        target_accuracy=target, cancelled=any(r.cancelled for r in runs),
+        target_accuracy=target, cancelled=any(r.cancelled for r in runs), pairing=pairing if baseline is not None else None,
     )
     complete = not res.cancelled
     if complete and baseline is not None:
@@ -198,4 +266,9 @@ def compare(spec: JobSpec, device: str, dynds: RunResult, baseline: RunResult | 
         res.time_saving_interleaved = 1.0 - dynds.train_time_s / estimated_baseline_time(dynds, dynds.steps)
     if res.time_saving is not None and not math.isfinite(res.time_saving):
         res.time_saving = None
+    if complete:
+        res.timing_noise = (timing_noise or TimingNoise()).reason(res)
+        res.timing_noisy = res.timing_noise is not None
+        v = judge(time_saving=res.time_saving, acc_delta=res.acc_delta, gap_mean=res.equal_time_gap, n_seeds=1, timing_noisy=res.timing_noisy)
+        res.verdict, res.verdict_sentence = v.kind, v.sentence
     return res

@@ -1,10 +1,10 @@
 """One training run: a model, a schedule, a recipe, measured as METHOD.md says.
 
-Timing: a step's time runs from the end of the previous step (or the epoch's start) to the end
-of this one, so it includes fetching and augmenting its batch and the step times add up exactly
-to the epoch's train time. Evaluation and the reading of finished steps (callbacks included: a
-worker writes metrics to its database there) happen outside these intervals: the clock restarts
-after them. On CUDA the step boundaries are CUDA events on the training device's stream, read in
+Timing: a step's time runs from just before its batch is fetched to the end of its optimizer
+step, so it includes fetching and augmenting the batch, and a run's train time is the sum of its
+steps. Everything between two steps of a run is outside these intervals: ``should_stop`` (a worker
+polls its database there), the reading of finished steps and the callbacks (a worker writes
+metrics there), evaluation, and, in lockstep, the other runs' steps (:func:`run_lockstep`). On CUDA the step boundaries are CUDA events on the training device's stream, read in
 batches (one synchronisation every ``flush_every`` steps, not one per step), so measuring does
 not serialise the CPU and the GPU.
 """
@@ -76,9 +76,200 @@ class _Tally:
     train_time: float = 0.0
     time: dict[str, float] = field(default_factory=lambda: {"full": 0.0, "reduced": 0.0})
     steps: dict[str, int] = field(default_factory=lambda: {"full": 0, "reduced": 0})
+    full_time_sq: float = 0.0  # sum of squared full-step times, for their coefficient of variation
     epoch_loss: float = 0.0
     epoch_correct: float = 0.0
     epoch_seen: int = 0
+
+    def add(self, batch_type: str, dt: float) -> None:
+        self.train_time += dt
+        self.time[batch_type] += dt
+        self.steps[batch_type] += 1
+        if batch_type == "full":
+            self.full_time_sq += dt * dt
+
+    def full_step_cv(self) -> float | None:
+        """Standard deviation over mean of the full steps' times (None with fewer than 2)."""
+        n = self.steps["full"]
+        if n < 2 or self.time["full"] <= 0:
+            return None
+        mean = self.time["full"] / n
+        var = max(self.full_time_sq / n - mean * mean, 0.0) * n / (n - 1)
+        return math.sqrt(var) / mean
+
+
+class TrainingRun:
+    """One run, advanced step by step, so that several runs can share the machine in lockstep.
+
+    Build it (model copy, optimizer, loaders, FLOP counts; ``on_run_start`` is called), then drive
+    :meth:`steps`: a generator that does one training step per ``next()`` and returns when the run
+    ends (all steps done, or ``callback.should_stop()``). :attr:`result` holds the :class:`RunResult`
+    afterwards. The run's clock counts only its own steps: each step's interval starts when the step
+    is resumed, so whatever runs between two of its steps (another run's step, evaluation, callbacks,
+    ``should_stop``) is not charged to it.
+    """
+
+    def __init__(self, plan: RunPlan, spec: JobSpec, init_model: nn.Module, dataset: Any, device: torch.device, callback: Callback):
+        from ..data import make_loaders
+
+        t, d = spec.train, spec.dynds
+        self.plan, self.spec, self.device, self.callback = plan, spec, device, callback
+        seed_everything(t.seed)
+        self.cuda = device.type == "cuda"
+        can_reduce = plan.schedule.can_reduce
+        self.model = _model_copy(init_model, spec, device, reduced=can_reduce)
+        self.optimizer = build_optimizer(self.model, t)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=t.amp and self.cuda)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
+        self.warmup = int(round(t.warmup_epochs * plan.steps_per_epoch))
+        self.loader, self.val_loader = make_loaders(
+            dataset, batch_size=t.batch_size, device=device, augment=spec.data.augment, normalize=spec.data.normalize,
+            seed=t.seed, channels_last=t.channels_last,
+        )  # fmt: skip
+
+        shape = (t.batch_size, dataset.in_channels, *dataset.image_size)
+        self.flops = {"full": step_flops(self.model, shape, reduced=False, device=device), "reduced": 0.0}
+        if can_reduce:
+            self.flops["reduced"] = step_flops(
+                self.model, shape, reduced=True, kernel=d.kernel, bn=d.bn, input_factor=d.input.factor, input_mode=d.input.mode, device=device
+            )
+        self.result = RunResult(run=plan.kind, flops_full_step=self.flops["full"], flops_reduced_step=self.flops["reduced"])
+        callback.on_run_start(
+            plan.kind,
+            {
+                "total_steps": plan.total_steps, "epochs": plan.epochs, "steps_per_epoch": plan.steps_per_epoch,
+                "device": str(device), "flops_full_step": self.flops["full"], "flops_reduced_step": self.flops["reduced"],
+                "expected_reduced_fraction": plan.schedule.expected_reduced_fraction(),
+            },
+        )
+        self.flush_every = flush_interval(device)
+        # Building StepMetrics costs microseconds; skip it when nobody listens.
+        self.wants_steps = not (isinstance(callback, CallbackList) and not callback.callbacks) and type(callback).on_step is not Callback.on_step
+        self.tally = _Tally()
+        self.pending: list[_Pending] = []
+
+    def _flush(self) -> None:
+        """Read the pending steps' losses and times, and hand them to the schedule and the callback."""
+        pending, tally, plan = self.pending, self.tally, self.plan
+        if not pending:
+            return
+        if self.cuda:
+            pending[-1].end.synchronize()
+        losses = torch.stack([p.loss for p in pending]).float().tolist()
+        corrects = torch.stack([p.correct for p in pending]).float().tolist()
+        for p, loss, correct in zip(pending, losses, corrects):
+            dt = p.start.elapsed_time(p.end) / 1000.0 if self.cuda else p.end - p.start
+            tally.add(p.batch_type, dt)
+            tally.epoch_loss += loss * p.n
+            tally.epoch_correct += correct
+            tally.epoch_seen += p.n
+            # On CUDA the schedule sees each step's signals up to flush_every steps late: the adaptive
+            # schedule decides from slightly older rates rather than synchronising every step.
+            plan.schedule.observe(p.batch_type, loss, dt)
+            if self.wants_steps:
+                self.callback.on_step(
+                    StepMetrics(
+                        run=plan.kind, step=p.step, epoch=p.epoch, batch_type=p.batch_type, loss=loss,
+                        acc=100.0 * correct / p.n, lr=p.lr, step_time_s=dt, train_time_s=tally.train_time,
+                        total_steps=plan.total_steps,
+                    )
+                )
+        pending.clear()
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor, step: int, epoch: int, start: Any) -> None:
+        t, d = self.spec.train, self.spec.dynds
+        batch_type = self.plan.schedule.decide(step, epoch)
+        lr = lr_at(step, self.plan.total_steps, peak=t.lr, kind=t.lr_schedule, warmup_steps=self.warmup)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with autocast(self.device, t.amp):
+            out = forward(self.model, x, batch_type, d)
+            loss = self.criterion(out, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        correct = (out.detach().argmax(1) == y).sum()
+        end = step_clock(self.device)
+        self.pending.append(_Pending(step, epoch, batch_type, lr, loss.detach(), correct, len(y), start, end))
+
+    def steps(self) -> Iterator[None]:
+        """Train, yielding after every step; returns when the run is done or stopped."""
+        plan, tally, device, callback = self.plan, self.tally, self.device, self.callback
+        step = 0
+        cancelled = False
+        for epoch in range(plan.epochs):
+            self.model.train()
+            tally.epoch_loss = tally.epoch_correct = 0.0
+            tally.epoch_seen = 0
+            # islice: the equal-time run's last epoch stops without building a batch it won't use
+            batches = itertools.islice(self.loader.epoch(epoch), plan.total_steps - step)
+            while True:
+                if callback.should_stop():  # the sink polls its database here: outside the timed interval
+                    cancelled = True
+                    break
+                # The interval covers fetching the batch and the step, nothing else. On CUDA both ends are
+                # events on one stream, so another run's kernels queued before this one are not inside it.
+                start = step_clock(device)
+                batch = next(batches, None)
+                if batch is None:
+                    break
+                self._step(*batch, step, epoch, start)
+                step += 1
+                if len(self.pending) >= self.flush_every:
+                    flushed = len(self.pending)
+                    self._flush()
+                    if step % COLLECT_EVERY_STEPS < flushed:  # a multiple of it was among these steps
+                        gc.collect(1)  # young cyclic garbage (callbacks'), untimed like the rest of the bookkeeping
+                yield
+            self._flush()
+            if cancelled:
+                break
+            gc.collect(1)  # the epoch's cyclic garbage, outside the timed steps
+            val_loss, val_acc = evaluate(self.model, self.val_loader, device, self.spec.train.amp)
+            n = max(tally.epoch_seen, 1)
+            m = EpochMetrics(
+                run=plan.kind, epoch=epoch, epochs=plan.epochs, train_loss=tally.epoch_loss / n,
+                train_acc=100.0 * tally.epoch_correct / n, val_loss=val_loss, val_acc=val_acc,
+                train_time_s=tally.train_time, time_full_s=tally.time["full"], time_reduced_s=tally.time["reduced"],
+                steps_full=tally.steps["full"], steps_reduced=tally.steps["reduced"],
+            )
+            self.result.epochs.append(m)
+            callback.on_epoch(m)
+        self._finish(cancelled)
+
+    def _finish(self, cancelled: bool) -> None:
+        result, tally = self.result, self.tally
+        result.steps = tally.steps["full"] + tally.steps["reduced"]
+        result.steps_full, result.steps_reduced = tally.steps["full"], tally.steps["reduced"]
+        result.train_time_s = tally.train_time
+        result.time_full_s, result.time_reduced_s = tally.time["full"], tally.time["reduced"]
+        result.full_step_cv = tally.full_step_cv()
+        result.total_flops = self.flops["full"] * result.steps_full + self.flops["reduced"] * result.steps_reduced
+        if result.epochs:
+            result.final_val_acc = result.epochs[-1].val_acc
+            result.final_val_loss = result.epochs[-1].val_loss
+            result.best_val_acc = max(e.val_acc for e in result.epochs)
+        result.cancelled = cancelled
+        self.callback.on_run_end(result)
+
+
+def run_lockstep(runs: list[TrainingRun]) -> list[RunResult]:
+    """Run several runs in one process, one step of each in turn, until all are done.
+
+    Every run sees the same machine: a change of load (another process, thermal throttling) lands on
+    all of them alike, step for step, so their time ratio holds where two runs one after the other
+    would each see a different machine. Runs of unequal length continue alone once the others finish.
+    """
+    active = [run.steps() for run in runs]
+    with collector_between_epochs():
+        while active:
+            for gen in list(active):
+                try:
+                    next(gen)
+                except StopIteration:
+                    active.remove(gen)
+    return [run.result for run in runs]
 
 
 def run_training(
@@ -89,138 +280,15 @@ def run_training(
     device: torch.device,
     callback: Callback,
 ) -> RunResult:
-    """Train a copy of ``init_model`` under ``plan``; return its :class:`RunResult` (``cancelled`` if stopped)."""
-    from ..data import make_loaders
+    """Train a copy of ``init_model`` under ``plan``, alone; return its :class:`RunResult` (``cancelled`` if stopped)."""
+    return run_lockstep([TrainingRun(plan, spec, init_model, dataset, device, callback)])[0]
 
-    t, d = spec.train, spec.dynds
-    seed_everything(t.seed)
-    cuda = device.type == "cuda"
-    can_reduce = plan.schedule.can_reduce
-    model = _model_copy(init_model, spec, device, reduced=can_reduce)
-    optimizer = build_optimizer(model, t)
-    scaler = torch.amp.GradScaler("cuda", enabled=t.amp and cuda)
-    criterion = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
-    warmup = int(round(t.warmup_epochs * plan.steps_per_epoch))
 
-    loader, val_loader = make_loaders(
-        dataset, batch_size=t.batch_size, device=device, augment=spec.data.augment, normalize=spec.data.normalize,
-        seed=t.seed, channels_last=t.channels_last,
-    )  # fmt: skip
-
-    shape = (t.batch_size, dataset.in_channels, *dataset.image_size)
-    flops = {"full": step_flops(model, shape, reduced=False, device=device), "reduced": 0.0}
-    if can_reduce:
-        flops["reduced"] = step_flops(
-            model, shape, reduced=True, kernel=d.kernel, bn=d.bn, input_factor=d.input.factor, input_mode=d.input.mode, device=device
-        )
-
-    result = RunResult(run=plan.kind, flops_full_step=flops["full"], flops_reduced_step=flops["reduced"])
-    callback.on_run_start(
-        plan.kind,
-        {
-            "total_steps": plan.total_steps, "epochs": plan.epochs, "steps_per_epoch": plan.steps_per_epoch,
-            "device": str(device), "flops_full_step": flops["full"], "flops_reduced_step": flops["reduced"],
-            "expected_reduced_fraction": plan.schedule.expected_reduced_fraction(),
-        },
-    )
-    # Stepwise signals are needed at once by the adaptive schedule; otherwise batch them on CUDA.
-    flush_every = 1 if (not cuda or plan.schedule.kind == "adaptive") else CUDA_FLUSH_EVERY
-    # Building StepMetrics costs microseconds; skip it when nobody listens.
-    wants_steps = not (isinstance(callback, CallbackList) and not callback.callbacks) and type(callback).on_step is not Callback.on_step
-    tally = _Tally()
-    step = 0
-    cancelled = False
-
-    def flush(pending: list[_Pending]) -> None:
-        """Read the pending steps' losses and times, and hand them to the schedule and the callback."""
-        if not pending:
-            return
-        if cuda:
-            pending[-1].end.synchronize()
-        losses = torch.stack([p.loss for p in pending]).float().tolist()
-        corrects = torch.stack([p.correct for p in pending]).float().tolist()
-        for p, loss, correct in zip(pending, losses, corrects):
-            dt = p.start.elapsed_time(p.end) / 1000.0 if cuda else p.end - p.start
-            tally.train_time += dt
-            tally.time[p.batch_type] += dt
-            tally.steps[p.batch_type] += 1
-            tally.epoch_loss += loss * p.n
-            tally.epoch_correct += correct
-            tally.epoch_seen += p.n
-            plan.schedule.observe(p.batch_type, loss, dt)
-            if wants_steps:
-                callback.on_step(
-                    StepMetrics(
-                        run=plan.kind, step=p.step, epoch=p.epoch, batch_type=p.batch_type, loss=loss,
-                        acc=100.0 * correct / p.n, lr=p.lr, step_time_s=dt, train_time_s=tally.train_time,
-                        total_steps=plan.total_steps,
-                    )
-                )
-        pending.clear()
-
-    with collector_between_epochs():
-        for epoch in range(plan.epochs):
-            model.train()
-            tally.epoch_loss = tally.epoch_correct = 0.0
-            tally.epoch_seen = 0
-            pending: list[_Pending] = []
-            if cuda:
-                torch.cuda.synchronize(device)
-            start = step_clock(device)
-            # islice: the equal-time run's last epoch stops without building a batch it won't use
-            for x, y in itertools.islice(loader.epoch(epoch), plan.total_steps - step):
-                if callback.should_stop():
-                    cancelled = True
-                    break
-                batch_type = plan.schedule.decide(step, epoch)
-                lr = lr_at(step, plan.total_steps, peak=t.lr, kind=t.lr_schedule, warmup_steps=warmup)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                with autocast(device, t.amp):
-                    out = forward(model, x, batch_type, d)
-                    loss = criterion(out, y)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                correct = (out.detach().argmax(1) == y).sum()
-                end = step_clock(device)
-                pending.append(_Pending(step, epoch, batch_type, lr, loss.detach(), correct, len(y), start, end))
-                step += 1
-                start = end
-                if len(pending) >= flush_every:
-                    flushed = len(pending)
-                    flush(pending)
-                    if step % COLLECT_EVERY_STEPS < flushed:  # a multiple of it was among these steps
-                        gc.collect(1)  # young cyclic garbage (callbacks'), untimed like the rest of the bookkeeping
-                    start = step_clock(device)  # the next step starts after this bookkeeping, not before it
-            flush(pending)
-            if cancelled:
-                break
-            gc.collect(1)  # the epoch's cyclic garbage, outside the timed steps
-            val_loss, val_acc = evaluate(model, val_loader, device, t.amp)
-            n = max(tally.epoch_seen, 1)
-            m = EpochMetrics(
-                run=plan.kind, epoch=epoch, epochs=plan.epochs, train_loss=tally.epoch_loss / n,
-                train_acc=100.0 * tally.epoch_correct / n, val_loss=val_loss, val_acc=val_acc,
-                train_time_s=tally.train_time, time_full_s=tally.time["full"], time_reduced_s=tally.time["reduced"],
-                steps_full=tally.steps["full"], steps_reduced=tally.steps["reduced"],
-            )
-            result.epochs.append(m)
-            callback.on_epoch(m)
-
-    result.steps = tally.steps["full"] + tally.steps["reduced"]
-    result.steps_full, result.steps_reduced = tally.steps["full"], tally.steps["reduced"]
-    result.train_time_s = tally.train_time
-    result.time_full_s, result.time_reduced_s = tally.time["full"], tally.time["reduced"]
-    result.total_flops = flops["full"] * result.steps_full + flops["reduced"] * result.steps_reduced
-    if result.epochs:
-        result.final_val_acc = result.epochs[-1].val_acc
-        result.final_val_loss = result.epochs[-1].val_loss
-        result.best_val_acc = max(e.val_acc for e in result.epochs)
-    result.cancelled = cancelled
-    callback.on_run_end(result)
-    return result
+def flush_interval(device: torch.device) -> int:
+    """Steps between reads of the step signals: every step on the CPU (reading is free there); every
+    CUDA_FLUSH_EVERY steps on CUDA, for every schedule alike (adaptive included), so that measuring
+    does not serialise the CPU and the GPU in one run and not in the other."""
+    return CUDA_FLUSH_EVERY if device.type == "cuda" else 1
 
 
 # With the cyclic collector off during steps, the run collects young garbage itself this often.

@@ -86,7 +86,8 @@ def test_paired_runs_measure_and_stream_metrics():
     assert res.spec_hash == tiny_spec().spec_hash and not res.cancelled
 
 
-def test_baseline_and_dynds_start_alike_and_see_the_same_data():
+@pytest.mark.parametrize("pairing", ["lockstep", "sequential"])
+def test_baseline_and_dynds_start_alike_and_see_the_same_data(pairing):
     """Same seed: identical initial weights and the same first batch (step 0 is full in both runs)."""
     torch.manual_seed(123)
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
@@ -99,12 +100,15 @@ def test_baseline_and_dynds_start_alike_and_see_the_same_data():
             seen.append((x.detach().clone(), {k: v.detach().clone() for k, v in module.state_dict().items()}))
 
     model.register_forward_pre_hook(record)
-    res = train(tiny_spec(), model=model)
-    assert res.baseline.steps == res.dynds.steps == 8
+    res = train(tiny_spec(train={"pairing": pairing}), model=model)
+    assert res.baseline.steps == res.dynds.steps == 8 and res.pairing == pairing
     # first the untimed warm-up (2 full + 2 reduced steps on a throwaway copy), then the two runs
     assert len(seen) == 4 + 16
     assert [s[0].shape[-1] for s in seen[:4]] == [16, 8, 16, 8]
     seen = seen[4:]
+    if pairing == "lockstep":  # one step of each in turn: baseline, DynDS, baseline, ...
+        assert [s[0].shape[-1] for s in seen] == [16, 16, 16, 8] * 4
+        seen = seen[0::2] + seen[1::2]  # the baseline's steps, then the DynDS run's, as in sequential order
     (x_b, w_b), (x_d, w_d) = seen[0], seen[8]
     assert torch.equal(x_b, x_d)
     assert all(torch.equal(w_b[k], w_d[k]) for k in w_b)
@@ -114,7 +118,7 @@ def test_baseline_and_dynds_start_alike_and_see_the_same_data():
 
 def test_cancel_stops_within_one_step():
     rec = Recorder(stop_after=3)
-    res = train(tiny_spec(), rec)
+    res = train(tiny_spec(train={"pairing": "sequential"}), rec)
     assert res.cancelled
     assert res.baseline.cancelled and res.baseline.steps == 3
     assert res.dynds.cancelled and res.dynds.steps == 0
@@ -122,21 +126,35 @@ def test_cancel_stops_within_one_step():
     assert res.time_saving is None and res.acc_delta is None
 
 
+def test_cancel_in_lockstep_stops_both_runs_within_one_step():
+    rec = Recorder(stop_after=3)  # baseline step 0, DynDS step 0, baseline step 1: then stop
+    res = train(tiny_spec(equal_time_baseline=True), rec)
+    assert res.cancelled and res.pairing == "lockstep"
+    assert res.baseline.cancelled and res.baseline.steps == 2
+    assert res.dynds.cancelled and res.dynds.steps == 1
+    assert res.equal_time is None and res.time_saving is None and res.verdict is None
+
+
 def test_cancel_during_dynds_keeps_the_finished_baseline():
     rec = Recorder(stop_after=8 + 5)
-    res = train(tiny_spec(equal_time_baseline=True), rec)
+    res = train(tiny_spec(equal_time_baseline=True, train={"pairing": "sequential"}), rec)
     assert not res.baseline.cancelled and res.baseline.steps == 8 and res.baseline.final_val_acc is not None
     assert res.dynds.cancelled and res.dynds.steps == 5
     assert res.equal_time is None and res.cancelled
     assert len(res.dynds.epochs) == 1  # the finished first epoch was evaluated
 
 
-def test_equal_time_baseline_gets_the_time_matched_step_count():
+@pytest.mark.parametrize("pairing", ["lockstep", "sequential"])
+def test_equal_time_baseline_gets_the_time_matched_step_count(pairing):
     rec = Recorder()
-    res = train(tiny_spec(equal_time_baseline=True, train={"epochs": 3}), rec)
-    # 6 full steps in the DynDS run: their mean time, not the paired baseline's, sizes the run
-    assert res.dynds.steps_full == 6 and res.equal_time_sizing == "own_full_steps"
-    expected = equal_time_steps(12, res.dynds.train_time_s, res.dynds.time_full_s / 6 * 12)
+    res = train(tiny_spec(equal_time_baseline=True, train={"epochs": 3, "pairing": pairing}), rec)
+    if pairing == "lockstep":  # the baseline timed step for step beside the DynDS run sizes it
+        assert res.equal_time_sizing == "lockstep_baseline"
+        expected = equal_time_steps(12, res.dynds.train_time_s, res.baseline.train_time_s)
+    else:  # 6 full steps in the DynDS run: their mean time, not the drift-prone paired baseline's
+        assert res.dynds.steps_full == 6 and res.equal_time_sizing == "own_full_steps"
+        expected = equal_time_steps(12, res.dynds.train_time_s, res.dynds.time_full_s / 6 * 12)
+    assert [r for r, _ in rec.starts][-1] == "equal_time"  # it runs afterwards, alone
     assert res.equal_time.steps == expected
     assert res.equal_time.steps_reduced == 0
     info = dict(rec.starts)["equal_time"]
