@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-# Two-sided 95 % quantiles of Student's t (0.975), degrees of freedom 1..30; past 30 the normal
-# approximation with a 1/df correction is within 0.001 of the exact value.
+# Two-sided 95 % quantiles of Student's t (0.975), degrees of freedom 1..30; past 30 the Cornish-Fisher
+# expansion around the normal quantile is within 0.0002 of the exact value.
 _T975 = (
     12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
     2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
@@ -25,7 +25,8 @@ def t975(df: int) -> float:
         raise ValueError(f"degrees of freedom must be >= 1: {df}")
     if df <= len(_T975):
         return _T975[df - 1]
-    return 1.959964 + 2.4 / df
+    z = 1.959964
+    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
 
 
 def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
