@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,7 +25,7 @@ from sqlmodel import Session, col, select
 from dynds_core.result import EpochMetrics, JobResult, StepMetrics
 from dynds_core.spec import JobSpec
 
-from app.leaderboard import setting_key, track_of
+from app.leaderboard import frontier_key, recipe_hash, recipe_of, resolve_track, setting_key, track_of
 from app.models import (
     DEDUP_STATES,
     SUMMARY_FIELDS,
@@ -71,6 +72,8 @@ def job_columns(spec: JobSpec) -> dict[str, Any]:
         "dataset": spec.data.dataset,
         "schedule_kind": spec.dynds.schedule.kind,
         "track": track_of(canonical),
+        "recipe_hash": recipe_hash(canonical),
+        "frontier_key": frontier_key(canonical),
         "setting": canonical["dynds"],
         "setting_key": setting_key(canonical["dynds"]),
         "seed": spec.train.seed,
@@ -97,11 +100,21 @@ def _job_for_key(session: Session, key: str) -> Job | None:
     return session.exec(select(Job).join(IdempotencyKey, IdempotencyKey.job_id == Job.id).where(IdempotencyKey.key == key)).first()
 
 
-def active_job(*, session: Session, spec_hash: str) -> Job | None:
+# An adaptive schedule decides from measured step times, so it is not a pure function of (seed, step):
+# a re-run is a new measurement, and a succeeded adaptive job does not answer an identical submission.
+NOT_REPEATABLE_KINDS = ("adaptive",)
+
+
+def dedup_states(spec: JobSpec) -> tuple[str, ...]:
+    """The states in which an identical earlier job answers a submission of ``spec``."""
+    return ("queued", "running") if spec.dynds.schedule.kind in NOT_REPEATABLE_KINDS else DEDUP_STATES
+
+
+def active_job(*, session: Session, spec_hash: str, states: tuple[str, ...] = DEDUP_STATES) -> Job | None:
     """The job an identical submission is answered with: queued, running or succeeded (the dedup holder first)."""
     stmt = (
         select(Job)
-        .where(Job.spec_hash == spec_hash, col(Job.status).in_(DEDUP_STATES))
+        .where(Job.spec_hash == spec_hash, col(Job.status).in_(states))
         .order_by(case((col(Job.active_hash).is_(None), 1), else_=0), col(Job.id).desc())
         .limit(1)
     )
@@ -140,7 +153,8 @@ def submit_job(
     """Queue a job for ``spec``; returns (job, outcome): "created", "deduplicated" or "idempotent" (a repeated key).
 
     An identical spec (same spec_hash) already queued, running or succeeded is returned instead
-    ("deduplicated") unless ``force``. A repeated ``idempotency_key`` returns the job of its first use.
+    ("deduplicated") unless ``force``; for an adaptive schedule only a queued or running one (a
+    finished adaptive run is a measurement, not a function of the spec). A repeated ``idempotency_key`` returns the job of its first use.
     Concurrent identical submissions are settled by the unique index on ``active_hash``: the losers'
     INSERT fails and they return the winner.
     """
@@ -151,7 +165,7 @@ def submit_job(
             if job is not None:
                 return job, "idempotent"
         if not force:
-            existing = active_job(session=session, spec_hash=h)
+            existing = active_job(session=session, spec_hash=h, states=dedup_states(spec))
             if existing is not None:
                 if idempotency_key:
                     _remember_key(session, idempotency_key, existing.id)
@@ -185,18 +199,41 @@ def _insert_job_prefer_active(session: Session, columns: dict[str, Any]) -> Job:
     return job
 
 
+def _sweep_job(session: Session, spec: JobSpec, force: bool, sweep_id: int) -> tuple[Job, bool]:
+    """Inside the sweep's transaction: the job answering ``spec`` (an identical active one unless force), or a new one (flushed)."""
+    if not force:
+        existing = active_job(session=session, spec_hash=spec.spec_hash, states=dedup_states(spec))
+        if existing is not None:
+            return existing, False
+    job = Job(**job_columns(spec), active_hash=None if force else spec.spec_hash, sweep_id=sweep_id)
+    session.add(job)
+    session.flush()
+    return job, True
+
+
 def create_sweep(
     *, session: Session, name: str, base: dict[str, Any], grid: dict[str, list[Any]], specs: list[JobSpec], force: bool = False
 ) -> tuple[Sweep, list[tuple[Job, bool]]]:
-    """Record a sweep and queue one job per (already validated) spec; returns the sweep and (job, created) per point."""
-    sweep = Sweep(name=name, base=base, grid=grid, count=len(specs))
-    session.add(sweep)
-    session.commit()
-    jobs = [create_job(session=session, spec=spec, force=force, sweep_id=sweep.id) for spec in specs]
-    sweep.job_ids = [job.id for job, _ in jobs]
-    session.add(sweep)
-    session.commit()
-    return sweep, jobs
+    """Record a sweep and queue one job per (already validated) spec; returns the sweep and (job, created) per point.
+
+    One transaction: the sweep and all its jobs are committed together or not at all. A point equal to
+    an earlier one (in the database or in this sweep) is answered by that job unless ``force``. When a
+    concurrent submission takes a spec's dedup hold first, the commit fails on the unique active_hash
+    and the whole sweep is tried again (then answered by that job).
+    """
+    for _ in range(5):
+        try:
+            sweep = Sweep(name=name, base=base, grid=grid, count=len(specs))
+            session.add(sweep)
+            session.flush()
+            jobs = [_sweep_job(session, spec, force, sweep.id) for spec in specs]
+            sweep.job_ids = [job.id for job, _ in jobs]
+            session.add(sweep)
+            session.commit()
+            return sweep, jobs
+        except IntegrityError:
+            session.rollback()
+    raise RuntimeError(f"could not create sweep {name!r} after 5 tries")
 
 
 def sweep_jobs(*, session: Session, sweep: Sweep) -> list[Job]:
@@ -250,7 +287,7 @@ def list_jobs(
 
 
 LIST_SCALARS = (
-    "id", "name", "status", "spec_hash", "arch", "dataset", "schedule_kind", "track", "attempt", "retry_of", "sweep_id",
+    "id", "name", "status", "spec_hash", "arch", "dataset", "schedule_kind", "track", "recipe_hash", "attempt", "retry_of", "sweep_id",
     "created_at", "started_at", "finished_at", "cancel_requested", "error", "heartbeat_at",
 )
 LIST_RAW_JSON = ("spec", "progress", "reproducibility")
@@ -367,6 +404,8 @@ def finish_job(*, session: Session, job_id: int, result: JobResult) -> bool:
         values.update(status="cancelled", active_hash=None)
     else:
         values.update(status="succeeded", **finite(result.summary()))
+        # A succeeded adaptive job gives up its dedup hold: the next identical submission runs again.
+        values["active_hash"] = case((col(Job.schedule_kind).in_(NOT_REPEATABLE_KINDS), None), else_=Job.active_hash)
     res = session.execute(update(Job).where(col(Job.id) == job_id, col(Job.status) == "running").values(**values))
     session.commit()
     return res.rowcount == 1
@@ -401,7 +440,7 @@ def retry_job(*, session: Session, job: Job) -> Job:
     """A new attempt of a failed or cancelled job (the old job stays as it was)."""
     if job.status not in ("failed", "cancelled"):
         raise JobStateError(f"job {job.id} is {job.status}: only failed or cancelled jobs can be retried")
-    columns = {k: getattr(job, k) for k in ("name", "spec", "spec_hash", "arch", "dataset", "schedule_kind", "track", "setting", "setting_key", "seed", "sweep_id")}
+    columns = {k: getattr(job, k) for k in ("name", "spec", "spec_hash", "arch", "dataset", "schedule_kind", "track", "recipe_hash", "frontier_key", "setting", "setting_key", "seed", "sweep_id")}
     return _insert_job_prefer_active(session, {**columns, "attempt": job.attempt + 1, "retry_of": job.id})
 
 
@@ -503,31 +542,104 @@ def metrics_json_after(*, session: Session, job_id: int, after: int = 0, limit: 
 
 
 SUMMARY_ROW_COLUMNS = (
-    "id", "name", "track", "arch", "dataset", "schedule_kind", "setting_key", "seed",
+    "id", "name", "track", "recipe_hash", "arch", "dataset", "schedule_kind", "setting_key", "seed",
     "time_saving", "acc_delta", "flop_saving", "equal_time_gap",
     "dynds_acc", "baseline_acc", "equal_time_acc", "dynds_time_s", "baseline_time_s",
+    "time_saving_interleaved", "timing_noisy", "verdict",
 )
+_RECIPE_HASH = re.compile(r"[0-9a-f]{16}")
+
+
+def _track_base(session: Session, track: str) -> str:
+    """The stored track label (``track_of``) under which ``track`` (a label, a unique label with its
+    `` · `` suffix, or a recipe hash) lies: what the SQL filter can select on."""
+    if _RECIPE_HASH.fullmatch(track):
+        stored = session.execute(select(Job.track).where(Job.recipe_hash == track).limit(1)).scalar()
+        if stored is not None:
+            return stored
+    return track.split(" · ")[0]
+
+
+def _summary_tuples(session: Session, conds: list) -> list[tuple]:
+    columns = [getattr(Job, c) for c in SUMMARY_ROW_COLUMNS]
+    stmt = select(*columns).where(Job.status == "succeeded", *conds)
+    return [tuple(row) for row in session.execute(stmt.order_by(col(Job.id))).all()]
+
+
+def recipes(*, session: Session, hashes: set[str]) -> dict[str, dict[str, Any]]:
+    """The recipe (``recipe_of`` the stored spec) of each recipe hash: one stored spec parsed per hash."""
+    if not hashes:
+        return {}
+    first_ids = select(func.min(Job.id)).where(col(Job.recipe_hash).in_(hashes)).group_by(Job.recipe_hash)
+    rows = session.execute(select(Job.recipe_hash, Job.spec).where(col(Job.id).in_(first_ids))).all()
+    return {h: recipe_of(spec) for h, spec in rows}
+
+
+def _with_recipes(session: Session, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    found = recipes(session=session, hashes={r["recipe_hash"] for r in rows if r.get("recipe_hash")})
+    for row in rows:
+        row["recipe"] = found.get(row["recipe_hash"])
+    return rows
 
 
 def summary_tuples(*, session: Session, track: str | None = None) -> list[tuple]:
     """One tuple per succeeded job (values in SUMMARY_ROW_COLUMNS order), oldest first, from the summary
-    columns only: no result JSON is read, no dict is built (the export encodes these directly)."""
-    columns = [getattr(Job, c) for c in SUMMARY_ROW_COLUMNS]
-    stmt = select(*columns).where(Job.status == "succeeded")
-    if track is not None:
-        stmt = stmt.where(Job.track == track)
-    return [tuple(row) for row in session.execute(stmt.order_by(col(Job.id))).all()]
+    columns only: no result JSON is read, no dict is built (the export encodes these directly).
+
+    ``track``: a track label (as the leaderboard names it) or a recipe hash; only that recipe's jobs.
+    """
+    if track is None:
+        return _summary_tuples(session, [])
+    tuples = _summary_tuples(session, [Job.track == _track_base(session, track)])
+    rows = _with_recipes(session, [dict(zip(SUMMARY_ROW_COLUMNS, t)) for t in tuples])
+    key = resolve_track(rows, track)
+    return [t for t, r in zip(tuples, rows) if key is not None and (r["recipe_hash"] or f"track:{r['track']}") == key]
 
 
 def summary_rows(*, session: Session, track: str | None = None, with_setting: bool = False) -> list[dict[str, Any]]:
-    """One flat row per succeeded job, from the summary columns only (no result JSON is read)."""
-    rows = [dict(zip(SUMMARY_ROW_COLUMNS, row)) for row in summary_tuples(session=session, track=track)]
+    """One flat row per succeeded job, from the summary columns only (no result JSON is read), each with
+    its ``recipe``. With ``track`` (a label or a recipe hash): the jobs under that track's stored label,
+    every recipe sharing it included (so labels are made unique over the same recipes as the full board)."""
+    conds = [] if track is None else [Job.track == _track_base(session, track)]
+    rows = _with_recipes(session, [dict(zip(SUMMARY_ROW_COLUMNS, row)) for row in _summary_tuples(session, conds)])
     if with_setting and rows:
         # Equal setting_keys mean equal settings: parse one stored setting per key, not one per job.
         first_ids = select(func.min(Job.id)).where(Job.status == "succeeded").group_by(Job.setting_key)
         settings = dict(session.execute(select(Job.setting_key, Job.setting).where(col(Job.id).in_(first_ids))).all())
         for row in rows:
             row["setting"] = settings.get(row["setting_key"])
+    return rows
+
+
+def _steps(result: Any, run: str) -> int | None:
+    if isinstance(result, str):
+        result = json.loads(result)
+    part = (result or {}).get(run) if isinstance(result, dict) else None
+    return part.get("steps") if isinstance(part, dict) else None
+
+
+def frontier_rows(*, session: Session, track: str) -> list[dict[str, Any]] | None:
+    """The rows ``app.leaderboard.build_frontier`` needs for ``track``: the leaderboard rows under its
+    label and every succeeded job of its frontier key (all budgets), the latter with the step counts of
+    their runs (``dynds_steps``, ``baseline_steps``, ``equal_time_steps``, read from the stored results).
+    None when no succeeded job has that track."""
+    rows = summary_rows(session=session, track=track, with_setting=True)
+    key = resolve_track(rows, track)
+    if key is None:
+        return None
+    recipe = next((r["recipe"] for r in rows if r["recipe_hash"] == key and r.get("recipe")), None)
+    if recipe is None:
+        return rows
+    fk = frontier_key(recipe)
+    seen = {r["id"] for r in rows}
+    more = [dict(zip(SUMMARY_ROW_COLUMNS, t)) for t in _summary_tuples(session, [Job.frontier_key == fk]) if t[0] not in seen]
+    rows += _with_recipes(session, more)
+    results = dict(session.execute(select(Job.id, Job.result).where(Job.status == "succeeded", Job.frontier_key == fk)).all())
+    for row in rows:
+        if row["id"] in results:
+            res = results[row["id"]]
+            row["frontier_key"] = fk
+            row.update({f"{run}_steps": _steps(res, run) for run in ("dynds", "baseline", "equal_time")})
     return rows
 
 

@@ -7,9 +7,10 @@ A Job row keeps, besides its spec and full result, the columns lists and the lea
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import field_serializer
+from pydantic import Field as PydField
+from pydantic import field_serializer, field_validator
 from sqlalchemy import JSON, BigInteger, Column, Index, Integer, String
 from sqlmodel import Field, SQLModel
 
@@ -20,6 +21,7 @@ DEDUP_STATES = ("queued", "running", "succeeded")
 SUMMARY_FIELDS = (
     "time_saving", "acc_delta", "flop_saving", "equal_time_gap",
     "dynds_acc", "baseline_acc", "equal_time_acc", "dynds_time_s", "baseline_time_s",
+    "time_saving_interleaved", "timing_noisy", "verdict",
 )
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit metric id.
@@ -74,6 +76,9 @@ class JobBase(_UTCModel):
     dataset: str = Field(max_length=64)
     schedule_kind: str = Field(max_length=32)
     track: str = Field(max_length=200)
+    # app.leaderboard.recipe_hash of the spec: the leaderboard track (everything but name, seed, the
+    # DynDS setting and the baseline flags). NULL only on rows the 0003 migration could not read.
+    recipe_hash: str | None = Field(default=None, max_length=16)
     attempt: int = 1
     retry_of: int | None = Field(default=None, foreign_key="job.id")
     sweep_id: int | None = Field(default=None, foreign_key="sweep.id")
@@ -93,6 +98,8 @@ class Job(JobBase, table=True):
         Index("ix_job_status_finished", "status", "finished_at"),
         Index("ix_job_created_at", "created_at"),
         Index("ix_job_track_status", "track", "status"),
+        Index("ix_job_recipe_status", "recipe_hash", "status"),
+        Index("ix_job_frontier_status", "frontier_key", "status"),
     )
     id: int | None = Field(default=None, primary_key=True)
     spec: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
@@ -102,6 +109,8 @@ class Job(JobBase, table=True):
     setting_key: str = Field(default="", max_length=300)
     setting: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     seed: int = 0
+    # app.leaderboard.frontier_key: the recipe without train.epochs (every budget of one recipe).
+    frontier_key: str | None = Field(default=None, max_length=16)
     worker: str | None = Field(default=None, max_length=200)
     progress: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
@@ -116,6 +125,9 @@ class Job(JobBase, table=True):
     equal_time_acc: float | None = None
     dynds_time_s: float | None = None
     baseline_time_s: float | None = None
+    time_saving_interleaved: float | None = None
+    timing_noisy: bool = False  # the timing cannot be trusted (JobResult.timing_noisy): left out of rankings
+    verdict: str | None = Field(default=None, max_length=32)  # dynds_core.verdict kind for this one job (one seed)
 
 
 _JOB_BASE_FIELDS = tuple(JobBase.model_fields)
@@ -197,11 +209,27 @@ class MetricsPublic(SQLModel):
 # ---------------------------------------------------------------- sweeps (API)
 
 
+SeedValue = Annotated[int, PydField(ge=0, le=2**31 - 1)]
+
+
 class SweepCreate(SQLModel):
     name: str = Field(default="sweep", min_length=1, max_length=200)
     base: dict[str, Any] = {}
     grid: dict[str, list[Any]] = {}
+    # Every grid point once per seed (as train.seed), seeds innermost; 1..50 distinct seeds.
+    seeds: Annotated[list[SeedValue], PydField(min_length=1, max_length=50)] | None = None
+    # "frontier": the base spec's baseline only (schedule none, no paired or equal-time baseline) at
+    # 25/50/75/100 % of its train.epochs, once per seed; the grid must then be empty.
+    preset: Literal["frontier"] | None = None
     force: bool = False
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, seeds: list[int] | None) -> list[int] | None:
+        if seeds is not None and len(set(seeds)) != len(seeds):
+            dup = sorted({s for s in seeds if seeds.count(s) > 1})
+            raise ValueError(f"seeds must be distinct; repeated: {', '.join(map(str, dup))}")
+        return seeds
 
 
 class SweepPublic(SQLModel):

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from dynds_core.spec import JobSpec, SpecError
 
 from app.core.config import Settings
+from app.leaderboard import frontier_epochs
 
 SPEC_LOC = ("body", "spec")
 
@@ -133,8 +134,42 @@ def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
 
 
+FRONTIER_BASELINE = {"dynds.schedule": [{"kind": "none"}], "baseline": [False], "equal_time_baseline": [False]}
+
+
+def effective_grid(base: dict[str, Any], grid: dict[str, list[Any]], seeds: list[int] | None = None, preset: str | None = None) -> dict[str, list[Any]]:
+    """The grid a sweep expands: ``grid``, then the preset's keys, then ``train.seed`` over ``seeds`` (innermost).
+
+    preset "frontier": the base spec's baseline alone (schedule none, no paired or equal-time
+    baseline) at 25/50/75/100 % of its train.epochs (``app.leaderboard.frontier_epochs``); the grid
+    must be empty. 422 for a grid with a preset and for seeds given both ways.
+    """
+    errors: list[dict[str, Any]] = []
+    if preset is not None and grid:
+        errors.append({"loc": ["body", "grid"], "msg": f"a sweep with preset {preset!r} takes no grid (got keys {', '.join(grid)})", "type": "value_error.preset_grid"})
+    if seeds is not None and "train.seed" in grid:
+        errors.append({"loc": ["body", "seeds"], "msg": "give the seeds either as seeds or as the grid key train.seed, not both", "type": "value_error.seeds"})
+    if errors:
+        raise RequestValidationError(errors)
+    out = dict(grid)
+    if preset == "frontier":
+        epochs = _get(base, "train.epochs")
+        if epochs is None:
+            epochs = _DEFAULTS["train"]["epochs"]
+        if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+            raise RequestValidationError([{"loc": ["body", "base", "train", "epochs"], "msg": f"the frontier preset needs train.epochs >= 1 (got {epochs!r})", "type": "value_error.preset"}])
+        out.update(FRONTIER_BASELINE)
+        out["train.epochs"] = frontier_epochs(epochs)
+    if seeds is not None:
+        out["train.seed"] = list(seeds)
+    return out
+
+
 def sweep_specs(base: Any, grid: dict[str, list[Any]], settings: Settings) -> list[JobSpec]:
-    """Every grid point as a validated spec, or one 422 listing each bad grid key/value (and base field)."""
+    """Every grid point as a validated spec, or one 422 listing each bad grid key/value (and base field).
+
+    Seeds and presets are expanded into the grid first (``effective_grid``).
+    """
     errors: list[dict[str, Any]] = []
     if not isinstance(base, dict):
         raise RequestValidationError([{"loc": ["body", "base"], "msg": "expected a mapping of spec sections", "type": "dict_type"}])

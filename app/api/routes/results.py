@@ -1,4 +1,5 @@
-"""Results: the leaderboard of schedule settings per track, and an export of every succeeded job's summary."""
+"""Results: the leaderboard of schedule settings per track (recipe), the budget frontier of a track, and an
+export of every succeeded job's summary."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import json
 import threading
 from typing import Annotated, Callable, Literal
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 
 from app import crud
 from app.api.deps import ReadAuthDep, SessionDep
-from app.leaderboard import build_leaderboard
+from app.leaderboard import build_frontier, build_leaderboard
+from dynds_core.verdict import DEFAULT_MIN_SEEDS
 
 router = APIRouter(tags=["results"])
 
@@ -74,24 +76,72 @@ def cached_body(request: Request, session, key: tuple, build: Callable[[], bytes
     return body
 
 
+TrackQuery = Annotated[str | None, Query(description="a track label (as the leaderboard names it) or a recipe hash")]
+MaxAccDrop = Annotated[float, Query(ge=0, le=100, description="percentage points")]
+MinSeeds = Annotated[int, Query(ge=1, le=100, description="seeds a cell needs to be ranked and judged")]
+IncludeNoisy = Annotated[bool, Query(description="count jobs whose timing was noisy (left out by default)")]
+
+
+def _rows(session, **kw) -> list[dict]:
+    rows = crud.summary_rows(session=session, with_setting=True, **kw)
+    for r in rows:
+        r["job_id"] = r.pop("id")
+    return rows
+
+
+def _json(obj) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
 @router.get(
     "/leaderboard",
-    responses={200: {"description": "tracks with ranked settings (see docs/api.md)", "content": {"application/json": {}}}},
+    responses={200: {"description": "tracks (one per recipe) with ranked cells (see docs/api.md)", "content": {"application/json": {}}}},
 )
 def leaderboard(
     request: Request,
     session: SessionDep,
     _: ReadAuthDep,
-    track: str | None = None,
-    max_acc_drop: Annotated[float, Query(ge=0, le=100, description="percentage points")] = 0.5,
+    track: TrackQuery = None,
+    max_acc_drop: MaxAccDrop = 0.5,
+    min_seeds: MinSeeds = DEFAULT_MIN_SEEDS,
+    include_noisy: IncludeNoisy = False,
 ) -> Response:
     def build() -> bytes:
-        rows = crud.summary_rows(session=session, track=track, with_setting=True)
+        rows = _rows(session, track=track)
+        return _json(build_leaderboard(rows, max_acc_drop=max_acc_drop, track=track, min_seeds=min_seeds, include_noisy=include_noisy))
+
+    key = (track, max_acc_drop, min_seeds, include_noisy)
+    return Response(cached_body(request, session, key, build), media_type="application/json")
+
+
+@router.get(
+    "/frontier",
+    responses={200: {"description": "the track's budget frontier (see docs/api.md)", "content": {"application/json": {}}}, 404: {}},
+)
+def frontier(
+    request: Request,
+    session: SessionDep,
+    _: ReadAuthDep,
+    track: Annotated[str, Query(description="a track label or a recipe hash")],
+    max_acc_drop: MaxAccDrop = 0.5,
+    min_seeds: MinSeeds = DEFAULT_MIN_SEEDS,
+    include_noisy: IncludeNoisy = False,
+) -> Response:
+    """The baseline's accuracy against its budget (a band over seeds) and the track's DynDS cells on the same axes."""
+
+    def build() -> bytes:
+        rows = crud.frontier_rows(session=session, track=track)
+        if rows is None:
+            return b""
         for r in rows:
             r["job_id"] = r.pop("id")
-        return json.dumps(build_leaderboard(rows, max_acc_drop=max_acc_drop, track=track), separators=(",", ":")).encode()
+        front = build_frontier(rows, track=track, max_acc_drop=max_acc_drop, min_seeds=min_seeds, include_noisy=include_noisy)
+        return _json(front) if front is not None else b""
 
-    return Response(cached_body(request, session, (track, max_acc_drop), build), media_type="application/json")
+    body = cached_body(request, session, ("frontier", track, max_acc_drop, min_seeds, include_noisy), build)
+    if not body:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no succeeded job has track {track!r} (a track label or a recipe hash)")
+    return Response(body, media_type="application/json")
 
 
 def export_json(rows: list[tuple]) -> bytes:
@@ -116,7 +166,7 @@ def export(
     session: SessionDep,
     _: ReadAuthDep,
     format: Literal["csv", "json"] = "csv",
-    track: str | None = None,
+    track: TrackQuery = None,
 ) -> Response:
     """Every succeeded job's summary row; served from the results cache until the next job succeeds."""
     encode = export_json if format == "json" else export_csv

@@ -7,7 +7,7 @@ from fastapi import APIRouter, HTTPException, Request, status
 from app import crud
 from app.api.deps import ReadAuthDep, SessionDep, SettingsDep, WriteAuthDep
 from app.api.routes.jobs import start
-from app.api.spec_policy import sweep_specs
+from app.api.spec_policy import effective_grid, sweep_specs
 from app.models import JobListItem, Sweep, SweepCreate, SweepPublic
 
 router = APIRouter(prefix="/sweeps", tags=["sweeps"])
@@ -20,8 +20,13 @@ def _public(session, sweep: Sweep) -> SweepPublic:
 
 @router.post("", response_model=SweepPublic, status_code=status.HTTP_201_CREATED)
 def create_sweep(body: SweepCreate, request: Request, session: SessionDep, settings: SettingsDep, _: WriteAuthDep) -> SweepPublic:
-    specs = sweep_specs(body.base, body.grid, settings)
-    sweep, jobs = crud.create_sweep(session=session, name=body.name, base=body.base, grid=body.grid, specs=specs, force=body.force)
+    if not isinstance(body.base, dict):
+        sweep_specs(body.base, {}, settings)  # the 422 for a base that is not a mapping
+    # Seeds and the preset become grid keys: the stored grid says what was expanded.
+    grid = effective_grid(body.base, body.grid, seeds=body.seeds, preset=body.preset)
+    specs = sweep_specs(body.base, grid, settings)
+    # One transaction: every job of the sweep is queued, or none is.
+    sweep, jobs = crud.create_sweep(session=session, name=body.name, base=body.base, grid=grid, specs=specs, force=body.force)
     for job, created in jobs:
         if created:
             start(request, session, job)
