@@ -221,10 +221,19 @@ def format_summary(job: dict[str, Any]) -> str:
     def fmt(key: str, pattern: str) -> str:
         return pattern.format(s[key]) if s.get(key) is not None else "n/a"
 
-    return (f"job {job['id']} {job['status']}: time_saving {fmt('time_saving', '{:.1%}')}, "
-            f"acc_delta {fmt('acc_delta', '{:+.2f} pp')}, flop_saving {fmt('flop_saving', '{:.1%}')}, "
+    result = job.get("result") or {}
+    pairing = result.get("pairing")
+    line = (f"job {job['id']} {job['status']}: time_saving {fmt('time_saving', '{:.1%}')}"
+            + (f" ({pairing})" if pairing else "")
+            + f", cross-check {fmt('time_saving_interleaved', '{:.1%}')}, "
+            f"acc_delta {fmt('acc_delta', '{:+.2f} pt')}, flop_saving {fmt('flop_saving', '{:.1%}')}, "
             f"dynds_acc {fmt('dynds_acc', '{:.2f}%')}, baseline_acc {fmt('baseline_acc', '{:.2f}%')}, "
-            f"equal_time_gap {fmt('equal_time_gap', '{:+.2f} pp')}")
+            f"equal_time_gap {fmt('equal_time_gap', '{:+.2f} pt')}")
+    if s.get("timing_noisy"):
+        line += f"\ntiming noisy: {result.get('timing_noise') or 'paired and interleaved savings disagree'}; do not rely on time_saving"
+    if result.get("verdict_sentence"):
+        line += f"\nverdict: {result['verdict_sentence']}"
+    return line
 
 
 def format_progress(job: dict[str, Any]) -> str:

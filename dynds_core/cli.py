@@ -166,25 +166,73 @@ def run_train(args: argparse.Namespace) -> int:
     return EXIT_INTERRUPTED if stop.stopped else 0
 
 
-def _fmt(v: float | None, fmt: str, scale: float = 1.0, unit: str = "") -> str:
-    return "-" if v is None else f"{v * scale:{fmt}}{unit}"
+def _fmt(v: float | None, fmt: str, scale: float = 1.0, unit: str = "", missing: str = "n/a") -> str:
+    return missing if v is None else f"{v * scale:{fmt}}{unit}"
 
 
 def format_flops(v: float | None) -> str:
     """1.23e12 -> '1.23 TFLOP'."""
     if v is None:
-        return "-"
+        return "n/a"
     for unit, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6)):
         if abs(v) >= scale:
             return f"{v / scale:.3g} {unit}FLOP"
     return f"{v:.3g} FLOP"
 
 
-SIZING_LABELS = {"own_full_steps": "the DynDS run's full steps", "paired_baseline": "the baseline run", "flop_ratio": "the FLOP ratio"}
+SIZING_LABELS = {
+    "lockstep_baseline": "the lockstep baseline's time",
+    "own_full_steps": "the DynDS run's own full steps",
+    "paired_baseline": "the baseline run's time",
+    "flop_ratio": "the FLOP ratio",
+}
+PAIRING_LABELS = {
+    "lockstep": "lockstep: the DynDS run and its baseline ran one step of each in turn in this process, so both saw the same machine",
+    "sequential": "sequential: the baseline ran first, then the DynDS run; a change of the machine's load between them skews this figure",
+}
+
+
+def summary_lines(result: Any) -> list[str]:
+    """Every headline figure with what it means, and the verdict (one sentence) first."""
+    lines = []
+    if result.cancelled:
+        lines.append("Cancelled: the figures below are partial.")
+    if result.verdict_sentence:
+        lines.append(f"Verdict: {result.verdict_sentence}")
+    if result.time_saving is not None:
+        lines.append(
+            f"time saving {result.time_saving:+.1%}: 1 - DynDS train time / paired baseline train time "
+            f"({PAIRING_LABELS.get(result.pairing, result.pairing)})"
+        )
+    else:
+        lines.append("time saving: not measured (no paired baseline ran; set baseline: true)")
+    if result.time_saving_interleaved is not None:
+        lines.append(
+            f"cross-check {result.time_saving_interleaved:+.1%}: the same saving estimated from the DynDS run's own full steps, "
+            "timed between its reduced ones"
+        )
+    if result.timing_noisy:
+        lines.append(f"timing noisy: {result.timing_noise}; do not rely on the time saving of this job")
+    if result.acc_delta is not None:
+        lines.append(f"accuracy delta {result.acc_delta:+.2f} pt: DynDS's final validation accuracy minus the baseline's (percentage points)")
+    if result.flop_saving is not None:
+        lines.append(f"FLOP saving {result.flop_saving:+.1%}: 1 - FLOPs of DynDS's training steps / the baseline's (forward and backward)")
+    if result.equal_time_gap is not None:
+        sizing = SIZING_LABELS.get(result.equal_time_sizing, result.equal_time_sizing)
+        lines.append(
+            f"equal-time gap {result.equal_time_gap:+.2f} pt: DynDS's accuracy minus the baseline trained for DynDS's train time "
+            f"(its steps cut to match, sized by {sizing}); above 0, DynDS beats simply training less"
+        )
+    elif not result.cancelled:
+        lines.append("equal-time gap: not run (set equal_time_baseline: true to compare with the baseline trained for the same time)")
+    if result.target_accuracy is not None:
+        chosen = "set by train.target_accuracy" if result.spec.get("train", {}).get("target_accuracy") is not None else "the lowest final accuracy among the runs"
+        lines.append(f"time to target: train time until the validation accuracy first reached {result.target_accuracy:.2f}% ({chosen})")
+    return lines
 
 
 def summary_table(result: Any):
-    """Baseline vs DynDS vs equal-time: time, accuracy, FLOPs; then the headline figures."""
+    """Baseline vs DynDS vs equal-time: time, accuracy, FLOPs; then the headline figures, each explained."""
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
@@ -202,17 +250,9 @@ def summary_table(result: Any):
             RUN_LABELS[kind] + (" (cancelled)" if r.cancelled else ""),
             f"{r.steps_full}/{r.steps_reduced}",
             _fmt(r.train_time_s, ".1f", unit=" s"),
-            _fmt(r.final_val_acc, ".2f", unit="%"),
-            _fmt(r.best_val_acc, ".2f", unit="%"),
+            _fmt(r.final_val_acc, ".2f", unit="%", missing="not evaluated"),
+            _fmt(r.best_val_acc, ".2f", unit="%", missing="not evaluated"),
             format_flops(r.total_flops),
-            _fmt(r.time_to_target_s, ".1f", unit=" s"),
+            _fmt(r.time_to_target_s, ".1f", unit=" s", missing="not reached"),
         )
-    target = _fmt(result.target_accuracy, ".2f", unit="%")
-    lines = Text(
-        f"time saving {_fmt(result.time_saving, '+.1%')} (interleaved {_fmt(result.time_saving_interleaved, '+.1%')})   accuracy delta {_fmt(result.acc_delta, '+.2f', unit=' pt')}   "
-        f"FLOP saving {_fmt(result.flop_saving, '+.1%')}   equal-time gap {_fmt(result.equal_time_gap, '+.2f', unit=' pt')}"
-        + (f" (run sized by {SIZING_LABELS.get(result.equal_time_sizing, result.equal_time_sizing)})" if result.equal_time_sizing else "")
-        + f"   target {target}"
-        + ("   (cancelled: partial results)" if result.cancelled else "")
-    )
-    return Group(table, lines)
+    return Group(table, Text("\n".join(summary_lines(result))))

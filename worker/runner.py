@@ -90,6 +90,7 @@ def run_job(
     failed as interrupted, not marked cancelled, since no user asked for it.
     """
     from dynds_core import train
+    from dynds_core.trainer import TimingNoise
 
     settings = settings or get_settings()
     session_factory = session_factory or default_session_factory(settings)
@@ -115,7 +116,8 @@ def run_job(
         spec = JobSpec.parse(raw_spec, source=f"job {job_id}")
         with session_factory() as session:
             crud.set_reproducibility(session=session, job_id=job_id, record=reproducibility_record(spec))
-        result = train(spec, [sink], cache_dir=settings.cache_dir)
+        noise = TimingNoise(max_saving_gap=settings.noisy_saving_gap, max_full_step_cv=settings.noisy_step_cv)
+        result = train(spec, [sink], cache_dir=settings.cache_dir, timing_noise=noise)
         sink.close()
     except Exception as exc:
         message = error_message(exc)

@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     worker_threads: int | None = None
     metrics_flush_every: int = 200  # points
     metrics_flush_interval_s: float = 2.0
+    # When a job's timing is flagged noisy (dynds_core.trainer.TimingNoise, which says why these defaults):
+    # paired and interleaved savings apart by more than this fraction, or full steps' coefficient of variation above this.
+    noisy_saving_gap: float = Field(default=0.05, gt=0, le=1)
+    noisy_step_cv: float = Field(default=0.25, gt=0, le=10)
 
     # Jobs left `running` by a process that died: "fail" (default) or "requeue" (see app/crud.recover_interrupted).
     recover_policy: Literal["fail", "requeue"] = "fail"

@@ -105,7 +105,8 @@ def test_submit_exit_codes_against_a_live_server(tmp_path, serve):
     good.write_text(yaml.safe_dump(TINY_SPEC))
     r = _submit(url, good, "--wait", "--max-acc-drop", "100", env=env)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "succeeded: time_saving" in r.stdout
+    assert "succeeded: time_saving" in r.stdout and "(lockstep)" in r.stdout and " pp" not in r.stdout
+    assert "\nverdict: Not conclusive: " in r.stdout  # the tiny spec runs no equal-time baseline
 
     # The identical spec is answered with the finished job; a threshold it misses gives 1, saying which.
     r = _submit(url, good, "--wait", "--min-time-saving", "0.99", env=env)

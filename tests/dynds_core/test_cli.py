@@ -119,7 +119,7 @@ def test_write_atomic_replaces_whole_file(tmp_path):
 def test_format_flops():
     assert format_flops(31.2e9) == "31.2 GFLOP"
     assert format_flops(1.5e12) == "1.5 TFLOP"
-    assert format_flops(None) == "-"
+    assert format_flops(None) == "n/a"
 
 
 def _tiny_spec_with_train(tmp_path, monkeypatch, fake_train):
@@ -181,4 +181,29 @@ def test_summary_names_what_sized_the_equal_time_run():
     )
     console = Console(width=300, record=True, file=io.StringIO())
     console.print(summary_table(res))
-    assert "equal-time gap -1.50 pt (run sized by the DynDS run's full steps)" in console.export_text()
+    assert "equal-time gap -1.50 pt: DynDS's accuracy minus the baseline trained for DynDS's train time (its steps cut to match, sized by the DynDS run's own full steps)" in console.export_text()
+
+
+def test_summary_explains_every_figure_and_gives_the_verdict():
+    """No bare '-' or 'target': each figure says what it is; the verdict sentence comes first."""
+    from dynds_core.cli import summary_lines
+    from dynds_core.spec import JobSpec
+    from dynds_core.trainer import compare
+    from dynds_core.result import EpochMetrics, RunResult
+
+    def run(kind, acc, t, full, reduced):
+        e = EpochMetrics(run=kind, epoch=0, epochs=1, train_loss=1, train_acc=50, val_loss=1, val_acc=acc, train_time_s=t,
+                         time_full_s=t if not reduced else t * 0.6, time_reduced_s=0 if not reduced else t * 0.4, steps_full=full, steps_reduced=reduced)
+        return RunResult(run=kind, epochs=[e], steps=full + reduced, steps_full=full, steps_reduced=reduced, train_time_s=e.train_time_s,
+                         time_full_s=e.time_full_s, time_reduced_s=e.time_reduced_s, final_val_acc=acc, total_flops=9.0 * full + reduced)
+
+    spec = JobSpec.parse({"equal_time_baseline": False})
+    res = compare(spec, "cpu", run("dynds", 60.0, 6.4, 5, 5), run("baseline", 65.6, 10.0, 10, 0), None, pairing="lockstep")
+    lines = summary_lines(res)
+    assert lines[0].startswith("Verdict: Not conclusive: 36 % less time for 5.6 pt less accuracy, but no equal-time baseline ran")
+    text = "\n".join(lines)
+    assert "time saving +36.0%: 1 - DynDS train time / paired baseline train time (lockstep:" in text
+    assert "cross-check" in text and "accuracy delta -5.60 pt" in text
+    assert "equal-time gap: not run (set equal_time_baseline: true" in text
+    assert "time to target: train time until the validation accuracy first reached 60.00% (the lowest final accuracy among the runs)" in text
+    assert " - " not in text.replace("1 - ", "") and " pp" not in text
