@@ -13,6 +13,28 @@ export const STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"
 export const ACTIVE = new Set(["queued", "running"]);
 
 export const statusBadge = (s) => html`<span class="badge ${s}">${s}</span>`;
+
+/** The verdict classes (dynds_core.verdict): a short word, a colour class and what it means. */
+export const VERDICTS = {
+  beats_equal_time: { word: "worth it", cls: "v-good", means: "beats the baseline trained for the same time" },
+  loses_to_equal_time: { word: "not worth it", cls: "v-bad", means: "the baseline trained for the same time is more accurate" },
+  tie: { word: "tie", cls: "v-tie", means: "no clear difference from the baseline trained for the same time" },
+  needs_seeds: { word: "needs seeds", cls: "v-seeds", means: "too few seeds to decide" },
+  no_equal_time: { word: "no equal-time run", cls: "v-none", means: "no equal-time baseline ran, so there is nothing to decide against" },
+};
+export const verdictWord = (kind) => (VERDICTS[kind] ? VERDICTS[kind].word : kind || "no verdict");
+/** The verdict class as a coloured word; the sentence (when given) on hover. */
+export function verdictBadge(kind, sentence = null) {
+  const v = VERDICTS[kind];
+  const title = sentence || (v ? v.means : "no verdict was recorded");
+  return html`<span class="verdict ${v ? v.cls : "v-none"}" title="${title}" data-verdict="${kind || ""}">${verdictWord(kind)}</span>`;
+}
+/** The verdict word that opens to its sentence on click (phones have no hover). */
+export function verdictDetails(kind, sentence) {
+  if (!sentence) return verdictBadge(kind);
+  return html`<details class="verdict-details"><summary>${verdictBadge(kind, sentence)}</summary><p class="verdict-text">${sentence}</p></details>`;
+}
+export const noisyBadge = (reason) => html`<span class="badge noisy" title="${reason || "the timing of this job cannot be trusted"}">timing noisy</span>`;
 export const kindDot = (kind) => raw(`<span class="legend-dot" style="background:${SCHEDULE_COLORS[kind] || "#999"}" aria-hidden="true"></span>`);
 
 /** Record that a page has drawn: the benchmark reads window.__dyndsRendered (ms since navigation). */
