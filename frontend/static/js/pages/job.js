@@ -1,12 +1,17 @@
 // Job: the spec, live curves of the DynDS run and its baselines, time split, FLOPs, reproducibility.
 import { get, post, followEvents } from "../api.js";
-import { html, raw, pct, pctOf, pp, secs, gflops, int, when, duration, signClass, esc } from "../format.js";
-import { statusBadge, kindDot, markRendered, loadingBox, errorBox, ACTIVE, RUN_STYLES } from "../common.js";
+import { html, raw, pct, pctOf, pt, secs, gflops, int, when, duration, signClass, esc } from "../format.js";
+import { statusBadge, kindDot, markRendered, loadingBox, errorBox, ACTIVE, RUN_STYLES, VERDICTS, verdictBadge, noisyBadge } from "../common.js";
 import { shapeCurves, lineChart, setSeries } from "../curves.js";
 
 const RUN_LABEL = { dynds: "DynDS", baseline: "Baseline", equal_time: "Equal-time baseline" };
 // What the equal-time run's length came from (JobResult.equal_time_sizing).
 const SIZED_BY = { own_full_steps: "own full steps", paired_baseline: "baseline run", flop_ratio: "FLOP ratio" };
+// How the DynDS run and its paired baseline were timed (JobResult.pairing).
+export const PAIRING = {
+  lockstep: "the DynDS run and its baseline alternated step by step in one process, so both saw the same machine at the same time",
+  sequential: "the baseline ran after the DynDS run (one after the other), so a change in the machine's load between them shows up in the time saving",
+};
 
 export function render(root, { params }) {
   const id = Number(params[0]);
@@ -94,6 +99,7 @@ function layout(root, st) {
   root.innerHTML = String(html`
     <div class="page-head" id="job-head"></div>
     <div id="job-alerts"></div>
+    <div id="job-verdict"></div>
     <div id="job-summary"></div>
     <section class="panel" aria-labelledby="curves-title">
       <div class="page-head" style="margin-bottom:8px">
@@ -151,7 +157,7 @@ function refresh(root, st) {
   root.querySelector("#job-head").innerHTML = String(html`
     <div>
       <p class="muted" style="margin:0"><a href="#/jobs">Jobs</a> / #${j.id}</p>
-      <h1>${j.name} ${statusBadge(j.status)}</h1>
+      <h1>${j.name} ${statusBadge(j.status)}${noisy(j) ? html` ${noisyBadge(timingNoise(j))}` : ""}</h1>
       <p class="muted">${kindDot(j.schedule_kind)}${j.schedule_kind} schedule · track <a href="#/leaderboard?track=${encodeURIComponent(j.track)}">${j.track}</a>
         · attempt ${j.attempt}${j.retry_of ? html` (retry of <a href="#/jobs/${j.retry_of}">#${j.retry_of}</a>)` : ""}
         ${ACTIVE.has(j.status) ? html` · <span id="live-state" role="status">${st.live || "connecting…"}</span>` : ""}</p>
@@ -169,6 +175,7 @@ function refresh(root, st) {
   if (j.status === "cancelled") alerts.push(html`<div class="alert warn">This job was cancelled${j.finished_at ? ` ${when(j.finished_at)}` : ""}. Retry starts a new attempt; this one is kept.</div>`);
   if (j.deduplicated) alerts.push(html`<div class="alert info">An identical spec already existed, so this job was reused instead of training again.</div>`);
   root.querySelector("#job-alerts").innerHTML = alerts.map(String).join("");
+  root.querySelector("#job-verdict").innerHTML = String(verdictPanel(j));
   root.querySelector("#job-summary").innerHTML = String(summary(j));
   root.querySelector("#job-details").innerHTML = String(details(j));
   if (root.querySelector("#curves-note") && st.charts.loss) updateNote(root, st);
@@ -198,12 +205,39 @@ async function act(root, st, what) {
   }
 }
 
-function stat(label, value, cls = "") {
-  return html`<div class="stat"><span class="value ${cls}">${value}</span><span class="label">${label}</span></div>`;
+const noisy = (j) => !!((j.result && j.result.timing_noisy) || (j.summary && j.summary.timing_noisy));
+const timingNoise = (j) => (j.result && j.result.timing_noise) || "the timing of this job cannot be trusted";
+const has = (v) => v !== null && v !== undefined && !Number.isNaN(v);
+
+/** The verdict in words, how the timing was paired, and whether the timing can be trusted. */
+function verdictPanel(j) {
+  if (j.status !== "succeeded") return "";
+  const r = j.result || {};
+  const kind = r.verdict || (j.summary && j.summary.verdict) || null;
+  const v = VERDICTS[kind];
+  const sentence = r.verdict_sentence
+    ? html`<p class="verdict-sentence" id="verdict-sentence">${r.verdict_sentence}</p>`
+    : html`<p class="verdict-sentence muted" id="verdict-sentence">No verdict was recorded for this job (it ran before the server judged results). Its figures are below.</p>`;
+  const pairing = r.pairing
+    ? html`<p class="timing-line" id="pairing"><strong>Timing: ${r.pairing}</strong> — ${PAIRING[r.pairing] || "as recorded by the worker"}.</p>`
+    : html`<p class="timing-line muted" id="pairing"><strong>Timing: pairing not recorded</strong>${r.baseline ? " — this job's result does not say how its baseline was timed." : " — no paired baseline ran."}</p>`;
+  const noise = noisy(j)
+    ? html`<p class="timing-line" id="timing-noise" style="margin-top:6px">${noisyBadge(timingNoise(j))} <strong>Do not trust the time saving of this job:</strong> ${timingNoise(j)}. Noisy jobs are left out of the leaderboard's ranking unless asked for.</p>`
+    : html`<p class="timing-line muted" id="timing-noise" style="margin-top:4px">Timing looks steady: the paired and the cross-check time savings agree and the full steps took a steady time.</p>`;
+  return html`<section class="panel verdict-panel ${v ? v.cls : "v-none"}" aria-labelledby="verdict-title" id="verdict-panel">
+    <h2 id="verdict-title">Worth it? ${kind ? verdictBadge(kind, r.verdict_sentence) : ""}</h2>
+    ${sentence}${pairing}${noise}
+    <p class="muted" style="margin:8px 0 0;font-size:.85rem">One job is one seed. The verdict compares DynDS with the baseline trained for the same time (the equal-time baseline): that is what you would do instead.</p>
+  </section>`;
+}
+
+function stat(label, value, cls = "", explain = "", words = false) {
+  return html`<div class="stat"><span class="value ${cls}${words ? " words" : ""}">${value}</span><span class="label">${label}</span>${explain ? html`<span class="explain">${explain}</span>` : ""}</div>`;
 }
 
 function summary(j) {
   const s = j.summary || {};
+  const r = j.result || {};
   const p = j.progress;
   const parts = [];
   if (j.status === "running" && p) {
@@ -213,16 +247,24 @@ function summary(j) {
       <span>${pct(frac, 0)} · ${RUN_LABEL[p.run] || p.run || ""} run · epoch ${Math.min((p.epoch ?? 0) + 1, p.epochs ?? Infinity)} of ${p.epochs ?? "?"} · step ${int(p.step)} of ${int(p.total_steps)}</span></div></section>`);
   }
   if (j.status === "succeeded" || Object.values(s).some((v) => v !== null && v !== undefined)) {
-    parts.push(html`<section class="panel" aria-label="headline figures"><div class="stats">
-      ${stat("time saving vs baseline", pct(s.time_saving), signClass(s.time_saving))}
-      ${stat("time saving, interleaved (own full steps)", pct(j.result?.time_saving_interleaved ?? null), signClass(j.result?.time_saving_interleaved ?? null))}
-      ${stat("accuracy Δ vs baseline", pp(s.acc_delta), signClass(s.acc_delta))}
-      ${stat("FLOP saving", pct(s.flop_saving), signClass(s.flop_saving))}
-      ${stat("gap to equal-time baseline" + (SIZED_BY[j.result?.equal_time_sizing] ? ` (sized by ${SIZED_BY[j.result.equal_time_sizing]})` : ""), pp(s.equal_time_gap), signClass(s.equal_time_gap))}
-      ${stat("DynDS val. accuracy", pctOf(s.dynds_acc))}
-      ${stat("baseline val. accuracy", pctOf(s.baseline_acc))}
-      ${stat("DynDS train time", secs(s.dynds_time_s))}
-      ${stat("baseline train time", secs(s.baseline_time_s))}
+    const ts = has(r.time_saving) ? r.time_saving : s.time_saving;
+    const tsi = has(r.time_saving_interleaved) ? r.time_saving_interleaved : s.time_saving_interleaved;
+    const noBase = "no baseline ran";
+    const sized = SIZED_BY[r.equal_time_sizing] ? ` (sized by ${SIZED_BY[r.equal_time_sizing]})` : "";
+    parts.push(html`<section class="panel" aria-label="headline figures"><div class="stats" id="headline-stats">
+      ${stat(`time saving (${r.pairing || "pairing not recorded"}, vs paired baseline)`, pct(ts, 1, noBase), signClass(ts),
+        "1 − DynDS train time ÷ its paired baseline's train time", !has(ts))}
+      ${stat("cross-check: vs its own full steps", pct(tsi, 1, "not measured"), signClass(tsi),
+        has(tsi) ? "1 − DynDS train time ÷ (its own full-step time × its steps); should agree with the time saving" : "needs both full and reduced steps in the DynDS run", !has(tsi))}
+      ${stat("accuracy Δ vs baseline", pt(s.acc_delta, 2, noBase), signClass(s.acc_delta), "DynDS − baseline final val. accuracy, in percentage points (pt)", !has(s.acc_delta))}
+      ${stat("FLOP saving", pct(s.flop_saving, 1, noBase), signClass(s.flop_saving), "1 − DynDS training FLOPs ÷ the baseline's", !has(s.flop_saving))}
+      ${stat("gap to equal-time baseline" + sized, pt(s.equal_time_gap, 2, "no equal-time baseline"), signClass(s.equal_time_gap),
+        has(s.equal_time_gap) ? "DynDS − the baseline trained for the same time, in pt; above 0: DynDS is worth it" : "set equal_time_baseline: true to get it", !has(s.equal_time_gap))}
+      ${stat("DynDS val. accuracy", pctOf(s.dynds_acc, 1, "not recorded"), "", "final validation accuracy", !has(s.dynds_acc))}
+      ${stat("baseline val. accuracy", pctOf(s.baseline_acc, 1, noBase), "", "final validation accuracy, full budget", !has(s.baseline_acc))}
+      ${stat("equal-time val. accuracy", pctOf(s.equal_time_acc, 1, "not run"), "", "the baseline cut to DynDS's train time", !has(s.equal_time_acc))}
+      ${stat("DynDS train time", secs(s.dynds_time_s, "not recorded"), "", "optimizer steps only (no evaluation)", !has(s.dynds_time_s))}
+      ${stat("baseline train time", secs(s.baseline_time_s, noBase), "", "optimizer steps only (no evaluation)", !has(s.baseline_time_s))}
     </div></section>`);
   }
   return html`${parts}`;
@@ -237,6 +279,7 @@ function runsOf(j) {
 function timeSplit(j) {
   const runs = runsOf(j);
   if (!runs.length) return html`<p class="muted">Shown when the job has finished.</p>`;
+  const absent = ["baseline", "equal_time"].filter((k) => !j.result[k]);
   return html`${runs.map(([k, r]) => {
     if (!r.steps) return html`<div style="margin-bottom:10px"><strong>${RUN_LABEL[k]}</strong> <span class="muted">· did not run${r.cancelled || j.status === "cancelled" ? " (cancelled first)" : ""}</span></div>`;
     const total = (r.time_full_s || 0) + (r.time_reduced_s || 0);
@@ -248,16 +291,16 @@ function timeSplit(j) {
       </div>
       <span class="muted"><span class="legend-dot" style="background:#1f5fbf"></span>full: ${int(r.steps_full)} steps, ${secs(r.time_full_s)}
       · <span class="legend-dot" style="background:#0f9d76"></span>reduced: ${int(r.steps_reduced)} steps, ${secs(r.time_reduced_s)}</span></div>`;
-  })}`;
+  })}${absent.map((k) => html`<div style="margin-bottom:10px"><strong>${RUN_LABEL[k]}</strong> <span class="muted">· not run (not asked for in the spec)</span></div>`)}`;
 }
 
 function flops(j) {
   const runs = runsOf(j);
   if (!runs.length) return html`<p class="muted">Shown when the job has finished.</p>`;
   return html`<div class="table-wrap"><table><thead><tr><th scope="col">Run</th><th class="num" scope="col">Full step</th><th class="num" scope="col">Reduced step</th><th class="num" scope="col">Total</th></tr></thead><tbody>
-    ${runs.map(([k, r]) => !r.steps ? html`<tr><td>${RUN_LABEL[k]}</td><td class="muted" colspan="3">did not run</td></tr>` : html`<tr><td>${RUN_LABEL[k]}</td><td class="num">${gflops(r.flops_full_step)}</td><td class="num">${r.steps_reduced ? gflops(r.flops_reduced_step) : "—"}</td><td class="num">${gflops(r.total_flops)}</td></tr>`)}
+    ${runs.map(([k, r]) => !r.steps ? html`<tr><td>${RUN_LABEL[k]}</td><td class="muted" colspan="3">did not run</td></tr>` : html`<tr><td>${RUN_LABEL[k]}</td><td class="num">${gflops(r.flops_full_step)}</td><td class="num">${r.steps_reduced ? gflops(r.flops_reduced_step, "not counted") : html`<span class="muted">no reduced steps</span>`}</td><td class="num">${gflops(r.total_flops)}</td></tr>`)}
     </tbody></table></div>
-    <p class="muted">Forward + backward FLOPs of one training step. FLOP saving: <strong>${pct(j.summary && j.summary.flop_saving)}</strong></p>`;
+    <p class="muted">Forward + backward FLOPs of one training step. FLOP saving: <strong>${pct(j.summary && j.summary.flop_saving, 1, "none (no baseline ran)")}</strong></p>`;
 }
 
 function specList(spec) {
@@ -275,7 +318,7 @@ function specList(spec) {
 
 function details(j) {
   const rep = j.reproducibility;
-  const pkgs = rep && rep.packages ? Object.entries(rep.packages).map(([k, v]) => `${k} ${v}`).join(", ") : "—";
+  const pkgs = rep && rep.packages ? Object.entries(rep.packages).map(([k, v]) => `${k} ${v}`).join(", ") : "not recorded";
   return html`<div class="grid grid-2">
     <section class="panel" aria-labelledby="split-title"><h2 id="split-title">Time by batch type</h2>${timeSplit(j)}</section>
     <section class="panel" aria-labelledby="flops-title"><h2 id="flops-title">FLOPs</h2>${flops(j)}</section>
@@ -285,15 +328,15 @@ function details(j) {
     <section class="panel" aria-labelledby="rep-title"><h2 id="rep-title">Reproducibility</h2>
       ${rep ? html`<dl class="kv">
         <dt>git revision</dt><dd class="mono">${rep.git_revision || "unknown"}${rep.git_dirty ? " (dirty)" : ""}</dd>
-        <dt>seed</dt><dd>${rep.seed ?? "—"}</dd>
-        <dt>device</dt><dd>${rep.device || "—"}${rep.device_name ? ` · ${rep.device_name}` : ""}</dd>
+        <dt>seed</dt><dd>${rep.seed ?? "not recorded"}</dd>
+        <dt>device</dt><dd>${rep.device || "not recorded"}${rep.device_name ? ` · ${rep.device_name}` : ""}</dd>
         <dt>CUDA</dt><dd>${rep.cuda || "none"}</dd>
-        <dt>host</dt><dd>${rep.host || "—"}</dd>
-        <dt>python</dt><dd>${rep.python || "—"}</dd>
+        <dt>host</dt><dd>${rep.host || "not recorded"}</dd>
+        <dt>python</dt><dd>${rep.python || "not recorded"}</dd>
         <dt>packages</dt><dd class="mono">${pkgs}</dd></dl>` : html`<p class="muted">Recorded when a worker starts the job.</p>`}
       <h3>Timeline</h3>
-      <dl class="kv"><dt>created</dt><dd>${when(j.created_at)}</dd><dt>started</dt><dd>${when(j.started_at)}</dd>
-        <dt>finished</dt><dd>${when(j.finished_at)}</dd><dt>wall time</dt><dd>${j.started_at ? duration(j.started_at, j.finished_at) : "—"}</dd></dl>
+      <dl class="kv"><dt>created</dt><dd>${when(j.created_at, "unknown")}</dd><dt>started</dt><dd>${when(j.started_at, "not yet")}</dd>
+        <dt>finished</dt><dd>${when(j.finished_at, "not yet")}</dd><dt>wall time</dt><dd>${j.started_at ? duration(j.started_at, j.finished_at) : "not started"}</dd></dl>
     </section></div>`;
 }
 export { esc };
