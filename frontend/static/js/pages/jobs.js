@@ -1,7 +1,7 @@
 // Jobs: every job with its state, live progress and (when done) time saving and accuracy delta.
 import { get, meta } from "../api.js";
-import { html, raw, pct, pp, when, signClass, int } from "../format.js";
-import { statusBadge, kindDot, markRendered, loadingBox, emptyBox, errorBox, STATUSES, ACTIVE, setHashQuery } from "../common.js";
+import { html, raw, pct, pt, when, signClass, int } from "../format.js";
+import { statusBadge, kindDot, markRendered, loadingBox, emptyBox, errorBox, STATUSES, ACTIVE, setHashQuery, verdictBadge, noisyBadge } from "../common.js";
 
 const PAGE = 50;
 const POLL_MS = 2000;
@@ -96,7 +96,15 @@ function progressCell(j) {
   if (j.status === "running") return html`<span class="muted">starting…</span>`;
   if (j.status === "queued") return html`<span class="muted">${j.cancel_requested ? "cancelling" : "waiting"}</span>`;
   if (j.status === "failed") return html`<span class="neg">${(j.error || "failed").split("\n")[0].slice(0, 60)}</span>`;
-  return html`<span class="muted">—</span>`;
+  if (j.status === "cancelled") return html`<span class="muted">stopped</span>`;
+  return html`<span class="muted">done</span>`;
+}
+
+/** Words for a figure a job does not have (yet). */
+function absentWords(j, what) {
+  if (j.status === "succeeded") return what;
+  if (ACTIVE.has(j.status)) return "not finished";
+  return "not run";
 }
 
 function table(page, offset) {
@@ -108,26 +116,29 @@ function table(page, offset) {
   }
   const rows = page.data.map((j) => {
     const s = j.summary || {};
-    return html`<tr>
-      <td class="num"><a href="#/jobs/${j.id}">#${j.id}</a></td>
-      <td class="wrap"><a href="#/jobs/${j.id}">${j.name}</a>${j.attempt > 1 ? html` <span class="muted">(attempt ${j.attempt})</span>` : ""}</td>
-      <td>${statusBadge(j.status)}</td>
-      <td>${progressCell(j)}</td>
-      <td class="hide-sm">${j.track}</td>
-      <td class="hide-sm">${kindDot(j.schedule_kind)}${j.schedule_kind}</td>
-      <td class="num ${signClass(s.time_saving)}">${pct(s.time_saving)}</td>
-      <td class="num ${signClass(s.acc_delta)}">${pp(s.acc_delta)}</td>
-      <td class="hide-sm">${when(j.created_at)}</td></tr>`;
+    const done = j.status === "succeeded";
+    const noBase = absentWords(j, "no baseline");
+    return html`<tr${done && s.timing_noisy ? raw(' class="noisy-row"') : ""}>
+      <td data-label="Job" class="num"><a href="#/jobs/${j.id}">#${j.id}</a></td>
+      <td data-label="Name" class="wrap"><a href="#/jobs/${j.id}">${j.name}</a>${j.attempt > 1 ? html` <span class="muted">(attempt ${j.attempt})</span>` : ""}</td>
+      <td data-label="Status">${statusBadge(j.status)}</td>
+      <td data-label="Progress">${progressCell(j)}</td>
+      <td data-label="Track" class="hide-sm">${j.track}</td>
+      <td data-label="Schedule" class="hide-sm">${kindDot(j.schedule_kind)}${j.schedule_kind}</td>
+      <td data-label="Time saving" class="num ${signClass(s.time_saving)}">${done && s.timing_noisy ? html`${noisyBadge("timing noisy: the paired and interleaved time savings disagree, or the full steps varied; open the job for the reason")} ` : ""}${pct(s.time_saving, 1, noBase)}</td>
+      <td data-label="Acc. Δ" class="num ${signClass(s.acc_delta)}">${pt(s.acc_delta, 2, noBase)}</td>
+      <td data-label="Verdict">${done ? (s.verdict ? verdictBadge(s.verdict) : html`<span class="muted">no verdict</span>`) : html`<span class="muted">${absentWords(j, "")}</span>`}</td>
+      <td data-label="Created" class="hide-sm">${when(j.created_at)}</td></tr>`;
   });
   const end = offset + page.data.length;
   const prev = Math.max(0, offset - PAGE);
   const q = { ...state.query };
   const link = (off) => "#/jobs?" + new URLSearchParams({ ...q, offset: off }).toString();
-  return html`<div class="table-wrap"><table>
+  return html`<div class="table-wrap"><table class="cards">
     <caption class="muted" style="text-align:left;padding:8px 10px">Jobs ${int(offset + 1)}–${int(end)} of ${int(page.count)}, newest first</caption>
     <thead><tr><th class="num" scope="col">Job</th><th scope="col">Name</th><th scope="col">Status</th><th scope="col">Progress</th>
       <th class="hide-sm" scope="col">Track</th><th class="hide-sm" scope="col">Schedule</th><th class="num" scope="col">Time saving</th>
-      <th class="num" scope="col">Acc. Δ</th><th class="hide-sm" scope="col">Created</th></tr></thead>
+      <th class="num" scope="col">Acc. Δ</th><th scope="col">Verdict</th><th class="hide-sm" scope="col">Created</th></tr></thead>
     <tbody>${rows}</tbody></table></div>
     <nav class="pager" aria-label="Pages of jobs">
       ${offset > 0 ? html`<a class="btn" href="${link(prev)}" rel="prev">← Newer</a>` : raw('<span class="btn" aria-disabled="true" style="opacity:.45">← Newer</span>')}
