@@ -1,9 +1,59 @@
-// Compare: time saving against accuracy delta for every finished run, the Pareto front drawn,
-// coloured by schedule kind. Hover shows the settings; click opens the job (or selects it to overlay curves).
+// Compare: time saving against accuracy delta for every finished run, coloured by schedule kind, with the
+// Pareto front of one track (never across tracks: different budgets are not comparable); and for one track
+// the budget frontier: the baseline trained for less time (accuracy against time fraction, with its 95 %
+// band) and the DynDS settings as points with their intervals. Hover shows the settings; click opens the
+// job (or selects it to overlay curves).
 import { get, apiUrl } from "../api.js";
-import { html, raw, pct, pp, int, secs } from "../format.js";
-import { SCHEDULE_COLORS, markRendered, loadingBox, emptyBox, errorBox, chartLib, setHashQuery } from "../common.js";
+import { html, raw, pct, pt, int, secs, pctOfCI, pctCI } from "../format.js";
+import { SCHEDULE_COLORS, markRendered, loadingBox, emptyBox, errorBox, chartLib, setHashQuery, verdictWord } from "../common.js";
 import { paretoFront } from "../pareto.js";
+
+// Where a DynDS cell lies against the baseline's band (GET /frontier points[].position).
+export const POSITION = {
+  above: { color: "#1a7f37", label: "above the band: beats the baseline trained for less time" },
+  within: { color: "#1f5fbf", label: "within the band: no better than the baseline trained for less time" },
+  below: { color: "#b42318", label: "below the band: worse than the baseline trained for less time" },
+  unknown: { color: "#8c959f", label: "position unknown (outside the baseline's time range)" },
+};
+export const FRONTIER_CAPTION = "A point above the band beats training the baseline for less time; within the band it does no better; below it, worse.";
+
+/** Axis bounds that hold every value (intervals included) with a margin, so nothing is clipped; given as
+ * suggested bounds, so Chart.js still widens them to round tick values. */
+export function paddedRange(values, { pad = 0.08, minSpan = 1 } = {}) {
+  const v = values.filter((x) => Number.isFinite(x));
+  if (!v.length) return {};
+  let lo = Math.min(...v), hi = Math.max(...v);
+  if (hi - lo < minSpan) { const mid = (lo + hi) / 2; lo = mid - minSpan / 2; hi = mid + minSpan / 2; }
+  const m = (hi - lo) * pad;
+  return { suggestedMin: lo - m, suggestedMax: hi + m };
+}
+
+// Error bars for points carrying {xLo, xHi, yLo, yHi} (Chart.js has none built in).
+const errorBars = {
+  id: "dyndsErrorBars",
+  afterDatasetsDraw(chart) {
+    const { ctx, scales: { x, y } } = chart;
+    ctx.save();
+    chart.data.datasets.forEach((ds, di) => {
+      if (!ds.errorBars || !chart.isDatasetVisible(di)) return;
+      ctx.strokeStyle = ds.borderColor; ctx.lineWidth = 1.5;
+      for (const p of ds.data) {
+        const px = x.getPixelForValue(p.x), py = y.getPixelForValue(p.y);
+        ctx.beginPath();
+        if (Number.isFinite(p.xLo) && Number.isFinite(p.xHi)) {
+          const a = x.getPixelForValue(p.xLo), b = x.getPixelForValue(p.xHi);
+          ctx.moveTo(a, py); ctx.lineTo(b, py); ctx.moveTo(a, py - 4); ctx.lineTo(a, py + 4); ctx.moveTo(b, py - 4); ctx.lineTo(b, py + 4);
+        }
+        if (Number.isFinite(p.yLo) && Number.isFinite(p.yHi)) {
+          const a = y.getPixelForValue(p.yLo), b = y.getPixelForValue(p.yHi);
+          ctx.moveTo(px, a); ctx.lineTo(px, b); ctx.moveTo(px - 4, a); ctx.lineTo(px + 4, a); ctx.moveTo(px - 4, b); ctx.lineTo(px + 4, b);
+        }
+        ctx.stroke();
+      }
+    });
+    ctx.restore();
+  },
+};
 
 const OVERLAY_COLORS = ["#1f5fbf", "#c2410c", "#0f9d76", "#8b3fd9", "#b42318", "#0e7490", "#a16207", "#be185d"];
 
@@ -26,6 +76,13 @@ export function render(root, { query }) {
       <div class="chart-box tall" id="scatter-box" hidden><canvas id="scatter" role="img" aria-label="scatter of time saving against accuracy delta"></canvas></div>
       <p class="muted" id="scatter-note"></p>
     </section>
+    <section class="panel" aria-labelledby="frontier-title">
+      <h2 id="frontier-title">Budget frontier</h2>
+      <p class="muted" style="margin-top:0">Is DynDS better than simply training the baseline for less time? The line is the baseline's validation accuracy when its training is cut to a fraction of the full budget's time (with its 95 % band over seeds); each point is a DynDS setting.</p>
+      <div id="frontier-msg" aria-live="polite"></div>
+      <div class="chart-box tall" id="frontier-box" hidden><canvas id="frontier" role="img" aria-label="baseline accuracy against training-time fraction, with the DynDS settings as points"></canvas></div>
+      <p class="muted caption" id="frontier-caption"></p>
+    </section>
     <section class="panel" aria-labelledby="overlay-title">
       <h2 id="overlay-title">Overlay curves</h2>
       <form class="actions" id="add-job" style="margin-bottom:10px">
@@ -46,7 +103,7 @@ export function render(root, { query }) {
     root.querySelector("#add-job-id").value = "";
   });
   load(st);
-  return () => { st.alive = false; st.chart && st.chart.destroy(); st.overlay && st.overlay.destroy(); };
+  return () => { st.alive = false; st.chart && st.chart.destroy(); st.overlay && st.overlay.destroy(); st.frontier && st.frontier.destroy(); };
 }
 
 export function update(root, { query }) {
@@ -56,6 +113,7 @@ export function update(root, { query }) {
   st.track = query.track || "";
   root.querySelector("#track").value = st.track;
   draw(st);
+  drawFrontier(st);
 }
 
 async function load(st) {
@@ -74,9 +132,11 @@ async function load(st) {
   for (const r of st.rows) counts.set(r.track, (counts.get(r.track) || 0) + 1);
   const sel = st.root.querySelector("#track");
   for (const [t, n] of [...counts].sort()) sel.add(new Option(`${t} (${int(n)})`, t));
-  if (st.track && !counts.has(st.track)) st.track = "";
+  // A track with no finished DynDS-vs-baseline run can still have a frontier (baseline runs only).
+  if (st.track && !counts.has(st.track)) sel.add(new Option(`${st.track} (no compared runs)`, st.track));
   sel.value = st.track;
   draw(st);
+  drawFrontier(st);
   markRendered("compare");
 }
 
@@ -101,13 +161,14 @@ function draw(st) {
     if (!byKind.has(k)) byKind.set(k, []);
     byKind.get(k).push(p);
   }
-  const front = paretoFront(pts).map((i) => ({ x: pts[i].x, y: pts[i].y, row: pts[i].row }));
+  // The Pareto front only within one track: runs of different budgets are not comparable.
+  const front = st.track ? paretoFront(pts).map((i) => ({ x: pts[i].x, y: pts[i].y, row: pts[i].row })) : [];
   const many = pts.length > 2000;
   const datasets = [...byKind].map(([k, data]) => ({
     type: "scatter", label: `${k} (${int(data.length)})`, data, backgroundColor: (SCHEDULE_COLORS[k] || "#777") + (many ? "99" : "cc"),
     borderColor: SCHEDULE_COLORS[k] || "#777", borderWidth: 0, pointRadius: many ? 2.5 : 4, pointHoverRadius: 7, pointHitRadius: 4,
   }));
-  datasets.push({
+  if (st.track) datasets.push({
     type: "line", label: `Pareto front (${front.length})`, data: front, borderColor: "#111", backgroundColor: "#111", borderWidth: 2,
     pointRadius: 4, pointStyle: "rectRot", pointHoverRadius: 7, stepped: false, tension: 0, order: -1,
   });
@@ -123,8 +184,8 @@ function draw(st) {
         tooltip: { callbacks: { label: (item) => tooltipLines(item.raw.row) } },
       },
       scales: {
-        x: { type: "linear", title: { display: true, text: "time saving vs baseline (%)" }, grid: { color: (c) => (c.tick.value === 0 ? "#9aa4ae" : "#e6e9ed") } },
-        y: { type: "linear", title: { display: true, text: "accuracy Δ vs baseline (pp)" }, grid: { color: (c) => (c.tick.value === 0 ? "#9aa4ae" : "#e6e9ed") } },
+        x: { type: "linear", ...paddedRange(pts.map((p) => p.x).concat([0]), { minSpan: 10 }), title: { display: true, text: "time saving vs paired baseline (%)" }, grid: { color: (c) => (c.tick.value === 0 ? "#9aa4ae" : "#e6e9ed") } },
+        y: { type: "linear", ...paddedRange(pts.map((p) => p.y).concat([0]), { minSpan: 1 }), title: { display: true, text: "accuracy Δ vs baseline (pt)" }, grid: { color: (c) => (c.tick.value === 0 ? "#9aa4ae" : "#e6e9ed") } },
       },
       onHover: (e, els) => { e.native.target.style.cursor = els.length ? "pointer" : "crosshair"; },
       onClick: (e, els) => {
@@ -135,17 +196,115 @@ function draw(st) {
       },
     },
   });
-  st.root.querySelector("#scatter-note").textContent =
-    `${int(pts.length)} run${pts.length === 1 ? "" : "s"}${st.track ? ` on ${st.track}` : " across all tracks"}. Up and to the right is better; the black line joins the runs no other run beats on both axes.`;
+  st.root.querySelector("#scatter-note").textContent = st.track
+    ? `${int(pts.length)} run${pts.length === 1 ? "" : "s"} on ${st.track}. Up and to the right is better; the black line (Pareto front) joins the runs no other run of this track beats on both axes.`
+    : `${int(pts.length)} run${pts.length === 1 ? "" : "s"} across all tracks. Up and to the right is better. Pick one track to see its Pareto front: runs of different budgets are not comparable, so no front is drawn across tracks.`;
+}
+
+async function drawFrontier(st) {
+  const msg = st.root.querySelector("#frontier-msg");
+  const box = st.root.querySelector("#frontier-box");
+  const cap = st.root.querySelector("#frontier-caption");
+  const seq = (st.frontierSeq = (st.frontierSeq || 0) + 1);
+  const clear = () => { box.hidden = true; cap.textContent = ""; if (st.frontier) { st.frontier.destroy(); st.frontier = null; } };
+  if (!st.track) {
+    clear();
+    msg.innerHTML = String(html`<div class="alert info" id="frontier-needs-track">The budget frontier needs one track: pick a track above. Budgets of different tracks cannot share one baseline curve.</div>`);
+    return;
+  }
+  msg.innerHTML = String(loadingBox("the frontier"));
+  let fr;
+  try {
+    fr = await get("/frontier", { track: st.track });
+  } catch (err) {
+    if (!st.alive || seq !== st.frontierSeq) return;
+    clear();
+    msg.innerHTML = err.status === 404 && !(typeof err.detail === "string" && /track/i.test(err.detail))
+      ? String(html`<div class="alert warn">This server does not serve the budget frontier yet (GET /api/v1/frontier answered 404).</div>`)
+      : String(errorBox(err));
+    return;
+  }
+  if (!st.alive || seq !== st.frontierSeq) return;
+  const base = (fr.baseline || []).filter((b) => Number.isFinite(b.time_fraction) && Number.isFinite(b.acc_mean));
+  const cells = (fr.points || []).filter((p) => Number.isFinite(p.time_fraction_mean) && Number.isFinite(p.acc_mean));
+  if (!base.length) {
+    clear();
+    msg.innerHTML = String(html`<div class="alert info">No baseline runs at reduced budgets on ${st.track} yet, so there is no frontier to draw${cells.length ? html` (${int(cells.length)} DynDS setting${cells.length === 1 ? "" : "s"} waiting)` : ""}.
+      Queue them with <a href="#/submit?mode=sweep">Submit → Sweep → frontier preset</a> (the baseline at 25, 50, 75 and 100 % of the epochs, per seed).</div>`);
+    return;
+  }
+  msg.innerHTML = "";
+  box.hidden = false;
+  const x100 = (v) => (Number.isFinite(v) ? v * 100 : NaN);
+  const lo = (ci, m) => (Array.isArray(ci) && Number.isFinite(ci[0]) ? ci[0] : m);
+  const hi = (ci, m) => (Array.isArray(ci) && Number.isFinite(ci[1]) ? ci[1] : m);
+  const baseMean = base.map((b) => ({ x: x100(b.time_fraction), y: b.acc_mean, b }));
+  const datasets = [
+    { type: "line", label: "baseline 95 % band (lower)", data: base.map((b) => ({ x: x100(b.time_fraction), y: lo(b.acc_ci95, b.acc_mean) })),
+      borderColor: "rgba(48,54,61,.35)", borderWidth: 1, pointRadius: 0, fill: false, tension: 0, band: true, order: 3 },
+    { type: "line", label: "baseline 95 % band", data: base.map((b) => ({ x: x100(b.time_fraction), y: hi(b.acc_ci95, b.acc_mean) })),
+      borderColor: "rgba(48,54,61,.35)", backgroundColor: "rgba(87,96,106,.18)", borderWidth: 1, pointRadius: 0, fill: "-1", tension: 0, band: true, order: 3 },
+    { type: "line", label: "baseline trained for less time (mean)", data: baseMean, borderColor: "#30363d", backgroundColor: "#30363d",
+      borderWidth: 2, borderDash: [6, 4], pointRadius: 3.5, pointHoverRadius: 6, tension: 0, order: 2 },
+  ];
+  for (const [pos, style] of Object.entries(POSITION)) {
+    const data = cells.filter((c) => (POSITION[c.position] ? c.position : "unknown") === pos).map((c) => ({
+      x: x100(c.time_fraction_mean), y: c.acc_mean, cell: c,
+      xLo: x100(lo(c.time_fraction_ci95, NaN)), xHi: x100(hi(c.time_fraction_ci95, NaN)), yLo: lo(c.acc_ci95, NaN), yHi: hi(c.acc_ci95, NaN),
+    }));
+    if (!data.length) continue;
+    datasets.push({ type: "scatter", label: `DynDS ${pos} (${int(data.length)})`, data, position: pos, errorBars: true,
+      backgroundColor: style.color, borderColor: style.color, pointRadius: 5, pointHoverRadius: 8, pointStyle: "circle", order: 1 });
+  }
+  const xs = [], ys = [];
+  for (const d of datasets) for (const p of d.data) { xs.push(p.x, p.xLo, p.xHi); ys.push(p.y, p.yLo, p.yHi); }
+  const Chart = chartLib();
+  if (st.frontier) st.frontier.destroy();
+  st.frontier = new Chart(st.root.querySelector("#frontier"), {
+    data: { datasets },
+    plugins: [errorBars],
+    options: {
+      animation: false, parsing: false, responsive: true, maintainAspectRatio: false,
+      interaction: { mode: "nearest", intersect: true },
+      plugins: {
+        legend: { position: "bottom", labels: { filter: (item, data) => !/\(lower\)$/.test(data.datasets[item.datasetIndex].label) } },
+        tooltip: { filter: (item) => !item.dataset.band, callbacks: { label: (item) => frontierTooltip(item.raw) } },
+      },
+      scales: {
+        x: { type: "linear", ...paddedRange(xs, { minSpan: 10, pad: 0.05 }), title: { display: true, text: "train time, % of the full-budget baseline's" } },
+        y: { type: "linear", ...paddedRange(ys, { minSpan: 2 }), title: { display: true, text: "val. accuracy (%)" } },
+      },
+    },
+  });
+  cap.textContent = `${FRONTIER_CAPTION} ${int(cells.length)} DynDS setting${cells.length === 1 ? "" : "s"} and ${int(base.length)} baseline budget${base.length === 1 ? "" : "s"} on ${fr.track || st.track}.`;
+}
+
+function frontierTooltip(p) {
+  if (p.cell) {
+    const c = p.cell;
+    return [
+      c.setting_key || "DynDS setting",
+      `train time ${pctCI(c.time_fraction_mean, c.time_fraction_ci95, 0)} of the full baseline's`,
+      `val. accuracy ${pctOfCI(c.acc_mean, c.acc_ci95, 1)}`,
+      `${int(c.n_seeds)} seed${c.n_seeds === 1 ? "" : "s"} · verdict: ${verdictWord(c.verdict)}`,
+      (POSITION[c.position] || POSITION.unknown).label,
+    ];
+  }
+  if (p.b) {
+    const b = p.b;
+    return [`baseline at ${pct(b.time_fraction, 0)} of the full time`, `val. accuracy ${pctOfCI(b.acc_mean, b.acc_ci95, 1)}`, `${int(b.n_seeds)} seed${b.n_seeds === 1 ? "" : "s"}`];
+  }
+  return "";
 }
 
 function tooltipLines(r) {
   return [
     `#${r.id} ${r.name || ""}`,
     `${r.setting_key || r.schedule_kind}`,
-    `seed ${r.seed ?? "—"} · ${r.track}`,
-    `time saving ${pct(r.time_saving)} · acc Δ ${pp(r.acc_delta)}`,
-    `DynDS ${secs(r.dynds_time_s)} vs baseline ${secs(r.baseline_time_s)}`,
+    `seed ${r.seed ?? "not recorded"} · ${r.track}`,
+    `time saving ${pct(r.time_saving, 1, "not measured")} · acc Δ ${pt(r.acc_delta, 2, "not measured")}`,
+    `DynDS ${secs(r.dynds_time_s, "time not recorded")} vs baseline ${secs(r.baseline_time_s, "not run")}`,
+    ...(r.timing_noisy ? ["timing noisy: do not trust this time saving"] : []),
   ];
 }
 
