@@ -45,10 +45,19 @@ async function init(st, query) {
       ${SECTIONS.map((s) => html`<fieldset id="sec-${s.id}"><legend>${s.title}</legend><div class="fields">${s.fields.map((f) => fieldHtml(f, st.meta))}</div></fieldset>`)}
       <fieldset id="sweep-box" ${raw(st.sweep ? "" : "hidden")}>
         <legend>Sweep</legend>
-        <p class="muted" style="margin-top:0">Each row lists values for one field; the sweep queues one job per combination (at most 1,000). Other fields come from the form above.</p>
-        <div class="fields" style="margin-bottom:12px"><div class="field"><label for="sweep-name">Sweep name</label><input id="sweep-name" type="text" value="sweep"></div></div>
-        <div id="sweep-rows"></div>
-        <div class="actions"><button type="button" class="btn" id="add-row">Add a field</button><span class="muted" id="sweep-count" role="status"></span></div>
+        <p class="muted" style="margin-top:0">A grid queues one job per combination of the values listed (at most 1,000); the frontier preset queues the baseline alone at 25, 50, 75 and 100 % of the epochs, which draws the budget frontier on the Compare page. Each runs once per seed listed. Other fields come from the form above.</p>
+        <div class="fields" style="margin-bottom:12px">
+          <div class="field"><label for="sweep-name">Sweep name</label><input id="sweep-name" type="text" value="sweep"></div>
+          <div class="field"><label for="sweep-preset">What to sweep</label><select id="sweep-preset" aria-describedby="sweep-preset-hint">
+            <option value="">a grid over fields</option><option value="frontier">frontier: baseline at 25/50/75/100 % of the epochs</option></select>
+            <div class="hint" id="sweep-preset-hint">frontier: no grid; one baseline run per budget and seed</div></div>
+          <div class="field"><label for="sweep-seeds">Seeds</label><input id="sweep-seeds" type="text" autocomplete="off" placeholder="e.g. 0, 1, 2" aria-describedby="sweep-seeds-hint sweep-seeds-err">
+            <div class="hint" id="sweep-seeds-hint">comma-separated integers; empty: the form's seed only. 3 or more seeds give a verdict with an interval.</div>
+            <div class="error" id="sweep-seeds-err" role="alert"></div></div>
+        </div>
+        <div id="sweep-grid-box"><div id="sweep-rows"></div>
+        <div class="actions"><button type="button" class="btn" id="add-row">Add a field</button></div></div>
+        <p class="muted" id="sweep-count" role="status" style="margin:8px 0 0"></p>
         <div class="error" id="sweep-error" role="alert" style="color:var(--bad);font-weight:600"></div>
       </fieldset>
       <div class="sticky-submit">
@@ -82,6 +91,10 @@ async function init(st, query) {
   form.addEventListener("change", (e) => { if (e.target.tagName === "SELECT") changed(st); });
   form.addEventListener("submit", (e) => { e.preventDefault(); submit(st); });
   root.querySelector("#add-row").addEventListener("click", () => addSweepRow(st));
+  root.querySelector("#sweep-preset").addEventListener("change", () => { syncSweepPreset(st); updateSweepCount(st); });
+  if (query.preset === "frontier") { root.querySelector("#sweep-preset").value = "frontier"; }
+  if (query.seeds) root.querySelector("#sweep-seeds").value = query.seeds;
+  syncSweepPreset(st);
   if (st.sweep) addSweepRow(st, "dynds.schedule.p", "0.3, 0.5, 0.7");
   changed(st);
   markRendered("submit");
@@ -262,10 +275,40 @@ function sweepGrid(st) {
   return { grid, count, bad };
 }
 
+/** The seeds field: {seeds: [ints], bad: [words that are not integers]}. */
+export function parseSeeds(text) {
+  const seeds = [], bad = [];
+  for (const part of String(text || "").split(/[,\s]+/).map((x) => x.trim()).filter(Boolean)) {
+    if (/^[+-]?\d+$/.test(part)) { const n = Number(part); if (!seeds.includes(n)) seeds.push(n); } else bad.push(part);
+  }
+  return { seeds, bad };
+}
+
+function sweepSeeds(st) {
+  const { seeds, bad } = parseSeeds(st.root.querySelector("#sweep-seeds").value);
+  st.root.querySelector("#sweep-seeds-err").textContent = bad.length ? `not an integer: ${bad.join(", ")}` : "";
+  return { seeds, bad: bad.length > 0 };
+}
+
+const isFrontier = (st) => st.root.querySelector("#sweep-preset").value === "frontier";
+
+function syncSweepPreset(st) {
+  st.root.querySelector("#sweep-grid-box").hidden = isFrontier(st);
+}
+
 function updateSweepCount(st) {
   if (!st.sweep) return;
+  const { seeds } = sweepSeeds(st);
+  const perSeed = Math.max(1, seeds.length);
+  const seedWords = seeds.length ? ` × ${int(seeds.length)} seed${seeds.length === 1 ? "" : "s"}` : "";
+  const out = st.root.querySelector("#sweep-count");
+  if (isFrontier(st)) {
+    const n = 4 * perSeed;
+    out.textContent = `${int(n)} baseline run${n === 1 ? "" : "s"} will be queued (4 budgets${seedWords})`;
+    return;
+  }
   const { count } = sweepGrid(st);
-  st.root.querySelector("#sweep-count").textContent = count ? `${int(count)} job${count === 1 ? "" : "s"} will be queued` : "Add a field to sweep over.";
+  out.textContent = count ? `${int(count * perSeed)} job${count * perSeed === 1 ? "" : "s"} will be queued (${int(count)} combination${count === 1 ? "" : "s"}${seedWords})` : "Add a field to sweep over.";
 }
 
 function idempotencyKey() {
@@ -280,10 +323,16 @@ async function submit(st) {
   btn.disabled = true;
   try {
     if (st.sweep) {
-      const { grid, count, bad } = sweepGrid(st);
+      const frontier = isFrontier(st);
+      const { seeds, bad: badSeeds } = sweepSeeds(st);
+      const { grid, count, bad } = frontier ? { grid: {}, count: 1, bad: false } : sweepGrid(st);
+      if (badSeeds) { st.root.querySelector("#sweep-error").textContent = "Fix the seeds first: comma-separated integers."; return; }
       if (bad || !count) { st.root.querySelector("#sweep-error").textContent = "Fix the sweep rows first."; return; }
-      const name = st.root.querySelector("#sweep-name").value.trim() || "sweep";
-      const { data } = await post("/sweeps", { name, base: spec, grid, force });
+      const name = st.root.querySelector("#sweep-name").value.trim() || (frontier ? "frontier" : "sweep");
+      const body = { name, base: spec, grid, force };
+      if (seeds.length) body.seeds = seeds;
+      if (frontier) body.preset = "frontier";
+      const { data } = await post("/sweeps", body);
       st.root.querySelector("#form-errors").innerHTML = String(html`<div class="alert ok" role="status">Sweep #${data.id} “${data.name}” queued ${int(data.count)} jobs:
         ${(data.jobs || []).slice(0, 30).map((j) => html` <a href="#/jobs/${j.id}">#${j.id}</a>`)}${data.count > 30 ? " …" : ""} · <a href="#/jobs">see the jobs list</a></div>`);
       st.root.querySelector("#form-errors").scrollIntoView({ block: "center" });
