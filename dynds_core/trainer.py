@@ -21,6 +21,7 @@ sequential baseline run, or the FLOP ratio.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -161,6 +162,12 @@ def train(
             from .data import load_dataset
 
             dataset = load_dataset(spec.data, seed=t.seed, cache_dir=cache_dir)
+        if device.type != "cpu":
+            # One device-resident copy shared by every run's loaders (in lockstep two runs hold loaders at once).
+            dataset = dataclasses.replace(
+                dataset, train_x=dataset.train_x.to(device), train_y=dataset.train_y.to(device),
+                val_x=dataset.val_x.to(device), val_y=dataset.val_y.to(device),
+            )  # fmt: skip
         steps_per_epoch = len(dataset.train_y) // t.batch_size
         if steps_per_epoch < 1:
             raise SpecError(
