@@ -171,17 +171,24 @@ def live_server(app):
     thread.join(10)
 
 
-def make_result(spec, *, time_saving=0.3, acc_delta=-0.2, equal_time_gap=None, cancelled=False, baseline=True):
+def make_result(
+    spec, *, time_saving=0.3, acc_delta=-0.2, equal_time_gap=None, cancelled=False, baseline=True,
+    baseline_acc=70.0, steps=100, equal_time_steps=None, timing_noisy=False, time_saving_interleaved=None, verdict=None,
+):
     """A JobResult with the given headline figures (what a finished training job reports)."""
     from dynds_core.result import JobResult, RunResult
 
-    dynds = RunResult(run="dynds", final_val_acc=70.0 + acc_delta, train_time_s=100.0 * (1 - time_saving), cancelled=cancelled)
-    base = RunResult(run="baseline", final_val_acc=70.0, train_time_s=100.0) if baseline else None
-    equal = RunResult(run="equal_time", final_val_acc=70.0 + acc_delta - equal_time_gap) if equal_time_gap is not None else None
+    dynds = RunResult(run="dynds", final_val_acc=baseline_acc + acc_delta, train_time_s=100.0 * (1 - time_saving), cancelled=cancelled, steps=steps)
+    base = RunResult(run="baseline", final_val_acc=baseline_acc, train_time_s=100.0, steps=steps) if baseline else None
+    equal = (
+        RunResult(run="equal_time", final_val_acc=baseline_acc + acc_delta - equal_time_gap, steps=equal_time_steps or steps)
+        if equal_time_gap is not None else None
+    )
     return JobResult(
         spec_hash=spec.spec_hash, spec=spec.canonical(), device="cpu", dynds=dynds, baseline=base, equal_time=equal,
         time_saving=time_saving if baseline else None, acc_delta=acc_delta if baseline else None,
-        equal_time_gap=equal_time_gap, cancelled=cancelled,
+        equal_time_gap=equal_time_gap, cancelled=cancelled, timing_noisy=timing_noisy,
+        time_saving_interleaved=time_saving_interleaved, verdict=verdict,
     )
 
 

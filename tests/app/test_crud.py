@@ -115,3 +115,46 @@ def test_retry_refuses_active_jobs(session):
     job = new_job(session)
     with pytest.raises(crud.JobStateError, match="queued"):
         crud.retry_job(session=session, job=job)
+
+
+def _run(session, job, result_for):
+    assert crud.claim_job(session=session, job_id=job.id, worker="w") is not None
+    spec = JobSpec.parse(job.spec)
+    assert crud.finish_job(session=session, job_id=job.id, result=result_for(spec, timing_noisy=True, verdict="needs_seeds"))
+    session.refresh(job)
+    return job
+
+
+def test_a_succeeded_adaptive_job_does_not_answer_a_resubmission(session, result_for):
+    adaptive = JobSpec.parse({"dynds": {"schedule": {"kind": "adaptive", "window": 10}}})
+    first, created = crud.create_job(session=session, spec=adaptive)
+    assert created
+    # While it is queued (or running), an identical submission is answered with it.
+    again, created = crud.create_job(session=session, spec=adaptive)
+    assert not created and again.id == first.id
+    first = _run(session, first, result_for)
+    assert first.status == "succeeded" and first.active_hash is None
+    assert first.timing_noisy is True and first.verdict == "needs_seeds"
+    # Succeeded: it is a measurement, not a function of the spec: a new submission runs again.
+    second, created = crud.create_job(session=session, spec=adaptive)
+    assert created and second.id != first.id and second.active_hash == adaptive.spec_hash
+    third, created = crud.create_job(session=session, spec=adaptive)
+    assert not created and third.id == second.id
+
+
+def test_a_succeeded_fixed_schedule_job_still_answers_a_resubmission(session, result_for):
+    spec = JobSpec.parse({"dynds": {"schedule": {"kind": "stochastic", "p": 0.4}}})
+    first, _ = crud.create_job(session=session, spec=spec)
+    first = _run(session, first, result_for)
+    assert first.active_hash == spec.spec_hash
+    again, created = crud.create_job(session=session, spec=spec)
+    assert not created and again.id == first.id
+
+
+def test_job_rows_carry_recipe_and_frontier_keys(session):
+    from app.leaderboard import frontier_key, recipe_hash
+
+    job = new_job(session, train={"epochs": 5, "seed": 3})
+    assert job.recipe_hash == recipe_hash(job.spec) and job.frontier_key == frontier_key(job.spec)
+    retried = crud.retry_job(session=session, job=crud.request_cancel(session=session, job=job))
+    assert retried.recipe_hash == job.recipe_hash and retried.frontier_key == job.frontier_key

@@ -6,7 +6,7 @@ from alembic.script import ScriptDirectory
 from datetime import timedelta
 
 from sqlalchemy import inspect, text
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from app import crud
 from app.models import Job
@@ -68,3 +68,80 @@ def test_migrations_sqlite(tmp_path):
 
 def test_migrations_postgresql(fresh_pg_url):
     _check(fresh_pg_url)
+
+
+def _old_job(spec: JobSpec, *, status: str, active: bool, data: dict | None = None, **summary) -> dict:
+    from datetime import datetime, timezone
+
+    from app.leaderboard import setting_key, track_of
+
+    canonical = data if data is not None else spec.canonical()
+    return {
+        "name": "old", "status": status, "spec_hash": spec.spec_hash, "arch": spec.model.arch, "dataset": spec.data.dataset,
+        "schedule_kind": spec.dynds.schedule.kind, "track": track_of(canonical), "attempt": 1,
+        "created_at": datetime(2026, 11, 20, tzinfo=timezone.utc), "cancel_requested": False, "spec": canonical,
+        "active_hash": spec.spec_hash if active else None, "setting_key": setting_key(canonical["dynds"]),
+        "setting": canonical["dynds"], "seed": spec.train.seed, **summary,
+    }
+
+
+def _check_0003(url):
+    """0003 on a database at 0002 that holds jobs: their recipe_hash and frontier_key come from their stored spec."""
+    from sqlalchemy import MetaData, Table
+
+    from app.leaderboard import frontier_key, recipe_hash
+
+    engine = make_engine(url)
+    cfg = Config(str(MIGRATIONS_DIR / "alembic.ini"))
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    try:
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "0002")
+        job = Table("job", MetaData(), autoload_with=engine)
+        fixed = JobSpec.parse({"train": {"seed": 1, "lr": 0.05}})
+        adaptive = JobSpec.parse({"dynds": {"schedule": {"kind": "adaptive"}}})
+        old_shape = JobSpec.parse({"train": {"seed": 2}})
+        stored_old = old_shape.canonical()
+        del stored_old["train"]["pairing"]  # stored before train.pairing existed
+        figures = {"time_saving": 0.3, "acc_delta": -0.1}
+        with engine.begin() as conn:
+            conn.execute(job.insert(), [
+                _old_job(fixed, status="succeeded", active=True, **figures),
+                _old_job(adaptive, status="succeeded", active=True, **figures),
+                _old_job(old_shape, status="queued", active=True, data=stored_old, time_saving=None, acc_delta=None),
+            ])
+        init_db(engine)  # to head
+        columns = {c["name"] for c in inspect(engine).get_columns("job")}
+        assert {"recipe_hash", "frontier_key", "time_saving_interleaved", "timing_noisy", "verdict"} <= columns
+        assert {"ix_job_recipe_status", "ix_job_frontier_status"} <= {i["name"] for i in inspect(engine).get_indexes("job")}
+        with Session(engine) as s:
+            jobs = {j.spec_hash: j for j in s.exec(select(Job)).all()}
+            f, a, o = jobs[fixed.spec_hash], jobs[adaptive.spec_hash], jobs[old_shape.spec_hash]
+            assert f.recipe_hash == recipe_hash(fixed.canonical()) and f.frontier_key == frontier_key(fixed.canonical())
+            assert a.recipe_hash == recipe_hash(adaptive.canonical())
+            assert o.recipe_hash == recipe_hash(stored_old) != recipe_hash(old_shape.canonical())  # kept as stored
+            assert f.timing_noisy is False and f.verdict is None and f.time_saving_interleaved is None
+            assert f.active_hash == fixed.spec_hash and a.active_hash is None and o.active_hash == old_shape.spec_hash
+            rows = crud.summary_rows(session=s, with_setting=True)
+            assert {r["recipe_hash"] for r in rows} == {f.recipe_hash, a.recipe_hash}
+            assert all(r["recipe"] and "seed" not in r["recipe"]["train"] for r in rows)
+            # A new submission of the adaptive spec runs again (the old succeeded one gave up its hold).
+            _, created = crud.create_job(session=s, spec=adaptive)
+            assert created
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0002")
+        assert "recipe_hash" not in {c["name"] for c in inspect(engine).get_columns("job")}
+        init_db(engine)
+        assert "recipe_hash" in {c["name"] for c in inspect(engine).get_columns("job")}
+    finally:
+        engine.dispose()
+
+
+def test_migration_0003_on_existing_jobs_sqlite(tmp_path):
+    _check_0003(f"sqlite:///{tmp_path / 'old.db'}")
+
+
+def test_migration_0003_on_existing_jobs_postgresql(fresh_pg_url):
+    _check_0003(fresh_pg_url)

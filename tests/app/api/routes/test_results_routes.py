@@ -3,6 +3,9 @@
 import csv
 import io
 
+from app.leaderboard import recipe_hash
+from dynds_core.spec import JobSpec
+
 API = "/api/v1"
 TRACK = "resnet20/synthetic/e2-nall"
 
@@ -23,27 +26,114 @@ def test_leaderboard_ranks_settings_over_seeds(client, finished_job, session):
     finished_job(seeded(0.9, 0), time_saving=0.7, acc_delta=-0.1, baseline=False)  # no baseline: not ranked
     other_track = finished_job({"train": {"epochs": 3}}, time_saving=0.9, acc_delta=0.0)
 
-    board = client.get(f"{API}/leaderboard", params={"max_acc_drop": 0.5}).json()
-    assert board["max_acc_drop"] == 0.5
+    board = client.get(f"{API}/leaderboard", params={"max_acc_drop": 0.5, "min_seeds": 1}).json()
+    assert board["max_acc_drop"] == 0.5 and board["min_seeds"] == 1 and board["include_noisy"] is False
     tracks = {t["track"]: t for t in board["tracks"]}
     assert set(tracks) == {TRACK, "resnet20/synthetic/e3-nall"}
+    assert tracks[TRACK]["recipe_hash"] == recipe_hash(JobSpec().canonical()) and tracks[TRACK]["recipe"]["train"]["epochs"] == 2
+    assert "seed" not in tracks[TRACK]["recipe"]["train"] and "dynds" not in tracks[TRACK]["recipe"]
     entries = tracks[TRACK]["entries"]
     assert [e["job_ids"] for e in entries] == [sorted(a), [c], [b]]
     top = entries[0]
     assert top["rank"] == 1 and top["n_seeds"] == 2 and top["within_bound"] and top["schedule_kind"] == "stochastic"
+    assert top["seeds"] == [0, 1] and top["n_jobs"] == 2 and top["n_noisy"] == 0 and top["ranked"]
     assert abs(top["time_saving_mean"] - 0.32) < 1e-9 and top["equal_time_gap_mean"] == 1.0
+    assert top["equal_time_gap_ci95"] == [1.0, 1.0] and top["verdict"] == "beats_equal_time"
     assert top["setting"]["schedule"]["p"] == 0.5 and top["setting_key"].startswith("stochastic p=0.5")
     assert [e["pareto"] for e in entries] == [True, True, True]
     assert not entries[2]["within_bound"]
     assert tracks["resnet20/synthetic/e3-nall"]["entries"][0]["job_ids"] == [other_track]
 
+    # The default min_seeds (3): nothing here has enough seeds; listed, not ranked.
+    default = client.get(f"{API}/leaderboard").json()
+    assert board["tracks"] != default["tracks"] and default["min_seeds"] == 3
+    assert all(e["rank"] is None and not e["ranked"] and "min_seeds" in e["why_unranked"] for t in default["tracks"] for e in t["entries"])
+    assert {e["verdict"] for t in default["tracks"] for e in t["entries"]} == {"needs_seeds", "no_equal_time"}
+
     # A looser bound changes the order; a new result changes the (cached) answer.
-    assert client.get(f"{API}/leaderboard", params={"max_acc_drop": 2}).json()["tracks"][0]["entries"][0]["job_ids"] == [b]
-    only = client.get(f"{API}/leaderboard", params={"track": TRACK}).json()
+    assert client.get(f"{API}/leaderboard", params={"max_acc_drop": 2, "min_seeds": 1}).json()["tracks"][0]["entries"][0]["job_ids"] == [b]
+    only = client.get(f"{API}/leaderboard", params={"track": TRACK, "min_seeds": 1}).json()
     assert [t["track"] for t in only["tracks"]] == [TRACK]
+    by_hash = client.get(f"{API}/leaderboard", params={"track": tracks[TRACK]["recipe_hash"], "min_seeds": 1}).json()
+    assert by_hash == only
     d = finished_job(seeded(0.6, 0), time_saving=0.5, acc_delta=0.0)
-    assert client.get(f"{API}/leaderboard", params={"track": TRACK}).json()["tracks"][0]["entries"][0]["job_ids"] == [d]
+    assert client.get(f"{API}/leaderboard", params={"track": TRACK, "min_seeds": 1}).json()["tracks"][0]["entries"][0]["job_ids"] == [d]
     assert client.get(f"{API}/leaderboard", params={"max_acc_drop": -1}).status_code == 422
+    assert client.get(f"{API}/leaderboard", params={"min_seeds": 0}).status_code == 422
+    assert client.get(f"{API}/leaderboard", params={"min_seeds": 101}).status_code == 422
+
+
+def test_other_lr_or_image_size_never_pools(client, finished_job):
+    same = finished_job(seeded(0.5, 0), time_saving=0.3, acc_delta=0.0)
+    lr = finished_job({**seeded(0.5, 0), "train": {"seed": 0, "lr": 0.01}}, time_saving=0.5, acc_delta=0.0)
+    img = finished_job({**seeded(0.5, 0), "data": {"image_size": 16}}, time_saving=0.7, acc_delta=0.0)
+    board = client.get(f"{API}/leaderboard", params={"min_seeds": 1}).json()
+    assert len(board["tracks"]) == 3  # one label, three recipes: three tracks
+    assert sorted(t["entries"][0]["job_ids"] for t in board["tracks"]) == [[same], [lr], [img]]
+    labels = {t["entries"][0]["job_ids"][0]: t["track"] for t in board["tracks"]}
+    assert len(set(labels.values())) == 3 and all(label.startswith(TRACK + " · ") for label in labels.values())
+    assert "train.lr=0.01" in labels[lr] and "data.image_size=16" in labels[img]
+    for t in board["tracks"]:
+        for key in (t["track"], t["recipe_hash"]):
+            got = client.get(f"{API}/leaderboard", params={"track": key, "min_seeds": 1}).json()["tracks"]
+            assert [x["recipe_hash"] for x in got] == [t["recipe_hash"]] and got[0]["track"] == t["track"]
+            assert [r["id"] for r in client.get(f"{API}/export", params={"format": "json", "track": key}).json()] == t["entries"][0]["job_ids"]
+    assert client.get(f"{API}/leaderboard", params={"track": TRACK}).json()["tracks"] == []
+
+
+def test_a_forced_rerun_of_one_seed_counts_as_one_seed(client, finished_job):
+    ids = [finished_job(seeded(0.5, 0), time_saving=0.2, acc_delta=-1.0),  # finished_job forces: same spec again
+           finished_job(seeded(0.5, 0), time_saving=0.4, acc_delta=-3.0),
+           finished_job(seeded(0.5, 1), time_saving=0.5, acc_delta=-2.0)]
+    (e,) = client.get(f"{API}/leaderboard", params={"min_seeds": 1, "max_acc_drop": 5}).json()["tracks"][0]["entries"]
+    assert e["n_seeds"] == 2 and e["n_jobs"] == 3 and e["seeds"] == [0, 1] and e["job_ids"] == ids
+    assert abs(e["time_saving_mean"] - 0.4) < 1e-9  # seed 0 averaged first: (0.3 + 0.5) / 2, not (0.2 + 0.4 + 0.5) / 3
+    assert abs(e["acc_delta_mean"] + 2.0) < 1e-9
+
+
+def test_noisy_jobs_are_counted_but_not_ranked_unless_included(client, finished_job):
+    clean = [finished_job(seeded(0.5, s), time_saving=0.3, acc_delta=0.0) for s in range(3)]
+    noisy = [finished_job(seeded(0.7, s), time_saving=0.6, acc_delta=0.0, timing_noisy=True) for s in range(3)]
+    entries = client.get(f"{API}/leaderboard").json()["tracks"][0]["entries"]
+    assert [(e["job_ids"], e["rank"], e["n_noisy"]) for e in entries] == [(clean, 1, 0), (noisy, None, 3)]
+    assert "noisy" in entries[1]["why_unranked"]
+    included = client.get(f"{API}/leaderboard", params={"include_noisy": True}).json()["tracks"][0]["entries"]
+    assert [(e["job_ids"], e["rank"]) for e in included] == [(noisy, 1), (clean, 2)]
+    job = client.get(f"{API}/jobs/{noisy[0]}").json()
+    assert job["summary"]["timing_noisy"] is True and job["recipe_hash"] == recipe_hash(JobSpec.parse(seeded(0.7, 0)).canonical())
+
+
+def frontier_spec(epochs, seed, p=None):
+    data = {"data": {"train_subset": 100}, "train": {"epochs": epochs, "seed": seed}}
+    if p is None:
+        return {**data, "dynds": {"schedule": {"kind": "none"}}, "baseline": False}
+    return {**data, "dynds": {"schedule": {"kind": "stochastic", "p": p}}}
+
+
+def test_frontier_endpoint(client, finished_job):
+    # Baseline-only runs at 2 and 4 of 4 epochs (50 %, 100 %), three seeds each.
+    for epochs, accs in ((2, (60.0, 61.0, 62.0)), (4, (70.0, 71.0, 72.0))):
+        for seed, acc in enumerate(accs):
+            finished_job(frontier_spec(epochs, seed), baseline=False, acc_delta=acc - 70.0, steps=25 * epochs)
+    above = [finished_job(frontier_spec(4, s, 0.3), time_saving=0.5, acc_delta=0.0, baseline_acc=71.0 + s) for s in range(3)]
+    # Their equal-time runs: half the steps (x 0.5) at 61 + seed (the 2-epoch baseline's accuracies).
+    below = [finished_job(frontier_spec(4, s, 0.6), time_saving=0.5, acc_delta=-20.0, baseline_acc=71.0 + s,
+                          equal_time_gap=-10.0, steps=100, equal_time_steps=50) for s in range(3)]
+    track = "resnet20/synthetic/e4-n100"
+    r = client.get(f"{API}/frontier", params={"track": track})
+    assert r.status_code == 200, r.text
+    front = r.json()
+    assert front["track"] == track and front["full_epochs"] == 4 and front["recipe"]["train"]["epochs"] == 4
+    assert [p["time_fraction"] for p in front["baseline"]] == [0.5, 1.0]
+    half, full = front["baseline"]
+    assert half["sources"] == ["baseline_only", "equal_time"] and half["n_seeds"] == 3
+    assert full["sources"] == ["baseline_only", "paired_baseline"] and abs(full["acc_mean"] - (71 + 2 / 3)) < 1e-9  # per seed: 70 + 71 + 71 over 3, ...
+    points = {tuple(p["job_ids"]): p for p in front["dynds"]}
+    assert points[tuple(above)]["position"] == "above" and points[tuple(above)]["time_fraction"] == 0.5
+    assert points[tuple(below)]["position"] == "below"
+    assert client.get(f"{API}/frontier", params={"track": front["recipe_hash"]}).json() == front
+    assert client.get(f"{API}/frontier", params={"track": "nope/none"}).status_code == 404
+    assert client.get(f"{API}/frontier").status_code == 422
 
 
 def test_export_csv_and_json(client, finished_job):
@@ -54,6 +144,8 @@ def test_export_csv_and_json(client, finished_job):
     (row,) = rows
     assert row["id"] == j1 and row["name"] == "first" and row["seed"] == 3 and row["track"] == TRACK
     assert row["time_saving"] == 0.25 and row["acc_delta"] == -0.5 and row["baseline_acc"] == 70.0
+    assert row["recipe_hash"] == recipe_hash(JobSpec.parse(seeded(0.5, 3)).canonical())
+    assert row["timing_noisy"] is False and row["verdict"] is None and row["time_saving_interleaved"] is None
     r = client.get(f"{API}/export", params={"format": "csv"})
     assert r.headers["content-type"].startswith("text/csv")
     (csv_row,) = list(csv.DictReader(io.StringIO(r.text)))
