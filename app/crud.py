@@ -287,7 +287,7 @@ def list_jobs(
 
 
 LIST_SCALARS = (
-    "id", "name", "status", "spec_hash", "arch", "dataset", "schedule_kind", "track", "recipe_hash", "attempt", "retry_of", "sweep_id",
+    "id", "name", "status", "spec_hash", "arch", "dataset", "schedule_kind", "track", "recipe_hash", "attempt", "attempts", "retry_of", "sweep_id",
     "created_at", "started_at", "finished_at", "cancel_requested", "error", "heartbeat_at",
 )
 LIST_RAW_JSON = ("spec", "progress", "reproducibility")
