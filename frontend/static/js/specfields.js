@@ -34,6 +34,7 @@ export const SECTIONS = [
     { path: "train.warmup_epochs", label: "Warm-up", type: "float", min: 0, step: "any", hint: "epochs (not onecycle)" },
     { path: "train.label_smoothing", label: "Label smoothing", type: "float", min: 0, max: 1, step: "any" },
     { path: "train.seed", label: "Seed", type: "int", min: 0 },
+    { path: "train.pairing", label: "Baseline timing", type: "choice", choices: ["lockstep", "sequential"], hint: "lockstep: DynDS and baseline alternate step by step (same machine load); sequential: one after the other (half the memory)" },
     { path: "train.device", label: "Device", type: "text", list: ["auto", "cpu", "cuda", "cuda:0", "cuda:1"], hint: "auto, cpu, cuda or cuda:N" },
     { path: "train.amp", label: "Mixed precision", type: "bool" },
     { path: "train.channels_last", label: "Channels-last", type: "bool" },
