@@ -77,7 +77,8 @@ export function render(root, { query }) {
       <p class="muted" id="scatter-note"></p>
     </section>
     <section class="panel" aria-labelledby="frontier-title">
-      <h2 id="frontier-title">Budget frontier</h2>
+      <div class="page-head" style="margin-bottom:6px"><h2 id="frontier-title">Budget frontier</h2>
+        <label class="check" for="frontier-noisy"><input type="checkbox" id="frontier-noisy"> Include noisy timing</label></div>
       <p class="muted" style="margin-top:0">Is DynDS better than simply training the baseline for less time? The line is the baseline's validation accuracy when its training is cut to a fraction of the full budget's time (with its 95 % band over seeds); each point is a DynDS setting.</p>
       <div id="frontier-msg" aria-live="polite"></div>
       <div class="chart-box tall" id="frontier-box" hidden><canvas id="frontier" role="img" aria-label="baseline accuracy against training-time fraction, with the DynDS settings as points"></canvas></div>
@@ -95,6 +96,7 @@ export function render(root, { query }) {
       <div class="chart-box" id="overlay-box" hidden><canvas id="overlay" role="img" aria-label="validation accuracy of the selected jobs"></canvas></div>
     </section>`);
   root.querySelector("#select-mode").addEventListener("change", (e) => { st.selectMode = e.target.checked; });
+  root.querySelector("#frontier-noisy").addEventListener("change", () => drawFrontier(st));
   root.querySelector("#track").addEventListener("change", (e) => setHashQuery("compare", { track: e.target.value }));
   root.querySelector("#add-job").addEventListener("submit", (e) => {
     e.preventDefault();
@@ -118,8 +120,10 @@ export function update(root, { query }) {
 
 async function load(st) {
   st.root.__compare = st;
+  let lb = null;
   try {
-    st.rows = await get("/export", { format: "json" });
+    // The leaderboard names the tracks as the frontier knows them (one per recipe); optional.
+    [st.rows, lb] = await Promise.all([get("/export", { format: "json" }), get("/leaderboard", { include_noisy: "true" }).catch(() => null)]);
     if (st.rows && !Array.isArray(st.rows)) st.rows = st.rows.data || st.rows.rows || [];
   } catch (err) {
     if (!st.alive) return;
@@ -128,8 +132,11 @@ async function load(st) {
     return;
   }
   if (!st.alive) return;
+  st.labels = new Map();  // track label -> recipe hash
+  for (const t of (lb && lb.tracks) || []) if (t && t.track) st.labels.set(t.track, t.recipe_hash || null);
   const counts = new Map();
-  for (const r of st.rows) counts.set(r.track, (counts.get(r.track) || 0) + 1);
+  for (const t of st.labels.keys()) counts.set(t, st.rows.filter((r) => inTrack(st, r, t)).length);
+  for (const r of st.rows) if (![...st.labels.keys()].some((t) => inTrack(st, r, t))) counts.set(r.track, (counts.get(r.track) || 0) + 1);
   const sel = st.root.querySelector("#track");
   for (const [t, n] of [...counts].sort()) sel.add(new Option(`${t} (${int(n)})`, t));
   // A track with no finished DynDS-vs-baseline run can still have a frontier (baseline runs only).
@@ -140,8 +147,16 @@ async function load(st) {
   markRendered("compare");
 }
 
+/** Whether an export row belongs to a track given by its label (leaderboard) or its recipe hash. */
+function inTrack(st, r, t) {
+  if (r.track === t || (r.recipe_hash && r.recipe_hash === t)) return true;
+  const hash = st.labels && st.labels.get(t);
+  if (hash && r.recipe_hash) return r.recipe_hash === hash;
+  return typeof t === "string" && t.startsWith(`${r.track} · `);
+}
+
 function draw(st) {
-  const rows = st.rows.filter((r) => (!st.track || r.track === st.track) && r.time_saving !== null && r.time_saving !== undefined && r.acc_delta !== null && r.acc_delta !== undefined);
+  const rows = st.rows.filter((r) => (!st.track || inTrack(st, r, st.track)) && r.time_saving !== null && r.time_saving !== undefined && r.acc_delta !== null && r.acc_delta !== undefined);
   const msg = st.root.querySelector("#scatter-msg");
   const box = st.root.querySelector("#scatter-box");
   if (!rows.length) {
@@ -215,7 +230,7 @@ async function drawFrontier(st) {
   msg.innerHTML = String(loadingBox("the frontier"));
   let fr;
   try {
-    fr = await get("/frontier", { track: st.track });
+    fr = await get("/frontier", { track: st.track, include_noisy: st.root.querySelector("#frontier-noisy").checked ? "true" : undefined });
   } catch (err) {
     if (!st.alive || seq !== st.frontierSeq) return;
     clear();
@@ -276,7 +291,10 @@ async function drawFrontier(st) {
       },
     },
   });
-  cap.textContent = `${FRONTIER_CAPTION} ${int(cells.length)} DynDS setting${cells.length === 1 ? "" : "s"} and ${int(base.length)} baseline budget${base.length === 1 ? "" : "s"} on ${fr.track || st.track}.`;
+  const hints = [];
+  if (base.length < 2) hints.push("Only one baseline budget has run: queue the frontier preset (Submit → Sweep) for the baseline at 25, 50, 75 and 100 % of the epochs.");
+  if (!cells.length) hints.push(st.root.querySelector("#frontier-noisy").checked ? "No DynDS setting of this track has finished." : "No DynDS setting to place: jobs with noisy timing are left out unless “Include noisy timing” is ticked.");
+  cap.textContent = `${FRONTIER_CAPTION} ${int(cells.length)} DynDS setting${cells.length === 1 ? "" : "s"} and ${int(base.length)} baseline budget${base.length === 1 ? "" : "s"} on ${fr.track || st.track}.${hints.length ? " " + hints.join(" ") : ""}`;
 }
 
 function frontierTooltip(p) {
