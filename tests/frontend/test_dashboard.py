@@ -128,6 +128,10 @@ def test_tiny_job_runs_live_and_lands_everywhere(page, server):
     assert loss.get("DynDS", 0) >= 2 and loss.get("Baseline", 0) >= 2, loss
     assert "%" in page.locator("#job-summary").inner_text()
     assert "GFLOPs" in page.locator("#job-details").inner_text()
+    # the verdict panel says in words what the real result holds (or that it holds none), and how it was timed
+    assert page.locator("#verdict-sentence").inner_text().startswith(("Worth it", "Not worth it", "Not conclusive", "No verdict was recorded"))
+    assert page.locator("#pairing").inner_text().startswith("Timing:")
+    assert "time saving (" in page.locator("#headline-stats").inner_text()
     page.click("[data-axis=steps]")
     assert page.evaluate("Chart.getChart(document.getElementById('chart-loss')).options.scales.x.title.text") == "steps"
     shot(page, "job-succeeded")
@@ -146,7 +150,14 @@ def test_tiny_job_runs_live_and_lands_everywhere(page, server):
                  .filter(d => d.type === 'scatter').flatMap(d => d.data.map(p => p.row.id))"""
     )
     assert job_id in pts
+    assert "needs one track" in page.locator("#frontier-msg").inner_text()
     shot(page, "compare")
+    # one track: the live server's frontier is drawn, or the page says in words why there is none
+    page.select_option("#track", index=1)
+    page.wait_for_function("""() => Chart.getChart(document.getElementById('frontier'))
+                                || (document.querySelector('#frontier-msg .alert') && !document.querySelector('#frontier-msg .loading'))""")
+    shot(page, "compare-track")
+    page.select_option("#track", "")
     # click selection overlays the job's curves
     page.check("#select-mode")
     page.fill("#add-job-id", str(job_id))
@@ -263,7 +274,8 @@ def test_pure_helpers_in_the_browser(page, server):
              const s = await import('/static/js/specfields.js');
              const a = await import('/static/js/api.js');
              const pts = [{x: 10, y: -1}, {x: 20, y: -2}, {x: 15, y: -3}, {x: 5, y: 0.5}, {x: 20, y: -1.5}];
-             return { front: paretoFront(pts), pct: f.pct(0.312), pp: f.pp(-0.4), gf: f.gflops(3.1e10),
+             return { front: paretoFront(pts), pct: f.pct(0.312), pt: f.pt(-0.4), gf: f.gflops(3.1e10),
+                      ci: f.pctCI(0.31, [0.27, 0.35]), ptci: f.ptCI(-0.3, [-0.8, 0.2]), none: f.pct(null, 1, 'not run'),
                       loc: s.locToPath(['body', 'spec', 'dynds', 'schedule', 'stochastic', 'p']),
                       size: s.locToPath(['body', 'spec', 'dynds', 'kernel', 'size', 0]),
                       sweep: s.parseSweepValues(s.FIELD_BY_PATH['train.seed'], '0, 1, x'),
@@ -271,7 +283,8 @@ def test_pure_helpers_in_the_browser(page, server):
            }"""
     )
     assert out["front"] == [3, 0, 4]
-    assert out["pct"] == "31.2 %" and out["pp"] == "\u22120.40 pp" and out["gf"] == "31.0 GFLOPs"
+    assert out["pct"] == "31.2 %" and out["pt"] == "\u22120.40 pt" and out["gf"] == "31.0 GFLOPs"
+    assert out["ci"] == "31 % [27, 35]" and out["ptci"] == "\u22120.3 pt [\u22120.8, +0.2]" and out["none"] == "not run"
     assert out["loc"] == "dynds.schedule.p" and out["size"] == "dynds.kernel.size"
     assert out["sweep"] == {"values": [0, 1], "bad": ["x"]}
     assert out["ev"] == {"event": "metric", "id": "7", "data": {"run": "dynds"}}
