@@ -1,7 +1,7 @@
 """What a job ran on: enough to rerun it and to explain a difference between two results.
 
     record = reproducibility_record(spec)
-    record["packages"]["torch"], record["git_revision"], record["git_dirty"]
+    record["packages"]["torch"], record["git_revision"], record["git_dirty"], record["worker"]
 
 Everything here is best effort: a field that cannot be known is None, never an exception,
 because a missing git binary must not fail a training job.
@@ -9,9 +9,11 @@ because a missing git binary must not fail a training job.
 
 from __future__ import annotations
 
+import os
 import platform
 import socket
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -83,6 +85,27 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def worker_identity() -> str:
+    """Who ran the job, as ``NAME:PID``: the worker process an operator started and can find again.
+
+    Under Celery NAME is the worker's nodename (``dynds@HOST``) and PID that of the ``dynds worker``
+    process itself, not of the pool child running the job (a fresh one per job); with the embedded
+    executor NAME is the host and PID the serving process. The pid tells apart two workers on one host,
+    whose nodenames are the same.
+    """
+    celery = sys.modules.get("celery")  # not imported: not in a Celery worker (the API never imports it)
+    task = getattr(celery, "current_task", None) if celery is not None else None
+    nodename = getattr(getattr(task, "request", None), "hostname", None) if task else None
+    if not nodename:
+        return f"{socket.gethostname()}:{os.getpid()}"
+    pid = os.getpid()
+    billiard = sys.modules.get("billiard.process")
+    if billiard is not None:
+        # A prefork pool child knows the pid of the worker process that forked it (None in that process).
+        pid = getattr(billiard.current_process(), "_parent_pid", None) or pid
+    return f"{nodename}:{pid}"
+
+
 def reproducibility_record(spec: Any, *, repo_dir: Path = PROJECT_DIR) -> dict[str, Any]:
     """The record stored with a job (see docs/api.md, ``reproducibility``)."""
     import torch
@@ -99,6 +122,7 @@ def reproducibility_record(spec: Any, *, repo_dir: Path = PROJECT_DIR) -> dict[s
         "device_name": device_name(device),
         "torch_threads": torch.get_num_threads(),
         "host": socket.gethostname(),
+        "worker": worker_identity(),
         "platform": platform.platform(),
         "seed": spec.train.seed,
         "git_revision": revision,

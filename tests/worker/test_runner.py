@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import threading
 
@@ -49,6 +51,8 @@ def test_run_job_end_to_end_stores_metrics_result_and_reproducibility(sessions, 
 
     rec = job.reproducibility
     assert rec["seed"] == 0 and rec["device"] == "cpu" and rec["packages"]["torch"]
+    # Outside Celery the worker is this process (the embedded executor's); tests/deploy checks Celery's.
+    assert rec["worker"] == f"{socket.gethostname()}:{os.getpid()}"
     assert (rec["git_revision"], rec["git_dirty"]) == git_state()
     if (PROJECT_DIR / ".git").exists():
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_DIR, capture_output=True, text=True).stdout.strip()
