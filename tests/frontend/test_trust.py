@@ -361,6 +361,7 @@ def test_sweep_form_sends_seeds_and_the_frontier_preset(vpage, server):
     page.wait_for_selector("#form-errors .alert.ok")
     assert sent[-1]["preset"] == "frontier" and sent[-1]["grid"] == {} and sent[-1]["seeds"] == [0, 1, 2]
     assert sent[-1]["base"]["train"]["epochs"] >= 1
+    page.wait_for_selector("#predicted-saving")
     page.locator("#sweep-box").scroll_into_view_if_needed()
     no_sideways_scroll(page)
     shot(page, f"trust-submit-sweep-{page.size_name}", full_page=False)

@@ -49,7 +49,7 @@ async function init(st, query) {
         <div class="fields" style="margin-bottom:12px">
           <div class="field"><label for="sweep-name">Sweep name</label><input id="sweep-name" type="text" value="sweep"></div>
           <div class="field"><label for="sweep-preset">What to sweep</label><select id="sweep-preset" aria-describedby="sweep-preset-hint">
-            <option value="">a grid over fields</option><option value="frontier">frontier: baseline at 25/50/75/100 % of the epochs</option></select>
+            <option value="">a grid over fields</option><option value="frontier">frontier: baseline at 25–100 % of the epochs</option></select>
             <div class="hint" id="sweep-preset-hint">frontier: no grid; one baseline run per budget and seed</div></div>
           <div class="field"><label for="sweep-seeds">Seeds</label><input id="sweep-seeds" type="text" autocomplete="off" placeholder="e.g. 0, 1, 2" aria-describedby="sweep-seeds-hint sweep-seeds-err">
             <div class="hint" id="sweep-seeds-hint">comma-separated integers; empty: the form's seed only. 3 or more seeds give a verdict with an interval.</div>
