@@ -15,13 +15,24 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /srv/dynds
-# Dependencies first, so a source change does not reinstall torch.
-COPY pyproject.toml README.md ./
+# Dependencies first, in a layer of their own, so a source change does not reinstall torch: the list is
+# pyproject.toml's [project].dependencies, read here with tomllib (no second list to keep in step).
+COPY pyproject.toml ./
+RUN python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
+        > /tmp/requirements.txt \
+    && pip install -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
+# Then the sources, installed without touching the dependencies; the import check fails the build if a
+# module the service loads (the Redis transport's included) is missing, from the installed copy (cwd /).
+COPY README.md ./
 COPY dynds_core ./dynds_core
 COPY app ./app
 COPY worker ./worker
 COPY frontend ./frontend
-RUN pip install .
+RUN pip install --no-deps . \
+    && cd / && python -c "import app.main, worker.celery_app, worker.runner, kombu.transport.redis"
+# The example specs, e.g. `docker compose exec api dynds train examples/synthetic.yaml`.
+COPY examples ./examples
 
 RUN useradd --system --create-home --home-dir /var/lib/dynds dynds
 USER dynds

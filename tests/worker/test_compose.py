@@ -3,7 +3,15 @@ the structure Compose needs, and that every command and setting in it means some
 
 from __future__ import annotations
 
+import fnmatch
+import inspect
+import os
 import re
+import shlex
+import subprocess
+import sys
+import tomllib
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -13,6 +21,7 @@ from app.cli import build_parser
 from app.core.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
+IMAGE = "dynds:latest"  # what `build: .` makes; the services running it run our Dockerfile's image
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +73,156 @@ def test_commands_are_valid_dynds_invocations(compose):
     assert worker[0] == "dynds" and args.command == "worker" and args.queue == _env(compose["services"]["worker"])["DYNDS_QUEUE"]
 
 
+# ---------------------------------------------------------------- the Dockerfile
+
+
+def _instructions() -> list[tuple[str, str]]:
+    """The Dockerfile as (INSTRUCTION, arguments), continuation lines joined, comments dropped."""
+    text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            instr, _, args = line.partition(" ")
+            out.append((instr.upper(), " ".join(args.split())))
+    return out
+
+
+def _pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def _copies(instructions) -> list[tuple[int, list[str]]]:
+    """(index, sources) of each COPY from the build context."""
+    return [(i, args.split()[:-1]) for i, (instr, args) in enumerate(instructions)
+            if instr == "COPY" and not args.startswith("--from")]
+
+
+def _source_paths() -> list[str]:
+    """What `pip install .` builds from: the packages found, and the readme the metadata names."""
+    include = _pyproject()["tool"]["setuptools"]["packages"]["find"]["include"]
+    return sorted({p.rstrip("*") for p in include}) + [_pyproject()["project"]["readme"]]
+
+
 def test_dockerfile_installs_the_package_from_python_311_slim():
     text = (ROOT / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.11-slim$", text, re.M)
-    assert "RUN pip install ." in text
-    for package in ("dynds_core", "app", "worker"):
+    for package in ("dynds_core", "app", "worker", "frontend"):
         assert f"COPY {package} ./{package}" in text
+
+
+def test_dependencies_are_installed_in_a_layer_before_the_sources():
+    instructions = _instructions()
+    runs = [(i, args) for i, (instr, args) in enumerate(instructions) if instr == "RUN"]
+    deps = [(i, args) for i, args in runs if "pip install -r" in args]
+    package = [(i, args) for i, args in runs if re.search(r"pip install --no-deps \.(\s|$)", args)]
+    assert len(deps) == 1 and len(package) == 1, "one RUN installs the dependencies, one the package (--no-deps)"
+    assert not [args for _, args in runs if re.search(r"pip install (?!--no-deps)[^&]*(^|\s)\.(\s|$)", args)], \
+        "the package is installed only with --no-deps (its dependencies come from the layer before)"
+    (i_deps, deps_run), (i_pkg, _) = deps[0], package[0]
+    copies = _copies(instructions)
+    before = [src for i, sources in copies if i < i_deps for src in sources]
+    assert before == ["pyproject.toml"], f"only pyproject.toml is copied before the dependencies: {before}"
+    sources = {src for i, sources in copies if i < i_pkg for src in sources}
+    missing = set(_source_paths()) - sources
+    assert not missing, f"copied after `pip install --no-deps .`, or not at all: {sorted(missing)}"
+    assert i_deps < min(i for i, s in copies if set(s) & set(_source_paths())), "the sources come after the deps"
+
+
+def test_the_dependency_layer_installs_exactly_pyprojects_dependencies(tmp_path):
+    """Run the layer's list-making command on pyproject.toml: it gives [project].dependencies, no more, no less."""
+    run = next(args for instr, args in _instructions() if instr == "RUN" and "pip install -r" in args)
+    script = run.split(">", 1)[0].strip()
+    argv = shlex.split(script)
+    assert argv[:2] == ["python", "-c"], script
+    (tmp_path / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text())
+    out = subprocess.run([sys.executable, "-c", argv[2]], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == _pyproject()["project"]["dependencies"]
+
+
+def test_the_image_ships_the_examples_and_dockerignore_drops_nothing_it_copies():
+    copies = _copies(_instructions())
+    assert any("examples" in sources for _, sources in copies), "the image ships examples/"
+    patterns = [p.strip().lstrip("/") for p in (ROOT / ".dockerignore").read_text().splitlines()
+                if p.strip() and not p.strip().startswith(("#", "!"))]
+    excluded = []
+    for _, sources in copies:
+        for src in sources:
+            assert (ROOT / src).exists(), f"COPY {src}: no such file in the build context"
+            files = [src] if (ROOT / src).is_file() else [
+                os.path.relpath(os.path.join(d, f), ROOT) for d, dirs, fs in os.walk(ROOT / src)
+                if "__pycache__" not in d and "node_modules" not in d for f in fs if not f.endswith(".pyc")]
+            for rel in files:
+                # Conservative: fnmatch's * also crosses "/", so this flags a superset of what Docker drops.
+                hit = [p for p in patterns if fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(rel, p.rstrip("/") + "/*")]
+                if hit:
+                    excluded.append(f"{rel} ({hit[0]})")
+    assert not excluded, f".dockerignore drops files the Dockerfile copies: {excluded[:10]}"
+
+
+def _image_services(compose: dict) -> dict[str, dict]:
+    services = {n: s for n, s in compose["services"].items() if s.get("image") == IMAGE or "build" in s}
+    assert set(services) == {"api", "worker"}
+    return services
+
+
+def _command_lines(service: dict) -> list[list[str]]:
+    """The service's command and health check, each as argv (CMD-SHELL strings split like sh would)."""
+    lines = [list(service["command"])]
+    test = service["healthcheck"]["test"]
+    if test[0] == "CMD-SHELL":
+        for part in re.split(r"\|\||&&|;|\|", test[1]):
+            lines.append(shlex.split(part.replace("$$", "$")))
+    else:
+        assert test[0] == "CMD", test
+        lines.append(list(test[1:]))
+    return [line for line in lines if line]
+
+
+def test_every_program_and_file_the_compose_commands_use_is_in_the_image(compose):
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    apt = set(re.search(r"apt-get install -y --no-install-recommends ([^&\\]+)", dockerfile).group(1).split())
+    scripts = set(_pyproject()["project"]["scripts"])
+    dependencies = {re.split(r"[\[<>=!~ ;]", d, maxsplit=1)[0].lower() for d in _pyproject()["project"]["dependencies"]}
+    # Console scripts of the dependencies (as installed here, where the same requirements are installed).
+    dep_scripts = {ep.name for ep in metadata.entry_points(group="console_scripts")
+                   if ep.dist is not None and ep.dist.metadata["Name"].lower() in dependencies}
+    shipped_paths = [src for _, sources in _copies(_instructions()) for src in sources]
+    for name, service in _image_services(compose).items():
+        for argv in _command_lines(service):
+            program = argv[0]
+            if program in ("exit", "true", "false"):
+                continue
+            assert program in scripts | dep_scripts | apt, \
+                f"{name}: {program!r} is neither dynds' script, a dependency's, nor installed by apt-get in the image"
+            for arg in argv[1:]:
+                path = arg.split("=", 1)[-1]
+                # A relative path is the working directory's (/srv/dynds: the build context's copies).
+                if "/" in path and "://" not in path and not path.startswith(("-", "/", "$")):
+                    assert (ROOT / path).exists() and any(
+                        path == s or path.startswith(s.rstrip("/") + "/") for s in shipped_paths), \
+                        f"{name}: {path} is not copied into the image"
+
+
+def test_the_health_checks_probe_what_the_services_answer(compose):
+    from app.api.routes.health import router
+    from app.commands import cmd_worker
+    from app.main import API_PREFIX
+
+    api, worker = (compose["services"][n]["healthcheck"]["test"] for n in ("api", "worker"))
+    url = next(a for a in api if a.startswith("http://"))
+    path = "/" + url.split("://", 1)[1].split("/", 1)[1]
+    assert path.startswith(API_PREFIX + "/") and path[len(API_PREFIX):] in {r.path for r in router.routes}, path
+    # The worker is pinged by the nodename `dynds worker` gives it, in a container whose hostname is %h.
+    assert "--destination dynds@$$HOSTNAME" in worker[1]
+    assert "--hostname=dynds@%h" in inspect.getsource(cmd_worker)
+
+
+def test_the_cache_volume_is_in_the_image_users_home(compose):
+    """DYNDS_CACHE_DIR is a volume in the home of the user the image runs as (so it is writable)."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    home = re.search(r"useradd .*--home-dir (\S+) dynds", dockerfile).group(1)
+    assert re.search(r"^USER dynds$", dockerfile, re.M) and f"DYNDS_HOME={home}" in dockerfile
+    for name in ("api", "worker"):
+        cache = _env(compose["services"][name])["DYNDS_CACHE_DIR"]
+        assert cache.startswith(home + "/") and any(v.split(":")[1] == cache for v in compose["services"][name]["volumes"])
