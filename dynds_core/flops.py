@@ -2,13 +2,17 @@
 
     step_flops(model, (128, 3, 32, 32), reduced=False)             # ~31.2e9 for CIFAR ResNet-20
     step_flops(model, (128, 3, 32, 32), reduced=True, kernel=None)  # input /2, 3x3 -> 2x2 kernels
-    estimate_spec(spec)    # what the submit form shows, without loading any data
+    estimate_spec(spec)    # what the submit form shows, without loading any data or allocating the model
 
 Counting uses ``torch.utils.flop_counter.FlopCounterMode`` on a copy of the model (so BatchNorm
 statistics and gradients of the real model are untouched). FLOPs of convolutions and matrix
 products are linear in the batch size, so we count on ``count_batch`` samples of the real
 (C, H, W) and scale to the real batch: exact, and ~60x cheaper at batch 128. Results are
-cached by (model architecture, shape, settings).
+cached by (model architecture, shape, settings), in a bounded cache.
+
+``estimate_spec`` counts on the ``meta`` device: the model and the batch have shapes but no storage,
+so a spec's cost is predicted without allocating it (a ResNet-110 at 512x512 costs ~1 s of Python and
+no tensor memory), under a time limit (``EstimateTimeout``).
 """
 
 from __future__ import annotations
@@ -18,17 +22,47 @@ import functools
 import hashlib
 import json
 import threading
+import time
+from collections import OrderedDict
 from typing import Any, Mapping
 
 import torch
 import torch.nn as nn
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from .schedules import make_schedule
 from .spec import JobSpec, KernelPooling
 
-_CACHE: dict[tuple, float] = {}
+CACHE_SIZE = 512  # counts kept (least recently used out): a server sees many settings over its life
+_CACHE: OrderedDict[tuple, float] = OrderedDict()
 _LOCK = threading.Lock()
+ESTIMATE_TIMEOUT_S = 10.0  # estimate_spec's default time limit
+
+
+class EstimateTimeout(RuntimeError):
+    """Counting took longer than its time limit."""
+
+
+class _Watch(TorchDispatchMode):
+    """Sums the bytes of every tensor an op returns (forward: the activations a step creates) and
+    stops the count past ``deadline`` (time.monotonic())."""
+
+    def __init__(self, deadline: float | None):
+        super().__init__()
+        self.deadline = deadline
+        self.output_bytes = 0
+        self.counting = True
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise EstimateTimeout("counting the FLOPs took longer than its time limit")
+        out = func(*args, **(kwargs or {}))
+        if self.counting:
+            for t in out if isinstance(out, (tuple, list)) else (out,):
+                if isinstance(t, torch.Tensor):
+                    self.output_bytes += t.numel() * t.element_size()
+        return out
 
 # Known (C, H, W) and training-set size of each data set, so estimates need no data on disk.
 DATASET_SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
@@ -70,27 +104,44 @@ def step_flops(
     input_mode: str = "avg",
     device: str | torch.device | None = None,
     count_batch: int = 2,
+    timeout_s: float | None = None,
 ) -> float:
     """Forward + backward FLOPs of one training step on a batch of ``input_shape`` (N, C, H, W).
 
     ``reduced``: the reduced step (input downsampled by ``input_factor``, kernels pooled per ``kernel``).
-    ``device``: where to count (default: the model's); FLOPs do not depend on it, only the counting time.
+    ``device``: where to count (default: the model's); FLOPs do not depend on it, only the counting time
+    ("meta": no tensor memory at all). ``timeout_s``: raise :class:`EstimateTimeout` past it.
     """
     if len(input_shape) != 4 or min(input_shape) < 1:
         raise ValueError(f"input_shape must be a positive (N, C, H, W): {tuple(input_shape)!r}")
     n, c, h, w = (int(v) for v in input_shape)
     # bn and device never change FLOPs, so they stay out of the key (the baseline's count is reused).
     key = (_model_signature(model), (c, h, w), reduced) + ((_kernel_key(kernel), input_factor, input_mode) if reduced else ())
-    with _LOCK:
-        per_sample = _CACHE.get(key)
+    per_sample = _cached(key)
     if per_sample is None:
-        per_sample = _count(model, (c, h, w), reduced, kernel, bn, input_factor, input_mode, device, max(1, count_batch))
-        with _LOCK:
-            _CACHE[key] = per_sample
+        deadline = time.monotonic() + timeout_s if timeout_s is not None else None
+        per_sample, _ = _count(model, (c, h, w), reduced, kernel, bn, input_factor, input_mode, device, max(1, count_batch), deadline)
+        _store(key, per_sample)
     return per_sample * n
 
 
-def _count(model, chw, reduced, kernel, bn, input_factor, input_mode, device, count_batch) -> float:
+def _cached(key: tuple) -> Any:
+    with _LOCK:
+        value = _CACHE.get(key)
+        if value is not None:
+            _CACHE.move_to_end(key)
+        return value
+
+
+def _store(key: tuple, value: Any) -> None:
+    with _LOCK:
+        _CACHE[key] = value
+        while len(_CACHE) > CACHE_SIZE:
+            _CACHE.popitem(last=False)
+
+
+def _count(model, chw, reduced, kernel, bn, input_factor, input_mode, device, count_batch, deadline=None) -> tuple[float, int]:
+    """(FLOPs per sample of a forward + backward step, bytes per sample the forward pass's ops return)."""
     from .ops import downsample_input
     from .reduced import attach_separate_bn, reduced_pass
 
@@ -105,14 +156,16 @@ def _count(model, chw, reduced, kernel, bn, input_factor, input_mode, device, co
     x = torch.zeros(count_batch, *chw, device=device, dtype=dtype)
     if reduced:
         x = downsample_input(x, input_factor, input_mode)
-    with FlopCounterMode(display=False) as counter:
+    watch = _Watch(deadline)
+    with FlopCounterMode(display=False) as counter, watch:
         if reduced:
             with reduced_pass(m, kernel, bn):
                 out = m(x)
         else:
             out = m(x)
+        watch.counting = False
         out.float().sum().backward()
-    return counter.get_total_flops() / count_batch
+    return counter.get_total_flops() / count_batch, watch.output_bytes // count_batch
 
 
 def spec_input_shape(spec: JobSpec) -> tuple[tuple[int, int, int], int]:
@@ -128,42 +181,67 @@ def spec_input_shape(spec: JobSpec) -> tuple[tuple[int, int, int], int]:
 
 
 @functools.lru_cache(maxsize=16)
-def _cpu_model(arch: str, num_classes: int, in_channels: int, small_input: bool) -> nn.Module:
+def _meta_model(arch: str, num_classes: int, in_channels: int, small_input: bool) -> nn.Module:
     from .models import create_model
 
-    # Only shapes matter here; fork the RNG so that an estimate never shifts the caller's random stream.
-    with torch.random.fork_rng(devices=[]):
+    # Only shapes matter here: built on the meta device (no storage). The RNG is forked all the same so
+    # that an estimate can never shift the caller's random stream.
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
         return create_model(arch, num_classes=num_classes, in_channels=in_channels, small_input=small_input)
 
 
-def estimate_spec(spec: JobSpec) -> dict[str, float]:
-    """Predicted FLOPs of a job's DynDS run, without loading data (the model is built on the CPU).
+def estimate_spec(spec: JobSpec, *, timeout_s: float | None = ESTIMATE_TIMEOUT_S) -> dict[str, float]:
+    """Predicted FLOPs and memory of a job's DynDS run, without loading data or allocating the model
+    (counted on the meta device), within ``timeout_s`` seconds (:class:`EstimateTimeout` past it).
 
     Returns ``flops_full_step``, ``flops_reduced_step`` (per training step, forward + backward),
-    ``reduced_fraction`` (the schedule's expected share of reduced steps) and
-    ``predicted_flop_saving`` (1 - FLOPs_dynds / FLOPs_baseline).
+    ``reduced_fraction`` (the schedule's expected share of reduced steps), ``predicted_flop_saving``
+    (1 - FLOPs_dynds / FLOPs_baseline), and bytes: ``activation_bytes_per_step`` (what a full step's
+    forward ops create, float32), ``param_bytes`` (one model's weights), ``data_bytes`` (the data set as
+    uint8, train and validation) and ``predicted_memory_bytes`` (their sum with gradients and optimizer
+    state, two models under lockstep pairing): an upper-bound estimate, not a measurement.
     """
+    deadline = time.monotonic() + timeout_s if timeout_s is not None else None
     (c, h, w), n_train = spec_input_shape(spec)
     num_classes = {"cifar10": 10, "cifar100": 100, "fashion-mnist": 10}.get(spec.data.dataset, spec.data.num_classes)
-    model = _cpu_model(spec.model.arch, num_classes, c, spec.model.small_input)
-    shape = (spec.train.batch_size, c, h, w)
-    full = step_flops(model, shape, reduced=False, device="cpu")
+    model = _meta_model(spec.model.arch, num_classes, c, spec.model.small_input)
+    bs = spec.train.batch_size
+    full_key = ("estimate-full", _model_signature(model), (c, h, w))
+    counted = _cached(full_key)
+    if counted is None:
+        counted = _count(model, (c, h, w), False, None, "frozen", 2, "avg", "meta", 1, deadline)
+        _store(full_key, counted)
+    full_per_sample, act_per_sample = counted
+    full = full_per_sample * bs
+    left = None if deadline is None else max(0.0, deadline - time.monotonic())
     reduced = step_flops(
         model,
-        shape,
+        (bs, c, h, w),
         reduced=True,
         kernel=spec.dynds.kernel,
         bn=spec.dynds.bn,
         input_factor=spec.dynds.input.factor,
         input_mode=spec.dynds.input.mode,
-        device="cpu",
+        device="meta",
+        count_batch=1,
+        timeout_s=left,
     )
     steps_per_epoch = max(1, n_train // spec.train.batch_size)
     schedule = make_schedule(spec.dynds.schedule, spec.train.epochs * steps_per_epoch, spec.train.seed)
     frac = schedule.expected_reduced_fraction()
+    param_bytes = sum(p.numel() for p in model.parameters()) * 4
+    state = 2 if spec.train.optimizer == "adamw" else 1  # momentum buffer / Adam's two moments
+    models = 2 if spec.baseline and spec.train.pairing == "lockstep" else 1
+    n_val = spec.data.val_subset or max(n_train // 4, 1)
+    data_bytes = (n_train + n_val) * c * h * w
+    activation_bytes = act_per_sample * bs
     return {
         "flops_full_step": full,
         "flops_reduced_step": reduced,
         "reduced_fraction": frac,
         "predicted_flop_saving": frac * (1.0 - reduced / full) if full > 0 else 0.0,
+        "activation_bytes_per_step": float(activation_bytes),
+        "param_bytes": float(param_bytes),
+        "data_bytes": float(data_bytes),
+        "predicted_memory_bytes": float(data_bytes + models * param_bytes * (2 + state) + activation_bytes),
     }

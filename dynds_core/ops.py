@@ -11,6 +11,8 @@ construction, a single autograd node, and the ``sum`` scaling exact by construct
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
+from threading import Lock
 from typing import Sequence
 
 import torch
@@ -65,7 +67,11 @@ def _pool_matrix_1d(k: int, window: int, stride: int) -> torch.Tensor:
     return m
 
 
-_MATRIX_CACHE: dict[tuple, torch.Tensor] = {}
+# Bounded (least recently used out): a model has a handful of kernel shapes, but a long-lived server
+# counting FLOPs for many settings, dtypes and devices must not grow without limit.
+MATRIX_CACHE_SIZE = 256
+_MATRIX_CACHE: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+_MATRIX_LOCK = Lock()
 
 
 def pooling_matrix(
@@ -87,9 +93,11 @@ def pooling_matrix(
     Cached per (shape, setting, dtype, device).
     """
     key = (kh, kw, mode, window, stride, tuple(size) if size is not None else None, scale, dtype, str(device))
-    p = _MATRIX_CACHE.get(key)
-    if p is not None:
-        return p
+    with _MATRIX_LOCK:
+        p = _MATRIX_CACHE.get(key)
+        if p is not None:
+            _MATRIX_CACHE.move_to_end(key)
+            return p
     if mode == "avg":
         p = torch.kron(_pool_matrix_1d(kh, window, stride), _pool_matrix_1d(kw, window, stride))
     elif mode == "resize":
@@ -107,7 +115,10 @@ def pooling_matrix(
             raise ValueError(f"kernel pooling {mode} (window {window}, stride {stride}) leaves some taps of a {kh}x{kw} kernel uncovered")
         p = p / cols
     p = p.to(dtype=dtype, device=device)
-    _MATRIX_CACHE[key] = p
+    with _MATRIX_LOCK:
+        _MATRIX_CACHE[key] = p
+        while len(_MATRIX_CACHE) > MATRIX_CACHE_SIZE:
+            _MATRIX_CACHE.popitem(last=False)
     return p
 
 

@@ -32,6 +32,22 @@ PAD_SIDES = ("end", "start", "alternate")
 BN_MODES = ("frozen", "shared", "separate")
 SCHEDULE_KINDS = ("none", "stochastic", "periodic", "phase", "adaptive")
 
+# The side of the smallest kernel each architecture's reduced pass pools (every conv of at least 2x2 is
+# pooled; 1x1 convs are left alone): a resize target may not be larger, or the "reduced" pass would grow
+# kernels. Every arch here has 3x3 convs (tests/dynds_core/test_spec.py checks this table against the
+# models). MAX_KERNEL_SIZE is the absolute cap: the largest kernel of any arch (the 7x7 ResNet stem).
+ARCH_MIN_POOLED_KERNEL = {arch: 3 for arch in ARCHS}
+MAX_KERNEL_SIZE = 7
+# Asking for every default: an empty spec is refused (`{}` is more often a mistake than a wish), and
+# ``{"defaults": true}`` (YAML: ``defaults: true``) alone stands for "train all defaults".
+DEFAULTS_KEY = "defaults"
+
+
+def _no_nul(value: str | None) -> str | None:
+    if value is not None and "\x00" in value:
+        raise ValueError("must not contain NUL bytes (\\x00)")
+    return value
+
 
 class _Section(BaseModel):
     # Unknown keys are errors: a typo in a spec must not silently fall back to a default.
@@ -57,6 +73,11 @@ class DataSpec(_Section):
     synthetic_size: int = Field(default=512, ge=16, le=100_000)
     image_size: int = Field(default=32, ge=8, le=512)
     num_classes: int = Field(default=10, ge=2, le=1000)
+
+    @field_validator("root")
+    @classmethod
+    def _check_root(cls, root: str | None) -> str | None:
+        return _no_nul(root)
 
 
 class TrainSpec(_Section):
@@ -99,7 +120,8 @@ class KernelPooling(_Section):
     mode: Literal[KERNEL_MODES] = "avg"  # type: ignore[valid-type]
     window: int = Field(default=2, ge=2, le=4)  # avg/max pooling window over the kernel taps
     stride: int = Field(default=1, ge=1, le=4)  # 1: 3x3 -> 2x2; 2 (with ceil): 3x3 -> 2x2, 7x7 -> 4x4
-    size: tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]] | None = None  # resize mode: explicit target (h, w)
+    # resize mode: explicit target (h, w), at most the smallest kernel it resizes (checked against model.arch)
+    size: tuple[Annotated[int, Field(ge=1, le=MAX_KERNEL_SIZE)], Annotated[int, Field(ge=1, le=MAX_KERNEL_SIZE)]] | None = None
     scale: Literal[KERNEL_SCALES] = "sum"  # type: ignore[valid-type]  # sum: a flat input's response is kept
     pad_side: Literal[PAD_SIDES] = "alternate"  # type: ignore[valid-type]  # where even kernels get their extra pad
 
@@ -190,16 +212,42 @@ class JobSpec(_Section):
     baseline: bool = True  # also run the paired baseline (schedule none, same seed, data order, recipe)
     equal_time_baseline: bool = False  # also run the baseline with epochs cut to the DynDS run's train time
 
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, name: str) -> str:
+        return _no_nul(name)
+
+    @model_validator(mode="after")
+    def _check_resize_target(self) -> "JobSpec":
+        k = self.dynds.kernel
+        if k.mode == "resize" and k.size is not None:
+            side = ARCH_MIN_POOLED_KERNEL[self.model.arch]
+            if max(k.size) > side:
+                # Reported at dynds.kernel.size (see SpecError.from_validation's "[loc]" prefix).
+                raise ValueError(
+                    f"[dynds.kernel.size] the resize target {list(k.size)} is larger than the {side}x{side} kernels "
+                    f"{self.model.arch} pools; use at most [{side}, {side}]"
+                )
+        return self
+
     @property
     def spec_hash(self) -> str:
         """Hash of the settings that change results (``name`` excluded), stable across key order."""
         return spec_hash(self)
 
     @classmethod
-    def parse(cls, data: Any, *, source: str = "spec") -> "JobSpec":
-        """Validate a mapping; raise :class:`SpecError` listing every bad key path."""
+    def parse(cls, data: Any, *, source: str = "spec", refuse_empty: bool = False) -> "JobSpec":
+        """Validate a mapping; raise :class:`SpecError` listing every bad key path.
+
+        ``refuse_empty`` (files, HTTP): ``{}`` is an error and ``{"defaults": true}`` alone asks for every default.
+        """
         if not isinstance(data, dict):
             raise SpecError(source, [("", f"expected a mapping of sections, got {type(data).__name__}")])
+        if refuse_empty:
+            problem = empty_spec_problem(data)
+            if problem:
+                raise SpecError(source, [problem])
+            data = {} if data == {DEFAULTS_KEY: True} else data
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
@@ -216,11 +264,23 @@ class JobSpec(_Section):
             data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
         except (yaml.YAMLError, json.JSONDecodeError) as exc:
             raise SpecError(str(path), [("", f"not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}")]) from None
-        return cls.parse(data if data is not None else {}, source=str(path))
+        return cls.parse(data if data is not None else {}, source=str(path), refuse_empty=True)
 
     def canonical(self) -> dict[str, Any]:
         """Every setting spelled out, defaults included: what is hashed and stored."""
         return self.model_dump(mode="json")
+
+
+def empty_spec_problem(data: dict[str, Any]) -> tuple[str, str] | None:
+    """(key path, message) when ``data`` is empty or misuses ``defaults``; None otherwise."""
+    if not data:
+        return ("", f'the spec is empty; give the settings to change, or {{"{DEFAULTS_KEY}": true}} '
+
+                    f"(YAML: '{DEFAULTS_KEY}: true') to train every default")  # fmt: skip
+    if DEFAULTS_KEY in data and (data[DEFAULTS_KEY] is not True or len(data) > 1):
+        return (DEFAULTS_KEY, f"'{DEFAULTS_KEY}: true' asks for every default and stands alone; "
+                              "remove it when the spec sets other keys")  # fmt: skip
+    return None
 
 
 def resolve_data_root(spec: dict[str, Any], base: str | Path) -> dict[str, Any]:
@@ -259,6 +319,9 @@ class SpecError(ValueError):
             # Drop the union tag pydantic inserts for discriminated schedules ("dynds.schedule.stochastic.p").
             loc = [str(p) for p in err["loc"] if not (isinstance(p, str) and p in SCHEDULE_KINDS and err["loc"][0] == "dynds")]
             msg = err["msg"]
+            if msg.startswith("Value error, [") and "] " in msg:  # a model validator naming its own key path
+                where, _, msg = msg[len("Value error, [") :].partition("] ")
+                loc = where.split(".")
             if err["type"] == "extra_forbidden":
                 msg = "unknown key"
             elif err["type"] == "union_tag_invalid":

@@ -224,3 +224,48 @@ def test_pad_amounts_stride2_2x2_on_16_needs_no_pad():
     assert pad_amounts(16, 8, 2, 2, 1, 0.5, extra_at_end=True) == (0, 0)
     # The other side: pad one before, crop one after.
     assert pad_amounts(16, 8, 2, 2, 1, 0.5, extra_at_end=False) == (1, -1)
+
+
+def test_pooling_matrix_cache_is_bounded(monkeypatch):
+    from dynds_core import ops
+
+    monkeypatch.setattr(ops, "MATRIX_CACHE_SIZE", 4)
+    ops._MATRIX_CACHE.clear()
+    first = ops.pooling_matrix(3, 3)
+    for k in range(4, 12):
+        ops.pooling_matrix(k, k)
+    assert len(ops._MATRIX_CACHE) == 4
+    assert ops.pooling_matrix(3, 3) is not first  # evicted, built again (least recently used out)
+    again = ops.pooling_matrix(3, 3)
+    assert ops.pooling_matrix(3, 3) is again  # a hit
+    ops._MATRIX_CACHE.clear()
+
+
+def test_flop_cache_is_bounded(monkeypatch):
+    from dynds_core import flops
+
+    monkeypatch.setattr(flops, "CACHE_SIZE", 2)
+    flops._CACHE.clear()
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten())
+    for size in (8, 9, 10, 11):
+        flops.step_flops(m, (1, 3, size, size), reduced=False)
+    assert len(flops._CACHE) == 2
+    flops._CACHE.clear()
+
+
+def test_estimate_counts_on_meta_within_a_time_limit():
+    from dynds_core import flops
+    from dynds_core.spec import JobSpec
+
+    spec = JobSpec.parse({"model": {"arch": "resnet56"}, "data": {"dataset": "synthetic", "image_size": 512}})
+    flops._CACHE.clear()
+    with pytest.raises(flops.EstimateTimeout):
+        flops.estimate_spec(spec, timeout_s=0.0)
+    est = flops.estimate_spec(spec)
+    from dynds_core.models import create_model
+
+    real = flops.step_flops(create_model("resnet56"), (128, 3, 512, 512), reduced=False, count_batch=1)
+    assert est["flops_full_step"] == real  # meta counts what a real (CPU) count gives
+    # ~13 GB of activations at batch 128, 512x512: predicted, never allocated
+    assert est["activation_bytes_per_step"] > 5e9 and est["predicted_memory_bytes"] > est["activation_bytes_per_step"]
+    flops._CACHE.clear()

@@ -77,8 +77,20 @@ def test_yaml_and_json_files_read_alike(tmp_path):
     (tmp_path / "s.json").write_text(json.dumps(data))
     a, b = JobSpec.from_file(tmp_path / "s.yaml"), JobSpec.from_file(tmp_path / "s.json")
     assert a == b and a.dynds.schedule.every == 2
-    (tmp_path / "empty.yaml").write_text("")
-    assert JobSpec.from_file(tmp_path / "empty.yaml") == JobSpec()
+    # An empty file is refused (it is more often a mistake than a wish); `defaults: true` asks for every default.
+    for text in ("", "{}\n", "# nothing\n"):
+        (tmp_path / "empty.yaml").write_text(text)
+        with pytest.raises(SpecError, match="the spec is empty") as ei:
+            JobSpec.from_file(tmp_path / "empty.yaml")
+        assert "defaults: true" in str(ei.value)
+    (tmp_path / "defaults.yaml").write_text("defaults: true\n")
+    assert JobSpec.from_file(tmp_path / "defaults.yaml") == JobSpec()
+    for text in ("defaults: true\ntrain: {epochs: 3}\n", "defaults: false\n"):
+        (tmp_path / "mixed.yaml").write_text(text)
+        with pytest.raises(SpecError) as ei:
+            JobSpec.from_file(tmp_path / "mixed.yaml")
+        assert "defaults" in paths(ei.value)
+    assert JobSpec.parse({}) == JobSpec()  # in code, a mapping still means "these settings"
 
 
 def test_unreadable_or_malformed_files_are_spec_errors(tmp_path):
@@ -117,3 +129,38 @@ def test_resolve_data_root_makes_relative_roots_absolute():
     assert spec["data"]["root"] == "../shared/data/c.tar.gz"  # the caller's mapping is left alone
     assert resolve_data_root({"data": {"root": "/abs/x"}}, "/w")["data"]["root"] == "/abs/x"
     assert resolve_data_root({"data": {"dataset": "synthetic"}}, "/w") == {"data": {"dataset": "synthetic"}}
+
+
+def test_resize_target_is_bounded_by_the_kernels_it_resizes():
+    from dynds_core.spec import MAX_KERNEL_SIZE
+
+    ok = JobSpec.parse({"dynds": {"kernel": {"mode": "resize", "size": [3, 2]}}})
+    assert ok.dynds.kernel.size == (3, 2)
+    with pytest.raises(SpecError) as ei:  # larger than resnet20's 3x3 kernels: would grow them
+        JobSpec.parse({"dynds": {"kernel": {"mode": "resize", "size": [4, 2]}}})
+    assert dict(ei.value.errors)["dynds.kernel.size"].startswith("the resize target [4, 2] is larger than the 3x3")
+    with pytest.raises(SpecError) as ei:  # the absolute cap, before any model is looked at
+        JobSpec.parse({"model": {"arch": "resnet50"}, "dynds": {"kernel": {"mode": "resize", "size": [100000, 100000]}}})
+    assert {"dynds.kernel.size.0", "dynds.kernel.size.1"} <= paths(ei.value)
+    assert str(MAX_KERNEL_SIZE) in dict(ei.value.errors)["dynds.kernel.size.0"]
+
+
+@pytest.mark.parametrize("arch", ["resnet20", "resnet56", "resnet18", "resnet50"])
+@pytest.mark.parametrize("small_input", [False, True])
+def test_the_kernel_table_matches_the_models(arch, small_input):
+    import torch
+
+    from dynds_core.models import create_model
+    from dynds_core.spec import ARCH_MIN_POOLED_KERNEL, MAX_KERNEL_SIZE
+
+    with torch.device("meta"):
+        model = create_model(arch, small_input=small_input)
+    sides = {s for m in model.modules() if isinstance(m, torch.nn.Conv2d) for s in m.kernel_size if min(m.kernel_size) >= 2}
+    assert min(sides) == ARCH_MIN_POOLED_KERNEL[arch] and max(sides) <= MAX_KERNEL_SIZE
+
+
+def test_nul_bytes_are_refused_naming_the_field():
+    with pytest.raises(SpecError) as ei:
+        JobSpec.parse({"name": "a\x00b", "data": {"dataset": "imagefolder", "root": "/data/x\x00y"}})
+    assert {"name", "data.root"} <= paths(ei.value)
+    assert "NUL" in dict(ei.value.errors)["data.root"]
