@@ -521,10 +521,10 @@ def metrics_after(
     return list(session.exec(stmt.order_by(col(MetricPoint.id)).limit(limit)).all())
 
 
-def metrics_json_after(*, session: Session, job_id: int, after: int = 0, limit: int = 1000, kind: str | None = None) -> tuple[str, int]:
-    """``metrics_after`` as a ready JSON array (the stored values text is spliced in, not parsed), and the last id.
+def metrics_json_rows(*, session: Session, job_id: int, after: int = 0, limit: int = 1000, kind: str | None = None) -> list[tuple[int, str]]:
+    """``metrics_after`` as (id, the point as JSON) pairs: the stored values text is spliced in, not parsed.
 
-    The hot path of dashboards polling a running job: no ORM objects, no JSON round trip.
+    The hot path of dashboards polling a running job and of event streams: no ORM objects, no JSON round trip.
     """
     raw_values = cast(MetricPoint.values, Text)  # the stored JSON text (psycopg would parse a json column)
     stmt = select(MetricPoint.id, MetricPoint.run, MetricPoint.kind, MetricPoint.step, MetricPoint.epoch, MetricPoint.train_time_s, raw_values)
@@ -533,12 +533,17 @@ def metrics_json_after(*, session: Session, job_id: int, after: int = 0, limit: 
         stmt = stmt.where(MetricPoint.kind == kind)
     rows = session.execute(stmt.order_by(col(MetricPoint.id)).limit(limit)).all()
     dumps = json.dumps
-    parts = [
-        f'{{"id":{i},"run":{dumps(run)},"kind":{dumps(k)},"step":{dumps(step)},"epoch":{dumps(epoch)},'
-        f'"train_time_s":{dumps(t)},"values":{values}}}'
+    return [
+        (i, f'{{"id":{i},"run":{dumps(run)},"kind":{dumps(k)},"step":{dumps(step)},"epoch":{dumps(epoch)},'
+            f'"train_time_s":{dumps(t)},"values":{values}}}')
         for i, run, k, step, epoch, t, values in rows
     ]
-    return "[" + ",".join(parts) + "]", rows[-1][0] if rows else after
+
+
+def metrics_json_after(*, session: Session, job_id: int, after: int = 0, limit: int = 1000, kind: str | None = None) -> tuple[str, int]:
+    """``metrics_json_rows`` as a ready JSON array, and the last id (``after`` when there is none)."""
+    rows = metrics_json_rows(session=session, job_id=job_id, after=after, limit=limit, kind=kind)
+    return "[" + ",".join(js for _, js in rows) + "]", rows[-1][0] if rows else after
 
 
 SUMMARY_ROW_COLUMNS = (

@@ -68,6 +68,15 @@ class Settings(BaseSettings):
     # Server-sent events: how often the stream looks for news, and a keep-alive comment.
     events_poll_interval_s: float = 0.5
     events_heartbeat_s: float = 15.0
+    # A stream with nothing new backs off (doubling) from events_poll_interval_s up to this (seconds).
+    events_idle_poll_max_s: float = Field(default=2.0, gt=0)
+    # Streams open at once per process; one more is refused with 503 and Retry-After (seconds).
+    events_max_streams: int = Field(default=400, ge=1)
+    events_retry_after_s: int = Field(default=5, ge=1)
+    # Threads the streams' database reads may hold at once (their own limiter: the rest of the API keeps its pool).
+    events_db_threads: int = Field(default=2, ge=1)
+    # Metric points read and sent per page while a stream replays history (one query, one write each).
+    events_page_points: int = Field(default=500, ge=1, le=10_000)
     # GET /leaderboard is served from a cache while the set of succeeded jobs is unchanged.
     leaderboard_cache: bool = True
 

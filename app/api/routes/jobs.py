@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
-import time
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from sqlmodel import Session, select
 
 from app import crud
+from app.api import sse
 from app.api.deps import ReadAuthDep, SessionDep, SettingsDep, WriteAuthDep
 from app.api.spec_policy import parse_spec_request
 from app.dispatch import dispatch
-from app.models import FINAL_STATES, Job, JobCreate, JobListItem, JobPublic, JobsPublic, MetricPointPublic, MetricsPublic
+from app.models import Job, JobCreate, JobPublic, JobsPublic, MetricsPublic
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -122,23 +119,11 @@ def read_metrics(
 
 # ---------------------------------------------------------------- server-sent events
 
-EVENT_BATCH = 500
 
-
-def _sse(event: str, data: str, event_id: int | None = None) -> str:
-    head = f"id: {event_id}\n" if event_id is not None else ""
-    return f"{head}event: {event}\ndata: {data}\n\n"
-
-
-def _poll(engine, job_id: int, after: int) -> tuple[Job | None, list]:
-    # Status first, then metrics: a job seen final has flushed all its points before finishing.
-    with Session(engine, expire_on_commit=False) as session:
-        job = crud.get_job(session=session, job_id=job_id)
-        points = crud.metrics_after(session=session, job_id=job_id, after=after, limit=EVENT_BATCH) if job else []
-        return job, points
-
-
-@router.get("/{job_id}/events", response_class=StreamingResponse, responses={200: {"content": {"text/event-stream": {}}}})
+@router.get("/{job_id}/events", response_class=StreamingResponse, responses={
+    200: {"content": {"text/event-stream": {}}},
+    503: {"description": "too many event streams open in this process (Retry-After says when to try again)"},
+})
 async def job_events(
     job_id: int,
     request: Request,
@@ -146,44 +131,8 @@ async def job_events(
     last_event_id: Annotated[int | None, Header(ge=0)] = None,
     after: Annotated[int, Query(ge=0)] = 0,
 ) -> StreamingResponse:
-    """Live `status` and `metric` events, then `end` once the job is final. `Last-Event-ID` resumes."""
-    engine, settings = request.app.state.read_engine, request.app.state.settings  # polls only read
-    job, _points = await run_in_threadpool(_poll, engine, job_id, 0)
-    if job is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"job {job_id} not found")
-    cursor = last_event_id if last_event_id is not None else after
+    """Live `status` and `metric` events, then `end` once the job is final. `Last-Event-ID` resumes.
 
-    async def stream():
-        nonlocal cursor
-        last_status = None
-        last_sent = time.monotonic()
-        while True:
-            job, points = await run_in_threadpool(_poll, engine, job_id, cursor)
-            if job is None:
-                yield _sse("end", json.dumps({"id": job_id, "status": "deleted"}))
-                return
-            public = JobListItem.from_job(job, with_result=False).model_dump_json()
-            final = job.status in FINAL_STATES and len(points) < EVENT_BATCH
-            # A change of state comes before the points that follow it; the final state after the last points.
-            if public != last_status and not final:
-                last_status = public
-                yield _sse("status", public)
-                last_sent = time.monotonic()
-            for p in points:
-                cursor = p.id
-                data = MetricPointPublic.model_validate(p, from_attributes=True).model_dump_json()
-                yield _sse("metric", data, p.id)
-                last_sent = time.monotonic()
-            if final:
-                if public != last_status:
-                    yield _sse("status", public)
-                yield _sse("end", json.dumps({"id": job.id, "status": job.status}))
-                return
-            if len(points) == EVENT_BATCH:
-                continue  # more are waiting: no pause
-            if time.monotonic() - last_sent >= settings.events_heartbeat_s:
-                last_sent = time.monotonic()
-                yield ": heartbeat\n\n"
-            await asyncio.sleep(settings.events_poll_interval_s)
-
-    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    History is replayed in pages with back-pressure; see app/api/sse.py for what bounds a stream's cost.
+    """
+    return await sse.job_event_stream(request.app, job_id, last_event_id if last_event_id is not None else after)
