@@ -184,21 +184,6 @@ def submit_job(
     raise RuntimeError(f"could not create or find a job for spec_hash {h} after 5 tries")
 
 
-def _insert_job_prefer_active(session: Session, columns: dict[str, Any]) -> Job:
-    """Insert holding active_hash when no other job holds it (so later submissions dedup to it), else without."""
-    job = Job(**columns, active_hash=columns["spec_hash"])
-    session.add(job)
-    try:
-        session.commit()
-        return job
-    except IntegrityError:
-        session.rollback()
-    job = Job(**columns, active_hash=None)
-    session.add(job)
-    session.commit()
-    return job
-
-
 def _sweep_job(session: Session, spec: JobSpec, force: bool, sweep_id: int) -> tuple[Job, bool]:
     """Inside the sweep's transaction: the job answering ``spec`` (an identical active one unless force), or a new one (flushed)."""
     if not force:
@@ -330,11 +315,14 @@ def next_queued_job_id(*, session: Session) -> int | None:
 
 
 def claim_job(*, session: Session, job_id: int, worker: str) -> Job | None:
-    """queued -> running, atomically, with its first heartbeat; None when the job is not queued (claimed elsewhere, cancelled, unknown)."""
+    """queued -> running, atomically, with its first heartbeat and one more ``attempts``; None when the job
+    is not queued (claimed elsewhere, cancelled, unknown). The returned job's ``attempts`` identifies this
+    run: the guarded writes below (``flush_metrics``, ``finish_job``, ``fail_job``, ``requeue_job``) take it,
+    so a run that was given up on (requeued, then claimed again elsewhere) can no longer write to the job."""
     now = utcnow()
     res = session.execute(
         update(Job).where(col(Job.id) == job_id, col(Job.status) == "queued")
-        .values(status="running", started_at=now, worker=worker, heartbeat_at=now)
+        .values(status="running", started_at=now, worker=worker, heartbeat_at=now, attempts=Job.attempts + 1)
     )
     session.commit()
     if res.rowcount != 1:
@@ -373,6 +361,44 @@ def record_heartbeat(*, session: Session, job_id: int, progress: dict[str, Any] 
     session.commit()
 
 
+def _run_is(job_id: int, attempt: int | None) -> list:
+    """WHERE clauses: the job is running, and (``attempt`` given) still by the run that claimed it as that attempt."""
+    conds = [col(Job.id) == job_id, col(Job.status) == "running"]
+    if attempt is not None:
+        conds.append(col(Job.attempts) == attempt)
+    return conds
+
+
+def flush_metrics(
+    *, session: Session, job_id: int, points: list[dict[str, Any]], progress: dict[str, Any] | None = None, attempt: int | None = None
+) -> bool:
+    """A worker's flush in one transaction: heartbeat (and progress) first, by an UPDATE that requires the job
+    still this run's (``attempt``: claimed as that attempt and not requeued since), then the points only if
+    it matched. False: the job is no longer this run's (requeued, rerun); nothing was written.
+
+    The UPDATE takes the job's row lock (PostgreSQL) or the write lock (SQLite) before the INSERT, and a
+    recovery updates the same row before deleting the points: the two serialise, so a requeued job never
+    keeps points of the run it gave up on.
+    """
+    values: dict[str, Any] = {"heartbeat_at": utcnow()}
+    if progress is not None:
+        values["progress"] = finite(progress)
+    # Not requeued, not claimed again since: a job failed meanwhile (a stale heartbeat) still gets the points
+    # it made (they explain it); a requeued or rerun one does not.
+    conds = [col(Job.id) == job_id]
+    if attempt is not None:
+        conds += [col(Job.attempts) == attempt, col(Job.status) != "queued"]
+    res = session.execute(update(Job).where(*conds).values(**values))
+    if res.rowcount != 1:
+        session.rollback()
+        return False
+    if points:
+        append_metrics(session=session, job_id=job_id, points=points)  # commits
+    else:
+        session.commit()
+    return True
+
+
 def update_progress(*, session: Session, job_id: int, progress: dict[str, Any]) -> None:
     """The progress, and a heartbeat (a worker writing progress is alive)."""
     record_heartbeat(session=session, job_id=job_id, progress=progress)
@@ -393,7 +419,7 @@ def set_reproducibility(*, session: Session, job_id: int, record: dict[str, Any]
     session.commit()
 
 
-def finish_job(*, session: Session, job_id: int, result: JobResult) -> bool:
+def finish_job(*, session: Session, job_id: int, result: JobResult, attempt: int | None = None) -> bool:
     """running -> succeeded (with the summary columns filled), or cancelled when ``result.cancelled``.
 
     Returns False when the job was no longer running (e.g. recovered as interrupted meanwhile).
@@ -406,16 +432,18 @@ def finish_job(*, session: Session, job_id: int, result: JobResult) -> bool:
         values.update(status="succeeded", **finite(result.summary()))
         # A succeeded adaptive job gives up its dedup hold: the next identical submission runs again.
         values["active_hash"] = case((col(Job.schedule_kind).in_(NOT_REPEATABLE_KINDS), None), else_=Job.active_hash)
-    res = session.execute(update(Job).where(col(Job.id) == job_id, col(Job.status) == "running").values(**values))
+    res = session.execute(update(Job).where(*_run_is(job_id, attempt)).values(**values))
     session.commit()
     return res.rowcount == 1
 
 
-def fail_job(*, session: Session, job_id: int, error: str) -> bool:
-    """queued/running -> failed with ``error``; frees the spec for a new submission."""
+def fail_job(*, session: Session, job_id: int, error: str, attempt: int | None = None) -> bool:
+    """queued/running -> failed with ``error``; frees the spec for a new submission.
+    ``attempt``: only the running job's run of that attempt (a worker failing its own job)."""
+    conds = _run_is(job_id, attempt) if attempt is not None else [col(Job.id) == job_id, col(Job.status).in_(("queued", "running"))]
     res = session.execute(
         update(Job)
-        .where(col(Job.id) == job_id, col(Job.status).in_(("queued", "running")))
+        .where(*conds)
         .values(status="failed", error=error, active_hash=None, finished_at=utcnow())
     )
     session.commit()
@@ -436,55 +464,153 @@ def request_cancel(*, session: Session, job: Job) -> Job:
     return job
 
 
+RETRY_COLUMNS = ("name", "spec", "spec_hash", "arch", "dataset", "schedule_kind", "track", "recipe_hash", "frontier_key", "setting", "setting_key", "seed", "sweep_id")
+
+
 def retry_job(*, session: Session, job: Job) -> Job:
-    """A new attempt of a failed or cancelled job (the old job stays as it was)."""
-    if job.status not in ("failed", "cancelled"):
-        raise JobStateError(f"job {job.id} is {job.status}: only failed or cancelled jobs can be retried")
-    columns = {k: getattr(job, k) for k in ("name", "spec", "spec_hash", "arch", "dataset", "schedule_kind", "track", "recipe_hash", "frontier_key", "setting", "setting_key", "seed", "sweep_id")}
-    return _insert_job_prefer_active(session, {**columns, "attempt": job.attempt + 1, "retry_of": job.id})
+    """A new attempt of a failed or cancelled job (the old job stays as it was). See ``retry_job_once``."""
+    return retry_job_once(session=session, job=job)[0]
 
 
-def recover_interrupted(*, session: Session, older_than: datetime | timedelta | None = None, policy: str = "fail") -> list[int]:
-    """Jobs left `running` by a process that died; returns their ids.
+def retry_job_once(*, session: Session, job: Job) -> tuple[Job, bool]:
+    """The retry of a failed or cancelled job: (the new job, True), or (the retry made before, False).
 
-    ``older_than``: only jobs started before this time (or this long ago); None: every running job
-    (right for the embedded executor at start-up, where no other process runs jobs).
+    A job is retried once: concurrent retries of one job make exactly one new job, and every other (and
+    every later) retry answers that one; to go again, retry the retry. The transaction starts with a no-op
+    UPDATE of the old job, which takes its row lock (PostgreSQL) or the write lock (SQLite): concurrent
+    retries of one job run one after the other, and each sees the retry its predecessor committed.
+    """
+    for _ in range(5):
+        locked = session.execute(
+            update(Job).where(col(Job.id) == job.id, col(Job.status).in_(("failed", "cancelled"))).values(attempt=Job.attempt)
+        )
+        if locked.rowcount != 1:
+            session.rollback()
+            session.refresh(job)
+            raise JobStateError(f"job {job.id} is {job.status}: only failed or cancelled jobs can be retried")
+        earlier = session.exec(select(Job).where(Job.retry_of == job.id).order_by(col(Job.id)).limit(1)).first()
+        if earlier is not None:
+            session.commit()
+            return earlier, False
+        columns = {k: getattr(job, k) for k in RETRY_COLUMNS}
+        # Hold the dedup index when no live job does (later identical submissions then answer this one).
+        held = session.exec(select(Job.id).where(Job.active_hash == job.spec_hash)).first()
+        new = Job(**columns, attempt=job.attempt + 1, retry_of=job.id, active_hash=None if held is not None else job.spec_hash)
+        session.add(new)
+        try:
+            session.commit()
+            return new, True
+        except IntegrityError:  # a submission took the dedup hold meanwhile (PostgreSQL): try again
+            session.rollback()
+    raise RuntimeError(f"could not retry job {job.id} after 5 tries")
 
-    policy "fail" (the default): mark them failed with INTERRUPTED_ERROR and leave the retry to the
-    user, because a job that crashed its process (out of memory, a driver fault) would crash it again
-    and a requeue would loop. "requeue": put them back in the queue once (their partial metrics are
-    deleted; a job already requeued once is failed instead).
+
+# ---------------------------------------------------------------- recovery: jobs whose run was lost
+
+INTERRUPTED_LIMIT = " (started {attempts} times, the most DYNDS_MAX_ATTEMPTS={max_attempts} allows: not requeued again)"
+# The name the embedded executor's runs carry (worker/runner.worker_name: host:pid:thread).
+EXECUTOR_THREAD = "dynds-executor"
+
+
+def give_up_run(
+    *, session: Session, job_id: int, error: str, policy: str = "fail", max_attempts: int = 3, where: tuple = (), now: datetime | None = None
+) -> str | None:
+    """A running job whose run is lost (its process died): requeued or failed; returns its new status,
+    or None when it was not running (or ``where`` no longer held) and nothing changed.
+
+    policy "requeue": back to `queued` while ``attempts < max_attempts``, its points, progress, result
+    and reproducibility record of the lost run deleted (the rerun starts from step 0 and writes its own);
+    beyond that, and under policy "fail", failed with ``error`` (the limit said in it). A job whose
+    cancel was requested is cancelled instead. One transaction: the conditional UPDATE of the job (which
+    re-checks ``where``, e.g. the heartbeat still stale) before the points are deleted.
     """
     if policy not in ("fail", "requeue"):
         raise ValueError(f"policy must be 'fail' or 'requeue', got {policy!r}")
-    stmt = select(Job).where(Job.status == "running")
+    row = session.execute(select(Job.attempts, Job.cancel_requested).where(col(Job.id) == job_id, col(Job.status) == "running")).first()
+    if row is None:
+        session.rollback()
+        return None
+    attempts, cancel = row
+    now = now or utcnow()
+    conds = [*_run_is(job_id, attempts), *where]
+    if cancel:
+        values: dict[str, Any] = dict(status="cancelled", active_hash=None, finished_at=now, error=error)
+    elif policy == "requeue" and attempts < max_attempts:
+        values = dict(status="queued", started_at=None, worker=None, progress=None, result=None, reproducibility=None, heartbeat_at=now)
+    else:
+        limit = INTERRUPTED_LIMIT.format(attempts=attempts, max_attempts=max_attempts) if policy == "requeue" else ""
+        values = dict(status="failed", error=error + limit, active_hash=None, finished_at=now)
+    res = session.execute(update(Job).where(*conds).values(**values))
+    if res.rowcount != 1:
+        session.rollback()
+        return None
+    if values["status"] == "queued":
+        session.execute(delete(MetricPoint).where(col(MetricPoint.job_id) == job_id))
+    session.commit()
+    return values["status"]
+
+
+def requeue_job(*, session: Session, job_id: int, attempt: int | None = None) -> bool:
+    """A run stopped by its own process's shutdown (SIGTERM, not a fault): back to `queued` at once,
+    and the attempt given back (``attempts - 1``: a deploy restarting workers must not use up a job's
+    requeue limit). Its points and progress are deleted in the same transaction: the rerun writes its own
+    from step 0. False when the job is no longer this run's."""
+    res = session.execute(
+        update(Job).where(*_run_is(job_id, attempt)).values(
+            status="queued", started_at=None, worker=None, progress=None, result=None, reproducibility=None,
+            heartbeat_at=utcnow(), attempts=case((col(Job.attempts) > 0, Job.attempts - 1), else_=0),
+        )
+    )
+    if res.rowcount != 1:
+        session.rollback()
+        return False
+    session.execute(delete(MetricPoint).where(col(MetricPoint.job_id) == job_id))
+    session.commit()
+    return True
+
+
+def recover_interrupted(
+    *,
+    session: Session,
+    older_than: datetime | timedelta | None = None,
+    policy: str = "fail",
+    max_attempts: int = 3,
+    executor_only: bool = False,
+) -> list[int]:
+    """Jobs left `running` by a process known to be gone: requeued or failed (``give_up_run``); returns their ids.
+
+    Nothing here guesses: a caller names jobs whose process it knows is dead. ``executor_only``: the jobs
+    of embedded executors (the `dynds serve` that holds the database's serve lock calls this at start-up:
+    the lock proves no other embedded executor is alive on this database). ``older_than``: only jobs
+    started before this time (or this long ago). Everything else is judged by its heartbeat's age alone
+    (``recover_stale_jobs``).
+    """
+    if policy not in ("fail", "requeue"):
+        raise ValueError(f"policy must be 'fail' or 'requeue', got {policy!r}")
+    stmt = select(Job.id).where(Job.status == "running")
     if older_than is not None:
         cutoff = utcnow() - older_than if isinstance(older_than, timedelta) else older_than
         stmt = stmt.where(col(Job.started_at) < cutoff)
-    jobs = list(session.exec(stmt).all())
-    for job in jobs:
-        requeued_before = bool(job.progress and job.progress.get("requeued"))
-        if policy == "requeue" and not requeued_before:
-            session.execute(delete(MetricPoint).where(col(MetricPoint.job_id) == job.id))
-            session.execute(
-                update(Job).where(col(Job.id) == job.id, col(Job.status) == "running")
-                .values(status="queued", started_at=None, worker=None, progress={"requeued": True})
-            )
-        else:
-            session.execute(
-                update(Job).where(col(Job.id) == job.id, col(Job.status) == "running")
-                .values(status="failed", error=INTERRUPTED_ERROR.format(id=job.id), active_hash=None, finished_at=utcnow())
-            )
-    session.commit()
-    return [job.id for job in jobs]
+    if executor_only:
+        stmt = stmt.where(col(Job.worker).like(f"%:{EXECUTOR_THREAD}"))
+    ids = list(session.exec(stmt.order_by(col(Job.id))).all())
+    session.rollback()
+    done = []
+    for job_id in ids:
+        if give_up_run(session=session, job_id=job_id, error=INTERRUPTED_ERROR.format(id=job_id), policy=policy, max_attempts=max_attempts):
+            done.append(job_id)
+    return done
 
 
-def fail_stale_jobs(*, session: Session, older_than: timedelta, now: datetime | None = None) -> list[int]:
-    """Fail running jobs whose worker has written no heartbeat for ``older_than`` (it died); returns their ids.
+def recover_stale_jobs(
+    *, session: Session, older_than: timedelta, policy: str = "fail", max_attempts: int = 3, now: datetime | None = None
+) -> dict[int, str]:
+    """Running jobs whose worker has written no heartbeat for ``older_than`` (it died): requeued or failed
+    by ``policy`` (``give_up_run``); returns {job id: new status}.
 
     The worker's heartbeat comes with its claim and every metrics flush (seconds apart), so a long
     silence means the process is gone: this is what frees a Celery job whose worker was killed.
-    Each job is failed by one UPDATE that re-checks the heartbeat, so a beat arriving meanwhile keeps
+    Each job is changed by one UPDATE that re-checks the heartbeat, so a beat arriving meanwhile keeps
     the job running. Jobs without any heartbeat (claimed before the column existed) are left alone.
     """
     now = now or utcnow()
@@ -492,20 +618,57 @@ def fail_stale_jobs(*, session: Session, older_than: timedelta, now: datetime | 
     stale = session.execute(
         select(Job.id, Job.worker, Job.heartbeat_at)
         .where(col(Job.status) == "running", col(Job.heartbeat_at).is_not(None), col(Job.heartbeat_at) < cutoff)
+        .order_by(col(Job.id))
     ).all()
-    failed = []
+    session.rollback()
+    out: dict[int, str] = {}
     for job_id, worker, beat in stale:
         age = int((now - as_utc(beat)).total_seconds())
         error = STALE_ERROR.format(worker=worker or "unknown", age=age, id=job_id)
-        res = session.execute(
-            update(Job)
-            .where(col(Job.id) == job_id, col(Job.status) == "running", col(Job.heartbeat_at) < cutoff)
-            .values(status="failed", error=error, active_hash=None, finished_at=now)
-        )
-        if res.rowcount == 1:
-            failed.append(job_id)
+        status = give_up_run(session=session, job_id=job_id, error=error, policy=policy, max_attempts=max_attempts,
+                             where=(col(Job.heartbeat_at) < cutoff,), now=now)
+        if status:
+            out[job_id] = status
+    return out
+
+
+def fail_stale_jobs(*, session: Session, older_than: timedelta, now: datetime | None = None) -> list[int]:
+    """``recover_stale_jobs`` with policy "fail": the ids of the jobs failed."""
+    return list(recover_stale_jobs(session=session, older_than=older_than, now=now))
+
+
+# ---------------------------------------------------------------- re-dispatch: queued jobs whose message may be lost
+
+
+def jobs_to_redispatch(*, session: Session, older_than: timedelta, now: datetime | None = None, limit: int = 1000) -> list[int]:
+    """Queued jobs to send to the broker again: queued (never claimed since) and last sent at least
+    ``older_than`` ago, and at least as long ago as they had been queued when last sent (a doubling
+    back-off: a job waiting hours behind a long backlog is re-sent a handful of times, not every round).
+
+    A queued job's ``heartbeat_at`` is when it was last sent (``mark_dispatched``) or requeued; NULL: never
+    re-sent, its ``created_at`` counts. A duplicate message is harmless: the claim lets one run win.
+    """
+    now = now or utcnow()
+    sent = func.coalesce(Job.heartbeat_at, Job.created_at)
+    rows = session.execute(
+        select(Job.id, Job.created_at, Job.heartbeat_at)
+        .where(col(Job.status) == "queued", sent <= now - older_than)
+        .order_by(col(Job.created_at), col(Job.id)).limit(limit)
+    ).all()
+    session.rollback()
+    due = []
+    for job_id, created, last in rows:
+        created, last = as_utc(created), as_utc(last)
+        if last is None or now - last >= max(older_than, last - created):
+            due.append(job_id)
+    return due
+
+
+def mark_dispatched(*, session: Session, job_ids: list[int], now: datetime | None = None) -> None:
+    """Remember that these queued jobs were just sent (``jobs_to_redispatch``'s clock)."""
+    if job_ids:
+        session.execute(update(Job).where(col(Job.id).in_(job_ids), col(Job.status) == "queued").values(heartbeat_at=now or utcnow()))
     session.commit()
-    return failed
 
 
 # ---------------------------------------------------------------- metrics and results

@@ -3,14 +3,19 @@
     app = create_app(Settings(database_url="sqlite:////tmp/dynds.db"))
     uvicorn.run(app)
 
-At start-up the database is migrated (``alembic upgrade head``) and, in embedded mode, jobs left
-`running` by a previous process are recovered (see ``app.crud.recover_interrupted``: by default they
-fail with a reason and the user retries them, because a job that took the process down may do it again).
-In Celery mode the API does not touch running jobs at start-up: workers elsewhere may still be running them.
+At start-up the database is migrated (``alembic upgrade head``). Recovery never touches live work: a
+running job is judged orphaned only by its heartbeat's age (no heartbeat for ``settings.stale_job_after_s``,
+checked at start-up and every ``stale_check_interval_s`` in both modes; ``app.crud.recover_stale_jobs``),
+never because this process has just started. The one exception is proof, not age: ``dynds serve`` in
+embedded mode holds the database's serve lock (app/commands.py), so the jobs of an embedded executor left
+running belong to a server that is gone, and it passes ``recover_executor_jobs=True`` to recover them at
+once. What recovery does is ``settings.recover_policy``: "fail" (with the reason; the user retries, because
+a job that took its process down may do it again) or "requeue" (at most ``max_attempts`` starts).
 
-In both modes a background task fails running jobs whose worker has written no heartbeat for
-``settings.stale_job_after_s`` (every ``stale_check_interval_s``): a Celery worker that was killed
-or lost its machine leaves its job `running` otherwise (see ``app.crud.fail_stale_jobs``).
+In Celery mode the API also re-sends jobs that stay queued without a claim (at start-up, then every
+``redispatch_check_interval_s`` those last sent ``redispatch_after_s`` ago, with a doubling back-off):
+a broker that lost its messages (Redis restarted without persistence) or an API that died between
+committing a job and sending it leaves such jobs. The atomic claim makes a duplicate message harmless.
 """
 
 from __future__ import annotations
@@ -113,40 +118,90 @@ def _mount_dashboard(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=static), name="static")
 
 
-def startup(engine: Engine, settings: Settings) -> list[int]:
-    """Migrate, then recover interrupted jobs (embedded mode only); returns the recovered job ids."""
+def startup(engine: Engine, settings: Settings, *, recover_executor_jobs: bool = False) -> list[int]:
+    """Migrate; with ``recover_executor_jobs`` (only a process holding the serve lock may say so), recover
+    the jobs a previous embedded executor left running. Returns the recovered job ids."""
     init_db(engine)
-    if not settings.embedded:
+    if not recover_executor_jobs:
         return []
     with Session(engine) as session:
-        ids = crud.recover_interrupted(session=session, policy=settings.recover_policy)
+        ids = crud.recover_interrupted(session=session, policy=settings.recover_policy, max_attempts=settings.max_attempts, executor_only=True)
     if ids:
-        log.warning("jobs %s were left running by a stopped process: %s", ids, settings.recover_policy)
+        log.warning("jobs %s were left running by a stopped dynds serve: %s", ids, settings.recover_policy)
     return ids
 
 
-def check_heartbeats(engine: Engine, settings: Settings) -> list[int]:
-    """Fail the running jobs whose heartbeat is older than ``settings.stale_job_after_s``; returns their ids."""
+def check_heartbeats(engine: Engine, settings: Settings, dispatcher: Dispatcher | None = None) -> list[int]:
+    """Recover (``settings.recover_policy``) the running jobs whose heartbeat is older than
+    ``settings.stale_job_after_s``; the requeued ones are dispatched again. Returns their ids."""
     with Session(engine) as session:
-        ids = crud.fail_stale_jobs(session=session, older_than=timedelta(seconds=settings.stale_job_after_s))
-    if ids:
-        log.warning("jobs %s failed as interrupted: no heartbeat from their worker for %g s", ids, settings.stale_job_after_s)
-    return ids
+        outcome = crud.recover_stale_jobs(
+            session=session, older_than=timedelta(seconds=settings.stale_job_after_s),
+            policy=settings.recover_policy, max_attempts=settings.max_attempts,
+        )
+    if outcome:
+        log.warning("jobs %s: no heartbeat from their worker for %g s", outcome, settings.stale_job_after_s)
+    requeued = [job_id for job_id, status in outcome.items() if status == "queued"]
+    if requeued and dispatcher is not None:
+        send_again(engine, dispatcher, requeued)
+    return list(outcome)
 
 
-async def watch_heartbeats(engine: Engine, settings: Settings) -> None:
+def send_again(engine: Engine, dispatcher: Dispatcher, job_ids: list[int]) -> list[int]:
+    """Dispatch queued jobs again and stamp each as sent; stops at the first failure (the broker is away:
+    the next round tries again). Returns the ids sent."""
+    sent = []
+    try:
+        for job_id in job_ids:
+            dispatcher.dispatch(job_id)
+            sent.append(job_id)
+    except Exception as exc:
+        log.warning("re-dispatch: the broker did not take job %s (%s); retrying at the next round", job_ids[len(sent)], exc)
+    with Session(engine) as session:
+        crud.mark_dispatched(session=session, job_ids=sent)
+    return sent
+
+
+def redispatch_queued(engine: Engine, settings: Settings, dispatcher: Dispatcher, *, older_than_s: float | None = None) -> list[int]:
+    """Send again the queued jobs last sent ``older_than_s`` (default ``settings.redispatch_after_s``) ago."""
+    after = settings.redispatch_after_s if older_than_s is None else older_than_s
+    with Session(engine) as session:
+        due = crud.jobs_to_redispatch(session=session, older_than=timedelta(seconds=after))
+    sent = send_again(engine, dispatcher, due) if due else []
+    if sent:
+        log.warning("jobs %s were still queued without a claim: sent to the broker again", sent)
+    return sent
+
+
+async def watch_heartbeats(engine: Engine, settings: Settings, dispatcher: Dispatcher | None = None) -> None:
     """``check_heartbeats`` at start-up and then every ``stale_check_interval_s``, until cancelled."""
     while True:
         try:
-            await asyncio.to_thread(check_heartbeats, engine, settings)  # blocking database calls: off the event loop
+            await asyncio.to_thread(check_heartbeats, engine, settings, dispatcher)  # blocking database calls: off the event loop
         except Exception:  # a database hiccup must not end the watch; the next round tries again
             log.warning("the heartbeat check failed; retrying in %g s", settings.stale_check_interval_s, exc_info=True)
         await asyncio.sleep(settings.stale_check_interval_s)
 
 
-def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | None = None, engine: Engine | None = None) -> FastAPI:
+async def watch_queue(engine: Engine, settings: Settings, dispatcher: Dispatcher) -> None:
+    """Celery mode: every queued job sent again at start-up (a broker restarted meanwhile may have lost
+    them all; duplicates are harmless), then ``redispatch_queued`` every ``redispatch_check_interval_s``."""
+    first = True
+    while True:
+        try:
+            await asyncio.to_thread(redispatch_queued, engine, settings, dispatcher, older_than_s=0.0 if first else None)
+            first = False
+        except Exception:
+            log.warning("the re-dispatch of queued jobs failed; retrying in %g s", settings.redispatch_check_interval_s, exc_info=True)
+        await asyncio.sleep(settings.redispatch_check_interval_s)
+
+
+def create_app(
+    settings: Settings | None = None, *, dispatcher: Dispatcher | None = None, engine: Engine | None = None, recover_executor_jobs: bool = False
+) -> FastAPI:
     """The API. ``dispatcher``: who runs new jobs (default: Celery when a broker is set, else whatever
-    was registered with ``app.dispatch.set_dispatcher``, e.g. the embedded executor)."""
+    was registered with ``app.dispatch.set_dispatcher``, e.g. the embedded executor).
+    ``recover_executor_jobs``: this process holds the serve lock (see ``startup``)."""
     settings = settings or get_settings()
     engine = engine or make_engine(settings.database_url)
     if dispatcher is None and not settings.embedded:
@@ -154,11 +209,13 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.recovered = startup(engine, settings)
+        app.state.recovered = startup(engine, settings, recover_executor_jobs=recover_executor_jobs)
         d = app.state.dispatcher or get_dispatcher()
         if hasattr(d, "start"):
             d.start()
-        watch = asyncio.create_task(watch_heartbeats(engine, settings), name="dynds-heartbeat-check")
+        watches = [asyncio.create_task(watch_heartbeats(engine, settings, None if settings.embedded else d), name="dynds-heartbeat-check")]
+        if not settings.embedded and d is not None:
+            watches.append(asyncio.create_task(watch_queue(engine, settings, d), name="dynds-redispatch"))
         # What start-up built (torch, the ORM, the app) lives as long as the process: frozen out of the
         # cyclic collector, a full collection no longer walks it, which had paused every request in
         # flight for about 80 ms a few times a minute under load (bench/api_load.py). Garbage goes first.
@@ -167,9 +224,10 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
         try:
             yield
         finally:
-            watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watch
+            for watch in watches:
+                watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watch
             if hasattr(d, "stop"):
                 d.stop()
             engine.dispose()

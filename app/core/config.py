@@ -49,8 +49,16 @@ class Settings(BaseSettings):
     noisy_saving_gap: float = Field(default=0.05, gt=0, le=1)
     noisy_step_cv: float = Field(default=0.25, gt=0, le=10)
 
-    # Jobs left `running` by a process that died: "fail" (default) or "requeue" (see app/crud.recover_interrupted).
+    # Jobs left `running` by a process that died: "fail" (default) or "requeue" (see app/crud.give_up_run).
     recover_policy: Literal["fail", "requeue"] = "fail"
+    # With "requeue": a job is started at most this many times (job.attempts), then failed with the reason.
+    # A graceful stop (SIGTERM) requeues without using up an attempt.
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    # Celery mode: a job still queued (never claimed) this long after it was last sent is sent again (its
+    # message may be lost: a broker restarted without persistence, an API that died between commit and send);
+    # then with a doubling back-off. The API looks every redispatch_check_interval_s, and once at start-up.
+    redispatch_after_s: float = Field(default=300.0, gt=0)
+    redispatch_check_interval_s: float = Field(default=30.0, gt=0)
     # A running job whose worker has not written a heartbeat (claim, every metrics flush) for this long
     # is failed as interrupted; the API looks every stale_check_interval_s (seconds, both modes).
     stale_job_after_s: float = 600.0

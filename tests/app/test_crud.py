@@ -97,13 +97,18 @@ def test_recover_interrupted(session, policy):
     if policy == "fail":
         assert stale.status == "failed" and stale.error.startswith("interrupted") and f"/jobs/{stale.id}/retry" in stale.error
     else:
-        assert stale.status == "queued" and stale.started_at is None
+        assert stale.status == "queued" and stale.started_at is None and stale.attempts == 1
         assert session.exec(select(MetricPoint).where(MetricPoint.job_id == stale.id)).all() == []
-        # Requeued once only: interrupted again, it fails.
-        crud.claim_job(session=session, job_id=stale.id, worker="dead")
-        crud.recover_interrupted(session=session, policy="requeue")
-        session.refresh(stale)
-        assert stale.status == "failed"
+        # Started three times (the limit), each run's first metrics flush overwriting the progress: the
+        # count lives in job.attempts, so the third interruption fails the job with the reason.
+        for n in (2, 3):
+            assert crud.claim_job(session=session, job_id=stale.id, worker="dead").attempts == n
+            assert crud.flush_metrics(session=session, job_id=stale.id, points=[], progress={"step": 1}, attempt=n)
+            crud.recover_interrupted(session=session, policy="requeue", max_attempts=3)
+            session.refresh(stale)
+            assert stale.status == ("queued" if n < 3 else "failed"), n
+        assert stale.attempts == 3 and "started 3 times" in stale.error and "DYNDS_MAX_ATTEMPTS=3" in stale.error
+        assert stale.active_hash is None
     session.refresh(fresh)
     # Untouched by the time-bounded call; the unbounded one (requeue case) requeued it.
     assert fresh.status == ("running" if policy == "fail" else "queued")

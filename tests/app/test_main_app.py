@@ -9,16 +9,26 @@ from app.main import create_app
 from dynds_core.spec import JobSpec
 
 
-def test_startup_fails_jobs_a_dead_process_left_running(settings, engine, dispatcher):
+def test_startup_touches_no_running_job_unless_it_holds_the_serve_lock(settings, engine, dispatcher):
     with Session(engine, expire_on_commit=False) as s:
         job, _ = crud.create_job(session=s, spec=JobSpec())
-        crud.claim_job(session=s, job_id=job.id, worker="dead-process")
+        crud.claim_job(session=s, job_id=job.id, worker="host:123:dynds-executor")
+        celery_job, _ = crud.create_job(session=s, spec=JobSpec.parse({"train": {"seed": 5}}))
+        crud.claim_job(session=s, job_id=celery_job.id, worker="gpu1:77:MainThread")
         queued, _ = crud.create_job(session=s, spec=JobSpec.parse({"train": {"seed": 3}}))
+    # Just starting is no reason: a second app on the database leaves every running job alone.
     app = create_app(settings, dispatcher=dispatcher)
+    with TestClient(app) as c:
+        assert app.state.recovered == []
+        assert c.get(f"/api/v1/jobs/{job.id}").json()["status"] == "running"
+    # `dynds serve` holding the serve lock knows the executor that ran `job` is gone; a Celery worker's job is
+    # left to its heartbeat.
+    app = create_app(settings, dispatcher=dispatcher, recover_executor_jobs=True)
     with TestClient(app) as c:
         assert app.state.recovered == [job.id]
         body = c.get(f"/api/v1/jobs/{job.id}").json()
         assert body["status"] == "failed" and body["error"].startswith("interrupted")
+        assert c.get(f"/api/v1/jobs/{celery_job.id}").json()["status"] == "running"
         assert c.get(f"/api/v1/jobs/{queued.id}").json()["status"] == "queued"  # queued jobs just wait
         assert c.post(f"/api/v1/jobs/{job.id}/retry").status_code == 201
 

@@ -91,12 +91,17 @@ def cancel_job(job_id: int, session: SessionDep, _: WriteAuthDep) -> JobPublic:
 
 
 @router.post("/{job_id}/retry", response_model=JobPublic, status_code=status.HTTP_201_CREATED)
-def retry_job(job_id: int, request: Request, session: SessionDep, _: WriteAuthDep) -> JobPublic:
+def retry_job(job_id: int, request: Request, response: Response, session: SessionDep, _: WriteAuthDep) -> JobPublic:
+    """201 with the new job; a job retried before answers that retry (200, deduplicated): concurrent
+    retries of one job make one new job."""
     job = job_or_404(session, job_id)
     try:
-        new = crud.retry_job(session=session, job=job)
+        new, created = crud.retry_job_once(session=session, job=job)
     except crud.JobStateError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
+    if not created:
+        response.status_code = status.HTTP_200_OK
+        return JobPublic.from_job(new, deduplicated=True)
     start(request, session, new)
     return JobPublic.from_job(new)
 
