@@ -11,6 +11,10 @@
   a busy one's reserved jobs.
 - visibility_timeout longer than the longest job: Redis would otherwise redeliver a job that is still
   running (harmless because of the claim, but it would block a worker slot on a skip).
+- Graceful stop: SIGTERM (or Ctrl-C) to `dynds worker` is Celery's warm shutdown, which waits for the
+  running task; the parent also passes SIGTERM on to its pool children (``_forward_shutdown``), where it
+  only sets ``STOP``: the running job ends its current step, flushes its metrics and is requeued
+  (runner.run_job), and the task rejects its message with requeue, so another worker takes the job.
 - The task sends no result anywhere (the database holds it), and the API sends it by name, so the
   API never imports this module or torch.
 """
@@ -19,9 +23,12 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 
 from celery import Celery
-from celery.signals import worker_init, worker_process_init
+from celery.exceptions import Reject
+from celery.signals import worker_init, worker_process_init, worker_shutting_down
 
 from app.core.config import Settings, get_settings
 from app.dispatch import TASK_NAME  # the API sends the task by this name
@@ -53,11 +60,35 @@ def make_celery(settings: Settings | None = None) -> Celery:
     return app
 
 
+# Set in a pool child by SIGTERM (the parent's warm shutdown passes it on): the running job stops after its step.
+STOP = threading.Event()
+
+
 def run_job_task(job_id: int) -> str:
     """The task body: the job id in, its final status out (the database holds everything else)."""
-    from .runner import run_job
+    from .runner import REQUEUED, run_job
 
-    return run_job(int(job_id))
+    status = run_job(int(job_id), stop_event=STOP)
+    if status == REQUEUED:
+        # Back to the broker (acks_late): the job is queued again in the database, and its message with it.
+        raise Reject(f"job {job_id} requeued by a worker shutdown", requeue=True)
+    return status
+
+
+@worker_shutting_down.connect
+def _forward_shutdown(sig=None, how=None, **_kwargs) -> None:
+    """In the parent, at a warm shutdown: SIGTERM to each pool child, so its job stops at the next step
+    instead of the shutdown waiting for it to end (hours)."""
+    if how != "Warm":
+        return
+    from billiard.process import active_children
+
+    for child in active_children():
+        try:
+            os.kill(child.pid, signal.SIGTERM)
+        except (ProcessLookupError, TypeError):
+            pass
+    log.info("warm shutdown (%s): running jobs stop after their current step and are requeued", sig)
 
 
 @worker_init.connect
@@ -84,4 +115,6 @@ def _init_worker_process(**_kwargs) -> None:
     # Engines are made lazily per process; the parent never opens the database, so there are no
     # inherited connections to dispose of, only cached engine objects to forget.
     db.get_engine.cache_clear()
+    STOP.clear()
+    signal.signal(signal.SIGTERM, lambda *_: STOP.set())  # Celery resets it to the default (die) in children
     log.info("dynds worker process %s: %d torch threads", os.getpid(), threads)

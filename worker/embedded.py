@@ -4,7 +4,7 @@
     app.dispatch.set_dispatcher(executor)
     executor.start()
     ...                              # POST /jobs -> dispatch(job_id) -> the thread wakes up
-    executor.stop()                  # the running job stops within one step and is failed as interrupted
+    executor.stop()                  # the running job ends its current step and is requeued (SIGTERM to `dynds serve`)
 
 The database is the queue: the thread takes the oldest queued job (``next_queued_job_id``) until
 none is left, then sleeps until ``dispatch`` wakes it or ``idle_poll_s`` passes (which also picks

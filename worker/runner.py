@@ -26,6 +26,7 @@ from .sink import MetricsSink, SessionFactory
 log = logging.getLogger(__name__)
 
 SKIPPED = "skipped"
+REQUEUED = "requeued"  # stopped by a shutdown and put back in the queue
 # dynds_core errors whose message is written for the user: stored verbatim.
 USER_ERRORS = ("SpecError", "DataError", "ReducedPassError")
 
@@ -53,24 +54,33 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def fail_if_orphaned(session, job_id: int) -> bool:
-    """A job left `running` by a process of this host that no longer exists is failed as interrupted.
+def recover_if_orphaned(session, job_id: int, settings: Settings) -> str | None:
+    """A job left `running` by a process of this host that no longer exists is recovered by
+    ``settings.recover_policy`` ("fail": failed as interrupted; "requeue": queued again while its
+    attempts last); returns its new status, or None when it was left as it is.
 
     This is the redelivery Celery makes after a worker child died mid-job (task_reject_on_worker_lost):
-    the job is not run again (it may be what killed the process), but it must not stay `running`
-    forever either. Only this host's processes can be checked; a reused pid keeps the job as it is.
+    the message names the job, and the dead pid is proof, not a guess. Only this host's processes can
+    be checked; a reused pid keeps the job as it is (its heartbeat then decides).
     """
     job = crud.get_job(session=session, job_id=job_id)
     if job is None or job.status != "running" or not job.worker:
-        return False
+        return None
     host, _, rest = job.worker.partition(":")
     pid = rest.split(":", 1)[0]
     if host != socket.gethostname() or not pid.isdigit() or pid_alive(int(pid)):
-        return False
-    if crud.fail_job(session=session, job_id=job_id, error=crud.INTERRUPTED_ERROR.format(id=job_id)):
-        log.warning("job %s was left running by process %s, which is gone: failed as interrupted", job_id, pid)
-        return True
-    return False
+        return None
+    status = crud.give_up_run(session=session, job_id=job_id, error=crud.INTERRUPTED_ERROR.format(id=job_id),
+                              policy=settings.recover_policy, max_attempts=settings.max_attempts,
+                              where=(crud.col(crud.Job.worker) == job.worker,))
+    if status:
+        log.warning("job %s was left running by process %s, which is gone: %s", job_id, pid, status)
+    return status
+
+
+def fail_if_orphaned(session, job_id: int) -> bool:
+    """``recover_if_orphaned`` under policy "fail"."""
+    return recover_if_orphaned(session, job_id, Settings(recover_policy="fail")) == "failed"
 
 
 def default_session_factory(settings: Settings) -> SessionFactory:
@@ -86,8 +96,8 @@ def run_job(
 ) -> str:
     """Run job ``job_id`` to its end and return its final status ("skipped" if it was not claimable).
 
-    ``stop_event`` (set by a shutting-down executor) stops training within one step; the job is then
-    failed as interrupted, not marked cancelled, since no user asked for it.
+    ``stop_event`` (set by a shutting-down executor or worker) stops training at the end of the current
+    step; the job is then requeued ("requeued"), not marked cancelled, since no user asked for it.
     """
     from dynds_core import train
     from dynds_core.trainer import TimingNoise
@@ -98,12 +108,17 @@ def run_job(
     with session_factory() as session:
         job = crud.claim_job(session=session, job_id=job_id, worker=worker_name())
         if job is None:
-            if fail_if_orphaned(session, job_id):
-                return "failed"
+            recovered = recover_if_orphaned(session, job_id, settings)
+            if recovered == "queued":  # requeued: this delivery runs it, as its next attempt
+                job = crud.claim_job(session=session, job_id=job_id, worker=worker_name())
+            elif recovered:
+                return recovered
+        if job is None:
             log.info("job %s is not queued (already claimed, cancelled or unknown): skipped", job_id)
             return SKIPPED
         raw_spec: dict[str, Any] = dict(job.spec)
-    log.info("job %s claimed by %s", job_id, worker_name())
+        attempt = job.attempts
+    log.info("job %s claimed by %s (attempt %d)", job_id, worker_name(), attempt)
 
     sink = MetricsSink(
         job_id=job_id,
@@ -111,6 +126,7 @@ def run_job(
         flush_every=settings.metrics_flush_every,
         flush_interval_s=settings.metrics_flush_interval_s,
         stop_event=stop_event,
+        attempt=attempt,
     )
     try:
         spec = JobSpec.parse(raw_spec, source=f"job {job_id}")
@@ -124,7 +140,7 @@ def run_job(
         log.error("job %s failed: %s", job_id, message, exc_info=True)  # the traceback goes to the log only
         _close_quietly(sink, job_id)
         with session_factory() as session:
-            crud.fail_job(session=session, job_id=job_id, error=message)
+            crud.fail_job(session=session, job_id=job_id, error=message, attempt=attempt)
         return "failed"
 
     if result.cancelled and sink.no_longer_running:
@@ -132,12 +148,15 @@ def run_job(
         log.warning("job %s: training stopped, the job is already %s", job_id, sink.no_longer_running)
         return sink.no_longer_running
     if result.cancelled and not sink.cancel_requested:
-        # Stopped by our own shutdown, not by a user: an incomplete result must not pass as a cancel.
+        # Stopped by our own shutdown (SIGTERM), not by a user, after a whole step with its points flushed:
+        # an incomplete result must not pass as a cancel. Requeued (the attempt given back, its points
+        # deleted in the same transaction), so the next worker or server runs it from the start.
         with session_factory() as session:
-            crud.fail_job(session=session, job_id=job_id, error=crud.INTERRUPTED_ERROR.format(id=job_id))
-        return "failed"
+            requeued = crud.requeue_job(session=session, job_id=job_id, attempt=attempt)
+        log.warning("job %s stopped by a shutdown: %s", job_id, "requeued" if requeued else "no longer ours")
+        return REQUEUED if requeued else SKIPPED
     with session_factory() as session:
-        if not crud.finish_job(session=session, job_id=job_id, result=result):
+        if not crud.finish_job(session=session, job_id=job_id, result=result, attempt=attempt):
             # No longer running: failed meanwhile (a stale heartbeat, say); that outcome stands.
             job = crud.get_job(session=session, job_id=job_id)
             status = job.status if job is not None else "failed"

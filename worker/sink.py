@@ -55,6 +55,7 @@ class MetricsSink(Callback):
         cancel_poll_s: float = 0.5,
         stop_event: threading.Event | None = None,
         clock: Callable[[], float] = time.monotonic,
+        attempt: int | None = None,
     ):
         if flush_every < 1:
             raise ValueError(f"flush_every must be at least 1 point: {flush_every}")
@@ -68,6 +69,9 @@ class MetricsSink(Callback):
         # Set by the process that runs us (server shutdown): stops training without it being a user's cancel.
         self.stop_event = stop_event
         self.clock = clock
+        # The job's attempts when this run claimed it: every write requires it still (crud.flush_metrics), so a
+        # run given up on (requeued and claimed again elsewhere) cannot add points to the rerun's.
+        self.attempt = attempt
 
         self.cancel_requested = False  # the cached flag should_stop answers from
         # The job's status when a poll found it no longer running (e.g. "failed" by the heartbeat check).
@@ -135,14 +139,21 @@ class MetricsSink(Callback):
         self._next_flush = self.clock() + self.flush_interval_s
         if not self._buffer and not self._progress_dirty:
             return
+        if self.no_longer_running is not None:
+            self._buffer = []  # the job is not ours any more: nothing may be written to it
+            return
         points, self._buffer = self._buffer, []
         try:
             with self.session_factory() as session:
-                if points:
-                    crud.append_metrics(session=session, job_id=self.job_id, points=points)
-                # One UPDATE: the heartbeat, with the progress when it moved.
+                # One transaction: the heartbeat (with the progress when it moved), then the points, only while the job is this run's.
                 progress = dict(self._progress) if self._progress_dirty and self._progress is not None else None
-                crud.record_heartbeat(session=session, job_id=self.job_id, progress=progress)
+                ours = crud.flush_metrics(session=session, job_id=self.job_id, points=points, progress=progress, attempt=self.attempt)
+                if not ours:
+                    _cancel, status = crud.job_control(session=session, job_id=self.job_id)
+                    self.no_longer_running = status or "deleted"
+                    log.warning("job %s is %s in the database: this run's %d points are dropped, training stops",
+                                self.job_id, self.no_longer_running, len(points))
+                    return
         except Exception:
             self._buffer = points + self._buffer  # retried at the next flush, in order
             log.warning("job %s: cannot write %d metric points; will retry", self.job_id, len(points), exc_info=True)
@@ -156,7 +167,10 @@ class MetricsSink(Callback):
         self.flush()
         if self._buffer:
             with self.session_factory() as session:
-                crud.append_metrics(session=session, job_id=self.job_id, points=self._buffer)
+                if not crud.flush_metrics(session=session, job_id=self.job_id, points=self._buffer, attempt=self.attempt):
+                    self.no_longer_running = self.no_longer_running or "gone"
+                    self._buffer = []
+                    return
             self.points_written += len(self._buffer)
             self._buffer = []
 
