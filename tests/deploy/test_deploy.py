@@ -96,7 +96,11 @@ def database_url():
     try:
         admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
     except psycopg.Error as exc:
-        pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL} (DYNDS_DEPLOY_PG_URL): {exc}")
+        problem = str(exc)
+    else:
+        problem = None
+    if problem:  # failed outside the except: the message alone, not the driver's traceback
+        pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL} (DYNDS_DEPLOY_PG_URL): {problem}")
     with admin:
         admin.execute(f'CREATE DATABASE "{name}"')
         try:
@@ -110,11 +114,15 @@ def broker_url():
     """Redis, its own database number, emptied before and after."""
     import redis
 
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=5)
     try:
-        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=5)
         client.ping()
     except redis.RedisError as exc:
-        pytest.fail(f"Redis is not reachable at {REDIS_URL} (DYNDS_DEPLOY_REDIS_URL): {exc}")
+        problem = str(exc)
+    else:
+        problem = None
+    if problem:
+        pytest.fail(f"Redis is not reachable at {REDIS_URL} (DYNDS_DEPLOY_REDIS_URL): {problem}")
     client.flushdb()
     yield REDIS_URL
     client.flushdb()
