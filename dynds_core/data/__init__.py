@@ -15,6 +15,9 @@ from typing import Any
 
 _EXPORTS = {
     "DataError": "errors",
+    "DataLimits": "limits",
+    "DEFAULT_LIMITS": "limits",
+    "data_policy": "limits",
     "Dataset": "base",
     "DEFAULT_DATA_ROOT": "base",
     "cache_root": "base",

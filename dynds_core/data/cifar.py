@@ -3,7 +3,10 @@
     <root>/cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}
     <root>/cifar-100-python/{train, test, meta}
 
-The pickles load in well under a second, so they are not cached again.
+The pickles load in well under a second, so they are not cached again. They are read with a
+restricted unpickler (:class:`CifarUnpickler`) that admits only what the format holds (dicts, lists,
+bytes, numbers and numpy arrays): a crafted "batch" that would call anything else raises DataError
+before any of its code runs.
 """
 
 from __future__ import annotations
@@ -15,6 +18,33 @@ import numpy as np
 import torch
 
 from .base import SHARED_CIFAR10, DataError, Dataset, channel_stats
+from .limits import DEFAULT_LIMITS, DataLimits, check_file_size, check_inside
+
+# The only globals a CIFAR python batch refers to: numpy's array reconstruction (numpy 1 and 2 names,
+# pickle protocols 2 and 5). Nothing here runs code chosen by the file: they build arrays from bytes.
+SAFE_GLOBALS = frozenset(
+    {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+)
+
+
+class UnsafePickle(pickle.UnpicklingError):
+    """The pickle asked for a global outside SAFE_GLOBALS."""
+
+
+class CifarUnpickler(pickle.Unpickler):
+    """An unpickler that refuses every global but numpy's array reconstruction."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in SAFE_GLOBALS:
+            return super().find_class(module, name)
+        raise UnsafePickle(f"it refers to {module}.{name}, which a CIFAR batch never holds")
 
 LAYOUTS = {
     # name: (folder, training files, test file, meta file, label key, class-names key)
@@ -39,8 +69,20 @@ def find_cifar_folder(name: str, root: Path) -> Path | None:
     return None
 
 
-def load_cifar(name: str, root: Path, *, download: bool = False) -> Dataset:
-    """Read CIFAR-10/100 from ``root``; with ``download`` fetch it there first through torchvision."""
+def load_cifar(
+    name: str,
+    root: Path,
+    *,
+    download: bool = False,
+    allowed_roots: tuple[str, ...] | None = None,
+    limits: DataLimits = DEFAULT_LIMITS,
+) -> Dataset:
+    """Read CIFAR-10/100 from ``root``; with ``download`` fetch it there first through torchvision.
+
+    ``allowed_roots``: the root and every file read must resolve inside them; ``limits``: each file is
+    at most ``max_file_bytes``, the arrays together at most ``max_total_bytes``.
+    """
+    check_inside(root, allowed_roots, "data.root")
     folder = find_cifar_folder(name, root)
     if folder is None and download:
         _download(name, root)
@@ -48,9 +90,12 @@ def load_cifar(name: str, root: Path, *, download: bool = False) -> Dataset:
     if folder is None:
         raise DataError(_missing_message(name, root))
     layout_folder, train_files, test_file, meta_file, label_key, names_key = LAYOUTS[name]
-    train_x, train_y = _read_batches([folder / f for f in train_files], label_key)
-    val_x, val_y = _read_batches([folder / test_file], label_key)
-    classes = _read_class_names(folder / meta_file, names_key, num_classes=int(max(train_y.max(), val_y.max())) + 1)
+    opts = dict(allowed_roots=allowed_roots, limits=limits)
+    train_x, train_y = _read_batches([folder / f for f in train_files], label_key, **opts)
+    val_x, val_y = _read_batches([folder / test_file], label_key, **opts)
+    if train_x.nbytes + val_x.nbytes > limits.max_total_bytes:
+        raise DataError(f"{folder} holds {train_x.nbytes + val_x.nbytes} bytes of images, more than the limit of {limits.max_total_bytes} bytes.")
+    classes = _read_class_names(folder / meta_file, names_key, num_classes=int(max(train_y.max(), val_y.max())) + 1, **opts)
     mean, std = channel_stats(train_x)
     return Dataset(
         name=name,
@@ -65,10 +110,13 @@ def load_cifar(name: str, root: Path, *, download: bool = False) -> Dataset:
     )
 
 
-def _read_batches(paths: list[Path], label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
+def _read_batches(
+    paths: list[Path], label_key: bytes, *, allowed_roots: tuple[str, ...] | None = None, limits: DataLimits = DEFAULT_LIMITS
+) -> tuple[np.ndarray, np.ndarray]:
     xs, ys = [], []
+    total = 0
     for path in paths:
-        batch = _unpickle(path)
+        batch = _unpickle(path, allowed_roots=allowed_roots, limits=limits)
         data, labels = batch.get(b"data"), batch.get(label_key)
         if data is None or labels is None:
             raise DataError(
@@ -85,28 +133,40 @@ def _read_batches(paths: list[Path], label_key: bytes) -> tuple[np.ndarray, np.n
             )
         if len(labels) and labels.min() < 0:
             raise DataError(f"{path} holds a negative label ({labels.min()}); the file is damaged.")
+        total += data.nbytes
+        if total > limits.max_total_bytes:
+            raise DataError(f"{path}: the CIFAR batches hold more than the limit of {limits.max_total_bytes} bytes of images.")
         xs.append(data.reshape(-1, 3, 32, 32))
         ys.append(labels)
     return np.ascontiguousarray(np.concatenate(xs)), np.concatenate(ys)
 
 
-def _read_class_names(path: Path, key: bytes, num_classes: int) -> list[str]:
+def _read_class_names(
+    path: Path, key: bytes, num_classes: int, *, allowed_roots: tuple[str, ...] | None = None, limits: DataLimits = DEFAULT_LIMITS
+) -> list[str]:
     # The meta file only names the classes: without it, number them rather than refuse the data.
     if not path.is_file():
         return [f"class{k}" for k in range(num_classes)]
-    names = _unpickle(path).get(key)
+    names = _unpickle(path, allowed_roots=allowed_roots, limits=limits).get(key)
     if not names or len(names) < num_classes:
         raise DataError(f"{path} does not name the {num_classes} classes under {key!r}; the file is damaged.")
     return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
 
 
-def _unpickle(path: Path) -> dict:
-    # These pickles hold only dicts of bytes, lists and numpy arrays (torchvision reads them the same way).
+def _unpickle(path: Path, *, allowed_roots: tuple[str, ...] | None = None, limits: DataLimits = DEFAULT_LIMITS) -> dict:
+    # These pickles hold only dicts of bytes, lists and numpy arrays: nothing else is admitted.
+    check_inside(path, allowed_roots, "the CIFAR file")
+    check_file_size(path, limits, "the CIFAR file")
     try:
         with open(path, "rb") as f:
-            obj = pickle.load(f, encoding="bytes")
+            obj = CifarUnpickler(f, encoding="bytes").load()
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror or exc}.") from None
+    except UnsafePickle as exc:
+        raise DataError(
+            f"{path} is not a CIFAR batch and was refused unread: {exc}. A CIFAR python batch holds only "
+            "dicts, lists, bytes and numpy arrays; replace it with the file from the original CIFAR python archive."
+        ) from None
     except Exception as exc:  # a truncated or foreign file fails in many ways inside pickle
         raise DataError(
             f"{path} is not a readable CIFAR pickle ({type(exc).__name__}: {exc}); "

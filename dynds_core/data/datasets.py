@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..spec import DataSpec
 from .base import DataError, Dataset, data_root
+from .limits import DEFAULT_LIMITS, DataLimits, current_policy, normalize_roots
 from .cifar import load_cifar
 from .fashion_mnist import load_fashion_mnist
 from .imagefolder import load_imagefolder
@@ -15,7 +18,14 @@ from .synthetic import make_synthetic
 VAL_SUBSET_SEED = 0  # the same validation images for every training seed: accuracies stay comparable
 
 
-def load_dataset(data: DataSpec, *, seed: int = 0, cache_dir: str | Path | None = None) -> Dataset:
+def load_dataset(
+    data: DataSpec,
+    *,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+    allowed_roots: Sequence[str | os.PathLike] | None = None,
+    limits: DataLimits | None = None,
+) -> Dataset:
     """Load the data set a spec names, then take its seeded, stratified subsets.
 
     >>> ds = load_dataset(DataSpec(dataset="synthetic", synthetic_size=64), seed=0)
@@ -24,16 +34,23 @@ def load_dataset(data: DataSpec, *, seed: int = 0, cache_dir: str | Path | None 
 
     Raises :class:`DataError` (a ValueError) for a missing or malformed data set, saying where it
     looked and what to provide.
+
+    ``allowed_roots``: every file read (default roots included, symlinks resolved) must lie inside one
+    of them; ``limits``: the :class:`DataLimits` of this load. Either left None takes what an enclosing
+    :func:`data_policy` set, else no restriction and the default limits.
     """
+    ctx_roots, ctx_limits = current_policy()
+    roots = normalize_roots(allowed_roots) if allowed_roots is not None else ctx_roots
+    limits = limits or ctx_limits or DEFAULT_LIMITS
     root = Path(data.root).expanduser() if data.root else None
     if data.dataset == "synthetic":
-        ds = make_synthetic(data.synthetic_size, image_size=data.image_size, num_classes=data.num_classes)
+        ds = make_synthetic(data.synthetic_size, image_size=data.image_size, num_classes=data.num_classes, max_bytes=limits.max_total_bytes)
     elif data.dataset in ("cifar10", "cifar100"):
-        ds = load_cifar(data.dataset, data_root(data.root), download=data.download)
+        ds = load_cifar(data.dataset, data_root(data.root), download=data.download, allowed_roots=roots, limits=limits)
     elif data.dataset == "imagefolder":
-        ds = load_imagefolder(root, cache_dir=cache_dir)
+        ds = load_imagefolder(root, cache_dir=cache_dir, allowed_roots=roots, limits=limits)
     elif data.dataset == "fashion-mnist":
-        ds = load_fashion_mnist(root)
+        ds = load_fashion_mnist(root, allowed_roots=roots, limits=limits)
     else:  # the spec's Literal makes this unreachable unless DATASETS grows without a loader
         raise DataError(f"no loader for dataset {data.dataset!r}")
     if data.train_subset is not None:

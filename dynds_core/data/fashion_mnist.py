@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .base import DataError, Dataset, channel_stats
+from .limits import DEFAULT_LIMITS, DataLimits, check_file_size, is_inside
 
 SYSTEM_ROOT = Path("/usr/share/datasets/fashion-mnist")
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -47,23 +48,39 @@ def find_idx_file(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def load_fashion_mnist(root: Path | None) -> Dataset:
-    folders = candidate_folders(root)
+def find_fashion_files(root: Path | None, allowed_roots: tuple[str, ...] | None = None) -> tuple[dict[str, Path] | None, list[Path], list[Path]]:
+    """(the four IDX files of the first folder that holds them all, the folders looked in, the folders
+    skipped because a file there resolves outside ``allowed_roots``)."""
+    folders, skipped = candidate_folders(root), []
     for folder in folders:
         found = {key: find_idx_file(folder, stem) for key, stem in FILES.items()}
         if all(found.values()):
-            break
-    else:
+            if allowed_roots is not None and not all(is_inside(p, allowed_roots) for p in found.values()):
+                skipped.append(folder)
+                continue
+            return found, folders, skipped  # type: ignore[return-value]
+    return None, folders, skipped
+
+
+def load_fashion_mnist(root: Path | None, *, allowed_roots: tuple[str, ...] | None = None, limits: DataLimits = DEFAULT_LIMITS) -> Dataset:
+    """Read Fashion-MNIST from ``root`` (None: the default folders). With ``allowed_roots`` a folder
+    whose files resolve elsewhere is not read (default folders included)."""
+    found, folders, skipped = find_fashion_files(root, allowed_roots)
+    if found is None:
+        outside = (
+            f" The files in {', '.join(str(f) for f in skipped)} resolve outside the allowed data directories "
+            f"({', '.join(allowed_roots or ())}) and were not read." if skipped else ""
+        )
         raise DataError(
             f"fashion-mnist not found: looked for {', '.join(FILES.values())} (each plain or .gz) in "
-            f"{', '.join(str(f) for f in folders)}. Provide them by setting data.root to the folder that holds "
+            f"{', '.join(str(f) for f in folders)}.{outside} Provide them by setting data.root to the folder that holds "
             "these four IDX files, or install the Debian package dataset-fashion-mnist "
             f"(apt-get install -y dataset-fashion-mnist puts them in {SYSTEM_ROOT})."
         )
-    train_x = read_idx(found["train_images"], IMAGES_MAGIC)
-    train_y = read_idx(found["train_labels"], LABELS_MAGIC)
-    val_x = read_idx(found["test_images"], IMAGES_MAGIC)
-    val_y = read_idx(found["test_labels"], LABELS_MAGIC)
+    train_x = read_idx(found["train_images"], IMAGES_MAGIC, limits)
+    train_y = read_idx(found["train_labels"], LABELS_MAGIC, limits)
+    val_x = read_idx(found["test_images"], IMAGES_MAGIC, limits)
+    val_y = read_idx(found["test_labels"], LABELS_MAGIC, limits)
     for images, labels, ipath, lpath in (
         (train_x, train_y, found["train_images"], found["train_labels"]),
         (val_x, val_y, found["test_images"], found["test_labels"]),
@@ -87,14 +104,23 @@ def load_fashion_mnist(root: Path | None) -> Dataset:
     )
 
 
-def read_idx(path: Path, magic: int) -> np.ndarray:
-    """The uint8 array of an IDX file whose magic number must be ``magic`` (0x803 images, 0x801 labels)."""
+def read_idx(path: Path, magic: int, limits: DataLimits = DEFAULT_LIMITS) -> np.ndarray:
+    """The uint8 array of an IDX file whose magic number must be ``magic`` (0x803 images, 0x801 labels).
+
+    At most ``limits.max_file_bytes`` are read, decompressed ones included (a .gz is refused as soon
+    as it expands past the limit), and an image is at most ``limits.max_image_pixels``.
+    """
+    check_file_size(path, limits, "the IDX file")
     try:
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rb") as f:
-            raw = f.read()
+            raw = f.read(limits.max_file_bytes + 1)
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"cannot read {path}: {exc}; replace it with the original IDX file.") from None
+    if len(raw) > limits.max_file_bytes:
+        raise DataError(
+            f"{path} expands to more than the limit of {limits.max_file_bytes} bytes per file; it is not read further."
+        )
     kind = "images" if magic == IMAGES_MAGIC else "labels"
     if len(raw) < 4:
         raise DataError(f"{path} is not an IDX file: it holds only {len(raw)} bytes; replace it with the original IDX {kind} file.")
@@ -109,6 +135,8 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
     if len(raw) < header:
         raise DataError(f"{path} is truncated inside its header ({len(raw)} bytes); replace it with the original IDX {kind} file.")
     dims = struct.unpack(f">{ndim}I", raw[4:header])
+    if ndim == 3 and dims[1] * dims[2] > limits.max_image_pixels:
+        raise DataError(f"{path} holds {dims[1]}x{dims[2]} images, more than the limit of {limits.max_image_pixels} pixels per image.")
     expected = int(np.prod(dims))
     if len(raw) - header != expected:
         raise DataError(

@@ -8,6 +8,13 @@ Classes are the training split's folder names, sorted (index = position); images
 file-name order. The cache lives under ``<cache dir>/imagefolder/<name>-<key>/``, keyed by the
 source's resolved path, size and mtime (for a directory: every file's), and is written to a
 temporary folder renamed into place, so an interrupted decode never leaves a half cache.
+
+Bounds (``DataLimits``, from the caller): with ``allowed_roots`` every image file must resolve inside
+them (a symlink pointing elsewhere is refused); an archive's members are checked from their headers
+while streaming (links, devices, absolute or ``..`` names refused; a member larger than
+``max_file_bytes`` refused before it is read; everything streamed counts towards ``max_total_bytes``);
+each image's pixels are checked from its header before decoding, and the decoded total (images x the
+first image's size) before decoding any; the cache is not written past ``max_cache_bytes`` on disk.
 """
 
 from __future__ import annotations
@@ -30,7 +37,8 @@ import numpy as np
 import torch
 
 from .base import SHARED_CIFAR10, DataError, Dataset, cache_root, channel_stats
-from .decode import decode_many
+from .decode import decode_many, image_size, read_image_file
+from .limits import DEFAULT_LIMITS, DataLimits, check_file_size, check_inside
 
 CACHE_VERSION = 1
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".tif", ".tiff")
@@ -52,28 +60,39 @@ class ImageFile:
     path: Path | None = None
 
 
-def load_imagefolder(root: Path | None, *, cache_dir: str | Path | None = None) -> Dataset:
-    """Load an image folder or archive, from the cache when it was decoded before."""
+def load_imagefolder(
+    root: Path | None,
+    *,
+    cache_dir: str | Path | None = None,
+    allowed_roots: tuple[str, ...] | None = None,
+    limits: DataLimits = DEFAULT_LIMITS,
+) -> Dataset:
+    """Load an image folder or archive, from the cache when it was decoded before.
+
+    ``allowed_roots`` (resolved paths, see ``limits.normalize_roots``): the root and every image
+    file must resolve inside one of them. ``limits``: see the module's docstring.
+    """
     if root is None:
         raise DataError(f"dataset imagefolder needs data.root: {_LAYOUT_HELP}.")
+    check_inside(root, allowed_roots, "data.root")
     if not root.exists():
         raise DataError(f"imagefolder root {root} does not exist; set data.root to {_LAYOUT_HELP}.")
     # An archive is keyed by its size and mtime, so a cache hit never opens it; a directory by
     # its listing (file stats only, no image is read).
-    files = None if root.is_file() else _scan_directory(root)
+    files = None if root.is_file() else _scan_directory(root, allowed_roots, limits)
     name = _source_name(root)
     cache = cache_root(cache_dir) / "imagefolder" / f"{name}-{_cache_key(root, files)}"
     cached = read_cache(cache)
     if cached is not None:
         return cached
     if files is None:
-        files = _scan_archive(root)
-    ds = decode_imagefolder(files, name=name, source=str(root))
-    write_cache(cache, ds)
+        files = _scan_archive(root, limits)
+    ds = decode_imagefolder(files, name=name, source=str(root), limits=limits)
+    write_cache(cache, ds, max_cache_bytes=limits.max_cache_bytes)
     return ds
 
 
-def decode_imagefolder(files: list[ImageFile], *, name: str, source: str) -> Dataset:
+def decode_imagefolder(files: list[ImageFile], *, name: str, source: str, limits: DataLimits = DEFAULT_LIMITS) -> Dataset:
     """Decode every image into one data set (train classes sorted, files in name order)."""
     train = [f for f in files if f.split == TRAIN_SPLIT]
     val_split = next((s for s in VAL_SPLITS if any(f.split == s for f in files)), None)
@@ -93,7 +112,21 @@ def decode_imagefolder(files: list[ImageFile], *, name: str, source: str) -> Dat
         )
     index = {c: i for i, c in enumerate(classes)}
     ordered = sorted(train, key=lambda f: (index[f.label], f.name)) + sorted(val, key=lambda f: (index[f.label], f.name))
-    images = _stack(decode_all(ordered), ordered)
+    # Every image must have the first one's size: its header bounds the decoded total before any decode.
+    first = ordered[0]
+    size = image_size(
+        first.data if first.data is not None else read_image_file(first.name, str(first.path), limits.max_file_bytes),
+        first.name,
+        limits.max_image_pixels,
+    )
+    total = len(ordered) * 3 * size[0] * size[1]
+    if total > limits.max_total_bytes:
+        raise DataError(
+            f"{source}: {len(ordered)} images of {size[0]}x{size[1]} (the size of {first.name}) would decode to "
+            f"{total} bytes, more than the limit of {limits.max_total_bytes} bytes; nothing was decoded: use "
+            "fewer or smaller images (or raise the limit)."
+        )
+    images = _stack(decode_all(ordered, limits=limits, expect=(size, first.name)), ordered)
     labels = np.array([index[f.label] for f in ordered], dtype=np.int64)
     n = len(train)
     train_x = torch.from_numpy(np.ascontiguousarray(images[:n]))
@@ -112,7 +145,9 @@ def decode_imagefolder(files: list[ImageFile], *, name: str, source: str) -> Dat
     )
 
 
-def decode_all(files: list[ImageFile]) -> list[np.ndarray]:
+def decode_all(
+    files: list[ImageFile], *, limits: DataLimits = DEFAULT_LIMITS, expect: tuple[tuple[int, int], str] | None = None
+) -> list[np.ndarray]:
     """Decode every image, in ``DECODE_WORKERS`` forked processes for large sets.
 
     Threads do not help: small JPEGs spend most of their time in Python under the GIL (measured:
@@ -120,14 +155,15 @@ def decode_all(files: list[ImageFile]) -> list[np.ndarray]:
     from the parent's memory and receive only index ranges. Where no process can be started
     (e.g. inside a daemonic Celery worker) the images are decoded here.
     """
-    global _PENDING
+    global _PENDING, _OPTIONS
     items = [(f.name, f.data, str(f.path) if f.path else None) for f in files]
+    options = (limits.max_image_pixels, expect, limits.max_file_bytes)
     # fork, not spawn: spawn re-runs the caller's main script, which breaks any script without an
     # ``if __name__ == "__main__"`` guard. The forked children only run Pillow, never torch.
     if DECODE_WORKERS < 2 or len(items) < PARALLEL_MIN_IMAGES or "fork" not in multiprocessing.get_all_start_methods():
-        return decode_many(items)
+        return decode_many(items, *options)
     size = math.ceil(len(items) / (4 * DECODE_WORKERS))  # a few chunks per worker evens out their pace
-    _PENDING = items
+    _PENDING, _OPTIONS = items, options
     try:
         ctx = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=DECODE_WORKERS, mp_context=ctx) as pool:
@@ -136,16 +172,17 @@ def decode_all(files: list[ImageFile]) -> list[np.ndarray]:
     except (AssertionError, OSError, BrokenProcessPool) as exc:
         # AssertionError: "daemonic processes are not allowed to have children".
         warnings.warn(f"decoding in one process: no worker process could be started ({exc})", stacklevel=2)
-        return decode_many(items)
+        return decode_many(items, *options)
     finally:
         _PENDING = []
 
 
 _PENDING: list = []  # the items being decoded, inherited by forked workers
+_OPTIONS: tuple = (DEFAULT_LIMITS.max_image_pixels, None, DEFAULT_LIMITS.max_file_bytes)  # ... and decode_many's limits
 
 
 def _decode_range(bounds: tuple[int, int]) -> list[np.ndarray]:
-    return decode_many(_PENDING[bounds[0] : bounds[1]])
+    return decode_many(_PENDING[bounds[0] : bounds[1]], *_OPTIONS)
 
 
 def _stack(arrays: list[np.ndarray], files: list[ImageFile]) -> np.ndarray:
@@ -188,20 +225,48 @@ def _check_one_top(tops: set[tuple[str, ...]], count: int, source: Path) -> None
 def _member_parts(name: str) -> tuple[str, ...]:
     while name.startswith("./"):
         name = name[2:]
-    return PurePosixPath(name.lstrip("/")).parts
+    return PurePosixPath(name).parts
 
 
-def _scan_archive(path: Path) -> list[ImageFile]:
+def _check_member(path: Path, member: tarfile.TarInfo, limits: DataLimits) -> None:
+    """Refuse what no image archive needs: links, devices, names outside the archive, oversized members."""
+    where = f"the archive {path}: member {member.name!r}"
+    if member.issym() or member.islnk():
+        raise DataError(f"{where} is a {'symbolic' if member.issym() else 'hard'} link (to {member.linkname!r}); links are refused in data archives.")
+    if not (member.isfile() or member.isdir()):
+        raise DataError(f"{where} is not a regular file or folder (type {member.type!r}); such members are refused in data archives.")
+    if member.name.startswith("/") or ".." in PurePosixPath(member.name).parts or "\x00" in member.name:
+        raise DataError(f"{where} has an absolute or '..' name; such members are refused in data archives.")
+    if member.isfile() and member.size > limits.max_file_bytes:
+        raise DataError(
+            f"{where} claims {member.size} bytes, more than the limit of {limits.max_file_bytes} bytes per member; "
+            "it is not read (raise the limit if the archive is genuine)."
+        )
+
+
+def _scan_archive(path: Path, limits: DataLimits = DEFAULT_LIMITS) -> list[ImageFile]:
     files, tops = [], set()
+    streamed = 0  # bytes of every member's data, read or skipped: the stream has to decompress them all
     try:
         # Stream mode ("r|*"): one pass, no seeking; 2x faster than "r:*" on the 60,000-member CIFAR archive.
         with tarfile.open(path, "r|*") as tar:
             for member in tar:
+                _check_member(path, member, limits)
+                streamed += member.size if member.isfile() else 0
+                if streamed > limits.max_total_bytes:
+                    raise DataError(
+                        f"the archive {path} holds more than the limit of {limits.max_total_bytes} bytes "
+                        f"(reached at member {member.name!r}); it is not read further."
+                    )
                 parts = _member_parts(member.name) if member.isfile() else ()
                 where = _split_of(parts)
                 if where is None:
                     continue
-                data = tar.extractfile(member).read()
+                if len(files) >= limits.max_images:
+                    raise DataError(f"the archive {path} holds more than the limit of {limits.max_images} images.")
+                data = tar.extractfile(member).read(limits.max_file_bytes + 1)
+                if len(data) > limits.max_file_bytes:  # never past the header's claim, which was checked; kept as a guard
+                    raise DataError(f"the archive {path}: member {member.name!r} is larger than the limit of {limits.max_file_bytes} bytes.")
                 files.append(ImageFile(split=where[0], label=where[1], name=f"{path}:{member.name}", data=data))
                 tops.add(parts[:-3])
     except (tarfile.TarError, OSError, EOFError) as exc:
@@ -212,7 +277,7 @@ def _scan_archive(path: Path) -> list[ImageFile]:
     return files
 
 
-def _scan_directory(root: Path) -> list[ImageFile]:
+def _scan_directory(root: Path, allowed_roots: tuple[str, ...] | None = None, limits: DataLimits = DEFAULT_LIMITS) -> list[ImageFile]:
     files, tops = [], set()
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -223,7 +288,12 @@ def _scan_directory(root: Path) -> list[ImageFile]:
             parts = (*rel, fn)
             where = _split_of(parts)
             if where is not None:
-                files.append(ImageFile(split=where[0], label=where[1], name=str(Path(dirpath) / fn), path=Path(dirpath) / fn))
+                path = Path(dirpath) / fn
+                check_inside(path, allowed_roots, "the image")  # a symlink inside the folder may point anywhere
+                check_file_size(path, limits, "the image")
+                if len(files) >= limits.max_images:
+                    raise DataError(f"{root} holds more than the limit of {limits.max_images} images.")
+                files.append(ImageFile(split=where[0], label=where[1], name=str(path), path=path))
                 tops.add(parts[:-3])
     _check_one_top(tops, len(files), root)
     return files
@@ -271,8 +341,31 @@ def read_cache(folder: Path) -> Dataset | None:
     )
 
 
-def write_cache(folder: Path, ds: Dataset) -> None:
-    """Write the arrays into a temporary folder, then rename it into place (atomic on POSIX)."""
+def _disk_usage(folder: Path) -> int:
+    total = 0
+    for dirpath, _dirs, filenames in os.walk(folder):
+        for fn in filenames:
+            try:
+                total += os.lstat(os.path.join(dirpath, fn)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def write_cache(folder: Path, ds: Dataset, *, max_cache_bytes: int = DEFAULT_LIMITS.max_cache_bytes) -> None:
+    """Write the arrays into a temporary folder, then rename it into place (atomic on POSIX).
+
+    Not written (a warning says why) when the cache's folder would hold more than ``max_cache_bytes``.
+    """
+    needed = sum(getattr(ds, k).numel() * getattr(ds, k).element_size() for k in _ARRAYS)
+    used = _disk_usage(folder.parent) if folder.parent.is_dir() else 0
+    if used + needed > max_cache_bytes:
+        warnings.warn(
+            f"the decoded images ({needed} bytes) are not cached in {folder}: the cache {folder.parent} holds "
+            f"{used} bytes and may hold at most {max_cache_bytes}; clear it or raise the limit",
+            stacklevel=3,
+        )
+        return
     tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         tmp.mkdir(parents=True)

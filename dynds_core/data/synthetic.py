@@ -18,7 +18,7 @@ MAX_BYTES = 2 * 1024**3
 _CHUNK = 2048  # images generated at a time (bounds the float32 working memory)
 
 
-def make_synthetic(size: int, image_size: int = 32, num_classes: int = 10) -> Dataset:
+def make_synthetic(size: int, image_size: int = 32, num_classes: int = 10, *, max_bytes: int | None = None) -> Dataset:
     """``size`` training images and ``size // 4`` validation images, balanced over ``num_classes``.
 
     >>> ds = make_synthetic(64, image_size=16, num_classes=4)
@@ -28,10 +28,11 @@ def make_synthetic(size: int, image_size: int = 32, num_classes: int = 10) -> Da
     val_size = max(size // 4, 1)
     total = size + val_size
     nbytes = total * 3 * image_size * image_size
-    if nbytes > MAX_BYTES:
+    limit = MAX_BYTES if max_bytes is None else min(max_bytes, MAX_BYTES)
+    if nbytes > limit:
         raise DataError(
             f"the synthetic data set asked for ({total} images of 3x{image_size}x{image_size}) would take "
-            f"{nbytes / 1024**3:.1f} GiB of memory (limit {MAX_BYTES / 1024**3:.0f} GiB); "
+            f"{nbytes / 1024**3:.1f} GiB of memory (limit {limit / 1024**3:.3g} GiB); "
             "lower data.synthetic_size or data.image_size."
         )
     g = torch.Generator().manual_seed(GENERATOR_SEED)
