@@ -72,6 +72,23 @@ class Settings(BaseSettings):
     max_synthetic_size: int = 100_000
     max_image_size: int = 512
     max_sweep_points: int = 1000
+    # Submitted specs at the door (app/api/spec_policy.py): nesting depth of a spec or sweep base, whether
+    # `data.download: true` may fetch from the internet, and the devices the workers offer (env:
+    # ','-separated, e.g. "cpu,cuda"; None: what the API process sees). POST /specs/validate's estimate runs
+    # on the meta device within estimate_timeout_s and refuses a spec predicted to need more memory.
+    max_spec_depth: int = Field(default=32, ge=4, le=256)
+    allow_download: bool = False
+    devices: Annotated[list[str] | None, NoDecode] = None
+    estimate_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    max_predicted_memory_bytes: int = Field(default=64 * 1024**3, ge=1)
+    # What loading one data set may cost (dynds_core.data.DataLimits, applied by the worker with the data
+    # dirs through dynds_core.data.data_policy): pixels per image (from its header), bytes per file or
+    # archive member, bytes streamed or decoded in all, images, and the decode cache on disk.
+    max_image_pixels: int = Field(default=4096 * 4096, ge=1)
+    max_file_bytes: int = Field(default=256 * 1024**2, ge=1)
+    max_total_bytes: int = Field(default=2 * 1024**3, ge=1)
+    max_images: int = Field(default=2_000_000, ge=1)
+    max_cache_bytes: int = Field(default=8 * 1024**3, ge=1)
 
     # Server-sent events: how often the stream looks for news, and a keep-alive comment.
     events_poll_interval_s: float = 0.5
@@ -93,6 +110,13 @@ class Settings(BaseSettings):
     def _split_dirs(cls, value):
         if isinstance(value, str):
             return [d for d in value.split(":") if d.strip()]
+        return value
+
+    @field_validator("devices", mode="before")
+    @classmethod
+    def _split_devices(cls, value):
+        if isinstance(value, str):
+            return [d.strip() for d in value.split(",") if d.strip()]
         return value
 
     @model_validator(mode="after")
@@ -117,6 +141,16 @@ class Settings(BaseSettings):
     @property
     def embedded(self) -> bool:
         return not self.broker_url
+
+    @property
+    def data_limits(self):
+        """The data limits as dynds_core takes them (``load_dataset(limits=...)``, ``data_policy``)."""
+        from dynds_core.data.limits import DataLimits
+
+        return DataLimits(
+            max_image_pixels=self.max_image_pixels, max_file_bytes=self.max_file_bytes, max_total_bytes=self.max_total_bytes,
+            max_images=self.max_images, max_cache_bytes=self.max_cache_bytes,
+        )  # fmt: skip
 
     @property
     def allowed_data_dirs(self) -> list[str]:
