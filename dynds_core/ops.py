@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from threading import Lock
 from typing import Sequence
 
 import torch
@@ -70,8 +69,34 @@ def _pool_matrix_1d(k: int, window: int, stride: int) -> torch.Tensor:
 # Bounded (least recently used out): a model has a handful of kernel shapes, but a long-lived server
 # counting FLOPs for many settings, dtypes and devices must not grow without limit.
 MATRIX_CACHE_SIZE = 256
+# No lock: each OrderedDict operation is atomic under the GIL (a race at worst builds a matrix twice),
+# and torch.compile cannot trace a lock inside the reduced pass.
 _MATRIX_CACHE: OrderedDict[tuple, torch.Tensor] = OrderedDict()
-_MATRIX_LOCK = Lock()
+
+
+def _build_pooling_matrix(
+    kh: int, kw: int, mode: str, window: int, stride: int, size: Sequence[int] | None, scale: str, *, dtype: torch.dtype, device: torch.device | str
+) -> torch.Tensor:
+    if mode == "avg":
+        p = torch.kron(_pool_matrix_1d(kh, window, stride), _pool_matrix_1d(kw, window, stride))
+    elif mode == "resize":
+        th, tw = size  # type: ignore[misc]
+        # Resize each one-hot tap: column t of P is where tap t's weight lands. Antialiasing makes
+        # a shrink average over every tap instead of sampling a few (7x7 -> 2x2 would skip taps).
+        basis = torch.eye(kh * kw, dtype=torch.float64).view(kh * kw, 1, kh, kw)
+        resized = F.interpolate(basis, size=(th, tw), mode="bilinear", align_corners=False, antialias=True)
+        p = resized.view(kh * kw, th * tw).T.contiguous()
+    else:
+        raise ValueError(f"kernel mode {mode!r} has no pooling matrix; linear modes are avg and resize")
+    if scale == "sum":
+        cols = p.sum(0, keepdim=True)
+        # A guard for settings that skip taps (already refused by _check_pool_args); under torch.compile a
+        # tensor's truth value would break the graph, so the compiled trace relies on that check.
+        if not torch.compiler.is_compiling() and bool((cols <= 0).any()):
+            raise ValueError(f"kernel pooling {mode} (window {window}, stride {stride}) leaves some taps of a {kh}x{kw} kernel uncovered")
+        p = p / cols
+    p = p.to(dtype=dtype, device=device)
+    return p
 
 
 def pooling_matrix(
@@ -92,33 +117,19 @@ def pooling_matrix(
     taps whose windows contain it, so every filter's tap sum (its response to a flat input) is kept.
     Cached per (shape, setting, dtype, device).
     """
+    if torch.compiler.is_compiling():
+        # Built inside the traced graph: a lookup in the cache would guard on its contents, and the
+        # first trace's miss would recompile the model once the entry exists.
+        return _build_pooling_matrix(kh, kw, mode, window, stride, size, scale, dtype=dtype, device=device)
     key = (kh, kw, mode, window, stride, tuple(size) if size is not None else None, scale, dtype, str(device))
-    with _MATRIX_LOCK:
-        p = _MATRIX_CACHE.get(key)
-        if p is not None:
-            _MATRIX_CACHE.move_to_end(key)
-            return p
-    if mode == "avg":
-        p = torch.kron(_pool_matrix_1d(kh, window, stride), _pool_matrix_1d(kw, window, stride))
-    elif mode == "resize":
-        th, tw = size  # type: ignore[misc]
-        # Resize each one-hot tap: column t of P is where tap t's weight lands. Antialiasing makes
-        # a shrink average over every tap instead of sampling a few (7x7 -> 2x2 would skip taps).
-        basis = torch.eye(kh * kw, dtype=torch.float64).view(kh * kw, 1, kh, kw)
-        resized = F.interpolate(basis, size=(th, tw), mode="bilinear", align_corners=False, antialias=True)
-        p = resized.view(kh * kw, th * tw).T.contiguous()
-    else:
-        raise ValueError(f"kernel mode {mode!r} has no pooling matrix; linear modes are avg and resize")
-    if scale == "sum":
-        cols = p.sum(0, keepdim=True)
-        if bool((cols <= 0).any()):
-            raise ValueError(f"kernel pooling {mode} (window {window}, stride {stride}) leaves some taps of a {kh}x{kw} kernel uncovered")
-        p = p / cols
-    p = p.to(dtype=dtype, device=device)
-    with _MATRIX_LOCK:
-        _MATRIX_CACHE[key] = p
-        while len(_MATRIX_CACHE) > MATRIX_CACHE_SIZE:
-            _MATRIX_CACHE.popitem(last=False)
+    p = _MATRIX_CACHE.get(key)
+    if p is not None:
+        _MATRIX_CACHE.move_to_end(key)
+        return p
+    p = _build_pooling_matrix(kh, kw, mode, window, stride, size, scale, dtype=dtype, device=device)
+    _MATRIX_CACHE[key] = p
+    while len(_MATRIX_CACHE) > MATRIX_CACHE_SIZE:
+        _MATRIX_CACHE.popitem(last=False)
     return p
 
 

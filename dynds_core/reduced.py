@@ -5,13 +5,18 @@
         loss = F.cross_entropy(model(x_small), y)
     loss.backward()                           # gradients land on the original full-size weights
 
-Inside the context every ``nn.Conv2d`` whose kernel is at least 2x2 convolves with
-``pool_kernel(weight)`` (an instance attribute shadows its ``_conv_forward``), padded so that its
-output has exactly the size the original conv would give on the downsampled input. Nothing is
-copied into or out of the model; on exit (even on an exception) every attribute, hook and
-BatchNorm setting is back as it was. A shape error inside the model during the pass (a head sized
-for one resolution) becomes a :class:`ReducedPassError` naming the layer;
-:func:`check_reduced_pass` finds it before training.
+Inside the context every 2-D convolution whose kernel is at least 2x2 convolves with
+``pool_kernel(weight)``, padded so that its output has exactly the size the original conv would give
+on the downsampled input. The context intercepts the functional op ``F.conv2d`` itself (a
+``TorchFunctionMode``), not ``nn.Conv2d``: a subclass with its own ``forward`` (timm's ``StdConv2d``,
+``Conv2dSame``) or a user's module calling ``F.conv2d`` is pooled too, with the weight it computed, so
+gradients reach the real parameters through its own transform. A mode's stack belongs to the thread
+that entered it, so a full forward of the same model in another thread meanwhile sees the full
+kernels and plain BatchNorm; and nothing on the model is changed (no attribute, hook or flag), so
+``torch.compile`` traces the pass (one graph per resolution, no graph break). Nothing is copied into
+or out of the model. A shape error inside the model during the pass (a head sized for one
+resolution) becomes a :class:`ReducedPassError` naming the layer; :func:`check_reduced_pass` finds
+it before training.
 
 BatchNorm modes:
   frozen    reduced batches normalise with their own batch statistics but never update the
@@ -19,13 +24,16 @@ BatchNorm modes:
   shared    plain BatchNorm behaviour
   separate  reduced passes use their own affine parameters and running statistics, registered
             by :func:`attach_separate_bn` (call it before building the optimizer). The model's
-            ``state_dict`` then holds the extra ``reduced_*`` entries too.
+            ``state_dict`` then holds the extra ``reduced_*`` entries too. Under DDP each step
+            leaves one of the two sets unused: wrap with ``find_unused_parameters=True``.
+Both are done by intercepting ``F.batch_norm`` (and the module's ``num_batches_tracked.add_``) too.
 """
 
 from __future__ import annotations
 
 import re
-import weakref
+import threading
+from collections import OrderedDict
 from contextlib import contextmanager
 from typing import Any, Iterator, Mapping
 
@@ -34,6 +42,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from pydantic import ValidationError
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.utils import _pair
+from torch.overrides import TorchFunctionMode
 
 from .ops import (
     _check_pool_args,
@@ -76,46 +86,46 @@ def kernel_settings(kernel: KernelPooling | Mapping[str, Any] | None) -> KernelP
 
 
 def _is_pooled(m: nn.Module) -> bool:
-    """Whether a reduced pass pools this module: a Conv2d whose kernel is at least 2x2 (never a 1x1)."""
+    """Whether this module is a Conv2d a reduced pass pools: kernel at least 2x2 (never a 1x1)."""
     return isinstance(m, nn.Conv2d) and m.kernel_size[0] >= 2 and m.kernel_size[1] >= 2
 
 
 def pooled_convs(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
-    """The convs a reduced pass pools (kernel at least 2x2), in registration order."""
+    """The Conv2d modules (subclasses included) a reduced pass pools, in registration order. Any other
+    module that calls ``F.conv2d`` with a kernel of at least 2x2 is pooled too."""
     return [(name, m) for name, m in model.named_modules() if _is_pooled(m)]
 
 
-def _original_geometry(conv: nn.Conv2d, dim: int) -> tuple[int, int, int, int, int]:
-    """(kernel, stride, dilation, pad_before, pad_after) of the original conv along dim 0 (H) or 1 (W)."""
-    k, s, d = conv.kernel_size[dim], conv.stride[dim], conv.dilation[dim]
-    if conv.padding == "valid":
-        return k, s, d, 0, 0
-    if conv.padding == "same":
-        total = d * (k - 1)
-        return k, s, d, total // 2, total - total // 2
-    p = conv.padding[dim]
-    return k, s, d, p, p
+def _geometry(kernel: int, stride: int, dilation: int, padding: Any, dim: int) -> tuple[int, int, int, int, int]:
+    """(kernel, stride, dilation, pad_before, pad_after) of an F.conv2d call along dim 0 (H) or 1 (W)."""
+    if padding == "valid":
+        return kernel, stride, dilation, 0, 0
+    if padding == "same":
+        total = dilation * (kernel - 1)
+        return kernel, stride, dilation, total // 2, total - total // 2
+    p = _pair(padding)[dim]
+    return kernel, stride, dilation, p, p
 
 
 class _PooledConv:
-    """The ``_conv_forward`` of one conv during a reduced pass.
+    """The pooled convolution that replaces one kind of ``F.conv2d`` call during a reduced pass.
 
-    It holds the conv's geometry, not the conv, so it can be cached beside the module (see
-    :func:`_pooled_forward`) and reused step after step with its padding already worked out.
+    It holds the call's geometry (kernel, stride, padding, dilation, groups) and the pooling
+    settings, so it is cached (see :func:`_pooled_conv`) and reused step after step with the
+    padding for each input size already worked out.
     """
 
-    def __init__(self, name: str, conv: nn.Conv2d, settings: KernelPooling, extra_at_end: bool):
+    def __init__(self, kernel: tuple[int, int], stride: Any, padding: Any, dilation: Any, groups: int, settings: KernelPooling, extra_at_end: bool):
         # __call__ skips pool_kernel for the linear modes, so its argument checks run here, once.
         _check_pool_args(settings.mode, settings.window, settings.stride, settings.size, settings.scale)
-        self.name = name
         self.mode, self.window, self.stride, self.scale = settings.mode, settings.window, settings.stride, settings.scale
         self.size = tuple(settings.size) if settings.size is not None else None
-        kh, kw = conv.kernel_size
+        kh, kw = kernel
         self.kernel = pooled_kernel_shape(kh, kw, self.mode, self.window, self.stride, self.size)
-        self.geometry = (_original_geometry(conv, 0), _original_geometry(conv, 1))
-        self.conv_stride, self.dilation, self.groups = conv.stride, conv.dilation, conv.groups
+        self.conv_stride, self.dilation, self.groups = _pair(stride), _pair(dilation), groups
+        self.geometry = tuple(_geometry(kernel[i], self.conv_stride[i], self.dilation[i], padding, i) for i in (0, 1))
         self.extra_at_end = extra_at_end
-        self.padding_mode = conv.padding_mode
+        self.padding_mode = "zeros"  # F.conv2d pads with zeros; a module's other modes padded before calling it
         # Per input size: (explicit (left, right, top, bottom) pad or None, the conv's own symmetric padding).
         self._pads: dict[tuple[int, int], tuple[tuple[int, int, int, int] | None, tuple[int, int]]] = {}
         self._matrix_args = (kh, kw, self.mode, self.window, self.stride, self.size, self.scale)
@@ -126,7 +136,7 @@ class _PooledConv:
             target = (n + pb + pa - d * (k - 1) - 1) // s + 1
             if target < 1:
                 raise ReducedPassError(
-                    f"layer {self.name!r} (Conv2d, kernel {k}, stride {s}) gets a {h}x{w} input in the reduced pass, "
+                    f"a convolution (kernel {k}, stride {s}) gets a {h}x{w} input in the reduced pass, "
                     f"too small for it even unpooled; use a smaller input downsampling factor or a larger image size"
                 )
             # Keep the centre of each output where the original conv put it: the original centre
@@ -202,21 +212,107 @@ def _swap_bn_sets(bns: list[nn.Module]) -> None:
                 table[orig], table[extra] = table[extra], table[orig]
 
 
-# Per conv, its reduced forwards by settings: built once, so a step pays no set-up and the
-# padding worked out for an input size is kept. Weak keys: a deleted model frees its entries.
-_FORWARDS: "weakref.WeakKeyDictionary[nn.Conv2d, dict[tuple, _PooledConv]]" = weakref.WeakKeyDictionary()
+# Pooled convolutions by (call geometry, settings, padded side): built once, so a step pays no set-up and
+# the padding worked out for an input size is kept. Bounded: the least recently used go first. No lock:
+# each OrderedDict operation is atomic under the GIL (a race at worst builds one twice), and
+# torch.compile cannot trace a lock.
+_POOLED: "OrderedDict[tuple, _PooledConv]" = OrderedDict()
+_POOLED_MAX = 1024
 
 
-def _pooled_forward(name: str, conv: nn.Conv2d, settings: KernelPooling, extra_at_end: bool) -> _PooledConv:
-    key = (
-        name, settings.mode, settings.window, settings.stride, settings.size, settings.scale, extra_at_end,
-        conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups, conv.padding_mode,
-    )  # fmt: skip
-    table = _FORWARDS.setdefault(conv, {})
-    forward = table.get(key)
-    if forward is None:
-        forward = table[key] = _PooledConv(name, conv, settings, extra_at_end)
-    return forward
+def _pooled_conv(kernel, stride, padding, dilation, groups, settings: KernelPooling, extra_at_end: bool) -> _PooledConv:
+    if torch.compiler.is_compiling():  # traced once per graph; a cache lookup would guard on the cache's contents
+        return _PooledConv(kernel, stride, padding, dilation, groups, settings, extra_at_end)
+    pad_key = padding if isinstance(padding, str) else _pair(padding)
+    key = (kernel, _pair(stride), pad_key, _pair(dilation), groups, settings.mode, settings.window, settings.stride,
+           settings.size, settings.scale, extra_at_end)  # fmt: skip
+    conv = _POOLED.get(key)
+    if conv is not None:
+        _POOLED.move_to_end(key)
+        return conv
+    conv = _POOLED[key] = _PooledConv(kernel, stride, padding, dilation, groups, settings, extra_at_end)
+    while len(_POOLED) > _POOLED_MAX:
+        _POOLED.popitem(last=False)
+    return conv
+
+
+_CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+_CONV_DEFAULTS = (None, None, None, 1, 0, 1, 1)
+_BN_ARGS = ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps")
+_BN_DEFAULTS = (None, None, None, None, None, False, 0.1, 1e-5)
+
+
+def _bind(names: tuple[str, ...], defaults: tuple, args: tuple, kwargs: dict) -> list:
+    values = list(args) + list(defaults[len(args):])
+    for i, name in enumerate(names):
+        if name in kwargs:
+            values[i] = kwargs[name]
+    return values
+
+
+class _ReducedMode(TorchFunctionMode):
+    """The reduced pass as a function mode: ``F.conv2d`` calls with a kernel of at least 2x2 run pooled
+    (the padded side alternating between stride-1 convs, in call order, when ``pad_side`` is alternate),
+    and ``F.batch_norm`` follows the BatchNorm mode. Entered by :func:`reduced_pass`; per thread."""
+
+    def __init__(self, settings: KernelPooling, bn: str, bns: list[nn.Module]):
+        super().__init__()
+        self.settings = settings
+        self.bn = bn
+        # bn frozen/separate: the BatchNorms by their running mean (what F.batch_norm is given) and by
+        # their batch counter (what the module's forward increments)
+        self.by_mean = {id(m.running_mean): m for m in bns if m.running_mean is not None}
+        self.by_counter = {id(m.num_batches_tracked): m for m in bns if m.num_batches_tracked is not None}
+        self.stride1_convs = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.conv2d:
+            return self._conv(args, kwargs)
+        if self.bn != "shared":
+            if func is F.batch_norm:
+                return self._batch_norm(args, kwargs)
+            if func is _COUNT and args and id(args[0]) in self.by_counter:
+                m = self.by_counter[id(args[0])]
+                if self.bn == "frozen":
+                    return args[0]  # reduced batches are not counted: nothing of the running state moves
+                return m.reduced_num_batches_tracked.add_(*args[1:], **kwargs)
+        return func(*args, **kwargs)
+
+    def _conv(self, args: tuple, kwargs: dict) -> torch.Tensor:
+        x, weight, bias, stride, padding, dilation, groups = _bind(_CONV_ARGS, _CONV_DEFAULTS, args, kwargs)
+        kh, kw = weight.shape[-2], weight.shape[-1]
+        if weight.dim() != 4 or kh < 2 or kw < 2:
+            return F.conv2d(x, weight, bias, stride, padding, dilation, groups)  # 1x1 convs are never pooled
+        side = self.settings.pad_side
+        if side == "alternate":
+            # Stride-1 convs alternate sides so their half-pixel shifts cancel. Strided convs put
+            # any extra pad at the end: on even sizes that means none at all (a 2x2 stride-2 conv
+            # on 16x16 gives 8x8 unpadded) and their shift is only half a pixel / stride.
+            if _pair(stride) == (1, 1):
+                extra_at_end = self.stride1_convs % 2 == 0
+                self.stride1_convs += 1
+            else:
+                extra_at_end = True
+        else:
+            extra_at_end = side == "end"
+        return _pooled_conv((kh, kw), stride, padding, dilation, groups, self.settings, extra_at_end)(x, weight, bias)
+
+    def _batch_norm(self, args: tuple, kwargs: dict) -> torch.Tensor:
+        x, running_mean, running_var, weight, bias, training, momentum, eps = _bind(_BN_ARGS, _BN_DEFAULTS, args, kwargs)
+        if self.bn == "frozen":
+            if training:  # batch statistics, and the running ones left untouched
+                running_mean = running_var = None
+        else:  # separate
+            m = self.by_mean.get(id(running_mean)) if running_mean is not None else None
+            if m is not None:
+                running_mean, running_var = m.reduced_running_mean, m.reduced_running_var
+                weight, bias = m.reduced_weight, m.reduced_bias
+        return F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
+
+
+_COUNT = torch.Tensor.add_  # how _BatchNorm.forward counts batches
+_ACTIVE = threading.local()
 
 
 @contextmanager
@@ -229,72 +325,47 @@ def reduced_pass(
 
     ``kernel``: None (avg, window 2, stride 1, scale sum, pad_side alternate), a
     :class:`~dynds_core.spec.KernelPooling`, or a dict of its fields. ``bn``: frozen | shared | separate.
+    The pass applies to every ``F.conv2d`` and ``F.batch_norm`` call made in this thread inside the
+    context; the padded side of even kernels alternates in call order from the context's start.
     """
     settings = kernel_settings(kernel)
     if bn not in BN_MODES:
         raise ValueError(f"bn must be one of {', '.join(BN_MODES)}: {bn!r}")
-    convs: list[tuple[str, nn.Conv2d]] = []
-    bns: list[nn.Module] = []
-    for name, m in model.named_modules():
-        if _is_pooled(m):
-            convs.append((name, m))
-        elif isinstance(m, _BatchNorm):
-            if bn == "separate" and "reduced_running_mean" not in m._buffers:
+    if getattr(_ACTIVE, "mode", None) is not None:
+        raise ReducedPassError("already inside a reduced pass in this thread; reduced_pass contexts cannot be nested")
+    bns = [m for m in model.modules() if isinstance(m, _BatchNorm)] if bn != "shared" else []
+    if bn == "separate":
+        ddp = torch.nn.parallel.DistributedDataParallel
+        if isinstance(model, ddp) and not model.find_unused_parameters:
+            raise ReducedPassError(
+                "bn='separate' under DistributedDataParallel leaves the full BatchNorm parameters unused in reduced steps "
+                "and the reduced ones in full steps: wrap the model with DistributedDataParallel(..., find_unused_parameters=True), "
+                "or use bn='frozen'"
+            )
+        for name, m in model.named_modules():
+            if isinstance(m, _BatchNorm) and "reduced_running_mean" not in m._buffers:
                 raise ReducedPassError(
                     f"bn='separate' needs the reduced-pass BatchNorm set, which BatchNorm {name!r} lacks: "
                     "call dynds_core.reduced.attach_separate_bn(model) once before building the optimizer"
                 )
-            bns.append(m)
-    forwards = []
-    alternation = 0
-    for name, conv in convs:
-        if "_conv_forward" in conv.__dict__:
-            raise ReducedPassError(f"layer {name!r} is already inside a reduced pass; reduced_pass contexts cannot be nested")
-        if settings.pad_side == "alternate":
-            # Stride-1 convs alternate sides so their half-pixel shifts cancel. Strided convs put
-            # any extra pad at the end: on even sizes that means none at all (a 2x2 stride-2 conv
-            # on 16x16 gives 8x8 unpadded) and their shift is only half a pixel / stride.
-            if conv.stride == (1, 1):
-                extra_at_end = alternation % 2 == 0
-                alternation += 1
-            else:
-                extra_at_end = True
-        else:
-            extra_at_end = settings.pad_side == "end"
-        # Built (and checked: a window larger than a kernel) before anything is changed.
-        forwards.append(_pooled_forward(name, conv, settings, extra_at_end))
-
-    patched: list[nn.Conv2d] = []
-    frozen: list[tuple[nn.Module, bool]] = []
-    swapped = False
+    mode = _ReducedMode(settings, bn, bns)
+    _ACTIVE.mode = mode
     try:
-        for (name, conv), forward in zip(convs, forwards):
-            # Straight into the instance dict: shadows the class method, skips Module.__setattr__.
-            conv.__dict__["_conv_forward"] = forward
-            patched.append(conv)
-        if bn == "frozen":
-            # With track_running_stats off, _BatchNorm normalises with batch statistics in train mode
-            # and with the (untouched) running statistics in eval mode: exactly "frozen".
-            for m in bns:
-                frozen.append((m, m.track_running_stats))
-                m.__dict__["track_running_stats"] = False
-        elif bn == "separate":
-            _swap_bn_sets(bns)
-            swapped = True
-        try:
-            yield model
-        except RuntimeError as exc:
-            explained = _explain(model, exc)
-            if explained is exc:
-                raise  # not a shape error: as it was (``raise exc from exc`` would make it its own cause)
-            raise explained from exc
+        with mode:
+            try:
+                yield model
+            except RuntimeError as exc:
+                explained = _explain(model, exc)
+                if explained is exc:
+                    raise  # not a shape error: as it was (``raise exc from exc`` would make it its own cause)
+                raise explained from exc
+            except ReducedPassError as exc:
+                layer = _failing_layer(model, exc)
+                if layer is None:
+                    raise
+                raise ReducedPassError(f"layer {layer[0]!r} ({type(layer[1]).__name__}): {exc}") from None
     finally:
-        for conv in patched:
-            del conv.__dict__["_conv_forward"]
-        for m, tracking in frozen:
-            m.__dict__["track_running_stats"] = tracking
-        if swapped:
-            _swap_bn_sets(bns)
+        _ACTIVE.mode = None
 
 
 def _explain(model: nn.Module, exc: RuntimeError) -> Exception:
