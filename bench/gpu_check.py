@@ -102,6 +102,7 @@ def step_speedups(args, device) -> None:
 
 def lockstep_job(args, device) -> None:
     from dynds_core import JobSpec, train
+    from dynds_core.trainer import ProcessSettings
 
     archive = find_archive(args.data)
     if archive is not None and archive.exists():
@@ -127,7 +128,7 @@ def lockstep_job(args, device) -> None:
     print(f"\n## one lockstep job: resnet20, {where}, train images {n}, test images {args.job_val_subset or 'all'}, "
           f"{args.job_epochs} epochs, batch {args.job_batch}", flush=True)
     t0 = time.perf_counter()
-    res = train(spec)
+    res = train(spec, process=ProcessSettings.measured())
 
     def pct(x):
         return "n/a" if x is None else f"{100 * x:.1f}%"

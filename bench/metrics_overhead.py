@@ -49,6 +49,7 @@ def main(argv=None) -> int:
     from app import crud
     from app.core.db import init_db, make_engine, session_factory
     from dynds_core import train
+    from dynds_core.trainer import ProcessSettings
     from dynds_core.spec import JobSpec
     from worker.sink import MetricsSink
 
@@ -107,7 +108,7 @@ def main(argv=None) -> int:
             timed = Timed(sink)
             callbacks = [timed]
         t0 = time.perf_counter()
-        result = train(spec, callbacks)
+        result = train(spec, callbacks, process=ProcessSettings.measured())
         if sink is not None:
             sink.close()
         wall = time.perf_counter() - t0

@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from dynds_core import JobSpec, train
+    from dynds_core.trainer import ProcessSettings
     from dynds_core.data import load_dataset
 
     torch.set_num_threads(args.threads)
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                 burner = Burner(procs, args.burn_seconds)
                 t0 = time.perf_counter()
                 try:
-                    res = train(spec, make_trigger(burner, job_steps, start), dataset=ds)
+                    res = train(spec, make_trigger(burner, job_steps, start), dataset=ds, process=ProcessSettings.measured())
                 finally:
                     burner.stop()
                 wall = time.perf_counter() - t0

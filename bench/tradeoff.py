@@ -118,9 +118,10 @@ def _init_worker(threads: int) -> None:
 def run_job(job: dict) -> dict:
     """One job, as the service's worker runs it: ``train(JobSpec.parse(spec))``; the record to store."""
     from dynds_core import JobSpec, train
+    from dynds_core.trainer import ProcessSettings
 
     t0 = time.perf_counter()
-    res = train(JobSpec.parse(job["spec"]))
+    res = train(JobSpec.parse(job["spec"]), process=ProcessSettings.measured())  # as a Celery worker runs it
     return {**{k: job[k] for k in ("key", "setting", "seed", "epochs")}, "wall_s": time.perf_counter() - t0,
             "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "result": res.model_dump(mode="json")}
 

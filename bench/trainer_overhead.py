@@ -30,7 +30,7 @@ from dynds_core.data import BatchLoader, load_dataset
 from dynds_core.models import create_model
 from dynds_core.training.allocator import retain_freed_memory
 from dynds_core.spec import JobSpec
-from dynds_core.trainer import train
+from dynds_core.trainer import ProcessSettings, train
 from dynds_core.training.loop import seed_everything
 from dynds_core.training.recipe import lr_at
 
@@ -86,7 +86,7 @@ def via_train(spec: JobSpec, ds) -> tuple[float, float]:
     loop.evaluate = timed_evaluate
     try:
         t0 = time.perf_counter()
-        res = train(spec, dataset=ds)
+        res = train(spec, dataset=ds, process=ProcessSettings.measured())
         wall = time.perf_counter() - t0
     finally:
         loop.evaluate = original

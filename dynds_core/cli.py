@@ -129,7 +129,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     from .data import DataError
     from .reduced import ReducedPassError
-    from .trainer import train
+    from .trainer import ProcessSettings, train
     from .training.progress import InterruptFlag, ProgressCallback
 
     threads = choose_threads(spec.train.num_threads, args.threads)
@@ -142,7 +142,8 @@ def run_train(args: argparse.Namespace) -> int:
             if progress:
                 progress.start()
             try:
-                result = train(spec, callbacks, cache_dir=args.cache_dir)
+                # a command-line run owns its process: the measured speed settings on (ProcessSettings)
+                result = train(spec, callbacks, cache_dir=args.cache_dir, process=ProcessSettings.measured())
             finally:
                 if progress:
                     progress.stop()

@@ -16,16 +16,23 @@ steps. T_baseline is the lockstep baseline's train time when there is one; other
 sequential baseline run, or the FLOP ratio.
 
 ``timing_noisy`` flags a job whose timing cannot be trusted (:class:`TimingNoise`).
+
+A call leaves the process as it found it: the global RNGs (Python, NumPy, torch CPU and CUDA) are
+seeded for the job and restored afterwards, and process-wide speed settings are opt-in
+(:class:`ProcessSettings`; ``dynds train`` and the workers turn them on).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
+import random
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -34,7 +41,7 @@ from .result import JobResult, RunResult
 from .schedules import make_schedule
 from .spec import JobSpec, NoneSchedule, SpecError
 from .training.allocator import retain_freed_memory
-from .training.loop import RunPlan, TrainingRun, run_lockstep, run_training, seed_everything, warm_up
+from .training.loop import RunPlan, TrainingRun, run_lockstep, seed_everything, warm_up
 from .verdict import judge
 from .training.recipe import describe_device, resolve_device, torch_threads
 
@@ -84,6 +91,43 @@ def equal_time_budget(dynds: RunResult, baseline: RunResult | None, total_steps:
     if dynds.steps_full < MIN_FULL_STEPS_FOR_SIZING and baseline is not None and baseline.train_time_s > 0:
         return baseline.train_time_s, "paired_baseline"
     return estimated_baseline_time(dynds, total_steps), "own_full_steps" if dynds.steps_full else "flop_ratio"
+
+
+@dataclass(frozen=True)
+class ProcessSettings:
+    """Process-wide settings that make a run's step times honest, each off unless asked for.
+
+    ``retain_memory``: keep freed host memory in the process (glibc ``mallopt``; full CPU steps 11-20 %
+    faster here, see :mod:`dynds_core.training.allocator`). It cannot be undone: the process keeps its
+    peak heap until it exits. ``pause_collector``: Python's cyclic collector off during the steps (full
+    collections of 80-180 ms landed inside timed steps), young garbage collected between them; the
+    caller's setting is restored. ``cudnn_benchmark``: cuDNN picks its fastest kernels per shape (CUDA
+    only); restored after the run. :meth:`measured` turns on all three, as ``dynds train`` and a
+    Celery worker do.
+    """
+
+    retain_memory: bool = False
+    pause_collector: bool = False
+    cudnn_benchmark: bool = False
+
+    @classmethod
+    def measured(cls) -> "ProcessSettings":
+        return cls(retain_memory=True, pause_collector=True, cudnn_benchmark=True)
+
+
+@contextlib.contextmanager
+def preserved_process_state(device: torch.device) -> Iterator[None]:
+    """Restore the global RNG states and ``cudnn.benchmark`` on exit, as they were on entry."""
+    py_state, np_state = random.getstate(), np.random.get_state()
+    benchmark = torch.backends.cudnn.benchmark
+    devices = [device] if device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices, device_type="cuda" if devices else "cpu"):
+            yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+        torch.backends.cudnn.benchmark = benchmark
 
 
 @dataclass(frozen=True)
@@ -143,6 +187,7 @@ def train(
     dataset=None,
     baseline_run: RunResult | None = None,
     timing_noise: TimingNoise | None = None,
+    process: ProcessSettings | None = None,
 ) -> JobResult:
     """Run the job ``spec`` and return its :class:`JobResult`.
 
@@ -150,14 +195,17 @@ def train(
     ``spec.model``; ``dataset``: an already loaded :class:`dynds_core.data.Dataset` instead of
     loading ``spec.data``; ``baseline_run``: a paired baseline already run for this recipe and seed
     (e.g. shared by several settings of a sweep on one machine), used instead of running one (the pairing is
-    then ``sequential``); ``timing_noise``: the thresholds of ``timing_noisy``. Raises SpecError, DataError
-    or ReducedPassError before any training.
+    then ``sequential``); ``timing_noise``: the thresholds of ``timing_noisy``; ``process``: the opt-in
+    process-wide settings (default: none of them). Raises SpecError, DataError or ReducedPassError
+    before any training.
     """
     cb = _as_callback(callbacks)
     t = spec.train
     device = resolve_device(t.device)
-    retain_freed_memory()  # every run of the job alike: steps stop page-faulting their activations back in
-    with torch_threads(t.num_threads):
+    process = process or ProcessSettings()
+    if process.retain_memory:
+        retain_freed_memory()  # every run of the job alike: steps stop page-faulting their activations back in
+    with torch_threads(t.num_threads), preserved_process_state(device):
         if dataset is None:
             from .data import load_dataset
 
@@ -196,7 +244,7 @@ def train(
                 raise
             except ValueError as exc:  # e.g. a pooling window larger than a kernel, a factor too large for the images
                 raise SpecError("spec", [("dynds", f"{exc} (model {spec.model.arch}, input {dataset.in_channels}x{dataset.image_size[0]}x{dataset.image_size[1]})")]) from None
-        if device.type == "cuda":
+        if device.type == "cuda" and process.cudnn_benchmark:
             torch.backends.cudnn.benchmark = True  # same setting for every run of the job
 
         warm_up(spec, init_model, dataset, device, reduced=dynds_schedule.can_reduce)
@@ -207,6 +255,9 @@ def train(
         def build(kind, schedule, steps):
             return TrainingRun(plan(kind, schedule, steps), spec, init_model, dataset, device, cb)
 
+        def alone(kind, schedule, steps):
+            return run_lockstep([build(kind, schedule, steps)], pause_collector=process.pause_collector)[0]
+
         def none_schedule(steps):
             return make_schedule(NoneSchedule(), steps, t.seed)
 
@@ -214,22 +265,23 @@ def train(
         lockstep = spec.baseline and baseline_run is None and t.pairing == "lockstep"
         if lockstep:
             pairing = "lockstep"
-            baseline, dynds = run_lockstep([build("baseline", none_schedule(total_steps), total_steps), build("dynds", dynds_schedule, total_steps)])
+            runs = [build("baseline", none_schedule(total_steps), total_steps), build("dynds", dynds_schedule, total_steps)]
+            baseline, dynds = run_lockstep(runs, pause_collector=process.pause_collector)
         else:
             if baseline_run is not None:
                 baseline = baseline_run
             elif spec.baseline:
-                baseline = run_training(plan("baseline", none_schedule(total_steps), total_steps), spec, init_model, dataset, device, cb)
+                baseline = alone("baseline", none_schedule(total_steps), total_steps)
             pairing = "sequential" if baseline is not None else None
             if baseline is not None and baseline.cancelled:
                 dynds = RunResult(run="dynds", cancelled=True)
             else:
-                dynds = run_training(plan("dynds", dynds_schedule, total_steps), spec, init_model, dataset, device, cb)
+                dynds = alone("dynds", dynds_schedule, total_steps)
         sizing = None
         if spec.equal_time_baseline and not dynds.cancelled and not (baseline is not None and baseline.cancelled):
             t_base, sizing = equal_time_budget(dynds, baseline, total_steps, lockstep=lockstep)
             steps = equal_time_steps(total_steps, dynds.train_time_s, t_base)
-            equal_time = run_training(plan("equal_time", none_schedule(steps), steps), spec, init_model, dataset, device, cb)
+            equal_time = alone("equal_time", none_schedule(steps), steps)
 
     result = compare(spec, describe_device(device), dynds, baseline, equal_time, pairing=pairing, timing_noise=timing_noise)
     if equal_time is not None:

@@ -100,7 +100,7 @@ def run_job(
     step; the job is then requeued ("requeued"), not marked cancelled, since no user asked for it.
     """
     from dynds_core import train
-    from dynds_core.trainer import TimingNoise
+    from dynds_core.trainer import ProcessSettings, TimingNoise
 
     settings = settings or get_settings()
     session_factory = session_factory or default_session_factory(settings)
@@ -133,7 +133,10 @@ def run_job(
         with session_factory() as session:
             crud.set_reproducibility(session=session, job_id=job_id, record=reproducibility_record(spec))
         noise = TimingNoise(max_saving_gap=settings.noisy_saving_gap, max_full_step_cv=settings.noisy_step_cv)
-        result = train(spec, [sink], cache_dir=settings.cache_dir, timing_noise=noise)
+        # A Celery worker process exists for its jobs; in embedded mode the process is the API's, whose
+        # collector keeps its request garbage in check: there only the allocator and cuDNN settings apply.
+        process = ProcessSettings.measured() if not settings.embedded else ProcessSettings(retain_memory=True, cudnn_benchmark=True)
+        result = train(spec, [sink], cache_dir=settings.cache_dir, timing_noise=noise, process=process)
         sink.close()
     except Exception as exc:
         message = error_message(exc)

@@ -254,15 +254,16 @@ class TrainingRun:
         self.callback.on_run_end(result)
 
 
-def run_lockstep(runs: list[TrainingRun]) -> list[RunResult]:
+def run_lockstep(runs: list[TrainingRun], *, pause_collector: bool = False) -> list[RunResult]:
     """Run several runs in one process, one step of each in turn, until all are done.
 
     Every run sees the same machine: a change of load (another process, thermal throttling) lands on
     all of them alike, step for step, so their time ratio holds where two runs one after the other
     would each see a different machine. Runs of unequal length continue alone once the others finish.
+    ``pause_collector``: Python's cyclic collector off during the steps (:func:`collector_between_epochs`).
     """
     active = [run.steps() for run in runs]
-    with collector_between_epochs():
+    with collector_between_epochs() if pause_collector else contextlib.nullcontext():
         while active:
             for gen in list(active):
                 try:
@@ -270,18 +271,6 @@ def run_lockstep(runs: list[TrainingRun]) -> list[RunResult]:
                 except StopIteration:
                     active.remove(gen)
     return [run.result for run in runs]
-
-
-def run_training(
-    plan: RunPlan,
-    spec: JobSpec,
-    init_model: nn.Module,
-    dataset: Any,
-    device: torch.device,
-    callback: Callback,
-) -> RunResult:
-    """Train a copy of ``init_model`` under ``plan``, alone; return its :class:`RunResult` (``cancelled`` if stopped)."""
-    return run_lockstep([TrainingRun(plan, spec, init_model, dataset, device, callback)])[0]
 
 
 def flush_interval(device: torch.device) -> int:

@@ -9,6 +9,7 @@ from dynds_core.result import RunResult
 from dynds_core.spec import JobSpec, SpecError
 from dynds_core.trainer import (
     MIN_FULL_STEPS_FOR_SIZING,
+    ProcessSettings,
     compare,
     equal_time_budget,
     equal_time_steps,
@@ -407,7 +408,7 @@ def test_the_cyclic_collector_is_off_during_steps_and_on_again_after(monkeypatch
     monkeypatch.setattr(loop, "COLLECT_EVERY_STEPS", 3)
     monkeypatch.setattr(loop.gc, "collect", lambda generation=2: calls.append((rec.steps, generation)) or real_collect(generation))
     assert gc.isenabled()
-    train(tiny_spec(baseline=False), rec)
+    train(tiny_spec(baseline=False), rec, process=ProcessSettings(pause_collector=True))
     assert rec.steps == 8 and not any(rec.enabled_in_steps)  # no full collection can land inside a timed step
     assert gc.isenabled()
     # a full collection before the first step; young ones after steps 3 and 6 and at both epochs' ends (4, 8)
@@ -421,7 +422,33 @@ def test_a_caller_that_turned_the_collector_off_finds_it_off():
 
     gc.disable()
     try:
-        train(tiny_spec(baseline=False))
+        train(tiny_spec(baseline=False), process=ProcessSettings.measured())
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_a_library_call_leaves_the_process_as_it_found_it(monkeypatch):
+    """By default: the collector stays on during steps, no mallopt, and the global RNGs and cudnn.benchmark
+    are as they were (the job still seeds its own runs: two calls give the same result)."""
+    import gc
+    import random
+
+    import numpy as np
+
+    from dynds_core import trainer
+
+    calls = []
+    monkeypatch.setattr(trainer, "retain_freed_memory", lambda: calls.append("mallopt"))
+    rec = GcRecorder()
+    random.seed(7), np.random.seed(7), torch.manual_seed(7)
+    expected = (random.random(), np.random.rand(), torch.rand(1))
+    random.seed(7), np.random.seed(7), torch.manual_seed(7)
+    torch.backends.cudnn.benchmark = False
+    first = train(tiny_spec(baseline=False), rec)
+    assert (random.random(), np.random.rand()) == expected[:2] and torch.equal(torch.rand(1), expected[2])
+    assert all(rec.enabled_in_steps) and gc.isenabled()
+    assert calls == [] and torch.backends.cudnn.benchmark is False
+    second = train(tiny_spec(baseline=False), process=ProcessSettings(retain_memory=True))
+    assert calls == ["mallopt"]
+    assert second.dynds.final_val_acc == first.dynds.final_val_acc
