@@ -23,6 +23,7 @@ _EXPORTS = {
     "check_reduced_pass": "reduced",
     "ReducedPassError": "reduced",
     "create_model": "models",
+    "DynDS": "method",
     "train": "trainer",
 }
 

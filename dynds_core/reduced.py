@@ -205,11 +205,11 @@ def attach_separate_bn(model: nn.Module) -> nn.Module:
     return model
 
 
-def _swap_bn_sets(bns: list[nn.Module]) -> None:
-    for m in bns:
-        for table, pairs in ((m._parameters, SEPARATE_BN_PARAMS), (m._buffers, SEPARATE_BN_BUFFERS)):
-            for orig, extra in pairs:
-                table[orig], table[extra] = table[extra], table[orig]
+def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``model.state_dict()`` without the reduced-pass BatchNorm set of bn="separate": what evaluation
+    uses, loadable into the plain model (``create_model(...).load_state_dict(full_state_dict(m))``)."""
+    extras = tuple(f".{extra}" for _, extra in SEPARATE_BN_PARAMS + SEPARATE_BN_BUFFERS)
+    return {k: v for k, v in model.state_dict().items() if not k.endswith(extras)}
 
 
 # Pooled convolutions by (call geometry, settings, padded side): built once, so a step pays no set-up and
@@ -446,6 +446,7 @@ __all__ = [
     "ReducedPassError",
     "attach_separate_bn",
     "check_reduced_pass",
+    "full_state_dict",
     "kernel_settings",
     "pooled_convs",
     "reduced_pass",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 RunKind = Literal["dynds", "baseline", "equal_time"]
 BatchType = Literal["full", "reduced"]
@@ -99,6 +99,19 @@ class JobResult(BaseModel):
     verdict_sentence: str | None = None
     target_accuracy: float | None = None
     cancelled: bool = False
+    # The trained modules by run kind ("dynds", and "baseline" when asked): kept in memory, never serialised.
+    _models: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @property
+    def model(self) -> Any:
+        """The trained DynDS model (on the training device), or None (cancelled, or a result read back from JSON).
+        ``dynds_core.reduced.full_state_dict(result.model)`` loads into ``create_model(...)``."""
+        return self._models.get("dynds")
+
+    @property
+    def models(self) -> dict[str, Any]:
+        """Every trained model kept, by run kind."""
+        return dict(self._models)
 
     def summary(self) -> dict[str, Any]:
         """The headline figures, flat (what tables, CSV export and CI thresholds use)."""

@@ -188,6 +188,7 @@ def train(
     baseline_run: RunResult | None = None,
     timing_noise: TimingNoise | None = None,
     process: ProcessSettings | None = None,
+    keep_baseline_model: bool = False,
 ) -> JobResult:
     """Run the job ``spec`` and return its :class:`JobResult`.
 
@@ -196,8 +197,9 @@ def train(
     loading ``spec.data``; ``baseline_run``: a paired baseline already run for this recipe and seed
     (e.g. shared by several settings of a sweep on one machine), used instead of running one (the pairing is
     then ``sequential``); ``timing_noise``: the thresholds of ``timing_noisy``; ``process``: the opt-in
-    process-wide settings (default: none of them). Raises SpecError, DataError or ReducedPassError
-    before any training.
+    process-wide settings (default: none of them). The trained DynDS model comes back as ``result.model``
+    (``result.models["baseline"]`` too with ``keep_baseline_model``). Raises SpecError, DataError or
+    ReducedPassError before any training.
     """
     cb = _as_callback(callbacks)
     t = spec.train
@@ -255,8 +257,13 @@ def train(
         def build(kind, schedule, steps):
             return TrainingRun(plan(kind, schedule, steps), spec, init_model, dataset, device, cb)
 
+        trained = {}
+
         def alone(kind, schedule, steps):
-            return run_lockstep([build(kind, schedule, steps)], pause_collector=process.pause_collector)[0]
+            run = build(kind, schedule, steps)
+            run_lockstep([run], pause_collector=process.pause_collector)
+            trained[kind] = run.model
+            return run.result
 
         def none_schedule(steps):
             return make_schedule(NoneSchedule(), steps, t.seed)
@@ -267,6 +274,7 @@ def train(
             pairing = "lockstep"
             runs = [build("baseline", none_schedule(total_steps), total_steps), build("dynds", dynds_schedule, total_steps)]
             baseline, dynds = run_lockstep(runs, pause_collector=process.pause_collector)
+            trained.update(baseline=runs[0].model, dynds=runs[1].model)
         else:
             if baseline_run is not None:
                 baseline = baseline_run
@@ -286,6 +294,9 @@ def train(
     result = compare(spec, describe_device(device), dynds, baseline, equal_time, pairing=pairing, timing_noise=timing_noise)
     if equal_time is not None:
         result.equal_time_sizing = sizing
+    for kind in ("dynds", "baseline") if keep_baseline_model else ("dynds",):
+        if kind in trained and not getattr(result, kind).cancelled:
+            result._models[kind] = trained[kind]
     return result
 
 

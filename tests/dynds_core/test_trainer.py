@@ -452,3 +452,23 @@ def test_a_library_call_leaves_the_process_as_it_found_it(monkeypatch):
     second = train(tiny_spec(baseline=False), process=ProcessSettings(retain_memory=True))
     assert calls == ["mallopt"]
     assert second.dynds.final_val_acc == first.dynds.final_val_acc
+
+
+@pytest.mark.parametrize("bn", ["frozen", "separate"])
+def test_train_gives_back_the_trained_model_loadable_into_create_model(bn):
+    from dynds_core.data import load_dataset, make_loaders
+    from dynds_core.models import create_model
+    from dynds_core.reduced import full_state_dict
+    from dynds_core.training.loop import evaluate
+
+    spec = tiny_spec(dynds={"bn": bn})
+    res = train(spec, keep_baseline_model=True)
+    assert set(res.models) == {"dynds", "baseline"} and res.model is res.models["dynds"]
+    plain = create_model("resnet20", num_classes=10)
+    plain.load_state_dict(full_state_dict(res.model))  # strict: every key of the plain model, nothing more
+    ds = load_dataset(spec.data, seed=0)
+    _, val = make_loaders(ds, batch_size=BATCH, device="cpu", seed=0)
+    _, acc = evaluate(plain, val, torch.device("cpu"), amp=False)
+    assert acc == pytest.approx(res.dynds.final_val_acc)  # the weights that scored the run's accuracy
+    assert not any(torch.equal(a, b) for a, b in zip(res.model.parameters(), res.models["baseline"].parameters()))
+    assert "baseline" not in train(spec).models  # only when asked
