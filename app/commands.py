@@ -131,7 +131,7 @@ class ServeLock:
 
         from app.core.db import make_engine
 
-        self._engine = make_engine(self.database_url, pool_size=1, max_overflow=0)
+        self._engine = make_engine(self.database_url)  # one connection of its own, held
         conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         conn.execute(text("SELECT set_config('application_name', :name, false)"), {"name": self.label[:63]})
         if conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": self.PG_KEY}).scalar():

@@ -68,11 +68,18 @@ def run_job_task(job_id: int) -> str:
     """The task body: the job id in, its final status out (the database holds everything else)."""
     from .runner import REQUEUED, run_job
 
+    # Here, not at process init: billiard puts its own SIGTERM handler (exit at once) in after the initializer.
+    # A task runs on the child's main thread, where a handler may be set.
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     status = run_job(int(job_id), stop_event=STOP)
     if status == REQUEUED:
         # Back to the broker (acks_late): the job is queued again in the database, and its message with it.
         raise Reject(f"job {job_id} requeued by a worker shutdown", requeue=True)
     return status
+
+
+def _stop_on_sigterm(_signum, _frame) -> None:
+    STOP.set()
 
 
 @worker_shutting_down.connect
@@ -116,5 +123,4 @@ def _init_worker_process(**_kwargs) -> None:
     # inherited connections to dispose of, only cached engine objects to forget.
     db.get_engine.cache_clear()
     STOP.clear()
-    signal.signal(signal.SIGTERM, lambda *_: STOP.set())  # Celery resets it to the default (die) in children
     log.info("dynds worker process %s: %d torch threads", os.getpid(), threads)
