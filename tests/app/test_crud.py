@@ -163,3 +163,80 @@ def test_job_rows_carry_recipe_and_frontier_keys(session):
     assert job.recipe_hash == recipe_hash(job.spec) and job.frontier_key == frontier_key(job.spec)
     retried = crud.retry_job(session=session, job=crud.request_cancel(session=session, job=job))
     assert retried.recipe_hash == job.recipe_hash and retried.frontier_key == job.frontier_key
+
+
+def _set(session, job_id, **values):
+    session.execute(Job.__table__.update().where(Job.id == job_id).values(**values))
+    session.commit()
+
+
+def test_queued_jobs_are_resent_with_a_doubling_back_off(session):
+    job = new_job(session)
+    now = crud.utcnow()
+    _set(session, job.id, created_at=now - timedelta(seconds=100))
+    after = timedelta(seconds=60)
+    assert crud.jobs_to_redispatch(session=session, older_than=after, now=now) == [job.id]  # never re-sent: created_at counts
+    crud.mark_dispatched(session=session, job_ids=[job.id], now=now)
+    assert crud.jobs_to_redispatch(session=session, older_than=after, now=now + timedelta(seconds=59)) == []
+    # Queued 100 s when last sent: the next send waits 100 s (not 60), then 200 s, ...
+    assert crud.jobs_to_redispatch(session=session, older_than=after, now=now + timedelta(seconds=99)) == []
+    assert crud.jobs_to_redispatch(session=session, older_than=after, now=now + timedelta(seconds=100)) == [job.id]
+    # A claimed job is never re-sent.
+    crud.claim_job(session=session, job_id=job.id, worker="w")
+    assert crud.jobs_to_redispatch(session=session, older_than=after, now=now + timedelta(days=1)) == []
+
+
+def test_retries_of_one_job_make_one_new_job_even_concurrently(session, engine):
+    job = new_job(session)
+    crud.fail_job(session=session, job_id=job.id, error="boom")
+    results, barrier = [], threading.Barrier(10)
+
+    def retry():
+        with Session(engine) as s:
+            old = s.get(Job, job.id)
+            barrier.wait()
+            new, created = crud.retry_job_once(session=s, job=old)
+            results.append((new.id, created))
+
+    threads = [threading.Thread(target=retry) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(c for _, c in results) == [False] * 9 + [True]
+    assert len({i for i, _ in results}) == 1
+    assert len(session.exec(select(Job).where(Job.retry_of == job.id)).all()) == 1
+    (new_id,) = {i for i, _ in results}
+    new = session.get(Job, new_id)
+    assert new.attempt == 2 and new.status == "queued" and new.active_hash == job.spec_hash and new.attempts == 0
+
+
+def test_a_requeued_run_can_no_longer_write_to_its_job(session):
+    job = new_job(session)
+    first = crud.claim_job(session=session, job_id=job.id, worker="w1").attempts
+    point = {"run": "dynds", "kind": "step", "step": 0, "values": {}}
+    assert crud.flush_metrics(session=session, job_id=job.id, points=[point], attempt=first)
+    _set(session, job.id, heartbeat_at=crud.utcnow() - timedelta(hours=1))
+    assert crud.recover_stale_jobs(session=session, older_than=timedelta(minutes=10), policy="requeue") == {job.id: "queued"}
+    assert session.exec(select(MetricPoint).where(MetricPoint.job_id == job.id)).all() == []
+    # The stalled first run wakes up: its flush, result and failure are refused, queued or rerun.
+    assert not crud.flush_metrics(session=session, job_id=job.id, points=[point], attempt=first)
+    second = crud.claim_job(session=session, job_id=job.id, worker="w2").attempts
+    assert second == first + 1
+    assert not crud.flush_metrics(session=session, job_id=job.id, points=[point], attempt=first)
+    assert not crud.fail_job(session=session, job_id=job.id, error="late", attempt=first)
+    assert crud.flush_metrics(session=session, job_id=job.id, points=[point], attempt=second)
+    assert len(session.exec(select(MetricPoint).where(MetricPoint.job_id == job.id)).all()) == 1
+    session.refresh(job)
+    assert job.status == "running" and job.worker == "w2"
+
+
+def test_a_shutdown_requeue_gives_the_attempt_back(session):
+    job = new_job(session)
+    attempt = crud.claim_job(session=session, job_id=job.id, worker="w").attempts
+    crud.append_metrics(session=session, job_id=job.id, points=[{"run": "dynds", "kind": "step", "step": 0, "values": {}}])
+    assert crud.requeue_job(session=session, job_id=job.id, attempt=attempt)
+    session.refresh(job)
+    assert job.status == "queued" and job.attempts == 0 and job.progress is None and job.worker is None
+    assert session.exec(select(MetricPoint).where(MetricPoint.job_id == job.id)).all() == []
+    assert not crud.requeue_job(session=session, job_id=job.id, attempt=attempt)  # not running: nothing changes

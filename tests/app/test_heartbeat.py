@@ -154,3 +154,26 @@ def test_the_app_checks_heartbeats_periodically(settings, engine, dispatcher, br
         assert "no heartbeat" in wait_failed(c, fresh)["error"]
         listed = {j["id"]: j for j in c.get("/api/v1/jobs").json()["data"]}
         assert listed[fresh]["heartbeat_at"] == status(c, fresh)["heartbeat_at"]
+
+
+def test_with_requeue_a_stale_job_is_requeued_and_sent_again_until_its_attempts_run_out(settings, engine, dispatcher, session):
+    job_id = running_job(session, seed=1)
+    set_heartbeat(engine, job_id, utcnow() - timedelta(seconds=700))
+    app_settings = settings.model_copy(update={
+        "broker_url": "redis://127.0.0.1:1/0", "recover_policy": "requeue", "max_attempts": 2, "stale_check_interval_s": 0.05,
+    })
+    with TestClient(create_app(app_settings, dispatcher=dispatcher)):
+        deadline = time.monotonic() + 10
+        while job_id not in dispatcher.job_ids:
+            assert time.monotonic() < deadline, "the requeued job was not sent again"
+            time.sleep(0.02)
+        job = job_row(engine, job_id)
+        assert job.status == "queued" and job.attempts == 1 and job.worker is None
+        # Its second start goes silent too: max_attempts=2 reached, failed with the reason.
+        assert crud.claim_job(session=session, job_id=job_id, worker="gpu2:1:MainThread").attempts == 2
+        set_heartbeat(engine, job_id, utcnow() - timedelta(seconds=700))
+        while job_row(engine, job_id).status != "failed":
+            assert time.monotonic() < deadline + 10, "not failed after its last attempt"
+            time.sleep(0.02)
+        job = job_row(engine, job_id)
+        assert job.error.startswith("interrupted: no heartbeat from worker gpu2:1:MainThread") and "started 2 times" in job.error

@@ -60,7 +60,7 @@ def test_dispatcher_is_started_after_migration_and_stopped(settings):
     d = StartStopDispatcher()
     with TestClient(create_app(settings, dispatcher=d)) as c:
         assert d.events == ["start"]
-        job = c.post("/api/v1/jobs", json={"spec": {}}).json()
+        job = c.post("/api/v1/jobs", json={"spec": {"train": {"seed": 9}}}).json()
     assert d.events == ["start", ("dispatch", job["id"]), "stop"]
 
 
@@ -122,3 +122,32 @@ def test_openapi_documents_the_routes(client):
     for path in ("/api/v1/jobs", "/api/v1/jobs/{job_id}/events", "/api/v1/sweeps", "/api/v1/leaderboard", "/api/v1/export",
                  "/api/v1/meta", "/api/v1/specs/validate", "/readyz"):
         assert path in paths, path
+
+
+def test_celery_mode_resends_queued_jobs_at_startup_and_after_redispatch_after_s(settings, engine, dispatcher):
+    import time
+
+    with Session(engine, expire_on_commit=False) as s:
+        # Committed, never sent (an API that died in between), and one already running (never re-sent).
+        lost, _ = crud.create_job(session=s, spec=JobSpec.parse({"train": {"seed": 1}}))
+        running, _ = crud.create_job(session=s, spec=JobSpec.parse({"train": {"seed": 2}}))
+        crud.claim_job(session=s, job_id=running.id, worker="w")
+    celery = settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0", "redispatch_after_s": 0.3, "redispatch_check_interval_s": 0.05})
+    with TestClient(create_app(celery, dispatcher=dispatcher)) as c:
+        deadline = time.monotonic() + 5
+        while lost.id not in dispatcher.job_ids:
+            assert time.monotonic() < deadline, "not re-sent at start-up"
+            time.sleep(0.02)
+        new = c.post("/api/v1/jobs", json={"spec": {"train": {"seed": 3}}}).json()["id"]
+        deadline = time.monotonic() + 5
+        while dispatcher.job_ids.count(new) < 2:  # sent once by the route, again when still queued 0.3 s later
+            assert time.monotonic() < deadline, f"not re-sent: {dispatcher.job_ids}"
+            time.sleep(0.02)
+        assert running.id not in dispatcher.job_ids
+    with Session(engine) as s:
+        assert crud.get_job(session=s, job_id=lost.id).heartbeat_at is not None  # when it was last sent
+    # Embedded mode: the executor reads the database queue itself; nothing is re-sent.
+    dispatcher.job_ids.clear()
+    with TestClient(create_app(settings.model_copy(update={"redispatch_after_s": 0.01, "redispatch_check_interval_s": 0.01}), dispatcher=dispatcher)):
+        time.sleep(0.2)
+    assert dispatcher.job_ids == []
