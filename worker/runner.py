@@ -78,10 +78,6 @@ def recover_if_orphaned(session, job_id: int, settings: Settings) -> str | None:
     return status
 
 
-def fail_if_orphaned(session, job_id: int) -> bool:
-    """``recover_if_orphaned`` under policy "fail"."""
-    return recover_if_orphaned(session, job_id, Settings(recover_policy="fail")) == "failed"
-
 
 def default_session_factory(settings: Settings) -> SessionFactory:
     return make_session_factory(get_engine(settings.database_url))
