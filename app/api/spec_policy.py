@@ -3,20 +3,27 @@
     spec = parse_spec_request(body.spec, settings)     # JobSpec, or RequestValidationError (422)
 
 Beyond JobSpec's own validation: data may only come from the configured data directories (paths are
-resolved first, so `..` and symlinks cannot escape), and one job's cost is capped by the settings.
+resolved first, so `..` and symlinks cannot escape; a null root is checked as the loader's default
+place), the data must exist, `download` needs the server's permission, the device must be one the
+deployment offers, a batch may not exceed a training set of known size, and one job's cost is capped by
+the settings. A spec (or sweep base) nested deeper than ``max_spec_depth`` is refused before anything
+copies or validates it; an empty spec is refused (``{"defaults": true}`` asks for every default).
+The worker checks the data boundary again when it reads (dynds_core.data's ``allowed_roots``).
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import os
+import re
 from typing import Any
 
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from dynds_core.spec import JobSpec, SpecError
+from dynds_core.spec import DEFAULTS_KEY, JobSpec, SpecError, empty_spec_problem
 
 from app.core.config import Settings
 from app.leaderboard import frontier_epochs
@@ -25,13 +32,37 @@ SPEC_LOC = ("body", "spec")
 
 
 def _split_path(path: str) -> list[str | int]:
-    return [int(p) if p.isdigit() else p for p in path.split(".")] if path else []
+    # Only ASCII decimal digits make an index: "²".isdigit() is True but int("²") fails.
+    return [int(p) if p.isascii() and p.isdigit() else p for p in path.split(".")] if path else []
+
+
+def too_deep(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests dicts/lists more than ``limit`` levels deep (iterative: no RecursionError)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children = node.values()
+        elif isinstance(node, (list, tuple)):
+            children = node
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list, tuple)))
+    return False
+
+
+def _depth_error(loc: list, settings: Settings) -> dict[str, Any]:
+    return {"loc": loc, "msg": f"nested more than {settings.max_spec_depth} levels deep; a spec needs a few", "type": "value_error.depth"}
 
 
 def data_root_error(root: str, settings: Settings) -> str | None:
     """None when ``root`` lies inside an allowed data directory, else the reason (naming what is allowed)."""
     allowed = settings.allowed_data_dirs
     listed = ", ".join(allowed) or "(none configured)"
+    if "\x00" in root:
+        return "data.root must not contain NUL bytes (\\x00)"
     if not os.path.isabs(os.path.expanduser(root)):
         return f"data.root must be an absolute path inside one of the server's data directories ({listed}), got {root!r}"
     real = os.path.realpath(os.path.expanduser(root))
@@ -72,7 +103,88 @@ def _policy_errors(data: dict[str, Any], settings: Settings) -> list[dict[str, A
         reason = data_root_error(root, settings)
         if reason:
             errors.append({"loc": ["data", "root"], "msg": reason, "type": "value_error.data_dir", "input": root})
+    if _get(data, "data.download") is True and not settings.allow_download:
+        errors.append({
+            "loc": ["data", "download"], "msg": "downloads are off on this server (DYNDS_ALLOW_DOWNLOAD); "
+            "put the data set in one of its data directories and set data.root", "type": "value_error.download", "input": True,
+        })  # fmt: skip
     return errors
+
+
+def _spec_errors(spec: JobSpec, settings: Settings) -> list[dict[str, Any]]:
+    """Checks that need the validated spec: where its data is (default places included) and that it
+    exists, the batch against a training set of known size, and the device against the deployment."""
+    errors = []
+    d = spec.data
+    if d.dataset != "synthetic":
+        root_error = _data_location_error(d.dataset, d.root, settings)
+        if root_error:
+            errors.append({"loc": ["data", "root"], "msg": root_error, "type": "value_error.data_dir", "input": d.root})
+    n_train = d.train_subset if d.train_subset is not None else (d.synthetic_size if d.dataset == "synthetic" else None)
+    if n_train is not None and spec.train.batch_size > n_train:
+        what = "data.train_subset" if d.train_subset is not None else "data.synthetic_size"
+        errors.append({
+            "loc": ["train", "batch_size"], "msg": f"train.batch_size {spec.train.batch_size} is larger than the training set "
+            f"({what}: {n_train}): no full batch would be left; lower it to at most {n_train}", "type": "value_error.batch_size",
+            "input": spec.train.batch_size,
+        })  # fmt: skip
+    device = spec.train.device
+    if device.startswith("cuda"):
+        offered = deployment_devices(tuple(settings.devices) if settings.devices is not None else None)
+        index = int(device[5:]) if device.startswith("cuda:") else 0
+        count = sum(1 for o in offered if o == "cuda" or o.startswith("cuda:"))
+        if "cuda" in offered and not any(o.startswith("cuda:") for o in offered):
+            count = max(count, index + 1)  # "cuda" declared without a count: any index is the workers' business
+        if index >= count:
+            errors.append({
+                "loc": ["train", "device"], "msg": f"train.device {device!r} is not offered here (devices: {', '.join(offered)}); "
+                "use auto or cpu", "type": "value_error.device", "input": device,
+            })  # fmt: skip
+    return errors
+
+
+@functools.lru_cache(maxsize=4)
+def deployment_devices(declared: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The devices jobs may ask for: ``DYNDS_DEVICES`` when set, else what this process sees."""
+    if declared is not None:
+        return declared
+    import torch
+
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return ("cpu", *(f"cuda:{i}" for i in range(n)))
+
+
+def _data_location_error(dataset: str, root: str | None, settings: Settings) -> str | None:
+    """Why the data a spec names cannot be read here (outside the data dirs, or absent), or None."""
+    from dynds_core.data.base import data_root
+    from dynds_core.data.fashion_mnist import find_fashion_files
+
+    if root is not None:
+        if data_root_error(root, settings):
+            return None  # already reported by _policy_errors
+        real = os.path.realpath(os.path.expanduser(root))
+        if not os.path.exists(real):
+            return f"data.root {root!r} does not exist on this server; put the data set there or correct the path"
+        return None
+    allowed = settings.allowed_data_dirs
+    listed = ", ".join(allowed) or "(none configured)"
+    if dataset == "imagefolder":
+        return "dataset imagefolder needs data.root: a directory or .tar.gz inside the server's data directories"
+    if dataset == "fashion-mnist":
+        found, folders, _ = find_fashion_files(None, tuple(allowed))
+        if found is None:
+            return (
+                f"data.root is null: the default places ({', '.join(map(str, folders))}) hold no Fashion-MNIST inside the "
+                f"server's data directories ({listed}); set data.root to the folder that holds its IDX files"
+            )
+        return None
+    default = str(data_root(None))  # cifar10/cifar100: the loader's default folder
+    reason = data_root_error(default, settings)
+    if reason:
+        return f"data.root is null, which means the default folder {default}; it is outside the server's data directories ({listed}): set data.root"
+    if not os.path.isdir(default):
+        return f"data.root is null, which means the default folder {default}; it does not exist on this server: set data.root"
+    return None
 
 
 def spec_errors(data: Any, settings: Settings) -> tuple[JobSpec | None, list[dict[str, Any]]]:
@@ -82,6 +194,13 @@ def spec_errors(data: Any, settings: Settings) -> tuple[JobSpec | None, list[dic
     """
     if not isinstance(data, dict):
         return None, [{"loc": [], "msg": f"expected a mapping of spec sections, got {type(data).__name__}", "type": "dict_type"}]
+    if too_deep(data, settings.max_spec_depth):
+        return None, [_depth_error([], settings)]
+    problem = empty_spec_problem(data)
+    if problem:
+        return None, [{"loc": _split_path(problem[0]), "msg": problem[1], "type": "value_error.empty_spec"}]
+    if data == {DEFAULTS_KEY: True}:
+        data = {}
     spec, errors = None, []
     try:
         spec = JobSpec.model_validate(data)
@@ -90,6 +209,8 @@ def spec_errors(data: Any, settings: Settings) -> tuple[JobSpec | None, list[dic
         errors = [{"loc": _split_path(path), "msg": msg, "type": raw["type"]} for (path, msg), raw in zip(friendly, exc.errors())]
     seen = {tuple(e["loc"]) for e in errors}
     errors += [e for e in _policy_errors(data, settings) if tuple(e["loc"]) not in seen]
+    if spec is not None and not errors:
+        errors += _spec_errors(spec, settings)
     return (spec, errors)
 
 
@@ -105,14 +226,23 @@ def parse_spec_request(data: Any, settings: Settings, *, loc: tuple = SPEC_LOC) 
 _DEFAULTS = JobSpec().canonical()
 
 
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 def set_dotted(spec: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
     """A copy of ``spec`` with ``path`` (e.g. "dynds.schedule.p") set; missing sections start from the defaults.
 
     >>> set_dotted({}, "train.seed", 3)["train"]["seed"]
     3
     """
-    out = copy.deepcopy(spec)
     keys = path.split(".")
+    bad = next((k for k in keys if not _KEY.fullmatch(k)), None)
+    if bad is not None:
+        raise ValueError(
+            f"cannot set {path!r}: {bad!r} is not a spec key (ASCII letters, digits and _, not starting with a digit; "
+            "parts separated by single dots)"
+        )
+    out = copy.deepcopy(spec)
     node, default = out, _DEFAULTS
     for key in keys[:-1]:
         default = default.get(key) if isinstance(default, dict) else None
@@ -173,6 +303,18 @@ def sweep_specs(base: Any, grid: dict[str, list[Any]], settings: Settings) -> li
     errors: list[dict[str, Any]] = []
     if not isinstance(base, dict):
         raise RequestValidationError([{"loc": ["body", "base"], "msg": "expected a mapping of spec sections", "type": "dict_type"}])
+    # Before any deepcopy (set_dotted): a base or value nested 900 levels deep was a RecursionError.
+    if too_deep(base, settings.max_spec_depth):
+        raise RequestValidationError([_depth_error(["body", "base"], settings)])
+    for key, values in grid.items():
+        if too_deep(values, settings.max_spec_depth):
+            raise RequestValidationError([_depth_error(["body", "grid", key], settings)])
+        bad = next((k for k in key.split(".") if not _KEY.fullmatch(k)), None)
+        if bad is not None:
+            errors.append({
+                "loc": ["body", "grid", key], "msg": f"grid key {key!r}: {bad!r} is not a spec key (ASCII letters, digits "
+                "and _, not starting with a digit; parts separated by single dots, e.g. dynds.schedule.p)", "type": "value_error.path",
+            })  # fmt: skip
     for key, values in grid.items():
         if not values:
             errors.append({"loc": ["body", "grid", key], "msg": f"grid key {key} needs at least one value", "type": "value_error.empty"})

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import logging
+import threading
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 
 import dynds_core
 from dynds_core import spec as spec_module
 from dynds_core.spec import JobSpec, SpecError, resolve_data_root
 
-from app.api.deps import ReadAuthDep, SessionDep, SettingsDep
+from app.api.deps import ReadAuthDep, SessionDep, SettingsDep, WriteAuthDep
 from app.api.spec_policy import parse_spec_request
 from app.security import has_tokens
 
@@ -50,13 +52,26 @@ class ValidateRequest(BaseModel):
     spec: dict[str, Any] = {}
 
 
-def estimate(spec: JobSpec) -> dict[str, Any] | None:
-    """FLOPs per step from dynds_core (None when this build has no estimator)."""
+# Estimates at once: each is CPU-bound Python (no tensor memory: counted on the meta device); more
+# requests wait up to the estimate's time limit for a slot, then get no estimate.
+ESTIMATE_SLOTS = 2
+_SLOTS = threading.BoundedSemaphore(ESTIMATE_SLOTS)
+
+
+def estimate(spec: JobSpec, timeout_s: float | None = None) -> tuple[dict[str, Any] | None, str | None]:
+    """(FLOPs and memory per step from dynds_core, None) or (None, why there is no estimate)."""
     try:
-        from dynds_core.flops import estimate_spec
+        from dynds_core.flops import EstimateTimeout, estimate_spec
     except ImportError:
-        return None
-    return estimate_spec(spec)
+        return None, "this build has no estimator"
+    if not _SLOTS.acquire(timeout=timeout_s if timeout_s is not None else -1):
+        return None, "the server is busy estimating other specs; try again"
+    try:
+        return estimate_spec(spec, timeout_s=timeout_s), None
+    except EstimateTimeout:
+        return None, f"estimating took longer than {timeout_s:g} s"
+    finally:
+        _SLOTS.release()
 
 
 @router.get("/meta")
@@ -84,11 +99,33 @@ def meta(session: SessionDep, settings: SettingsDep, _: ReadAuthDep) -> dict[str
             "max_train_subset": settings.max_train_subset,
             "max_sweep_points": settings.max_sweep_points,
             "max_body_bytes": settings.max_body_bytes,
+            "max_image_size": settings.max_image_size,
+            "max_spec_depth": settings.max_spec_depth,
+            "max_predicted_memory_bytes": settings.max_predicted_memory_bytes,
+            "max_image_pixels": settings.max_image_pixels,
+            "max_file_bytes": settings.max_file_bytes,
+            "max_total_bytes": settings.max_total_bytes,
+            "max_images": settings.max_images,
+            "allow_download": settings.allow_download,
         },
     }
 
 
 @router.post("/specs/validate")
-def validate_spec(body: ValidateRequest, settings: SettingsDep, _: ReadAuthDep) -> dict[str, Any]:
+def validate_spec(body: ValidateRequest, settings: SettingsDep, _: WriteAuthDep) -> dict[str, Any]:
+    """The spec as it would run, its hash, and its predicted cost (``estimate``; ``estimate_error`` says
+    why it is null). Behind the write token like a submission: it costs the server CPU.
+
+    422 for a spec a submission would refuse, and for one whose predicted memory
+    (``estimate.predicted_memory_bytes``) exceeds ``DYNDS_MAX_PREDICTED_MEMORY_BYTES``.
+    """
     spec = parse_spec_request(body.spec, settings)
-    return {"spec": spec.canonical(), "spec_hash": spec.spec_hash, "estimate": estimate(spec)}
+    est, why = estimate(spec, settings.estimate_timeout_s)
+    if est is not None and est.get("predicted_memory_bytes", 0) > settings.max_predicted_memory_bytes:
+        raise RequestValidationError([{
+            "loc": ["body", "spec"], "type": "value_error.cost", "input": None,
+            "msg": f"this job is predicted to need {est['predicted_memory_bytes'] / 1024**3:.1f} GiB of memory "
+            f"(data, models, activations at train.batch_size {spec.train.batch_size}); this server allows "
+            f"{settings.max_predicted_memory_bytes / 1024**3:.1f} GiB: lower the batch size or the image size",
+        }])  # fmt: skip
+    return {"spec": spec.canonical(), "spec_hash": spec.spec_hash, "estimate": est, "estimate_error": why}

@@ -30,9 +30,78 @@ def test_validate_returns_canonical_spec_and_hash_or_422(client):
 
 def test_validate_estimates_flops(client):
     pytest.importorskip("dynds_core.flops", reason="dynds_core.flops (the FLOP estimator) is not in this tree yet")
-    est = client.post(f"{API}/specs/validate", json={"spec": {}}).json()["estimate"]
+    est = client.post(f"{API}/specs/validate", json={"spec": {"defaults": True}}).json()["estimate"]
     assert est["flops_full_step"] > est["flops_reduced_step"] > 0
     assert 0 < est["predicted_flop_saving"] < 1
+    assert est["predicted_memory_bytes"] > est["activation_bytes_per_step"] > 0 and est["param_bytes"] > 0
+
+
+def _client(settings, dispatcher, **changes):
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    return TestClient(create_app(settings.model_copy(update=changes), dispatcher=dispatcher))
+
+
+def test_validate_needs_the_write_token(client, session):
+    from app.security import create_token
+
+    token = create_token(session=session, name="ci")
+    body = {"spec": {"train": {"epochs": 4}}}
+    assert client.post(f"{API}/specs/validate", json=body).status_code == 401
+    assert client.post(f"{API}/specs/validate", json=body, headers={"Authorization": "Bearer nope"}).status_code == 403
+    assert client.post(f"{API}/specs/validate", json=body, headers={"Authorization": f"Bearer {token}"}).status_code == 200
+
+
+def test_validate_refuses_an_empty_spec_unless_defaults_are_asked_for(client):
+    r = client.post(f"{API}/specs/validate", json={"spec": {}})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "spec"] and "defaults" in r.json()["detail"][0]["msg"]
+    assert client.post(f"{API}/specs/validate", json={"spec": {"defaults": True}}).json()["spec"] == client.get(f"{API}/meta").json()["defaults"]
+
+
+def test_validate_bombs_are_422_before_any_work(client):
+    # [100000, 100000] asked for 720 GB; [1000, 1000] took seconds and gigabytes: now bounded by the kernels.
+    for size in ([100000, 100000], [1000, 1000], [4, 4]):
+        r = client.post(f"{API}/specs/validate", json={"spec": {"dynds": {"kernel": {"mode": "resize", "size": size}}}})
+        assert r.status_code == 422, size
+        assert all(e["loc"][:5] == ["body", "spec", "dynds", "kernel", "size"] for e in r.json()["detail"])
+    r = client.post(f"{API}/specs/validate", json={"spec": {"name": "a\u0000b"}})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "spec", "name"]
+
+
+def test_validate_predicts_cost_without_allocating_and_refuses_past_the_memory_cap(settings, dispatcher):
+    import resource
+    import time
+
+    big = {"model": {"arch": "resnet50"}, "data": {"image_size": 512, "synthetic_size": 100000}, "train": {"batch_size": 4096}}
+    with _client(settings, dispatcher, max_predicted_memory_bytes=10**15) as c:
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        t = time.monotonic()
+        r = c.post(f"{API}/specs/validate", json={"spec": big})
+        assert r.status_code == 200, r.text
+        assert time.monotonic() - t < 30
+        # hundreds of GB of activations predicted; the peak RSS of this process barely moved (kB)
+        assert r.json()["estimate"]["activation_bytes_per_step"] > 100e9
+        assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss < 1_000_000
+    from dynds_core import flops
+
+    assert all(p.is_meta for p in flops._meta_model("resnet50", 10, 3, False).parameters())  # shapes, no storage
+    with _client(settings, dispatcher) as c:  # the default cap, 64 GiB
+        r = c.post(f"{API}/specs/validate", json={"spec": big})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "spec"]
+        assert "predicted to need" in r.json()["detail"][0]["msg"]
+        assert c.post(f"{API}/specs/validate", json={"spec": {"train": {"epochs": 3}}}).status_code == 200
+
+
+def test_validate_estimate_has_a_time_limit(settings, dispatcher):
+    from dynds_core import flops
+
+    flops._CACHE.clear()
+    with _client(settings, dispatcher, estimate_timeout_s=1e-6) as c:
+        r = c.post(f"{API}/specs/validate", json={"spec": {"model": {"arch": "resnet32"}}})
+    assert r.status_code == 200 and r.json()["estimate"] is None
+    assert "took longer than" in r.json()["estimate_error"]
 
 
 def test_presets_skip_invalid_files_and_follow_changes(tmp_path):
