@@ -164,3 +164,11 @@ def test_nul_bytes_are_refused_naming_the_field():
         JobSpec.parse({"name": "a\x00b", "data": {"dataset": "imagefolder", "root": "/data/x\x00y"}})
     assert {"name", "data.root"} <= paths(ei.value)
     assert "NUL" in dict(ei.value.errors)["data.root"]
+
+
+def test_dynds_train_refuses_an_empty_spec_file_with_exit_2(tmp_path, capsys):
+    from app.cli import main
+
+    (tmp_path / "empty.yaml").write_text("")
+    assert main(["train", str(tmp_path / "empty.yaml"), "--threads", "1"]) == 2
+    assert "the spec is empty" in capsys.readouterr().err
