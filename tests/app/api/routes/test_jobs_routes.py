@@ -14,14 +14,15 @@ API = "/api/v1"
 
 
 def submit(client, spec=None, **kw):
-    return client.post(f"{API}/jobs", json={"spec": spec or {}, **kw.pop("body", {})}, **kw)
+    # an empty spec is refused unless asked for with {"defaults": true}
+    return client.post(f"{API}/jobs", json={"spec": spec or {"defaults": True}, **kw.pop("body", {})}, **kw)
 
 
 # ---------------------------------------------------------------- submitting
 
 
 def test_submit_queues_the_job_and_dispatches_it(client, dispatcher):
-    r = submit(client, {"name": "quick", "model": {"arch": "resnet32"}, "data": {"train_subset": 100}, "train": {"epochs": 3}})
+    r = submit(client, {"name": "quick", "model": {"arch": "resnet32"}, "data": {"train_subset": 100}, "train": {"epochs": 3, "batch_size": 50}})
     assert r.status_code == 201, r.text
     job = r.json()
     assert job["status"] == "queued" and job["name"] == "quick" and job["attempt"] == 1 and not job["deduplicated"]
@@ -179,7 +180,7 @@ def test_body_size_limit(live_server, settings):
 
     r = httpx.post(f"{live_server}{API}/jobs", content=chunks(), headers={"content-type": "application/json"})
     assert r.status_code == 413
-    assert httpx.post(f"{live_server}{API}/jobs", json={"spec": {}}).status_code == 201
+    assert httpx.post(f"{live_server}{API}/jobs", json={"spec": {"defaults": True}}).status_code == 201
 
 
 # ---------------------------------------------------------------- listing
