@@ -14,6 +14,9 @@ What keeps many streams from starving the rest of the server (bench/sse_load.py 
   ``send`` waits while the socket's write buffer is over its high-water mark (64 KiB). A stream thus
   holds at most one page (``events_page_points`` points, about 100 KiB) plus that buffer, whatever
   the client's pace; a client that stops reading stops its stream's reads.
+- **Each page read once.** Streams replaying the same job mostly ask for the same pages (same
+  cursors): a full page is kept in a small LRU (``events_page_cache_mb``, emptied when the last stream
+  closes) and a read under way is shared, so 200 streams on one history cost little more than one.
 - **Bounded polling.** During a replay a full page is followed at once by the next one (status only
   once the replay has caught up); at the live end a stream with nothing new backs off, doubling from
   ``events_poll_interval_s`` to ``events_idle_poll_max_s``.
@@ -32,6 +35,7 @@ import ctypes
 import ctypes.util
 import json
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import anyio
@@ -88,7 +92,12 @@ class EventStreams:
         self.active = 0
         self.opened = 0
         self.refused = 0
-        self.pages_read = 0
+        self.pages_read = 0  # from the database
+        self.cache_hits = 0
+        # Full pages of history by (job id, after): streams replaying one job read each page once.
+        self._cache: OrderedDict[tuple[int, int], Page] = OrderedDict()
+        self._cache_bytes = 0
+        self._inflight: dict[tuple[int, int], asyncio.Future] = {}
 
     def acquire(self) -> None:
         """Take a stream slot or raise 503; on the event loop, with no await between the check and the count."""
@@ -105,15 +114,55 @@ class EventStreams:
     def release(self) -> None:
         self.active -= 1
         if self.active == 0:
+            self._cache.clear()
+            self._cache_bytes = 0
             with contextlib.suppress(RuntimeError):  # no running loop: nothing to hand back to
                 asyncio.get_running_loop().run_in_executor(None, trim_memory)
 
     async def read(self, engine, job_id: int, after: int, with_status: bool) -> Page:
-        page = await anyio.to_thread.run_sync(
-            read_page, engine, job_id, after, self.settings.events_page_points, with_status, limiter=self.limiter
-        )
+        """The page after ``after``. A replay's page (no status) comes from the cache or from a read
+        already under way for another stream when there is one (a full page never changes: a job's
+        points are appended by one writer, in id order)."""
+        key, limit = (job_id, after), self.settings.events_page_points
+        while not with_status:
+            if (hit := self._cache.get(key)) is not None:
+                self._cache.move_to_end(key)
+                self.cache_hits += 1
+                return hit
+            pending = self._inflight.get(key)
+            if pending is None:
+                break
+            await asyncio.wait([pending])  # raises only if this stream is cancelled
+            if not pending.cancelled():
+                self.cache_hits += 1
+                return pending.result()
+        leader = None
+        if not with_status:
+            leader = self._inflight[key] = asyncio.get_running_loop().create_future()
+        try:
+            page = await anyio.to_thread.run_sync(read_page, engine, job_id, after, limit, with_status, limiter=self.limiter)
+        except BaseException:
+            if leader is not None:
+                leader.cancel()  # the waiters read it themselves
+            raise
+        finally:
+            if leader is not None:
+                self._inflight.pop(key, None)
         self.pages_read += 1
+        if leader is not None:
+            leader.set_result(page)
+        if page.count == limit and self.settings.events_page_cache_mb > 0:
+            self._remember(key, page if not with_status else Page(body=page.body, count=page.count, last_id=page.last_id))
         return page
+
+    def _remember(self, key: tuple[int, int], page: Page) -> None:
+        if key in self._cache:
+            return
+        self._cache[key] = page
+        self._cache_bytes += len(page.body)
+        while self._cache_bytes > self.settings.events_page_cache_mb * 2**20 and self._cache:
+            _, old = self._cache.popitem(last=False)
+            self._cache_bytes -= len(old.body)
 
 
 def streams_of(app: FastAPI) -> EventStreams:
@@ -208,6 +257,9 @@ async def job_event_stream(app: FastAPI, job_id: int, cursor: int) -> EventStrea
                 last_sent = time.monotonic()
                 idle = settings.events_poll_interval_s
             if full or not looked:
+                # Let the event loop serve others between pages: a page from the cache and a socket with
+                # room would otherwise go on without a single suspension, and /healthz waits meanwhile.
+                await asyncio.sleep(0)
                 continue
             if time.monotonic() - last_sent >= settings.events_heartbeat_s:
                 last_sent = time.monotonic()

@@ -102,6 +102,8 @@ class Settings(BaseSettings):
     events_db_threads: int = Field(default=2, ge=1)
     # Metric points read and sent per page while a stream replays history (one query, one write each).
     events_page_points: int = Field(default=500, ge=1, le=10_000)
+    # Full pages of history kept for other streams replaying the same job (MiB; 0: none; emptied when no stream is open).
+    events_page_cache_mb: float = Field(default=16.0, ge=0)
     # GET /leaderboard is served from a cache while the set of succeeded jobs is unchanged.
     leaderboard_cache: bool = True
 

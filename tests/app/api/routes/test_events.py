@@ -72,6 +72,27 @@ def test_the_history_is_replayed_whole_and_in_order_across_pages_and_resumes_aft
         assert app.state.event_streams.active == 0
 
 
+def test_concurrent_replays_of_one_history_share_its_pages_and_each_gets_all_of_it(paged, session, dispatcher, result_for):
+    app = create_app(paged, dispatcher=dispatcher)
+    with _serve(app) as base:
+        job_id = running_job(session, 300)
+        crud.finish_job(session=session, job_id=job_id, result=result_for(JobSpec.parse({})))
+        texts: list[str] = []
+        threads = [threading.Thread(target=lambda: texts.append(httpx.get(f"{base}{API}/jobs/{job_id}/events", timeout=30).text)) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert len(texts) == 6
+        for text in texts:
+            events = parse(text)
+            assert [d["step"] for e, _, d in events if e == "metric"] == list(range(300)) and events[-1][0] == "end"
+        streams = app.state.event_streams
+        assert streams.cache_hits > 0 and streams.pages_read < 6 * (300 // 7)
+        _wait_for(lambda: streams.active == 0)
+        assert not streams._cache and not streams._inflight  # emptied once no stream is open
+
+
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_a_client_that_stops_reading_stops_its_stream_reading_the_history(settings, session, dispatcher):
     """Back-pressure: with a reader that takes nothing, the server reads a few pages (what fills the
