@@ -12,7 +12,6 @@ import torch
 from .errors import DataError  # noqa: F401  (re-exported: loaders import it from here)
 
 DEFAULT_DATA_ROOT = Path("~/.cache/dynds/data")
-SHARED_CIFAR10 = "../shared/data/cifar10-jpeg75.tar.gz"  # relative to the project's root
 
 
 @dataclass

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import SHARED_CIFAR10, DataError, Dataset, channel_stats
+from .base import DataError, Dataset, channel_stats
 from .limits import DEFAULT_LIMITS, DataLimits, check_file_size, check_inside
 
 # The only globals a CIFAR python batch refers to: numpy's array reconstruction (numpy 1 and 2 names,
@@ -188,7 +188,7 @@ def _download(name: str, root: Path) -> None:
         raise DataError(
             f"downloading {name} into {root} failed ({type(exc).__name__}: {exc}). Without a network, put the "
             f"extracted python-format folder '{LAYOUTS[name][0]}' under {root} yourself"
-            + (f", or use dataset: imagefolder with root: {SHARED_CIFAR10}." if name == "cifar10" else ".")
+            + (", or use dataset: imagefolder with root: a CIFAR-10 image archive (train/<class>/*.jpg, test/...)." if name == "cifar10" else ".")
         ) from None
 
 
@@ -203,5 +203,5 @@ def _missing_message(name: str, root: Path) -> str:
         f"that contains '{folder}', or set data.download: true on a machine with a network"
     )
     if name == "cifar10":
-        msg += f"; or, offline, use dataset: imagefolder with root: {SHARED_CIFAR10} (CIFAR-10 as JPEGs)"
+        msg += "; or, offline, use dataset: imagefolder with root: a CIFAR-10 image archive or folder (train/<class>/*.jpg, test/...)"
     return msg + "."

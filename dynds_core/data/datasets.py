@@ -25,6 +25,7 @@ def load_dataset(
     cache_dir: str | Path | None = None,
     allowed_roots: Sequence[str | os.PathLike] | None = None,
     limits: DataLimits | None = None,
+    decode_workers: int | None = None,
 ) -> Dataset:
     """Load the data set a spec names, then take its seeded, stratified subsets.
 
@@ -37,7 +38,8 @@ def load_dataset(
 
     ``allowed_roots``: every file read (default roots included, symlinks resolved) must lie inside one
     of them; ``limits``: the :class:`DataLimits` of this load. Either left None takes what an enclosing
-    :func:`data_policy` set, else no restriction and the default limits.
+    :func:`data_policy` set, else no restriction and the default limits. ``decode_workers``: processes
+    that decode an image folder (None: torch's thread setting, at most the CPUs this process may use).
     """
     ctx_roots, ctx_limits = current_policy()
     roots = normalize_roots(allowed_roots) if allowed_roots is not None else ctx_roots
@@ -48,7 +50,7 @@ def load_dataset(
     elif data.dataset in ("cifar10", "cifar100"):
         ds = load_cifar(data.dataset, data_root(data.root), download=data.download, allowed_roots=roots, limits=limits)
     elif data.dataset == "imagefolder":
-        ds = load_imagefolder(root, cache_dir=cache_dir, allowed_roots=roots, limits=limits)
+        ds = load_imagefolder(root, cache_dir=cache_dir, allowed_roots=roots, limits=limits, decode_workers=decode_workers)
     elif data.dataset == "fashion-mnist":
         ds = load_fashion_mnist(root, allowed_roots=roots, limits=limits)
     else:  # the spec's Literal makes this unreachable unless DATASETS grows without a loader

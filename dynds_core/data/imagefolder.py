@@ -1,11 +1,14 @@
 """Image folders (a directory or a .tar.gz) with train/ and test/ (or val/) splits of class folders,
-decoded once with Pillow and cached as uint8 arrays.
+decoded once (JPEGs by torchvision's batched ``decode_jpeg``, other formats by Pillow; every header checked
+with Pillow first) and cached as uint8 arrays.
 
     <root>/train/<class>/<image>          or    <root>/<top>/train/<class>/<image>
     <root>/test/<class>/<image>  (or val/)       (e.g. cifar10/train/airplane/0000.jpg in a tar.gz)
 
 Classes are the training split's folder names, sorted (index = position); images are taken in
-file-name order. The cache lives under ``<cache dir>/imagefolder/<name>-<key>/``, keyed by the
+file-name order. In a directory, class folders are found by torchvision's ``find_classes`` (hidden
+ones dropped); torchvision's ``make_dataset`` is not used: it follows symlinked folders to any depth with
+no guard against a symlink loop. The cache lives under ``<cache dir>/imagefolder/<name>-<key>/``, keyed by the
 source's resolved path, size and mtime (for a directory: every file's), and is written to a
 temporary folder renamed into place, so an interrupted decode never leaves a half cache.
 
@@ -36,19 +39,28 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import torch
 
-from .base import SHARED_CIFAR10, DataError, Dataset, cache_root, channel_stats
-from .decode import decode_many, image_size, read_image_file
+from .base import DataError, Dataset, cache_root, channel_stats
+from .decode import decode_many, image_size, prepare_jpeg, read_image_file
 from .limits import DEFAULT_LIMITS, DataLimits, check_file_size, check_inside
 
 CACHE_VERSION = 1
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".tif", ".tiff")
 TRAIN_SPLIT, VAL_SPLITS = "train", ("test", "val")  # the first validation split present is used
-DECODE_WORKERS = 2  # processes; the machines this is measured on have 2 cores
 PARALLEL_MIN_IMAGES = 4000  # below this, starting worker processes costs more than it saves
 _LAYOUT_HELP = (
     "a directory or .tar.gz holding train/<class>/<image> and test/<class>/<image> (or val/), "
-    f"possibly inside one top folder, e.g. {SHARED_CIFAR10}"
+    "possibly inside one top folder (e.g. cifar10/train/airplane/0000.jpg)"
 )
+
+
+def default_decode_workers() -> int:
+    """Decoding processes when the caller names none: torch's thread setting (the caller's say in how
+    many cores this process may use), at most the CPUs this process may run on."""
+    try:
+        cpus = len(os.sched_getaffinity(0))  # respects taskset and container CPU sets
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(torch.get_num_threads(), cpus))
 
 
 @dataclass(frozen=True)
@@ -66,11 +78,13 @@ def load_imagefolder(
     cache_dir: str | Path | None = None,
     allowed_roots: tuple[str, ...] | None = None,
     limits: DataLimits = DEFAULT_LIMITS,
+    decode_workers: int | None = None,
 ) -> Dataset:
     """Load an image folder or archive, from the cache when it was decoded before.
 
     ``allowed_roots`` (resolved paths, see ``limits.normalize_roots``): the root and every image
-    file must resolve inside one of them. ``limits``: see the module's docstring.
+    file must resolve inside one of them. ``limits``: see the module's docstring. ``decode_workers``:
+    processes that decode (None: :func:`default_decode_workers`; 1: decode in this process).
     """
     if root is None:
         raise DataError(f"dataset imagefolder needs data.root: {_LAYOUT_HELP}.")
@@ -87,12 +101,14 @@ def load_imagefolder(
         return cached
     if files is None:
         files = _scan_archive(root, limits)
-    ds = decode_imagefolder(files, name=name, source=str(root), limits=limits)
+    ds = decode_imagefolder(files, name=name, source=str(root), limits=limits, decode_workers=decode_workers)
     write_cache(cache, ds, max_cache_bytes=limits.max_cache_bytes)
     return ds
 
 
-def decode_imagefolder(files: list[ImageFile], *, name: str, source: str, limits: DataLimits = DEFAULT_LIMITS) -> Dataset:
+def decode_imagefolder(
+    files: list[ImageFile], *, name: str, source: str, limits: DataLimits = DEFAULT_LIMITS, decode_workers: int | None = None
+) -> Dataset:
     """Decode every image into one data set (train classes sorted, files in name order)."""
     train = [f for f in files if f.split == TRAIN_SPLIT]
     val_split = next((s for s in VAL_SPLITS if any(f.split == s for f in files)), None)
@@ -126,7 +142,7 @@ def decode_imagefolder(files: list[ImageFile], *, name: str, source: str, limits
             f"{total} bytes, more than the limit of {limits.max_total_bytes} bytes; nothing was decoded: use "
             "fewer or smaller images (or raise the limit)."
         )
-    images = _stack(decode_all(ordered, limits=limits, expect=(size, first.name)), ordered)
+    images = _stack(decode_all(ordered, limits=limits, expect=(size, first.name), workers=decode_workers), ordered)
     labels = np.array([index[f.label] for f in ordered], dtype=np.int64)
     n = len(train)
     train_x = torch.from_numpy(np.ascontiguousarray(images[:n]))
@@ -146,27 +162,38 @@ def decode_imagefolder(files: list[ImageFile], *, name: str, source: str, limits
 
 
 def decode_all(
-    files: list[ImageFile], *, limits: DataLimits = DEFAULT_LIMITS, expect: tuple[tuple[int, int], str] | None = None
+    files: list[ImageFile],
+    *,
+    limits: DataLimits = DEFAULT_LIMITS,
+    expect: tuple[tuple[int, int], str] | None = None,
+    workers: int | None = None,
+    jpeg: str = "torchvision",
 ) -> list[np.ndarray]:
-    """Decode every image, in ``DECODE_WORKERS`` forked processes for large sets.
+    """Decode every image into (C, H, W) arrays, in ``workers`` forked processes for large sets
+    (None: :func:`default_decode_workers`). ``jpeg``: see :func:`decode.decode_many`.
 
-    Threads do not help: small JPEGs spend most of their time in Python under the GIL (measured:
-    1.6 s per 10,000 CIFAR images with 1 or 2 threads). Forked workers read the encoded images
-    from the parent's memory and receive only index ranges. Where no process can be started
-    (e.g. inside a daemonic Celery worker) the images are decoded here.
+    Threads do not help: each image's header is read by Pillow in Python, under the GIL. Forked
+    workers read the encoded images from the parent's memory and receive only index ranges. Where no
+    process can be started (e.g. inside a daemonic Celery worker) the images are decoded here.
     """
     global _PENDING, _OPTIONS
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ValueError(f"decode_workers must be a positive integer or None, got {workers!r}")
+    workers = workers or default_decode_workers()
     items = [(f.name, f.data, str(f.path) if f.path else None) for f in files]
-    options = (limits.max_image_pixels, expect, limits.max_file_bytes)
+    options = (limits.max_image_pixels, expect, limits.max_file_bytes, jpeg)
+    if jpeg == "torchvision":
+        prepare_jpeg()  # imported once here, not in every worker
     # fork, not spawn: spawn re-runs the caller's main script, which breaks any script without an
-    # ``if __name__ == "__main__"`` guard. The forked children only run Pillow, never torch.
-    if DECODE_WORKERS < 2 or len(items) < PARALLEL_MIN_IMAGES or "fork" not in multiprocessing.get_all_start_methods():
+    # ``if __name__ == "__main__"`` guard. The forked children run Pillow and torchvision's decode_jpeg
+    # (no intra-op threads), as a DataLoader's forked workers do.
+    if workers < 2 or len(items) < PARALLEL_MIN_IMAGES or "fork" not in multiprocessing.get_all_start_methods():
         return decode_many(items, *options)
-    size = math.ceil(len(items) / (4 * DECODE_WORKERS))  # a few chunks per worker evens out their pace
+    size = math.ceil(len(items) / (4 * workers))  # a few chunks per worker evens out their pace
     _PENDING, _OPTIONS = items, options
     try:
         ctx = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(max_workers=DECODE_WORKERS, mp_context=ctx) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
             ranges = [(i, min(i + size, len(items))) for i in range(0, len(items), size)]
             return [a for chunk in pool.map(_decode_range, ranges) for a in chunk]
     except (AssertionError, OSError, BrokenProcessPool) as exc:
@@ -178,7 +205,11 @@ def decode_all(
 
 
 _PENDING: list = []  # the items being decoded, inherited by forked workers
-_OPTIONS: tuple = (DEFAULT_LIMITS.max_image_pixels, None, DEFAULT_LIMITS.max_file_bytes)  # ... and decode_many's limits
+_OPTIONS: tuple = (DEFAULT_LIMITS.max_image_pixels, None, DEFAULT_LIMITS.max_file_bytes, "torchvision")  # ... and decode_many's options
+
+
+def _worker_init() -> None:
+    torch.set_num_threads(1)  # as a DataLoader worker: the parent's intra-op pool is not the child's
 
 
 def _decode_range(bounds: tuple[int, int]) -> list[np.ndarray]:
@@ -186,18 +217,18 @@ def _decode_range(bounds: tuple[int, int]) -> list[np.ndarray]:
 
 
 def _stack(arrays: list[np.ndarray], files: list[ImageFile]) -> np.ndarray:
-    """(N, C, H, W): C = 1 when every image is grey, else grey images are repeated to RGB."""
-    h, w = arrays[0].shape[:2]
+    """(N, C, H, W) of (C, H, W) arrays: C = 1 when every image is grey, else grey images are repeated to RGB."""
+    h, w = arrays[0].shape[1:]
     for a, f in zip(arrays, files):
-        if a.shape[:2] != (h, w):
+        if a.shape[1:] != (h, w):
             raise DataError(
-                f"the image {f.name} is {a.shape[1]}x{a.shape[0]} but {files[0].name} is {w}x{h}; "
+                f"the image {f.name} is {a.shape[2]}x{a.shape[1]} but {files[0].name} is {w}x{h}; "
                 "every image must have the same size: resize them beforehand."
             )
-    channels = 3 if any(a.ndim == 3 for a in arrays) else 1
+    channels = 3 if any(a.shape[0] == 3 for a in arrays) else 1
     out = np.empty((len(arrays), channels, h, w), dtype=np.uint8)
     for i, a in enumerate(arrays):
-        out[i] = a.transpose(2, 0, 1) if a.ndim == 3 else a[None]
+        out[i] = a  # a grey (1, H, W) broadcasts to every channel
     return out
 
 

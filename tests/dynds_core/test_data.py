@@ -220,7 +220,8 @@ def test_cifar_missing_says_where_and_what(tmp_path):
         load_dataset(DataSpec(dataset="cifar10", root=str(tmp_path)))
     msg = str(exc.value)
     assert str(tmp_path / "cifar-10-batches-py") in msg and "data_batch_1" in msg
-    assert "download: true" in msg and "cifar10-jpeg75.tar.gz" in msg and "imagefolder" in msg
+    assert "download: true" in msg and "imagefolder" in msg
+    assert "shared" not in msg  # no path of this project's machines in the library's messages
 
 
 def test_cifar_damaged_batch_names_the_file(tmp_path):
@@ -341,9 +342,105 @@ def test_imagefolder_decodes_in_worker_processes(tmp_path, monkeypatch):
     workers = []
     real = imagefolder.ProcessPoolExecutor
     monkeypatch.setattr(imagefolder, "ProcessPoolExecutor", lambda *a, **k: workers.append(k) or real(*a, **k))
-    parallel = load_dataset(DataSpec(dataset="imagefolder", root=str(tmp_path / "src")), cache_dir=tmp_path / "c2")
-    assert workers and workers[0]["max_workers"] == imagefolder.DECODE_WORKERS
+    parallel = load_dataset(DataSpec(dataset="imagefolder", root=str(tmp_path / "src")), cache_dir=tmp_path / "c2", decode_workers=3)
+    assert workers and workers[0]["max_workers"] == 3  # the caller's number, not a constant
     assert torch.equal(parallel.train_x, serial.train_x) and torch.equal(parallel.val_x, serial.val_x)
+    workers.clear()
+    load_dataset(DataSpec(dataset="imagefolder", root=str(tmp_path / "src")), cache_dir=tmp_path / "c3", decode_workers=1)
+    assert workers == []  # one worker: decoded in this process
+    with pytest.raises(ValueError, match="decode_workers"):
+        load_dataset(DataSpec(dataset="imagefolder", root=str(tmp_path / "src")), cache_dir=tmp_path / "c4", decode_workers=0)
+
+
+def test_default_decode_workers_follow_torch_threads_and_the_cpus_allowed(monkeypatch):
+    monkeypatch.setattr(imagefolder.os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    monkeypatch.setattr(imagefolder.torch, "get_num_threads", lambda: 8)
+    assert imagefolder.default_decode_workers() == 3  # the CPUs this process may run on
+    monkeypatch.setattr(imagefolder.torch, "get_num_threads", lambda: 2)
+    assert imagefolder.default_decode_workers() == 2  # the caller's thread setting
+
+
+def write_jpegs(root: Path, *, mode: str = "RGB", size=(10, 7), per_class: int = 2) -> dict[str, list[np.ndarray]]:
+    """JPEGs in train|test/<class>/; returns what Pillow decodes of each, (C, H, W), in the loader's order."""
+    rng = np.random.default_rng(3)
+    decoded: dict[str, list[np.ndarray]] = {"train": [], "test": []}
+    for split in ("train", "test"):
+        for cls in ("a", "b"):
+            (root / split / cls).mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                shape = (size[1], size[0], 3) if mode != "L" else (size[1], size[0])
+                img = Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8))
+                img = img.convert(mode) if mode != img.mode else img
+                path = root / split / cls / f"{i}.jpg"
+                img.save(path, format="JPEG", quality=80)
+                with Image.open(path) as back:
+                    a = np.asarray(back.convert("L") if back.mode == "L" else back.convert("RGB"))
+                decoded[split].append(a.transpose(2, 0, 1) if a.ndim == 3 else a[None])
+    return decoded
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_jpegs_are_decoded_by_torchvision_with_pillows_pixels(tmp_path, monkeypatch, mode):
+    from dynds_core.data import decode
+
+    expected = write_jpegs(tmp_path / "src", mode=mode)
+    batches, pillow = [], []
+    real_jpegs, real_pillow = decode.decode_jpegs, decode.decode_image
+    monkeypatch.setattr(decode, "decode_jpegs", lambda items: batches.append(len(items)) or real_jpegs(items))
+    monkeypatch.setattr(decode, "decode_image", lambda *a, **k: pillow.append(a[1]) or real_pillow(*a, **k))
+    ds = load_dataset(DataSpec(dataset="imagefolder", root=str(tmp_path / "src")), cache_dir=tmp_path / "c", decode_workers=1)
+    assert batches == [8] and pillow == []  # every JPEG in one batched torchvision call, none by Pillow
+    assert ds.in_channels == (1 if mode == "L" else 3)
+    assert np.array_equal(ds.train_x.numpy(), np.stack(expected["train"]))
+    assert np.array_equal(ds.val_x.numpy(), np.stack(expected["test"]))
+
+
+def test_pillow_and_torchvision_decoders_agree_and_cmyk_stays_with_pillow(tmp_path):
+    from dynds_core.data import decode
+
+    write_jpegs(tmp_path / "rgb")
+    write_jpegs(tmp_path / "cmyk", mode="CMYK")  # not a mode torchvision is given: Pillow converts it
+    png = io_png(np.zeros((7, 10, 3), np.uint8))
+    for root in (tmp_path / "rgb", tmp_path / "cmyk"):
+        items = [(str(p), p.read_bytes(), None) for p in sorted(root.rglob("*.jpg"))] + [("x.png", png, None)]
+        new, old = decode.decode_many(items), decode.decode_many(items, jpeg="pillow")
+        assert len(new) == len(old) == 9 and all(np.array_equal(a, b) for a, b in zip(new, old))
+        assert all(a.shape == (3, 7, 10) and a.dtype == np.uint8 for a in new)
+    with pytest.raises(ValueError, match="jpeg must be"):
+        decode.decode_many([], jpeg="libjpeg")
+
+
+def io_png(a: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_a_damaged_jpeg_in_a_batch_is_named(tmp_path):
+    write_jpegs(tmp_path / "src")
+    bad = tmp_path / "src" / "train" / "b" / "1.jpg"
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])  # the header intact, the scan cut short
+    with pytest.raises(DataError, match=r"cannot decode the image .*train/b/1\.jpg"):
+        load_dataset(DataSpec(dataset="imagefolder", root=str(tmp_path / "src")), cache_dir=tmp_path / "c")
+
+
+def test_jpeg_headers_are_checked_before_torchvision_decodes_any(tmp_path, monkeypatch):
+    from dynds_core.data import DataLimits, decode
+
+    write_jpegs(tmp_path / "src", size=(40, 30))
+
+    def no_decode(*a, **k):
+        raise AssertionError("decoded")
+
+    monkeypatch.setattr(decode, "decode_jpegs", no_decode)
+    with pytest.raises(DataError, match=r"40x30 = 1200 pixels, more than the limit of 1000"):
+        load_dataset(DataSpec(dataset="imagefolder", root=str(tmp_path / "src")), cache_dir=tmp_path / "c",
+                     limits=DataLimits(max_image_pixels=1000))
+    Image.fromarray(np.zeros((31, 40, 3), np.uint8)).save(tmp_path / "src" / "test" / "b" / "9.jpg")
+    with pytest.raises(DataError, match=r"9\.jpg is 40x31 but .* is 40x30"):
+        load_dataset(DataSpec(dataset="imagefolder", root=str(tmp_path / "src")), cache_dir=tmp_path / "c")
 
 
 def test_imagefolder_unreadable_image_is_named(tmp_path):

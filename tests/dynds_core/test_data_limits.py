@@ -299,3 +299,44 @@ def test_cifar_files_past_the_file_limit_are_refused(tmp_path):
     write_cifar10(tmp_path)
     with pytest.raises(DataError, match="data_batch_1 is .* bytes, more than the limit of 1000"):
         load_dataset(DataSpec(dataset="cifar10", root=str(tmp_path)), limits=DataLimits(max_file_bytes=1000))
+
+
+# ---------------------------------------------------------------- JPEG headers read before torchvision decodes
+
+
+def jpeg(w: int, h: int, mode: str = "RGB", **save) -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, (w, h)).save(buf, format="JPEG", **save)
+    return buf.getvalue()
+
+
+def with_frame_size(data: bytes, w: int, h: int) -> bytes:
+    """The JPEG with its frame header (SOF0/SOF2) claiming w x h: a decompression bomb of a few hundred bytes."""
+    i = next(k for k in range(2, len(data) - 1) if data[k] == 0xFF and data[k + 1] in (0xC0, 0xC2))
+    return data[: i + 5] + h.to_bytes(2, "big") + w.to_bytes(2, "big") + data[i + 9 :]
+
+
+def test_jpeg_header_reads_the_frame_size_and_leaves_the_rest_to_pillow():
+    from dynds_core.data.decode import jpeg_header
+
+    assert jpeg_header(jpeg(40, 30)) == ((40, 30), "RGB")
+    assert jpeg_header(jpeg(7, 5, "L")) == ((7, 5), "L")
+    assert jpeg_header(jpeg(9, 4, progressive=True)) == ((9, 4), "RGB")
+    assert jpeg_header(jpeg(8, 8, "CMYK")) is None  # 4 components: Pillow converts them
+    assert jpeg_header(png(8, 8)) is None and jpeg_header(b"") is None and jpeg_header(b"\xff\xd8\xff") is None
+    assert jpeg_header(jpeg(40, 30)[:12]) is None  # cut before the frame header
+    assert jpeg_header(with_frame_size(jpeg(4, 4), 65000, 65000)) == ((65000, 65000), "RGB")
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_a_crafted_jpeg_frame_size_is_refused_before_anything_is_decoded(tmp_path, monkeypatch, progressive):
+    from dynds_core.data import decode
+
+    def no_decode(*a, **k):
+        raise AssertionError("decoded")
+
+    monkeypatch.setattr(decode, "decode_jpegs", no_decode)
+    monkeypatch.setattr(decode, "decode_image", no_decode)
+    bomb = with_frame_size(jpeg(4, 4, progressive=progressive), 60000, 60000)  # 10.8 GB decoded
+    with pytest.raises(DataError, match=r"60000x60000 = 3600000000 pixels, more than the limit"):
+        decode.decode_many([("bomb.jpg", bomb, None)])
