@@ -64,13 +64,12 @@ class _Watch(TorchDispatchMode):
                     self.output_bytes += t.numel() * t.element_size()
         return out
 
-# Known (C, H, W) and training-set size of each data set, so estimates need no data on disk.
+# (C, H, W) and training-set size fixed by each data set's format, so estimates need no data on disk.
+# An image folder's come from the folder itself (:func:`spec_input_shape`) or from the caller.
 DATASET_SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
     "cifar10": ((3, 32, 32), 50_000),
     "cifar100": ((3, 32, 32), 50_000),
     "fashion-mnist": ((1, 28, 28), 60_000),
-    # Unknown in general; our shared CIFAR-10 JPEG archive is 3x32x32 with 50,000 training images.
-    "imagefolder": ((3, 32, 32), 50_000),
 }
 
 
@@ -168,16 +167,44 @@ def _count(model, chw, reduced, kernel, bn, input_factor, input_mode, device, co
     return counter.get_total_flops() / count_batch, watch.output_bytes // count_batch
 
 
-def spec_input_shape(spec: JobSpec) -> tuple[tuple[int, int, int], int]:
-    """(C, H, W) and training-set size of the spec's data set, from what is known about it (no loading)."""
+def spec_input_shape(
+    spec: JobSpec,
+    *,
+    data_shape: tuple[tuple[int, int, int], int] | None = None,
+    timeout_s: float | None = None,
+) -> tuple[tuple[int, int, int], int]:
+    """(C, H, W) and training-set size of the spec's data set (after ``train_subset``), without decoding it.
+
+    Synthetic data: from the spec; CIFAR and Fashion-MNIST: their format's; an image folder: ``data_shape``
+    ((C, H, W), training images) when the caller knows it, else from ``data.root`` itself (its decode
+    cache, or its images counted and one image's header read: see ``probe_imagefolder``), within
+    ``data_policy``'s allowed roots. Raises DataError (a ValueError) when that data set cannot be read.
+    """
+    chw, n_train, _n_val = _data_shape(spec, data_shape, None if timeout_s is None else time.monotonic() + timeout_s)
+    return chw, n_train
+
+
+def _data_shape(spec: JobSpec, data_shape, deadline) -> tuple[tuple[int, int, int], int, int | None]:
     d = spec.data
+    n_val = None
     if d.dataset == "synthetic":
         chw, n_train = (3, d.image_size, d.image_size), d.synthetic_size
+    elif data_shape is not None:
+        chw, n_train = tuple(int(v) for v in data_shape[0]), int(data_shape[1])
+    elif d.dataset == "imagefolder":
+        from .data.imagefolder import probe_imagefolder
+        from .data.limits import DEFAULT_LIMITS, current_policy
+
+        roots, limits = current_policy()
+        try:
+            chw, n_train, n_val = probe_imagefolder(d.root, allowed_roots=roots, limits=limits or DEFAULT_LIMITS, deadline=deadline)
+        except TimeoutError as exc:
+            raise EstimateTimeout(str(exc)) from None
     else:
         chw, n_train = DATASET_SHAPES[d.dataset]
     if d.train_subset is not None:
-        n_train = min(n_train, d.train_subset) if d.dataset != "imagefolder" else d.train_subset
-    return chw, n_train
+        n_train = min(n_train, d.train_subset)
+    return chw, n_train, n_val
 
 
 @functools.lru_cache(maxsize=16)
@@ -190,7 +217,9 @@ def _meta_model(arch: str, num_classes: int, in_channels: int, small_input: bool
         return create_model(arch, num_classes=num_classes, in_channels=in_channels, small_input=small_input)
 
 
-def estimate_spec(spec: JobSpec, *, timeout_s: float | None = ESTIMATE_TIMEOUT_S) -> dict[str, float]:
+def estimate_spec(
+    spec: JobSpec, *, timeout_s: float | None = ESTIMATE_TIMEOUT_S, data_shape: tuple[tuple[int, int, int], int] | None = None
+) -> dict[str, float]:
     """Predicted FLOPs and memory of a job's DynDS run, without loading data or allocating the model
     (counted on the meta device), within ``timeout_s`` seconds (:class:`EstimateTimeout` past it).
 
@@ -200,9 +229,12 @@ def estimate_spec(spec: JobSpec, *, timeout_s: float | None = ESTIMATE_TIMEOUT_S
     forward ops create, float32), ``param_bytes`` (one model's weights), ``data_bytes`` (the data set as
     uint8, train and validation) and ``predicted_memory_bytes`` (their sum with gradients and optimizer
     state, two models under lockstep pairing): an upper-bound estimate, not a measurement.
+
+    ``data_shape``: ((C, H, W), training images) of the data set when the caller knows them; else as
+    :func:`spec_input_shape` finds them (an image folder is probed on disk: DataError when it cannot be read).
     """
     deadline = time.monotonic() + timeout_s if timeout_s is not None else None
-    (c, h, w), n_train = spec_input_shape(spec)
+    (c, h, w), n_train, n_val_found = _data_shape(spec, data_shape, deadline)
     num_classes = {"cifar10": 10, "cifar100": 100, "fashion-mnist": 10}.get(spec.data.dataset, spec.data.num_classes)
     model = _meta_model(spec.model.arch, num_classes, c, spec.model.small_input)
     bs = spec.train.batch_size
@@ -232,7 +264,7 @@ def estimate_spec(spec: JobSpec, *, timeout_s: float | None = ESTIMATE_TIMEOUT_S
     param_bytes = sum(p.numel() for p in model.parameters()) * 4
     state = 2 if spec.train.optimizer == "adamw" else 1  # momentum buffer / Adam's two moments
     models = 2 if spec.baseline and spec.train.pairing == "lockstep" else 1
-    n_val = spec.data.val_subset or max(n_train // 4, 1)
+    n_val = spec.data.val_subset or n_val_found or max(n_train // 4, 1)
     data_bytes = (n_train + n_val) * c * h * w
     activation_bytes = act_per_sample * bs
     return {

@@ -29,6 +29,7 @@ import multiprocessing
 import os
 import shutil
 import tarfile
+import time
 import uuid
 import warnings
 from concurrent.futures import ProcessPoolExecutor
@@ -40,7 +41,7 @@ import numpy as np
 import torch
 
 from .base import DataError, Dataset, cache_root, channel_stats
-from .decode import decode_many, image_size, prepare_jpeg, read_image_file
+from .decode import GREY_MODES, decode_many, image_header, image_size, prepare_jpeg, read_image_file
 from .limits import DEFAULT_LIMITS, DataLimits, check_file_size, check_inside
 
 CACHE_VERSION = 1
@@ -212,8 +213,11 @@ def _worker_init() -> None:
     torch.set_num_threads(1)  # as a DataLoader worker: the parent's intra-op pool is not the child's
 
 
-def _decode_range(bounds: tuple[int, int]) -> list[np.ndarray]:
-    return decode_many(_PENDING[bounds[0] : bounds[1]], *_OPTIONS)
+def _decode_range(bounds: tuple[int, int]) -> list[np.ndarray] | np.ndarray:
+    arrays = decode_many(_PENDING[bounds[0] : bounds[1]], *_OPTIONS)
+    if all(a.shape == arrays[0].shape for a in arrays):
+        return np.stack(arrays)  # one array back through the pipe, not thousands (pickled 3x faster)
+    return arrays  # _stack names the image of another size
 
 
 def _stack(arrays: list[np.ndarray], files: list[ImageFile]) -> np.ndarray:
@@ -275,13 +279,19 @@ def _check_member(path: Path, member: tarfile.TarInfo, limits: DataLimits) -> No
         )
 
 
-def _scan_archive(path: Path, limits: DataLimits = DEFAULT_LIMITS) -> list[ImageFile]:
+def _scan_archive(
+    path: Path, limits: DataLimits = DEFAULT_LIMITS, *, deadline: float | None = None, headers_only: bool = False
+) -> list[ImageFile]:
+    """The archive's images, read in one streaming pass. ``headers_only``: the bytes of the first training
+    image only (a probe's count and size; the rest are streamed past, unread)."""
     files, tops = [], set()
     streamed = 0  # bytes of every member's data, read or skipped: the stream has to decompress them all
     try:
         # Stream mode ("r|*"): one pass, no seeking; 2x faster than "r:*" on the 60,000-member CIFAR archive.
         with tarfile.open(path, "r|*") as tar:
             for member in tar:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"reading the archive {path} took longer than its time limit")
                 _check_member(path, member, limits)
                 streamed += member.size if member.isfile() else 0
                 if streamed > limits.max_total_bytes:
@@ -295,7 +305,15 @@ def _scan_archive(path: Path, limits: DataLimits = DEFAULT_LIMITS) -> list[Image
                     continue
                 if len(files) >= limits.max_images:
                     raise DataError(f"the archive {path} holds more than the limit of {limits.max_images} images.")
+                if headers_only and (where[0] != TRAIN_SPLIT or any(f.data is not None for f in files[:1])):
+                    files.append(ImageFile(split=where[0], label=where[1], name=f"{path}:{member.name}"))
+                    tops.add(parts[:-3])
+                    continue
                 data = tar.extractfile(member).read(limits.max_file_bytes + 1)
+                if headers_only:
+                    files.insert(0, ImageFile(split=where[0], label=where[1], name=f"{path}:{member.name}", data=data))
+                    tops.add(parts[:-3])
+                    continue
                 if len(data) > limits.max_file_bytes:  # never past the header's claim, which was checked; kept as a guard
                     raise DataError(f"the archive {path}: member {member.name!r} is larger than the limit of {limits.max_file_bytes} bytes.")
                 files.append(ImageFile(split=where[0], label=where[1], name=f"{path}:{member.name}", data=data))
@@ -328,6 +346,65 @@ def _scan_directory(root: Path, allowed_roots: tuple[str, ...] | None = None, li
                 tops.add(parts[:-3])
     _check_one_top(tops, len(files), root)
     return files
+
+
+def probe_imagefolder(
+    root: Path | str | None,
+    *,
+    cache_dir: str | Path | None = None,
+    allowed_roots: tuple[str, ...] | None = None,
+    limits: DataLimits = DEFAULT_LIMITS,
+    deadline: float | None = None,
+) -> tuple[tuple[int, int, int], int, int]:
+    """((C, H, W), training images, validation images) of an image folder or archive, without decoding it.
+
+    From the decode cache when there is one; else the images are counted (a directory's listing, an
+    archive's member headers: it is streamed once, 1-3 s for the 60,000 CIFAR-10 JPEGs) and C, H and W
+    read from the header of one training image (C = 1 when it is grey). ``deadline`` (time.monotonic()):
+    TimeoutError past it. Raises DataError as :func:`load_imagefolder` does for a missing or malformed source.
+    """
+    if root is None:
+        raise DataError(f"dataset imagefolder needs data.root: {_LAYOUT_HELP}.")
+    root = Path(root).expanduser()
+    check_inside(root, allowed_roots, "data.root")
+    if not root.exists():
+        raise DataError(f"imagefolder root {root} does not exist; set data.root to {_LAYOUT_HELP}.")
+    files = None if root.is_file() else _scan_directory(root, allowed_roots, limits)
+    key = _cache_key(root, files)
+    cached = _probe_cache(cache_root(cache_dir) / "imagefolder" / f"{_source_name(root)}-{key}")
+    if cached is not None:
+        return cached
+    if key in _PROBED:
+        return _PROBED[key]
+    if files is None:
+        files = _scan_archive(root, limits, deadline=deadline, headers_only=True)
+    train = [f for f in files if f.split == TRAIN_SPLIT]
+    val_split = next((s for s in VAL_SPLITS if any(f.split == s for f in files)), None)
+    if not train or val_split is None:
+        raise DataError(f"{root} has no {'train' if not train else 'test or val'} split of class folders; provide {_LAYOUT_HELP}.")
+    first = train[0] if train[0].data is not None else min(train, key=lambda f: (f.label, f.name))
+    data = first.data if first.data is not None else read_image_file(first.name, str(first.path), limits.max_file_bytes)
+    (w, h), _fmt, mode = image_header(data, first.name, limits.max_image_pixels)
+    out = ((1 if mode in GREY_MODES else 3, h, w), len(train), sum(f.split == val_split for f in files))
+    _PROBED[key] = out
+    while len(_PROBED) > 64:
+        _PROBED.pop(next(iter(_PROBED)))
+    return out
+
+
+_PROBED: dict[str, tuple[tuple[int, int, int], int, int]] = {}  # cache key -> probe, for sources not decoded yet
+
+
+def _probe_cache(folder: Path) -> tuple[tuple[int, int, int], int, int] | None:
+    """The shapes of a complete decode cache, read from the arrays' headers (no image is loaded)."""
+    try:
+        if json.loads((folder / "meta.json").read_text()).get("version") != CACHE_VERSION:
+            return None
+        train = np.load(folder / "train_x.npy", mmap_mode="r", allow_pickle=False).shape
+        val = np.load(folder / "val_x.npy", mmap_mode="r", allow_pickle=False).shape
+    except (OSError, ValueError, KeyError):
+        return None
+    return (int(train[1]), int(train[2]), int(train[3])), int(train[0]), int(val[0])
 
 
 def _cache_key(root: Path, files: list[ImageFile] | None) -> str:

@@ -45,7 +45,53 @@ def test_counting_leaves_the_model_untouched():
 def test_input_shapes_come_from_the_spec():
     assert spec_input_shape(JobSpec.parse({"data": {"dataset": "fashion-mnist"}})) == ((1, 28, 28), 60000)
     assert spec_input_shape(JobSpec.parse({"data": {"dataset": "synthetic", "image_size": 16, "synthetic_size": 100}})) == ((3, 16, 16), 100)
-    assert spec_input_shape(JobSpec.parse({"data": {"dataset": "imagefolder", "train_subset": 5000}})) == ((3, 32, 32), 5000)
+    # An image folder's shape is the caller's, when given: nothing is read.
+    spec = JobSpec.parse({"data": {"dataset": "imagefolder", "root": "/nonexistent.tar.gz", "train_subset": 50}})
+    assert spec_input_shape(spec, data_shape=((1, 20, 24), 80)) == ((1, 20, 24), 50)
+
+
+def _archive(tmp_path, size=(12, 9), grey=False, fmt="JPEG"):
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    path = tmp_path / "mini.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for split, n in (("test", 2), ("train", 5)):  # the test split first: the probe must not care
+            for i in range(n):
+                buf = io.BytesIO()
+                Image.new("L" if grey else "RGB", size).save(buf, format=fmt)
+                info = tarfile.TarInfo(f"mini/{split}/{'ab'[i % 2]}/{i}.{fmt.lower()}")
+                info.size = len(buf.getvalue())
+                tar.addfile(info, io.BytesIO(buf.getvalue()))
+    return path
+
+
+def test_imagefolder_shape_comes_from_the_data_set_itself(tmp_path):
+    from dynds_core.data import DataError, data_policy, imagefolder
+
+    archive = _archive(tmp_path, size=(12, 9))
+    spec = JobSpec.parse({"data": {"dataset": "imagefolder", "root": str(archive)}, "train": {"batch_size": 2}})
+    assert spec_input_shape(spec) == ((3, 9, 12), 5)
+    est = estimate_spec(spec)
+    assert est["data_bytes"] == (5 + 2) * 3 * 9 * 12
+    grey = tmp_path / "g"
+    grey.mkdir()
+    assert spec_input_shape(JobSpec.parse({"data": {"dataset": "imagefolder", "root": str(_archive(grey, (7, 5), grey=True, fmt="PNG"))}})) == ((1, 5, 7), 5)
+    # A decoded cache answers without opening the archive.
+    imagefolder._PROBED.clear()
+    from dynds_core.data import load_dataset
+
+    load_dataset(spec.data, cache_dir=tmp_path / "cache")
+    assert imagefolder.probe_imagefolder(archive, cache_dir=tmp_path / "cache") == ((3, 9, 12), 5, 2)
+    assert imagefolder._PROBED == {}
+    with pytest.raises(DataError, match="needs data.root"):
+        spec_input_shape(JobSpec.parse({"data": {"dataset": "imagefolder"}}))
+    with pytest.raises(DataError, match="does not exist"):
+        spec_input_shape(JobSpec.parse({"data": {"dataset": "imagefolder", "root": str(tmp_path / "none.tar.gz")}}))
+    with data_policy(allowed_roots=[tmp_path / "elsewhere"]), pytest.raises(DataError, match="outside the allowed"):
+        spec_input_shape(spec)
 
 
 def test_estimate_spec_predicts_saving_from_schedule_and_flops():
