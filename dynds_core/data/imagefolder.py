@@ -326,24 +326,50 @@ def _scan_archive(
     return files
 
 
+def _subdirs(folder: Path) -> list[os.DirEntry]:
+    """The non-hidden folders (symlinks to folders included) directly inside ``folder``, by name."""
+    try:
+        with os.scandir(folder) as it:
+            return sorted((e for e in it if not e.name.startswith(".") and e.is_dir()), key=lambda e: e.name)
+    except OSError:
+        return []
+
+
 def _scan_directory(root: Path, allowed_roots: tuple[str, ...] | None = None, limits: DataLimits = DEFAULT_LIMITS) -> list[ImageFile]:
+    """The images of ``[top/]split/class/image`` under ``root``. Class folders are found by torchvision's
+    ``find_classes`` (hidden ones dropped); the images directly inside each class folder are listed here
+    (one level, no deeper: torchvision's ``make_dataset`` would follow symlinked folders to any depth)."""
+    from torchvision.datasets.folder import find_classes
+
+    splits = (TRAIN_SPLIT, *VAL_SPLITS)
+    # The folders that may hold the splits: root itself and each folder directly inside it.
+    bases = [root] + [Path(d.path) for d in _subdirs(root) if d.name.lower() not in splits]
     files, tops = [], set()
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        rel = Path(dirpath).relative_to(root).parts
-        if len(rel) >= 3:
-            dirnames[:] = []  # deeper folders cannot hold [top/]split/class/file
-        for fn in filenames:
-            parts = (*rel, fn)
-            where = _split_of(parts)
-            if where is not None:
-                path = Path(dirpath) / fn
-                check_inside(path, allowed_roots, "the image")  # a symlink inside the folder may point anywhere
-                check_file_size(path, limits, "the image")
-                if len(files) >= limits.max_images:
-                    raise DataError(f"{root} holds more than the limit of {limits.max_images} images.")
-                files.append(ImageFile(split=where[0], label=where[1], name=str(path), path=path))
-                tops.add(parts[:-3])
+    for base in bases:
+        for split_dir in _subdirs(base):
+            split = split_dir.name.lower()
+            if split not in splits:
+                continue
+            try:
+                classes, _ = find_classes(split_dir.path)
+            except FileNotFoundError:  # no class folder in it
+                continue
+            for cls in classes:
+                if cls.startswith("."):
+                    continue
+                try:
+                    with os.scandir(os.path.join(split_dir.path, cls)) as it:
+                        names = sorted(e.name for e in it if not e.name.startswith(".") and e.name.lower().endswith(IMAGE_SUFFIXES) and e.is_file())
+                except OSError as exc:
+                    raise DataError(f"cannot list the class folder {split_dir.path}/{cls}: {exc.strerror or exc}.") from None
+                for fn in names:
+                    path = Path(split_dir.path) / cls / fn
+                    check_inside(path, allowed_roots, "the image")  # a symlink inside the folder may point anywhere
+                    check_file_size(path, limits, "the image")
+                    if len(files) >= limits.max_images:
+                        raise DataError(f"{root} holds more than the limit of {limits.max_images} images.")
+                    files.append(ImageFile(split=split, label=cls, name=str(path), path=path))
+                    tops.add(base.relative_to(root).parts)
     _check_one_top(tops, len(files), root)
     return files
 

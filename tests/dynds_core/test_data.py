@@ -443,6 +443,30 @@ def test_jpeg_headers_are_checked_before_torchvision_decodes_any(tmp_path, monke
         load_dataset(DataSpec(dataset="imagefolder", root=str(tmp_path / "src")), cache_dir=tmp_path / "c")
 
 
+def test_directory_classes_come_from_torchvision_find_classes(tmp_path, monkeypatch):
+    import torchvision.datasets.folder as tv_folder
+
+    written = write_imagefolder(tmp_path / "src")
+    base = tmp_path / "src" / "mini"
+    (base / "train" / ".ipynb_checkpoints").mkdir()  # a hidden folder is no class
+    Image.fromarray(np.zeros((6, 8, 3), np.uint8)).save(base / "train" / ".ipynb_checkpoints" / "0.png")
+    (base / "train" / "ant" / "._000.png").write_bytes(b"macOS resource fork")  # hidden files are skipped
+    (base / "train" / "ant" / "notes.txt").write_text("not an image")
+    (base / "train" / "ant" / "deeper").mkdir()  # images below a class folder are not taken
+    Image.fromarray(np.zeros((6, 8, 3), np.uint8)).save(base / "train" / "ant" / "deeper" / "0.png")
+    (base / "train" / "bee" / "loop").symlink_to(base / "train" / "bee")  # a symlink loop walks nowhere
+    seen = []
+    real = tv_folder.find_classes
+    monkeypatch.setattr(tv_folder, "find_classes", lambda d: seen.append(os.path.basename(d)) or real(d))
+    ds = load_dataset(DataSpec(dataset="imagefolder", root=str(tmp_path / "src")), cache_dir=tmp_path / "c")
+    assert sorted(seen) == ["test", "train"]
+    assert ds.classes == ["ant", "bee", "cat"] and np.array_equal(ds.train_x.numpy(), as_nchw(written["train"]))
+    # Images under two top folders: two data sets, refused.
+    write_imagefolder(tmp_path / "src", top="other")
+    with pytest.raises(DataError, match="holds several data sets"):
+        load_dataset(DataSpec(dataset="imagefolder", root=str(tmp_path / "src")), cache_dir=tmp_path / "c")
+
+
 def test_imagefolder_unreadable_image_is_named(tmp_path):
     write_imagefolder(tmp_path / "src")
     (tmp_path / "src" / "mini" / "train" / "bee" / "001.png").write_bytes(b"this is not a png")
