@@ -255,7 +255,7 @@ class TrainingRun:
 
 
 def run_lockstep(runs: list[TrainingRun], *, pause_collector: bool = False) -> list[RunResult]:
-    """Run several runs in one process, one step of each in turn, until all are done.
+    """Run several runs in one process, one step of each in turn (in ABBA order), until all are done.
 
     Every run sees the same machine: a change of load (another process, thermal throttling) lands on
     all of them alike, step for step, so their time ratio holds where two runs one after the other
@@ -270,6 +270,9 @@ def run_lockstep(runs: list[TrainingRun], *, pause_collector: bool = False) -> l
                     next(gen)
                 except StopIteration:
                     active.remove(gen)
+            # ABBA order (A B, B A, A B, ...): under a load that rises or falls steadily, the run that
+            # always went second would always meet a little more (or less) of it.
+            active.reverse()
     return [run.result for run in runs]
 
 
