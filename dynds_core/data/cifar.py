@@ -6,7 +6,10 @@
 The pickles load in well under a second, so they are not cached again. They are read with a
 restricted unpickler (:class:`CifarUnpickler`) that admits only what the format holds (dicts, lists,
 bytes, numbers and numpy arrays): a crafted "batch" that would call anything else raises DataError
-before any of its code runs.
+before any of its code runs. The file names and keys are torchvision's (``CIFAR10``/``CIFAR100``'s
+``base_folder``, ``train_list``, ``test_list``, ``meta``); torchvision's reader is not used, as it reads
+the batches with plain ``pickle.load`` (code execution from a crafted file) and checks their md5 sums
+against the original archive's only.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torchvision
 
 from .base import DataError, Dataset, channel_stats
 from .limits import DEFAULT_LIMITS, DataLimits, check_file_size, check_inside
@@ -46,17 +50,23 @@ class CifarUnpickler(pickle.Unpickler):
             return super().find_class(module, name)
         raise UnsafePickle(f"it refers to {module}.{name}, which a CIFAR batch never holds")
 
+def _layout(cls, label_key: str) -> tuple:
+    """(folder, training files, test file, meta file, label key, class-names key) of torchvision's class:
+    the files its reader opens. Its reader itself is not used: it unpickles them with plain
+    ``pickle.load``, which runs whatever code a crafted file names."""
+    return (
+        cls.base_folder,
+        [f for f, _md5 in cls.train_list],
+        cls.test_list[0][0],
+        cls.meta["filename"],
+        label_key,
+        cls.meta["key"],
+    )
+
+
 LAYOUTS = {
-    # name: (folder, training files, test file, meta file, label key, class-names key)
-    "cifar10": (
-        "cifar-10-batches-py",
-        [f"data_batch_{i}" for i in range(1, 6)],
-        "test_batch",
-        "batches.meta",
-        b"labels",
-        b"label_names",
-    ),
-    "cifar100": ("cifar-100-python", ["train"], "test", "meta", b"fine_labels", b"fine_label_names"),
+    "cifar10": _layout(torchvision.datasets.CIFAR10, "labels"),
+    "cifar100": _layout(torchvision.datasets.CIFAR100, "fine_labels"),
 }
 
 
@@ -111,16 +121,16 @@ def load_cifar(
 
 
 def _read_batches(
-    paths: list[Path], label_key: bytes, *, allowed_roots: tuple[str, ...] | None = None, limits: DataLimits = DEFAULT_LIMITS
+    paths: list[Path], label_key: str, *, allowed_roots: tuple[str, ...] | None = None, limits: DataLimits = DEFAULT_LIMITS
 ) -> tuple[np.ndarray, np.ndarray]:
     xs, ys = [], []
     total = 0
     for path in paths:
         batch = _unpickle(path, allowed_roots=allowed_roots, limits=limits)
-        data, labels = batch.get(b"data"), batch.get(label_key)
+        data, labels = batch.get("data"), batch.get(label_key)
         if data is None or labels is None:
             raise DataError(
-                f"{path} is not a CIFAR batch: it lacks the keys b'data' and {label_key!r} "
+                f"{path} is not a CIFAR batch: it lacks the keys 'data' and {label_key!r} "
                 f"(found {sorted(batch)[:6]}); replace it with the file from the original CIFAR python archive."
             )
         data = np.asarray(data)
@@ -142,7 +152,7 @@ def _read_batches(
 
 
 def _read_class_names(
-    path: Path, key: bytes, num_classes: int, *, allowed_roots: tuple[str, ...] | None = None, limits: DataLimits = DEFAULT_LIMITS
+    path: Path, key: str, num_classes: int, *, allowed_roots: tuple[str, ...] | None = None, limits: DataLimits = DEFAULT_LIMITS
 ) -> list[str]:
     # The meta file only names the classes: without it, number them rather than refuse the data.
     if not path.is_file():
@@ -174,12 +184,11 @@ def _unpickle(path: Path, *, allowed_roots: tuple[str, ...] | None = None, limit
         ) from None
     if not isinstance(obj, dict):
         raise DataError(f"{path} is not a CIFAR pickle: it holds a {type(obj).__name__}, not a dict of arrays.")
-    return obj
+    # The original (Python 2) files' keys load as bytes, a Python 3 re-pickle's as str: both are read.
+    return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
 
 
 def _download(name: str, root: Path) -> None:
-    import torchvision  # imported here: only downloads need it
-
     cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
     try:
         root.mkdir(parents=True, exist_ok=True)

@@ -57,25 +57,30 @@ def write_fashion(folder: Path, *, gz: bool, n_train: int = 30, n_test: int = 10
     return arrays
 
 
-def write_cifar10(root: Path, *, per_batch: int = 20, n_test: int = 10) -> tuple[np.ndarray, np.ndarray]:
-    """cifar-10-batches-py with 5 training batches; returns the training images (N, 3, 32, 32) and labels."""
+def write_cifar10(root: Path, *, per_batch: int = 20, n_test: int = 10, str_keys: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """cifar-10-batches-py with 5 training batches; returns the training images (N, 3, 32, 32) and labels.
+
+    Keys are bytes, as the original Python 2 pickles load with encoding="bytes"; ``str_keys``: str, as a
+    Python 3 re-pickle holds them (and as torchvision's reader, with encoding="latin1", needs them)."""
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)
     rng = np.random.default_rng(1)
+
+    def dump(obj, path):
+        with open(path, "wb") as f:
+            pickle.dump({(k.decode() if str_keys else k): v for k, v in obj.items()}, f)
+
     xs, ys = [], []
     for i in range(1, 6):
         x = rng.integers(0, 256, (per_batch, 3, 32, 32), dtype=np.uint8)
         y = [int(v) for v in rng.integers(0, 10, per_batch)]
-        with open(folder / f"data_batch_{i}", "wb") as f:
-            pickle.dump({b"batch_label": b"x", b"data": x.reshape(per_batch, -1), b"labels": y}, f)
+        dump({b"batch_label": b"x", b"data": x.reshape(per_batch, -1), b"labels": y}, folder / f"data_batch_{i}")
         xs.append(x)
         ys += y
     x = rng.integers(0, 256, (n_test, 3, 32, 32), dtype=np.uint8)
-    with open(folder / "test_batch", "wb") as f:
-        pickle.dump({b"data": x.reshape(n_test, -1), b"labels": list(range(n_test))}, f)
+    dump({b"data": x.reshape(n_test, -1), b"labels": list(range(n_test))}, folder / "test_batch")
     names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
-    with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({b"label_names": names, b"num_cases_per_batch": per_batch}, f)
+    dump({b"label_names": [n.decode() for n in names] if str_keys else names, b"num_cases_per_batch": per_batch}, folder / "batches.meta")
     return np.concatenate(xs), np.array(ys)
 
 
@@ -199,6 +204,20 @@ def test_cifar10_pickle_batches(tmp_path):
     # data.root may also name the batches folder itself
     direct = load_dataset(DataSpec(dataset="cifar10", root=str(tmp_path / "cifar-10-batches-py")))
     assert torch.equal(direct.train_x, ds.train_x)
+
+
+def test_cifar10_reads_what_torchvisions_reader_reads(tmp_path, monkeypatch):
+    import torchvision.datasets.cifar as tv_cifar
+
+    write_cifar10(tmp_path, str_keys=True)
+    ds = load_dataset(DataSpec(dataset="cifar10", root=str(tmp_path)))
+    # torchvision's reader on the same (trusted, test-written) files; its md5 checks are for the original archive.
+    monkeypatch.setattr(tv_cifar.CIFAR10, "_check_integrity", lambda self: True)
+    monkeypatch.setattr(tv_cifar, "check_integrity", lambda *a, **k: True)
+    for train, x, y in ((True, ds.train_x, ds.train_y), (False, ds.val_x, ds.val_y)):
+        tv = tv_cifar.CIFAR10(str(tmp_path), train=train)
+        assert np.array_equal(x.numpy(), tv.data.transpose(0, 3, 1, 2)) and y.tolist() == tv.targets
+    assert ds.classes == tv.classes
 
 
 def test_cifar100_pickle_files(tmp_path):
