@@ -410,6 +410,9 @@ def _ratio(num: Any, den: Any) -> float | None:
     return num / den if num and den else None
 
 
+FRONTIER_GAP = 0.03  # budgets closer than this (a fraction of the full budget) are one frontier point
+
+
 def build_frontier(
     rows: list[dict[str, Any]],
     *,
@@ -455,9 +458,18 @@ def build_frontier(
         if r.get("equal_time_acc") is not None and cut is not None:
             raw.append((budget * cut, "equal_time", r["seed"], r["job_id"], r["equal_time_acc"]))
 
-    groups: dict[float, list[tuple]] = defaultdict(list)
-    for item in raw:
-        groups[round(item[0], 2)].append(item)
+    # Budgets within FRONTIER_GAP of their neighbour form one point (at their mean budget): equal-time
+    # runs of one setting land at slightly different fractions per seed (0.62, 0.63, 0.64, ...); kept
+    # apart, each would be its own one-seed point and the band would collapse to one run's accuracy
+    # right where the DynDS points sit. The swept budgets (25/50/75/100 %) stay apart.
+    groups: dict[float, list[tuple]] = {}
+    cluster: list[tuple] = []
+    for item in sorted(raw, key=lambda it: it[0]) + [None]:
+        if cluster and (item is None or item[0] - cluster[-1][0] > FRONTIER_GAP):
+            groups[round(math.fsum(it[0] for it in cluster) / len(cluster), 4)] = cluster
+            cluster = []
+        if item is not None:
+            cluster.append(item)
     baseline = []
     for x, items in sorted(groups.items()):
         accs = per_seed([{"seed": s, "acc": a} for _, _, s, _, a in items], "acc")

@@ -322,3 +322,18 @@ def test_band_position_uses_the_mean_where_a_point_has_no_interval():
     # At 0.75: band (60 + 69) / 2 .. (60 + 71) / 2 = 64.5 .. 65.5
     assert position(pts, 0.75, 64.4) == "below" and position(pts, 0.75, 65.0) == "within" and position(pts, 0.75, 65.6) == "above"
     assert position(pts, 1.01, 70.0) == "unknown" and position([], 0.5, 1.0) == "unknown" and position(pts, 0.5, None) == "unknown"
+
+
+def test_equal_time_runs_of_one_setting_across_seeds_form_one_frontier_point():
+    """Their budgets differ a little per seed (0.62, 0.63, 0.64): one point with a band over 3 seeds, not
+    three one-seed points; the swept budgets stay apart."""
+    rows = frontier_rows()
+    for seed, (cut, acc) in enumerate(((62, 66.0), (63, 67.0), (64, 68.0))):
+        rows.append(srow(200 + seed, seed=seed, schedule={"kind": "stochastic", "p": 0.5}, time_saving=0.37, acc_delta=-5.0,
+                         equal_time_gap=-1.0, dynds_acc=67.0, baseline_acc=73.0, equal_time_acc=acc,
+                         equal_time_steps=cut * 12, baseline_steps=100 * 12, dynds_steps=100 * 12))
+    front = build_frontier(rows, track=rows[-1]["recipe_hash"], min_seeds=3)  # the 12-epoch recipe
+    near = [p for p in front["baseline"] if 0.6 < p["time_fraction"] < 0.7]
+    assert len(near) == 1 and near[0]["time_fraction"] == pytest.approx(0.63)
+    assert near[0]["n_seeds"] == 3 and near[0]["acc_mean"] == pytest.approx(67.0) and near[0]["acc_ci95"] is not None
+    assert [p["time_fraction"] for p in front["baseline"] if p not in near] == [0.25, 0.5, 0.75, 1.0]
