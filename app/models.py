@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field as PydField
 from pydantic import field_serializer, field_validator
-from sqlalchemy import JSON, BigInteger, Column, Index, Integer, String
+from sqlalchemy import JSON, BigInteger, Column, ForeignKey, Index, Integer, String, Text
 from sqlmodel import Field, SQLModel
 
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
@@ -206,6 +206,36 @@ class MetricPointPublic(SQLModel):
 
 class MetricsPublic(SQLModel):
     data: list[MetricPointPublic]
+    next_cursor: int
+
+
+# ---------------------------------------------------------------- job logs
+
+
+class JobLog(SQLModel, table=True):
+    """One log line of a job (INFO and above), written by the process running it (app.logs); migration 0005."""
+
+    __tablename__ = "job_log"
+    __table_args__ = (Index("ix_job_log_job_id_seq", "job_id", "seq"),)
+    id: int | None = Field(default=None, sa_column=Column(MetricId, primary_key=True, autoincrement=True))
+    job_id: int = Field(sa_column=Column(Integer, ForeignKey("job.id", ondelete="CASCADE"), nullable=False))
+    seq: int  # the line's number in its job, from 1: the cursor of GET /jobs/{id}/logs
+    created_at: datetime = Field(default_factory=utcnow)
+    level: str = Field(max_length=8)
+    logger: str = Field(max_length=200)
+    message: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class JobLogLine(SQLModel):
+    seq: int
+    created_at: str
+    level: str
+    logger: str
+    message: str
+
+
+class JobLogsPublic(SQLModel):
+    data: list[JobLogLine]
     next_cursor: int
 
 
