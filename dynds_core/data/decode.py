@@ -135,6 +135,8 @@ def prepare_jpeg() -> bool:
 
 
 _TV = None  # (torch, decode_jpeg, {mode: ImageReadMode}) once imported; False when unavailable
+
+
 def jpeg_header(data: bytes) -> tuple[tuple[int, int], str] | None:
     """((width, height), "L" or "RGB") from the frame header of an 8-bit baseline or progressive JPEG
     with 1 or 3 components; None for anything else (then Pillow reads and checks the header).

@@ -29,6 +29,7 @@ import multiprocessing
 import os
 import shutil
 import tarfile
+import threading
 import time
 import uuid
 import warnings
@@ -318,6 +319,8 @@ def _scan_archive(
                     raise DataError(f"the archive {path}: member {member.name!r} is larger than the limit of {limits.max_file_bytes} bytes.")
                 files.append(ImageFile(split=where[0], label=where[1], name=f"{path}:{member.name}", data=data))
                 tops.add(parts[:-3])
+    except TimeoutError:  # an OSError, but not the archive's fault
+        raise
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise DataError(
             f"cannot read the archive {path} ({exc}); provide a readable .tar, .tar.gz or a directory: {_LAYOUT_HELP}."
@@ -400,8 +403,9 @@ def probe_imagefolder(
     cached = _probe_cache(cache_root(cache_dir) / "imagefolder" / f"{_source_name(root)}-{key}")
     if cached is not None:
         return cached
-    if key in _PROBED:
-        return _PROBED[key]
+    with _PROBED_LOCK:
+        if key in _PROBED:
+            return _PROBED[key]
     if files is None:
         files = _scan_archive(root, limits, deadline=deadline, headers_only=True)
     train = [f for f in files if f.split == TRAIN_SPLIT]
@@ -412,13 +416,15 @@ def probe_imagefolder(
     data = first.data if first.data is not None else read_image_file(first.name, str(first.path), limits.max_file_bytes)
     (w, h), _fmt, mode = image_header(data, first.name, limits.max_image_pixels)
     out = ((1 if mode in GREY_MODES else 3, h, w), len(train), sum(f.split == val_split for f in files))
-    _PROBED[key] = out
-    while len(_PROBED) > 64:
-        _PROBED.pop(next(iter(_PROBED)))
+    with _PROBED_LOCK:
+        _PROBED[key] = out
+        while len(_PROBED) > 64:
+            _PROBED.pop(next(iter(_PROBED)))
     return out
 
 
 _PROBED: dict[str, tuple[tuple[int, int, int], int, int]] = {}  # cache key -> probe, for sources not decoded yet
+_PROBED_LOCK = threading.Lock()
 
 
 def _probe_cache(folder: Path) -> tuple[tuple[int, int, int], int, int] | None:

@@ -92,6 +92,12 @@ def test_imagefolder_shape_comes_from_the_data_set_itself(tmp_path):
         spec_input_shape(JobSpec.parse({"data": {"dataset": "imagefolder", "root": str(tmp_path / "none.tar.gz")}}))
     with data_policy(allowed_roots=[tmp_path / "elsewhere"]), pytest.raises(DataError, match="outside the allowed"):
         spec_input_shape(spec)
+    # Counting an archive's images runs under the estimate's time limit.
+    from dynds_core.flops import EstimateTimeout
+
+    imagefolder._PROBED.clear()
+    with pytest.raises(EstimateTimeout):
+        spec_input_shape(spec, timeout_s=0)
 
 
 def test_estimate_spec_predicts_saving_from_schedule_and_flops():
