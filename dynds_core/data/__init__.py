@@ -6,8 +6,7 @@
     for epoch in range(epochs):
         for images, labels in train.epoch(epoch): ...
 
-Names are imported lazily so that image-decoding worker processes, which import
-``dynds_core.data.decode`` only, start without torch.
+Names are imported lazily: ``import dynds_core.data`` costs nothing until a name is used.
 """
 
 from importlib import import_module

@@ -3,6 +3,12 @@
 
 IDX: two zero bytes, a type byte (0x08: unsigned byte), the number of dimensions, then one
 big-endian int32 per dimension, then the values. Images are (N, 28, 28), labels (N,).
+
+Read here rather than by torchvision's ``FashionMNIST``: that class opens only uncompressed files under
+``<root>/FashionMNIST/raw`` (the Debian package ships .gz files; torchvision gunzips its own downloads),
+and its IDX parser (``read_sn3_pascalvincent_tensor``) reads a file whole, with no size bound, accepts a
+truncated image file (``strict=False``) and checks the header with ``assert`` (gone under ``python -O``).
+Its folder layout is one of the places looked in.
 """
 
 from __future__ import annotations
