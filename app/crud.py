@@ -822,3 +822,132 @@ def results_version(*, session: Session) -> tuple[int, Any]:
     count = session.execute(select(func.count()).select_from(Job).where(succeeded)).scalar_one()
     last = session.execute(select(func.max(Job.finished_at)).where(succeeded)).scalar_one()
     return count, last
+
+
+# ---------------------------------------------------------------- artifacts and deleting jobs
+
+from app.models import FINAL_STATES, Artifact  # noqa: E402  (this section's own names)
+
+
+
+def finish_job_with_artifact(
+    *, session: Session, job_id: int, result: JobResult, artifact: dict[str, Any], attempt: int | None = None
+) -> Artifact | None:
+    """``finish_job`` and the job's artifact row (``artifact``: Artifact's columns but job_id) in one
+    transaction: the artifact exists exactly when the job succeeded with it. None when the job was no
+    longer this run's (nothing written: the caller removes the file).
+
+    A no-op UPDATE of the running job takes its row lock (PostgreSQL) or the write lock (SQLite) first,
+    so nobody changes the job between the INSERT and finish_job's UPDATE, which commits both.
+    """
+    locked = session.execute(update(Job).where(*_run_is(job_id, attempt)).values(heartbeat_at=utcnow()))
+    if locked.rowcount != 1:
+        session.rollback()
+        return None
+    row = Artifact(job_id=job_id, **artifact)
+    session.add(row)
+    session.flush()
+    if not finish_job(session=session, job_id=job_id, result=result, attempt=attempt):  # commits
+        session.delete(row)  # cannot happen under the lock; never leave a row for a job that did not finish
+        session.commit()
+        return None
+    return row
+
+
+def job_artifacts(*, session: Session, job_id: int) -> list[Artifact]:
+    return list(session.exec(select(Artifact).where(Artifact.job_id == job_id).order_by(col(Artifact.id))).all())
+
+
+def job_artifact(*, session: Session, job_id: int, name: str) -> Artifact | None:
+    stmt = select(Artifact).where(Artifact.job_id == job_id, Artifact.name == name).order_by(col(Artifact.id).desc()).limit(1)
+    return session.exec(stmt).first()
+
+
+def expired_artifacts(
+    *, session: Session, older_than: timedelta | None = None, keep_last: int | None = None, now: datetime | None = None
+) -> list[Artifact]:
+    """Artifacts past retention: created before ``now - older_than``, or not among the newest ``keep_last``."""
+    found: dict[int, Artifact] = {}
+    if older_than is not None:
+        cutoff = (now or utcnow()) - older_than
+        for a in session.exec(select(Artifact).where(col(Artifact.created_at) < cutoff)).all():
+            found[a.id] = a
+    if keep_last is not None:
+        stmt = select(Artifact).order_by(col(Artifact.created_at).desc(), col(Artifact.id).desc()).offset(keep_last)
+        for a in session.exec(stmt).all():
+            found[a.id] = a
+    return sorted(found.values(), key=lambda a: a.id)
+
+
+def delete_artifact_rows(*, session: Session, ids: list[int]) -> None:
+    if ids:
+        session.execute(delete(Artifact).where(col(Artifact.id).in_(ids)))
+    session.commit()
+
+
+def delete_job(*, session: Session, job_id: int) -> list[Artifact] | None:
+    """Delete a finished job with everything that refers to it, in one transaction: its artifact rows,
+    metric points, idempotency keys and the rows of any other table holding a foreign key to it; retries
+    of it keep existing (their ``retry_of`` becomes NULL); sweeps list it no more (``sweep_jobs`` skips
+    missing ids). Returns the deleted artifact rows (the caller removes their files after the commit),
+    None when the job does not exist; raises JobStateError for a queued or running job.
+
+    The first statement, a no-op UPDATE of a finished job, takes its row lock (PostgreSQL) or the write
+    lock (SQLite): a concurrent retry of it waits, and a queued or running job is refused.
+    """
+    locked = session.execute(update(Job).where(col(Job.id) == job_id, col(Job.status).in_(FINAL_STATES)).values(attempt=Job.attempt))
+    if locked.rowcount != 1:
+        status = session.execute(select(Job.status).where(col(Job.id) == job_id)).scalar()
+        session.rollback()
+        if status is None:
+            return None
+        raise JobStateError(f"job {job_id} is {status}: cancel it and wait until it stops before deleting it")
+    artifacts = job_artifacts(session=session, job_id=job_id)
+    for a in artifacts:
+        session.expunge(a)
+    job_table = Job.__table__
+    for table in Job.metadata.sorted_tables:  # artifact, metric_point, idempotency_key, job logs, ...
+        for fk in table.foreign_keys:
+            if fk.column.table is not job_table:
+                continue
+            if table is job_table:
+                session.execute(job_table.update().where(fk.parent == job_id).values({fk.parent.name: None}))
+            else:
+                session.execute(table.delete().where(fk.parent == job_id))
+    session.execute(delete(Job).where(col(Job.id) == job_id))
+    session.commit()
+    return artifacts
+
+
+# ---------------------------------------------------------------- job logs (app/logs.py writes them)
+
+from app.models import JobLog  # noqa: E402  (this section's own names)
+
+
+def append_job_logs(*, session: Session, rows: list[dict[str, Any]]) -> None:
+    """Store log lines (JobLog's columns: job_id, seq, created_at, level, logger, message) in one INSERT."""
+    if rows:
+        session.execute(insert(JobLog), rows)
+        session.commit()
+
+
+def last_job_log_seq(*, session: Session, job_id: int) -> int:
+    """The number of the job's last stored line (0: none): a later run of the job numbers its lines after it."""
+    return int(session.execute(select(func.max(JobLog.seq)).where(JobLog.job_id == job_id)).scalar() or 0)
+
+
+def set_job_log_message(*, session: Session, job_id: int, seq: int, message: str) -> None:
+    session.execute(update(JobLog).where(col(JobLog.job_id) == job_id, col(JobLog.seq) == seq).values(message=message))
+    session.commit()
+
+
+def job_logs_after(*, session: Session, job_id: int, after: int = 0, limit: int = 1000, min_level: str | None = None) -> list[dict[str, Any]]:
+    """The job's lines with seq > after, oldest first (keyset paging on the (job_id, seq) index), as the API sends them."""
+    stmt = select(JobLog.seq, JobLog.created_at, JobLog.level, JobLog.logger, JobLog.message).where(
+        JobLog.job_id == job_id, col(JobLog.seq) > after)
+    if min_level is not None:
+        order = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+        stmt = stmt.where(col(JobLog.level).in_(order[order.index(min_level.upper()):]))
+    rows = session.execute(stmt.order_by(col(JobLog.seq), col(JobLog.id)).limit(limit)).all()
+    return [{"seq": seq, "created_at": iso_utc(created), "level": level, "logger": logger, "message": message}
+            for seq, created, level, logger, message in rows]

@@ -37,6 +37,7 @@ from sqlmodel import Session
 import dynds_core
 from app import crud
 from app.api.routes import health, jobs, meta, results, sweeps
+from app.api.routes import artifacts as artifact_routes
 from app.api.routes.results import ResultsCache
 from app.core.config import Settings, get_settings
 from app.core.db import init_db, make_engine
@@ -250,6 +251,7 @@ def create_app(
 
     for router in (jobs.router, sweeps.router, results.router, meta.router, health.router):
         app.include_router(router, prefix=API_PREFIX)
+    app.include_router(artifact_routes.router, prefix=API_PREFIX)  # a job's weights; DELETE /jobs/{id}
     app.include_router(health.router)  # /healthz and /readyz at the root too, for orchestrators
     _mount_dashboard(app)
     return app

@@ -289,3 +289,39 @@ class IdempotencyKey(SQLModel, table=True):
     key: str = Field(primary_key=True, max_length=200)
     job_id: int = Field(foreign_key="job.id")
     created_at: datetime = Field(default_factory=utcnow)
+
+
+# ---------------------------------------------------------------- artifacts (a job's trained weights)
+
+
+class Artifact(SQLModel, table=True):
+    """A file a job left, under settings.artifact_dir (app/artifacts.py). ``path`` is relative to that
+    directory (workers and the API may mount shared storage at different places); the file is complete
+    (written to a temporary name, fsynced, renamed) before its row exists."""
+
+    __table_args__ = (Index("ix_artifact_job_id", "job_id"), Index("ix_artifact_created_at", "created_at"))
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int = Field(foreign_key="job.id")
+    name: str = Field(max_length=200)
+    path: str = Field(max_length=1000)
+    size_bytes: int = Field(sa_column=Column(BigInteger(), nullable=False))
+    sha256: str = Field(max_length=64)
+    # How to rebuild the model the file loads into: {"arch", "num_classes", "in_channels", "small_input"}.
+    recipe: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ArtifactPublic(_UTCModel):
+    id: int
+    job_id: int
+    name: str
+    size_bytes: int
+    sha256: str
+    recipe: dict[str, Any]
+    created_at: datetime
+    download: str  # the download URL, under the API prefix
+
+
+class ArtifactsPublic(SQLModel):
+    data: list[ArtifactPublic]
+    count: int

@@ -16,6 +16,7 @@ import threading
 from typing import Any
 
 from app import crud
+from app.artifacts import store_result
 from app.core.config import Settings, get_settings
 from app.core.db import get_engine, session_factory as make_session_factory
 from dynds_core.spec import JobSpec
@@ -155,7 +156,8 @@ def run_job(
         log.warning("job %s stopped by a shutdown: %s", job_id, "requeued" if requeued else "no longer ours")
         return REQUEUED if requeued else SKIPPED
     with session_factory() as session:
-        if not crud.finish_job(session=session, job_id=job_id, result=result, attempt=attempt):
+        # The trained weights are written (fsynced) first and recorded in the finishing transaction.
+        if not store_result(session, job_id=job_id, result=result, attempt=attempt, spec=spec, settings=settings, logger=log):
             # No longer running: failed meanwhile (a stale heartbeat, say); that outcome stands.
             job = crud.get_job(session=session, job_id=job_id)
             status = job.status if job is not None else "failed"

@@ -90,6 +90,16 @@ class Settings(BaseSettings):
     max_images: int = Field(default=2_000_000, ge=1)
     max_cache_bytes: int = Field(default=8 * 1024**3, ge=1)
 
+    # Each succeeded job's trained weights (app/artifacts.py): <artifact_dir>/<job id>/model.pt; None:
+    # <home>/artifacts. In Celery mode workers write and the API reads it: shared storage, seen by all.
+    # A state_dict over max_artifact_bytes is not stored (the job still succeeds, the worker log says why);
+    # each store deletes the artifacts older than artifact_retention_days and beyond the newest
+    # artifact_keep_last (None: no limit).
+    artifact_dir: Path | None = None
+    max_artifact_bytes: int = Field(default=2 * 1024**3, ge=0)
+    artifact_retention_days: float | None = Field(default=None, gt=0)
+    artifact_keep_last: int | None = Field(default=None, ge=1)
+
     # Server-sent events: how often the stream looks for news, and a keep-alive comment.
     events_poll_interval_s: float = 0.5
     events_heartbeat_s: float = 15.0
@@ -130,6 +140,7 @@ class Settings(BaseSettings):
             self.data_dirs = [str(self.home / "data"), os.path.expanduser("~/.cache/dynds/data"), "/usr/share/datasets"]
         if self.cache_dir is None:
             self.cache_dir = self.home / "cache"
+        self.artifact_dir = Path(os.path.expanduser(str(self.artifact_dir))) if self.artifact_dir else self.home / "artifacts"
         if self.max_body_bytes < 1024:
             raise ValueError(f"max_body_bytes must be at least 1024, got {self.max_body_bytes}")
         # Heartbeats come with metric flushes: a shorter limit would fail jobs that are running fine.
