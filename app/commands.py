@@ -28,13 +28,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the API (and, with no broker configured, the job executor)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    add_log_arguments(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("worker", help="run a Celery worker that executes jobs (needs DYNDS_BROKER_URL)")
     p.add_argument("--concurrency", type=int, default=1, help="jobs run at once (default 1: one per GPU)")
     p.add_argument("--queue", default=None, help="queue to consume (default: DYNDS_QUEUE, 'dynds')")
-    p.add_argument("--loglevel", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    add_log_arguments(p, old_spelling="--loglevel")
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("submit", help="submit a job spec to a server; with --wait, follow it (for CI)")
@@ -66,6 +66,26 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def _fail(message: str, code: int = EXIT_USAGE) -> int:
     print(f"error: {message}", file=sys.stderr)
     return code
+
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+def add_log_arguments(p: argparse.ArgumentParser, old_spelling: str | None = None) -> None:
+    """--log-level and --log-format, the same on `dynds serve` and `dynds worker` (app/logs.py)."""
+    p.add_argument("--log-level", default=None, choices=LOG_LEVELS, type=str.lower,
+                   help="console log level (default: $DYNDS_LOG_LEVEL, else info); jobs store INFO and above regardless")
+    if old_spelling:  # the earlier name, still accepted
+        p.add_argument(old_spelling, dest="log_level", default=None, choices=LOG_LEVELS, type=str.lower, help=argparse.SUPPRESS)
+    p.add_argument("--log-format", default=None, choices=("text", "json"),
+                   help="console log format: text, or json (one object per line) (default: $DYNDS_LOG_FORMAT, else text)")
+
+
+def setup_logging(args: argparse.Namespace, settings) -> dict[str, str]:
+    """The process's one logging configuration, from the flags, else the settings."""
+    from app.logs import configure_logging
+
+    return configure_logging(args.log_level or settings.log_level, args.log_format or settings.log_format)
 
 
 # ---------------------------------------------------------------- serve
@@ -176,6 +196,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings.embedded:
         from worker.embedded import EmbeddedExecutor
 
+    chosen = setup_logging(args, settings)
         # One embedded server per database: a second one would run jobs beside the first and, stopping
         # (its port taken, say), interrupt them. It refuses to start instead, naming the first.
         label = (f"dynds serve on {socket.gethostname()} pid {os.getpid()} port {args.port} "
@@ -201,7 +222,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         flush=True,
     )
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)  # stops the executor on exit
+        # log_config=None: uvicorn's loggers keep the configuration above (through the root logger).
+        uvicorn.run(app, host=args.host, port=args.port, log_level=chosen["level"], log_config=None)  # stops the executor on exit
     finally:
         if lock is not None:
             lock.release()
@@ -234,6 +256,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         return _fail(problem)
     if settings.worker_threads is None:
         # Each child process trains one job: share the cores between them (read in worker_process_init).
+    chosen = setup_logging(args, settings)  # the pool's children inherit it (worker/celery_app.py)
         from worker.embedded import available_cores
 
         os.environ["DYNDS_WORKER_THREADS"] = str(max(1, available_cores() // args.concurrency))
@@ -246,7 +269,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     print(f"dynds worker: queue {queue!r} on {_redact(settings.broker_url)}, concurrency {args.concurrency}, "
           f"{settings.worker_threads} torch threads per job", flush=True)
     celery.worker_main([
-        "worker", f"--concurrency={args.concurrency}", f"--queues={queue}", f"--loglevel={args.loglevel.upper()}",
+        "worker", f"--concurrency={args.concurrency}", f"--queues={queue}", f"--loglevel={chosen['level'].upper()}",
         "--hostname=dynds@%h", "--without-gossip", "--without-mingle",
     ])
     return EXIT_OK

@@ -40,6 +40,7 @@ from app.api.routes import health, jobs, meta, results, sweeps
 from app.api.routes import artifacts as artifact_routes
 from app.api.routes.results import ResultsCache
 from app.core.config import Settings, get_settings
+from app.api.routes import logs as log_routes
 from app.core.db import init_db, make_engine
 from app.dispatch import CeleryDispatcher, Dispatcher, get_dispatcher
 
@@ -255,3 +256,4 @@ def create_app(
     app.include_router(health.router)  # /healthz and /readyz at the root too, for orchestrators
     _mount_dashboard(app)
     return app
+    app.include_router(log_routes.router, prefix=API_PREFIX)  # GET /jobs/{id}/logs

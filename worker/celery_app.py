@@ -28,7 +28,7 @@ import threading
 
 from celery import Celery
 from celery.exceptions import Reject
-from celery.signals import worker_init, worker_process_init, worker_shutting_down
+from celery.signals import setup_logging, worker_init, worker_process_init, worker_shutting_down
 
 from app.core.config import Settings, get_settings
 from app.dispatch import TASK_NAME  # the API sends the task by this name
@@ -96,6 +96,16 @@ def _forward_shutdown(sig=None, how=None, **_kwargs) -> None:
         except (ProcessLookupError, TypeError):
             pass
     log.info("warm shutdown (%s): running jobs stop after their current step and are requeued", sig)
+
+
+@setup_logging.connect
+def _setup_logging(**_kwargs) -> None:
+    """Celery's logging is ours (app/logs.py): a receiver of this signal stops Celery from configuring
+    any (worker_hijack_root_logger=False covers a worker started without it). In `dynds worker` the
+    configuration chosen by its --log-level and --log-format is applied again; else the settings'."""
+    from app.logs import configure_logging
+
+    configure_logging()
 
 
 @worker_init.connect

@@ -16,6 +16,7 @@ import threading
 from typing import Any
 
 from app import crud
+from app.logs import job_context, one_line, start_job_log
 from app.artifacts import store_result
 from app.core.config import Settings, get_settings
 from app.core.db import get_engine, session_factory as make_session_factory
@@ -34,6 +35,16 @@ USER_ERRORS = ("SpecError", "DataError", "ReducedPassError")
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.current_thread().name}"
+
+
+def is_user_error(exc: BaseException) -> bool:
+    """A mistake of the job's submitter (a bad spec, missing data, a refused model, a validation error):
+    logged as one line, without a traceback, which only unexpected errors keep."""
+    for cls in type(exc).__mro__:
+        if (cls.__name__ in USER_ERRORS and cls.__module__.startswith("dynds_core")) or (
+                cls.__name__ == "ValidationError" and cls.__module__.startswith("pydantic")):
+            return True
+    return False
 
 
 def error_message(exc: BaseException) -> str:
@@ -84,7 +95,14 @@ def default_session_factory(settings: Settings) -> SessionFactory:
     return make_session_factory(get_engine(settings.database_url))
 
 
-def run_job(
+def run_job(job_id: int, **kwargs: Any) -> str:
+    """Run job ``job_id`` to its end and return its final status (see ``_run_job``); every line logged
+    meanwhile carries the job id, and once the job is claimed its lines are stored with it (app/logs.py)."""
+    with job_context(job_id):
+        return _run_job(job_id, **kwargs)
+
+
+def _run_job(
     job_id: int,
     *,
     session_factory: SessionFactory | None = None,
@@ -116,6 +134,7 @@ def run_job(
         raw_spec: dict[str, Any] = dict(job.spec)
         attempt = job.attempts
     log.info("job %s claimed by %s (attempt %d)", job_id, worker_name(), attempt)
+    start_job_log(job_id, session_factory, settings)
 
     sink = MetricsSink(
         job_id=job_id,
@@ -137,7 +156,10 @@ def run_job(
         sink.close()
     except Exception as exc:
         message = error_message(exc)
-        log.error("job %s failed: %s", job_id, message, exc_info=True)  # the traceback goes to the log only
+        if is_user_error(exc):  # the user's mistake: one line, no traceback
+            log.error("job %s failed: %s", job_id, one_line(message))
+        else:  # unexpected: the traceback goes to the log only
+            log.error("job %s failed: %s", job_id, message, exc_info=True)
         _close_quietly(sink, job_id)
         with session_factory() as session:
             crud.fail_job(session=session, job_id=job_id, error=message, attempt=attempt)

@@ -121,6 +121,13 @@ class Settings(BaseSettings):
     @classmethod
     def _split_dirs(cls, value):
         if isinstance(value, str):
+    # Logging of `dynds serve` and `dynds worker` (app/logs.py; their --log-level and --log-format win):
+    # the console's level and format ("text", or "json": one object per line), and each job's stored
+    # log lines (INFO and above, whatever the console's level): lines per run of a job, characters per line.
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    log_format: Literal["text", "json"] = "text"
+    job_log_max_lines: int = Field(default=2000, ge=2, le=1_000_000)
+    job_log_max_line_chars: int = Field(default=1000, ge=40, le=1_000_000)
             return [d for d in value.split(":") if d.strip()]
         return value
 
@@ -136,6 +143,11 @@ class Settings(BaseSettings):
         self.home = Path(os.path.expanduser(str(self.home)))
         if self.database_url is None:
             self.database_url = f"sqlite:///{self.home / 'dynds.db'}"
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _lower(cls, value):
+        return {"warn": "warning"}.get(value.strip().lower(), value.strip().lower()) if isinstance(value, str) else value
+
         if self.data_dirs is None:
             self.data_dirs = [str(self.home / "data"), os.path.expanduser("~/.cache/dynds/data"), "/usr/share/datasets"]
         if self.cache_dir is None:
