@@ -11,16 +11,26 @@ none is left, then sleeps until ``dispatch`` wakes it or ``idle_poll_s`` passes 
 up jobs queued by another process). ``dispatch`` only wakes the thread: the job id it is given is
 already in the queue, and claiming is atomic, so the order stays first come, first served.
 
-Torch threads: the trainer shares the process with the API, and ``torch.set_num_threads`` is
-process-wide. Default (``worker_threads`` unset): every core on machines with up to 4 cores, where
-giving one away would cost training 25-50% while the API's requests take milliseconds; one core
-fewer above that, so the API and the metric writes always have a core and stay responsive.
+Threads: the trainer shares the process (and its GIL) with the API. Defaults (bench/embedded_readers.py
+measures them; ``worker_threads``, ``embedded_api_threads``, ``embedded_switch_interval_ms`` override):
+
+- torch threads (process-wide): one core fewer than the process may use, at least one. With every core
+  in torch's parallel loops, an API request that takes one core makes every op wait for its slowest
+  thread; on 2 shared cores that made steps 2-20x slower with readers, and slower even without them.
+- the API's sync routes run in at most DEFAULT_API_THREADS threads (anyio's default limiter, 40
+  otherwise): fewer threads contending for the GIL with the training thread; requests queue instead.
+- the interpreter's switch interval is DEFAULT_SWITCH_INTERVAL_MS (5 ms otherwise): the training
+  thread takes the GIL back after each torch op within 1 ms rather than 5 ms while requests run.
+
+Readers still slow a job (about 1.9x with 20 readers at 250 ms think time, 2.4x closed loop, on 2
+cores); heavy users run jobs on Celery workers (`dynds worker`), where readers cannot touch them.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 
 from app import crud
@@ -30,6 +40,8 @@ from .runner import default_session_factory, run_job
 from .sink import SessionFactory
 
 log = logging.getLogger(__name__)
+DEFAULT_API_THREADS = 4
+DEFAULT_SWITCH_INTERVAL_MS = 1.0
 
 
 def embedded_threads(cpu_count: int | None, requested: int | None = None) -> int:
@@ -39,7 +51,24 @@ def embedded_threads(cpu_count: int | None, requested: int | None = None) -> int
             raise ValueError(f"worker_threads must be at least 1: {requested}")
         return requested
     cores = cpu_count or 1
-    return cores if cores <= 4 else cores - 1
+    return max(1, cores - 1)
+
+
+def embedded_api_threads(requested: int | None = None) -> int:
+    """Threads the API's sync routes may hold at once while the process also trains (see the module docstring)."""
+    return requested if requested is not None else DEFAULT_API_THREADS
+
+
+def limit_api_threads(n: int) -> bool:
+    """Bound anyio's default thread limiter (FastAPI's thread pool for sync routes) to ``n``; False
+    outside an event loop (an executor started by hand, not by the app's start-up)."""
+    try:
+        import anyio.to_thread
+
+        anyio.to_thread.current_default_thread_limiter().total_tokens = n
+        return True
+    except Exception:  # no running event loop
+        return False
 
 
 def available_cores() -> int:
@@ -61,6 +90,8 @@ class EmbeddedExecutor:
         self.session_factory = session_factory or default_session_factory(self.settings)
         self.idle_poll_s = idle_poll_s
         self.threads = embedded_threads(available_cores(), self.settings.worker_threads)
+        self.api_threads = embedded_api_threads(self.settings.embedded_api_threads)
+        self.switch_interval_ms = self.settings.embedded_switch_interval_ms or DEFAULT_SWITCH_INTERVAL_MS
         self._wake = threading.Event()
         self._stop = threading.Event()  # also handed to the running job: it stops within one step
         self._thread: threading.Thread | None = None
@@ -77,11 +108,15 @@ class EmbeddedExecutor:
         import torch
 
         torch.set_num_threads(self.threads)
+        limited = limit_api_threads(self.api_threads)
+        if self.switch_interval_ms:
+            sys.setswitchinterval(self.switch_interval_ms / 1000)
         self._stop.clear()
         self._wake.set()  # look at the queue at once: jobs may be waiting from before a restart
         self._thread = threading.Thread(target=self._loop, name="dynds-executor", daemon=True)
         self._thread.start()
-        log.info("embedded executor started (%d torch threads)", self.threads)
+        log.info("embedded executor started (%d torch threads, API threads %s, switch interval %g ms)", self.threads,
+                 self.api_threads if limited else "unchanged", 1000 * sys.getswitchinterval())
         return self
 
     def stop(self, timeout: float | None = 30.0) -> bool:

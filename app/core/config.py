@@ -42,6 +42,11 @@ class Settings(BaseSettings):
 
     # Torch threads per job in a worker; None leaves the process default.
     worker_threads: int | None = None
+    # Embedded mode (`dynds serve` running jobs itself): threads the API's sync routes may use at once
+    # (anyio's default limiter), and the interpreter's thread switch interval (ms), so that readers of
+    # the API slow the running job only so much; None: the defaults in worker/embedded.py.
+    embedded_api_threads: int | None = Field(default=None, ge=1)
+    embedded_switch_interval_ms: float | None = Field(default=None, gt=0)
     metrics_flush_every: int = 200  # points
     metrics_flush_interval_s: float = 2.0
     # When a job's timing is flagged noisy (dynds_core.trainer.TimingNoise, which says why these defaults):
