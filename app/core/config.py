@@ -121,11 +121,6 @@ class Settings(BaseSettings):
     events_page_cache_mb: float = Field(default=16.0, ge=0)
     # GET /leaderboard is served from a cache while the set of succeeded jobs is unchanged.
     leaderboard_cache: bool = True
-
-    @field_validator("data_dirs", mode="before")
-    @classmethod
-    def _split_dirs(cls, value):
-        if isinstance(value, str):
     # Logging of `dynds serve` and `dynds worker` (app/logs.py; their --log-level and --log-format win):
     # the console's level and format ("text", or "json": one object per line), and each job's stored
     # log lines (INFO and above, whatever the console's level): lines per run of a job, characters per line.
@@ -133,6 +128,11 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     job_log_max_lines: int = Field(default=2000, ge=2, le=1_000_000)
     job_log_max_line_chars: int = Field(default=1000, ge=40, le=1_000_000)
+
+    @field_validator("data_dirs", mode="before")
+    @classmethod
+    def _split_dirs(cls, value):
+        if isinstance(value, str):
             return [d for d in value.split(":") if d.strip()]
         return value
 
@@ -143,16 +143,16 @@ class Settings(BaseSettings):
             return [d.strip() for d in value.split(",") if d.strip()]
         return value
 
-    @model_validator(mode="after")
-    def _fill_defaults(self) -> "Settings":
-        self.home = Path(os.path.expanduser(str(self.home)))
-        if self.database_url is None:
-            self.database_url = f"sqlite:///{self.home / 'dynds.db'}"
     @field_validator("log_level", "log_format", mode="before")
     @classmethod
     def _lower(cls, value):
         return {"warn": "warning"}.get(value.strip().lower(), value.strip().lower()) if isinstance(value, str) else value
 
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> "Settings":
+        self.home = Path(os.path.expanduser(str(self.home)))
+        if self.database_url is None:
+            self.database_url = f"sqlite:///{self.home / 'dynds.db'}"
         if self.data_dirs is None:
             self.data_dirs = [str(self.home / "data"), os.path.expanduser("~/.cache/dynds/data"), "/usr/share/datasets"]
         if self.cache_dir is None:
