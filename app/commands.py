@@ -191,12 +191,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from app.main import create_app
 
     settings = get_settings()
+    chosen = setup_logging(args, settings)
     executor = None
     lock = None
     if settings.embedded:
         from worker.embedded import EmbeddedExecutor
 
-    chosen = setup_logging(args, settings)
         # One embedded server per database: a second one would run jobs beside the first and, stopping
         # (its port taken, say), interrupt them. It refuses to start instead, naming the first.
         label = (f"dynds serve on {socket.gethostname()} pid {os.getpid()} port {args.port} "
@@ -251,12 +251,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if not settings.broker_url:
         return _fail("no broker configured: set DYNDS_BROKER_URL (e.g. redis://localhost:6379/0); "
                      "without one, `dynds serve` runs jobs itself")
+    chosen = setup_logging(args, settings)  # the pool's children inherit it (worker/celery_app.py)
     problem = broker_problem(settings.broker_url)
     if problem:
         return _fail(problem)
     if settings.worker_threads is None:
         # Each child process trains one job: share the cores between them (read in worker_process_init).
-    chosen = setup_logging(args, settings)  # the pool's children inherit it (worker/celery_app.py)
         from worker.embedded import available_cores
 
         os.environ["DYNDS_WORKER_THREADS"] = str(max(1, available_cores() // args.concurrency))
