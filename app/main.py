@@ -254,6 +254,6 @@ def create_app(
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(artifact_routes.router, prefix=API_PREFIX)  # a job's weights; DELETE /jobs/{id}
     app.include_router(health.router)  # /healthz and /readyz at the root too, for orchestrators
+    app.include_router(log_routes.router, prefix=API_PREFIX)  # GET /jobs/{id}/logs
     _mount_dashboard(app)
     return app
-    app.include_router(log_routes.router, prefix=API_PREFIX)  # GET /jobs/{id}/logs

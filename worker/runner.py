@@ -133,8 +133,8 @@ def _run_job(
             return SKIPPED
         raw_spec: dict[str, Any] = dict(job.spec)
         attempt = job.attempts
-    log.info("job %s claimed by %s (attempt %d)", job_id, worker_name(), attempt)
     start_job_log(job_id, session_factory, settings)
+    log.info("job %s claimed by %s (attempt %d)", job_id, worker_name(), attempt)
 
     sink = MetricsSink(
         job_id=job_id,
