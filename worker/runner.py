@@ -115,6 +115,7 @@ def _run_job(
     step; the job is then requeued ("requeued"), not marked cancelled, since no user asked for it.
     """
     from dynds_core import train
+    from dynds_core.data import data_policy
     from dynds_core.trainer import ProcessSettings, TimingNoise
 
     settings = settings or get_settings()
@@ -152,7 +153,10 @@ def _run_job(
         # A Celery worker process exists for its jobs; in embedded mode the process is the API's, whose
         # collector keeps its request garbage in check: there only the allocator and cuDNN settings apply.
         process = ProcessSettings.measured() if not settings.embedded else ProcessSettings(retain_memory=True, cudnn_benchmark=True)
-        result = train(spec, [sink], cache_dir=settings.cache_dir, timing_noise=noise, process=process)
+        # The data boundary again where the files are read: every path inside DYNDS_DATA_DIRS (symlinks
+        # resolved, default roots included) and the server's size limits (the API checked the spec already).
+        with data_policy(allowed_roots=settings.allowed_data_dirs, limits=settings.data_limits):
+            result = train(spec, [sink], cache_dir=settings.cache_dir, timing_noise=noise, process=process)
         sink.close()
     except Exception as exc:
         message = error_message(exc)
