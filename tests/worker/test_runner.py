@@ -196,10 +196,13 @@ class GoesStaleAt(Callback):
 
     def __init__(self, sessions, job_id, at):
         self.sessions, self.job_id, self.at = sessions, job_id, at
+        self.dynds_steps = []
 
     def on_step(self, m):
-        if m.run == "dynds" and m.step == self.at:
-            self.fail_now()
+        if m.run == "dynds":
+            self.dynds_steps.append(m.step)
+            if m.step == self.at:
+                self.fail_now()
 
     def fail_now(self):
         from datetime import timedelta
@@ -219,14 +222,17 @@ def test_run_job_stops_a_job_the_heartbeat_check_failed(sessions, settings, make
 
     real_train = dynds_core.train
     job_id = make_job({**tiny_spec(), "data": {**TINY_SPEC["data"], "synthetic_size": 384}})
-    monkeypatch.setattr(dynds_core, "train", lambda spec, callbacks, **kw: real_train(spec, [GoesStaleAt(sessions, job_id, 2), *callbacks], **kw))
-    monkeypatch.setattr(runner, "MetricsSink", lambda **kw: MetricsSink(**{**kw, "cancel_poll_s": 0.0}))
+    stale = GoesStaleAt(sessions, job_id, 2)
+    monkeypatch.setattr(dynds_core, "train", lambda spec, callbacks, **kw: real_train(spec, [stale, *callbacks], **kw))
+    # every point written as it comes (no timed flush), every should_stop a poll: the outcome is exact
+    monkeypatch.setattr(runner, "MetricsSink", lambda **kw: MetricsSink(**{**kw, "cancel_poll_s": 0.0, "flush_every": 1}))
     assert run_job(job_id, session_factory=sessions, settings=settings) == "failed"
     job = _job(sessions, job_id)
     # The check's reason stands (not overwritten by the worker), and no result is stored for it.
     assert job.status == "failed" and job.error.startswith("interrupted: no heartbeat from worker") and job.result is None
+    assert stale.dynds_steps == [0, 1, 2], "steps 0..2 ran; the next poll saw the job failed"
     dynds_steps = [p.step for p in _points(sessions, job_id, "step") if p.run == "dynds"]
-    assert dynds_steps == [0, 1, 2], "steps 0..2 ran; the next poll saw the job failed"
+    assert dynds_steps == [0, 1, 2], "the points of the steps that ran are kept"
 
 
 def test_a_result_arriving_after_the_job_was_failed_is_not_stored(sessions, settings, make_job, monkeypatch):
