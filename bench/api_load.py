@@ -32,6 +32,9 @@ import httpx
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from service_process import pg_database  # noqa: E402
 
 ARCHS = ("resnet20", "resnet32", "resnet56", "resnet18")
 DATASETS = ("cifar10", "cifar100")
@@ -236,26 +239,6 @@ def bench_one(kind: str, args) -> bool:
         ok &= not errs and p99 < args.target_p99_ms
     print(f"  target p99 < {args.target_p99_ms:g} ms and no errors: {'met' if ok else 'MISSED'}", flush=True)
     return ok
-
-
-def pg_database(admin_url: str):
-    from contextlib import contextmanager
-
-    import psycopg
-
-    @contextmanager
-    def ctx():
-        name = f"dynds_bench_{os.getpid()}"
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield admin_url.rsplit("/", 1)[0] + "/" + name
-        finally:
-            with psycopg.connect(admin_url, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    return ctx()
 
 
 def main(argv=None) -> int:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import random
@@ -48,6 +47,9 @@ from pathlib import Path
 import httpx
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "bench"))
+
+from service_process import start_serve, stop  # noqa: E402
 API = "/api/v1"
 JOB = {
     "name": "embedded-readers",
@@ -66,40 +68,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def stop(proc: subprocess.Popen | None) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
-
-
 def start_server(port: int, home: str, extra_env: dict[str, str]) -> subprocess.Popen:
-    env = {**os.environ, "DYNDS_HOME": home, "DYNDS_DATABASE_URL": f"sqlite:///{home}/dynds.db", "PYTHONPATH": str(REPO), **extra_env}
-    env.pop("DYNDS_BROKER_URL", None)
-    env.pop("OMP_NUM_THREADS", None)  # the server decides its torch threads itself
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from app.cli import main; sys.exit(main(sys.argv[1:]))",
-         "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, start_new_session=True,
-    )
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"dynds serve exited with {proc.returncode}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    stop(proc)
-    raise RuntimeError("dynds serve did not become ready in 90 s")
+    env = {"DYNDS_HOME": home, "DYNDS_DATABASE_URL": f"sqlite:///{home}/dynds.db", **extra_env}
+    return start_serve(env, port, unset=("OMP_NUM_THREADS",))  # the server decides its torch threads itself
 
 
 # ---------------------------------------------------------------- the readers (their own process)

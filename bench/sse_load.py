@@ -45,6 +45,9 @@ import httpx
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from service_process import pg_database, start_serve, stop  # noqa: E402
 
 
 # ---------------------------------------------------------------- seeding
@@ -93,21 +96,6 @@ def seed(url: str, n_points: int) -> int:
     return job_id
 
 
-@contextlib.contextmanager
-def pg_database(admin_url: str):
-    import psycopg
-
-    name = f"dynds_sse_bench_{os.getpid()}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield admin_url.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 # ---------------------------------------------------------------- processes
 
 
@@ -128,41 +116,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def start_server(url: str, port: int, home: str, repo: Path) -> subprocess.Popen:
-    env = {**os.environ, "DYNDS_DATABASE_URL": url, "DYNDS_HOME": home, "PYTHONPATH": str(repo)}
-    env.pop("DYNDS_BROKER_URL", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from app.cli import main; sys.exit(main(sys.argv[1:]))",
-         "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        cwd=repo, env=env, stdout=subprocess.DEVNULL, start_new_session=True,
-    )
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"dynds serve exited with {proc.returncode}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    stop(proc)
-    raise RuntimeError("dynds serve did not become ready in 90 s")
-
-
-def stop(proc: subprocess.Popen | None) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
 
 
 # ---------------------------------------------------------------- the clients (their own process)
@@ -267,12 +220,12 @@ def bench(args) -> bool:
     server = clients = None
     try:
         with contextlib.ExitStack() as stack:
-            url = f"sqlite:///{home}/bench.db" if args.database == "sqlite" else stack.enter_context(pg_database(args.postgres_url))
+            url = f"sqlite:///{home}/bench.db" if args.database == "sqlite" else stack.enter_context(pg_database(args.postgres_url, "dynds_sse_bench"))
             print(f"[{args.database}] seeding ...", flush=True)
             job_id = seed(url, args.points)
             port = free_port()
             base = f"http://127.0.0.1:{port}"
-            server = start_server(url, port, home, REPO)
+            server = start_serve({"DYNDS_DATABASE_URL": url, "DYNDS_HOME": home}, port)
             probe = Probe(base, server.pid, args.probe_ms / 1000)
             probe.start()
             time.sleep(args.quiet_s)  # before
