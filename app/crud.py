@@ -142,6 +142,27 @@ def create_job(
     return job, outcome == "created"
 
 
+class IdempotencyKeyReused(ValueError):
+    """An Idempotency-Key repeated with another request than its first (a 422)."""
+
+
+def check_key_reuse(job: Job, *, spec_hash: str, force: bool, key: str) -> None:
+    """Raise ``IdempotencyKeyReused`` unless this request could be the key's first one again: the same
+    canonical spec (``spec_hash``) and, as far as the stored job tells, the same ``force``. A job that
+    holds its spec's hash (``active_hash``) was not forced: repeating its key with ``force: true`` is a
+    different request. (A forced job holds none; neither does any job once failed or cancelled, so the
+    other way round cannot be told from the job and is let through.)"""
+    if job.spec_hash != spec_hash:
+        raise IdempotencyKeyReused(
+            f"this Idempotency-Key was first used with another spec (job {job.id}, spec_hash {job.spec_hash[:12]}..., "
+            f"this request's {spec_hash[:12]}...): a new request needs a new key"
+        )
+    if force and job.active_hash == spec_hash:
+        raise IdempotencyKeyReused(
+            f"this Idempotency-Key was first used without force (job {job.id}); this request sets force: true: a new request needs a new key"
+        )
+
+
 def submit_job(
     *,
     session: Session,
@@ -154,7 +175,8 @@ def submit_job(
 
     An identical spec (same spec_hash) already queued, running or succeeded is returned instead
     ("deduplicated") unless ``force``; for an adaptive schedule only a queued or running one (a
-    finished adaptive run is a measurement, not a function of the spec). A repeated ``idempotency_key`` returns the job of its first use.
+    finished adaptive run is a measurement, not a function of the spec). A repeated ``idempotency_key`` returns the job of its first use
+    (``IdempotencyKeyReused`` when the request differs: ``check_key_reuse``).
     Concurrent identical submissions are settled by the unique index on ``active_hash``: the losers'
     INSERT fails and they return the winner.
     """
@@ -163,6 +185,7 @@ def submit_job(
         if idempotency_key:
             job = _job_for_key(session, idempotency_key)
             if job is not None:
+                check_key_reuse(job, spec_hash=h, force=force, key=idempotency_key)
                 return job, "idempotent"
         if not force:
             existing = active_job(session=session, spec_hash=h, states=dedup_states(spec))
