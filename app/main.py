@@ -29,18 +29,19 @@ from datetime import timedelta
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 import dynds_core
 from app import crud
+from app.api import errors
 from app.api.routes import health, jobs, meta, results, sweeps
 from app.api.routes import artifacts as artifact_routes
 from app.api.routes.results import ResultsCache
-from app.core.config import Settings, get_settings
 from app.api.routes import logs as log_routes
+from app.core.config import Settings, get_settings
 from app.core.db import init_db, make_engine
 from app.dispatch import CeleryDispatcher, Dispatcher, get_dispatcher
 
@@ -60,15 +61,15 @@ class BodySizeLimit:
         self.app = app
         self.max_bytes = max_bytes
 
-    async def _reject(self, send) -> None:
-        await JSONResponse({"detail": BodyTooLarge(self.max_bytes).detail}, status_code=413)({"type": "http"}, None, send)
+    async def _reject(self, scope, send) -> None:
+        await errors.problem_response(scope, 413, BodyTooLarge(self.max_bytes).detail)(scope, None, send)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
-            return await self._reject(send)
+            return await self._reject(scope, send)
         received = 0
         started = False
 
@@ -92,7 +93,19 @@ class BodySizeLimit:
             await self.app(scope, limited_receive, tracking_send)
         except BodyTooLarge:
             if not started:
-                await self._reject(send)
+                await self._reject(scope, send)
+
+
+def spec_schemas() -> dict:
+    """JobSpec and its parts for the OpenAPI components (bodies refer to #/components/schemas/JobSpec)."""
+    from dynds_core.spec import JobSpec
+
+    schema = JobSpec.model_json_schema(ref_template="#/components/schemas/{model}")
+    defs = schema.pop("$defs", {})
+    return {**defs, "JobSpec": schema, "AllDefaults": {
+        "title": "AllDefaults", "type": "object", "description": "every default: an explicit request (an empty spec is refused)",
+        "properties": {"defaults": {"const": True}}, "required": ["defaults"], "additionalProperties": False,
+    }}
 
 
 def _static_dir() -> Path | None:
@@ -248,7 +261,13 @@ def create_app(
     app.state.dispatcher = dispatcher
     app.state.leaderboard_cache = ResultsCache() if settings.leaderboard_cache else None
     app.state.recovered = []
+    # Outermost last: Gatekeeper (request id, security headers, the 500 of last resort), the body size
+    # limit, the token (before anything reads the body), strict input (app/api/errors.py).
+    app.add_middleware(errors.InputGate)
+    app.add_middleware(errors.AuthGate, prefix=API_PREFIX)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(errors.Gatekeeper)
+    errors.install(app, prefix=API_PREFIX, extra_schemas=spec_schemas())
 
     for router in (jobs.router, sweeps.router, results.router, meta.router, health.router):
         app.include_router(router, prefix=API_PREFIX)

@@ -10,7 +10,8 @@ from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
 from pydantic import Field as PydField
-from pydantic import field_serializer, field_validator
+from pydantic import BaseModel, ConfigDict, StrictBool, WithJsonSchema, field_serializer, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 from sqlalchemy import JSON, BigInteger, Column, ForeignKey, Index, Integer, String, Text
 from sqlmodel import Field, SQLModel
 
@@ -136,9 +137,33 @@ class Job(JobBase, table=True):
 _JOB_BASE_FIELDS = tuple(JobBase.model_fields)
 
 
-class JobCreate(SQLModel):
-    spec: dict[str, Any] = {}
-    force: bool = False
+# A submitted spec: any mapping here (app.api.spec_policy validates it, naming every key path), a
+# JobSpec (or {"defaults": true}) in the OpenAPI.
+SpecBody = Annotated[
+    dict[str, Any],
+    WithJsonSchema({"anyOf": [{"$ref": "#/components/schemas/JobSpec"}, {"$ref": "#/components/schemas/AllDefaults"}],
+                    "description": "a JobSpec (docs/api.md); {\"defaults\": true} for every default"}),
+]
+SPEC_SECTIONS = ("version", "name", "model", "data", "train", "dynds", "baseline", "equal_time_baseline", "defaults")
+WRAP_HINT = 'the body of POST /jobs is {"spec": {...}, "force": false}: wrap the spec in {"spec": ...}'
+
+
+class JobCreate(BaseModel):
+    """POST /jobs: the spec under ``spec`` (required), nothing else but ``force``."""
+
+    model_config = ConfigDict(extra="forbid")
+    spec: SpecBody
+    force: StrictBool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _wrapped(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "spec" not in data:
+            bare = [k for k in data if k in SPEC_SECTIONS]
+            if bare:
+                raise PydanticCustomError("missing_spec", f"this looks like a bare spec (keys {', '.join(map(repr, bare))}); {WRAP_HINT}")
+            raise PydanticCustomError("missing_spec", f"spec is required; {WRAP_HINT}")
+        return data
 
 
 class JobPublic(JobBase):
@@ -245,16 +270,17 @@ class JobLogsPublic(SQLModel):
 SeedValue = Annotated[int, PydField(ge=0, le=2**31 - 1)]
 
 
-class SweepCreate(SQLModel):
-    name: str = Field(default="sweep", min_length=1, max_length=200)
-    base: dict[str, Any] = {}
+class SweepCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = PydField(default="sweep", min_length=1, max_length=200)
+    base: SpecBody = {}
     grid: dict[str, list[Any]] = {}
     # Every grid point once per seed (as train.seed), seeds innermost; 1..50 distinct seeds.
     seeds: Annotated[list[SeedValue], PydField(min_length=1, max_length=50)] | None = None
     # "frontier": the base spec's baseline only (schedule none, no paired or equal-time baseline) at
     # 25/50/75/100 % of its train.epochs, once per seed; the grid must then be empty.
     preset: Literal["frontier"] | None = None
-    force: bool = False
+    force: StrictBool = False
 
     @field_validator("seeds")
     @classmethod

@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from sqlmodel import Session, select
 
 from app import crud
 from app.api import sse
-from app.api.deps import ReadAuthDep, SessionDep, SettingsDep, WriteAuthDep
+from app.api.deps import MAX_INT64, MAX_ROW_ID, CursorQuery, IdParam, OffsetQuery, ReadAuthDep, SessionDep, SettingsDep, WriteAuthDep
+from app.api.errors import problems
 from app.api.spec_policy import parse_spec_request
 from app.dispatch import dispatch
 from app.models import Job, JobCreate, JobPublic, JobsPublic, MetricsPublic
@@ -18,10 +20,14 @@ from app.models import Job, JobCreate, JobPublic, JobsPublic, MetricsPublic
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 
+def not_found(job_id: int) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, detail=f"job {job_id} not found")
+
+
 def job_or_404(session: Session, job_id: int) -> Job:
-    job = crud.get_job(session=session, job_id=job_id)
+    job = crud.get_job(session=session, job_id=job_id) if job_id <= MAX_ROW_ID else None
     if job is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"job {job_id} not found")
+        raise not_found(job_id)
     return job
 
 
@@ -34,7 +40,10 @@ def start(request: Request, session: Session, job: Job) -> None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=f"job {job.id} could not be dispatched: {exc}") from None
 
 
-@router.post("", response_model=JobPublic, status_code=status.HTTP_201_CREATED)
+@router.post("", response_model=JobPublic, status_code=status.HTTP_201_CREATED, responses={
+    200: {"model": JobPublic, "description": "an identical job (deduplicated) or the job of a repeated Idempotency-Key"},
+    **problems(503),
+})
 def submit_job(
     body: JobCreate,
     request: Request,
@@ -45,7 +54,10 @@ def submit_job(
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JobPublic:
     spec = parse_spec_request(body.spec, settings)
-    job, outcome = crud.submit_job(session=session, spec=spec, force=body.force, idempotency_key=idempotency_key)
+    try:
+        job, outcome = crud.submit_job(session=session, spec=spec, force=body.force, idempotency_key=idempotency_key)
+    except crud.IdempotencyKeyReused as exc:
+        raise RequestValidationError([{"loc": ["header", "Idempotency-Key"], "msg": str(exc), "type": "value_error.idempotency_key"}]) from None
     if outcome == "created":
         start(request, session, job)
     else:
@@ -64,7 +76,7 @@ def read_jobs(
     track: str | None = None,
     q: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: OffsetQuery = 0,
     order: Literal[crud.JOB_ORDERS] = "-created_at",  # type: ignore[valid-type]
 ) -> Response:
     data, count = crud.list_jobs_json(
@@ -75,13 +87,13 @@ def read_jobs(
     return Response(f'{{"data":{data},"count":{count}}}', media_type="application/json")
 
 
-@router.get("/{job_id}", response_model=JobPublic)
-def read_job(job_id: int, session: SessionDep, _: ReadAuthDep) -> JobPublic:
+@router.get("/{job_id}", response_model=JobPublic, responses=problems(404))
+def read_job(job_id: IdParam, session: SessionDep, _: ReadAuthDep) -> JobPublic:
     return JobPublic.from_job(job_or_404(session, job_id))
 
 
-@router.post("/{job_id}/cancel", response_model=JobPublic)
-def cancel_job(job_id: int, session: SessionDep, _: WriteAuthDep) -> JobPublic:
+@router.post("/{job_id}/cancel", response_model=JobPublic, responses=problems(404, 409))
+def cancel_job(job_id: IdParam, session: SessionDep, _: WriteAuthDep) -> JobPublic:
     job = job_or_404(session, job_id)
     try:
         job = crud.request_cancel(session=session, job=job)
@@ -90,8 +102,10 @@ def cancel_job(job_id: int, session: SessionDep, _: WriteAuthDep) -> JobPublic:
     return JobPublic.from_job(job)
 
 
-@router.post("/{job_id}/retry", response_model=JobPublic, status_code=status.HTTP_201_CREATED)
-def retry_job(job_id: int, request: Request, response: Response, session: SessionDep, _: WriteAuthDep) -> JobPublic:
+@router.post("/{job_id}/retry", response_model=JobPublic, status_code=status.HTTP_201_CREATED, responses={
+    200: {"model": JobPublic, "description": "the job's earlier retry (deduplicated)"}, **problems(404, 409, 503),
+})
+def retry_job(job_id: IdParam, request: Request, response: Response, session: SessionDep, _: WriteAuthDep) -> JobPublic:
     """201 with the new job; a job retried before answers that retry (200, deduplicated): concurrent
     retries of one job make one new job."""
     job = job_or_404(session, job_id)
@@ -106,19 +120,21 @@ def retry_job(job_id: int, request: Request, response: Response, session: Sessio
     return JobPublic.from_job(new)
 
 
-@router.get("/{job_id}/metrics", response_model=MetricsPublic)
+@router.get("/{job_id}/metrics", response_model=MetricsPublic, responses=problems(404))
 def read_metrics(
-    job_id: int,
+    job_id: IdParam,
     session: SessionDep,
     _: ReadAuthDep,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: CursorQuery = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     kind: Literal["step", "epoch"] | None = None,
 ) -> Response:
+    if job_id > MAX_ROW_ID:
+        raise not_found(job_id)
     data, cursor = crud.metrics_json_after(session=session, job_id=job_id, after=after, limit=limit, kind=kind)
     # Points prove the job exists; only an empty page needs the lookup (polling clients get one query).
     if data == "[]" and session.exec(select(Job.id).where(Job.id == job_id)).first() is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"job {job_id} not found")
+        raise not_found(job_id)
     return Response(f'{{"data":{data},"next_cursor":{cursor}}}', media_type="application/json")
 
 
@@ -127,17 +143,20 @@ def read_metrics(
 
 @router.get("/{job_id}/events", response_class=StreamingResponse, responses={
     200: {"content": {"text/event-stream": {}}},
+    **problems(404),
     503: {"description": "too many event streams open in this process (Retry-After says when to try again)"},
 })
 async def job_events(
-    job_id: int,
+    job_id: IdParam,
     request: Request,
     _: ReadAuthDep,
-    last_event_id: Annotated[int | None, Header(ge=0)] = None,
-    after: Annotated[int, Query(ge=0)] = 0,
+    last_event_id: Annotated[int | None, Header(ge=0, le=MAX_INT64)] = None,
+    after: CursorQuery = 0,
 ) -> StreamingResponse:
     """Live `status` and `metric` events, then `end` once the job is final. `Last-Event-ID` resumes.
 
     History is replayed in pages with back-pressure; see app/api/sse.py for what bounds a stream's cost.
     """
+    if job_id > MAX_ROW_ID:
+        raise not_found(job_id)
     return await sse.job_event_stream(request.app, job_id, last_event_id if last_event_id is not None else after)

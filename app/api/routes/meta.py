@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 import dynds_core
 from dynds_core import spec as spec_module
@@ -18,6 +18,7 @@ from dynds_core.spec import JobSpec, SpecError, resolve_data_root
 
 from app.api.deps import ReadAuthDep, SessionDep, SettingsDep, WriteAuthDep
 from app.api.spec_policy import parse_spec_request
+from app.models import SpecBody
 from app.security import has_tokens
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,8 @@ def _parse_presets(files: tuple[tuple[str, int], ...]) -> tuple[tuple[str, dict[
 
 
 class ValidateRequest(BaseModel):
-    spec: dict[str, Any] = {}
+    model_config = ConfigDict(extra="forbid")
+    spec: SpecBody = {}
 
 
 # Estimates at once: each is CPU-bound Python (no tensor memory: counted on the meta device); more

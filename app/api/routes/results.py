@@ -116,7 +116,7 @@ def leaderboard(
 
 @router.get(
     "/frontier",
-    responses={200: {"description": "the track's budget frontier (see docs/api.md)", "content": {"application/json": {}}}, 404: {}},
+    responses={200: {"description": "the track's budget frontier (see docs/api.md)", "content": {"application/json": {}}}, 404: {"description": "no succeeded job has this track"}},
 )
 def frontier(
     request: Request,

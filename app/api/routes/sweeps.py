@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Request, status
 
 from app import crud
-from app.api.deps import ReadAuthDep, SessionDep, SettingsDep, WriteAuthDep
+from app.api.deps import MAX_ROW_ID, IdParam, ReadAuthDep, SessionDep, SettingsDep, WriteAuthDep
+from app.api.errors import problems
 from app.api.routes.jobs import start
 from app.api.spec_policy import effective_grid, sweep_specs
 from app.models import JobListItem, Sweep, SweepCreate, SweepPublic
@@ -18,7 +19,7 @@ def _public(session, sweep: Sweep) -> SweepPublic:
     return SweepPublic(id=sweep.id, name=sweep.name, count=sweep.count, jobs=[JobListItem.from_job(j, with_result=False) for j in jobs])
 
 
-@router.post("", response_model=SweepPublic, status_code=status.HTTP_201_CREATED)
+@router.post("", response_model=SweepPublic, status_code=status.HTTP_201_CREATED, responses=problems(503))
 def create_sweep(body: SweepCreate, request: Request, session: SessionDep, settings: SettingsDep, _: WriteAuthDep) -> SweepPublic:
     if not isinstance(body.base, dict):
         sweep_specs(body.base, {}, settings)  # the 422 for a base that is not a mapping
@@ -33,9 +34,9 @@ def create_sweep(body: SweepCreate, request: Request, session: SessionDep, setti
     return _public(session, sweep)
 
 
-@router.get("/{sweep_id}", response_model=SweepPublic)
-def read_sweep(sweep_id: int, session: SessionDep, _: ReadAuthDep) -> SweepPublic:
-    sweep = session.get(Sweep, sweep_id)
+@router.get("/{sweep_id}", response_model=SweepPublic, responses=problems(404))
+def read_sweep(sweep_id: IdParam, session: SessionDep, _: ReadAuthDep) -> SweepPublic:
+    sweep = session.get(Sweep, sweep_id) if sweep_id <= MAX_ROW_ID else None
     if sweep is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"sweep {sweep_id} not found")
     return _public(session, sweep)

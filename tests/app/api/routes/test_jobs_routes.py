@@ -53,15 +53,15 @@ BAD_SPECS = [
 def test_bad_spec_is_422_at_its_key_path(client, dispatcher, spec, loc):
     r = submit(client, spec)
     assert r.status_code == 422, r.text
-    locs = [e["loc"] for e in r.json()["detail"]]
+    locs = [e["loc"] for e in r.json()["errors"]]
     assert ["body", "spec", *loc] in locs, locs
-    assert all(e["msg"] for e in r.json()["detail"])
+    assert all(e["msg"] for e in r.json()["errors"])
     assert client.get(f"{API}/jobs").json()["count"] == 0 and dispatcher.job_ids == []
 
 
 def test_every_bad_key_path_is_listed_at_once(client, data_dir):
     spec = {"model": {"arch": "vgg"}, "train": {"epochs": 600, "batch_size": 1}, "data": {"root": "/etc"}, "extra": 1}
-    locs = sorted(tuple(e["loc"][2:]) for e in submit(client, spec).json()["detail"])
+    locs = sorted(tuple(e["loc"][2:]) for e in submit(client, spec).json()["errors"])
     assert locs == sorted([("model", "arch"), ("train", "epochs"), ("train", "batch_size"), ("data", "root"), ("extra",)])
 
 
@@ -74,7 +74,7 @@ def test_data_root_must_stay_inside_the_data_dirs(client, data_dir, tmp_path):
     for root in refused:
         r = submit(client, {"data": {"dataset": "cifar10", "root": root}})
         assert r.status_code == 422, root
-        (err,) = r.json()["detail"]
+        (err,) = r.json()["errors"]
         assert err["loc"] == ["body", "spec", "data", "root"] and str(data_dir.resolve()) in err["msg"], err
     for root in (str(data_dir), str(data_dir / "cifar10"), str(data_dir / "sub" / ".." / "cifar10")):
         assert submit(client, {"data": {"dataset": "cifar10", "root": root}}).status_code in (200, 201), root
@@ -123,9 +123,14 @@ def test_twenty_concurrent_identical_submissions_make_one_job(live_server, dispa
 def test_idempotency_key_returns_the_first_job(client, dispatcher):
     first = submit(client, {"train": {"seed": 1}}, headers={"Idempotency-Key": "ci-run-42"})
     assert first.status_code == 201
-    # Same key, different spec (and force): still the first request's job, nothing new queued.
-    repeat = submit(client, {"train": {"seed": 2}}, body={"force": True}, headers={"Idempotency-Key": "ci-run-42"})
+    # Same key, same request (the spec spelled differently but canonically equal): the first request's job.
+    repeat = submit(client, {"train": {"seed": 1, "epochs": first.json()["spec"]["train"]["epochs"]}}, headers={"Idempotency-Key": "ci-run-42"})
     assert repeat.status_code == 200 and repeat.json()["id"] == first.json()["id"] and not repeat.json()["deduplicated"]
+    # Same key, another spec, or force where the first had none: a 422 naming the header, nothing queued.
+    for other in ({"spec": {"train": {"seed": 2}}}, {"spec": {"train": {"seed": 1}}, "force": True}):
+        r = client.post(f"{API}/jobs", json=other, headers={"Idempotency-Key": "ci-run-42"})
+        assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["header", "Idempotency-Key"], r.text
+        assert "new key" in r.json()["errors"][0]["msg"]
     assert submit(client, {"train": {"seed": 2}}, headers={"Idempotency-Key": "ci-run-43"}).status_code == 201
     assert len(dispatcher.job_ids) == 2
 

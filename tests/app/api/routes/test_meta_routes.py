@@ -24,7 +24,7 @@ def test_validate_returns_canonical_spec_and_hash_or_422(client):
     body = r.json()
     assert body["spec"]["train"]["epochs"] == 4 and len(body["spec_hash"]) == 16
     bad = client.post(f"{API}/specs/validate", json={"spec": {"train": {"epochs": 0}}})
-    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "spec", "train", "epochs"]
+    assert bad.status_code == 422 and bad.json()["errors"][0]["loc"] == ["body", "spec", "train", "epochs"]
     assert client.get(f"{API}/jobs").json()["count"] == 0
 
 
@@ -56,7 +56,7 @@ def test_validate_needs_the_write_token(client, session):
 
 def test_validate_refuses_an_empty_spec_unless_defaults_are_asked_for(client):
     r = client.post(f"{API}/specs/validate", json={"spec": {}})
-    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "spec"] and "defaults" in r.json()["detail"][0]["msg"]
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "spec"] and "defaults" in r.json()["errors"][0]["msg"]
     assert client.post(f"{API}/specs/validate", json={"spec": {"defaults": True}}).json()["spec"] == client.get(f"{API}/meta").json()["defaults"]
 
 
@@ -65,9 +65,9 @@ def test_validate_bombs_are_422_before_any_work(client):
     for size in ([100000, 100000], [1000, 1000], [4, 4]):
         r = client.post(f"{API}/specs/validate", json={"spec": {"dynds": {"kernel": {"mode": "resize", "size": size}}}})
         assert r.status_code == 422, size
-        assert all(e["loc"][:5] == ["body", "spec", "dynds", "kernel", "size"] for e in r.json()["detail"])
+        assert all(e["loc"][:5] == ["body", "spec", "dynds", "kernel", "size"] for e in r.json()["errors"])
     r = client.post(f"{API}/specs/validate", json={"spec": {"name": "a\u0000b"}})
-    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "spec", "name"]
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "spec", "name"]
 
 
 def test_validate_predicts_cost_without_allocating_and_refuses_past_the_memory_cap(settings, dispatcher):
@@ -89,8 +89,8 @@ def test_validate_predicts_cost_without_allocating_and_refuses_past_the_memory_c
     assert all(p.is_meta for p in flops._meta_model("resnet50", 10, 3, False).parameters())  # shapes, no storage
     with _client(settings, dispatcher) as c:  # the default cap, 64 GiB
         r = c.post(f"{API}/specs/validate", json={"spec": big})
-        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "spec"]
-        assert "predicted to need" in r.json()["detail"][0]["msg"]
+        assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "spec"]
+        assert "predicted to need" in r.json()["errors"][0]["msg"]
         assert c.post(f"{API}/specs/validate", json={"spec": {"train": {"epochs": 3}}}).status_code == 200
 
 

@@ -28,7 +28,7 @@ def test_a_bad_grid_value_is_named_and_nothing_is_queued(client, dispatcher):
     body = {"base": {}, "grid": {"dynds.schedule.p": [0.5, 1.7], "model.arch": ["resnet20", "vgg"], "train.seed": [0, 1]}}
     r = client.post(f"{API}/sweeps", json=body)
     assert r.status_code == 422
-    detail = r.json()["detail"]
+    detail = r.json()["errors"]
     assert {tuple(e["loc"]) for e in detail} == {("body", "grid", "dynds.schedule.p", 1), ("body", "grid", "model.arch", 1)}
     assert any("dynds.schedule.p=1.7" in e["msg"] for e in detail)
     assert any("model.arch='vgg'" in e["msg"] for e in detail)
@@ -37,15 +37,15 @@ def test_a_bad_grid_value_is_named_and_nothing_is_queued(client, dispatcher):
 
 def test_unknown_grid_key_bad_base_and_too_many_points(client, settings):
     r = client.post(f"{API}/sweeps", json={"base": {}, "grid": {"dynds.schedule.q": [1]}})
-    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "grid", "dynds.schedule.q", 0]
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "grid", "dynds.schedule.q", 0]
     r = client.post(f"{API}/sweeps", json={"base": {"train": {"epochs": 0}}, "grid": {"train.seed": [0, 1]}})
-    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "base", "train", "epochs"]
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "base", "train", "epochs"]
     r = client.post(f"{API}/sweeps", json={"base": {}, "grid": {"train.seed": list(range(101)), "dynds.schedule.p": [0.1] * 10}})
-    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "grid"] and "1010" in r.json()["detail"][0]["msg"]
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "grid"] and "1010" in r.json()["errors"][0]["msg"]
     r = client.post(f"{API}/sweeps", json={"base": {}, "grid": {"train.seed": []}})
-    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "grid", "train.seed"]
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "grid", "train.seed"]
     r = client.post(f"{API}/sweeps", json={"base": {}, "grid": {"train.epochs.x": [1]}})
-    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "grid", "train.epochs.x"]
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "grid", "train.epochs.x"]
     assert client.get(f"{API}/jobs").json()["count"] == 0
 
 
@@ -66,10 +66,10 @@ def test_bad_seeds_are_refused(client):
     for seeds in ([], list(range(51)), [1, 1], [-1], [2**31], ["a"]):
         r = client.post(f"{API}/sweeps", json={"base": {}, "seeds": seeds})
         assert r.status_code == 422, seeds
-        assert r.json()["detail"][0]["loc"][:2] == ["body", "seeds"], r.json()
+        assert r.json()["errors"][0]["loc"][:2] == ["body", "seeds"], r.json()
     assert client.post(f"{API}/sweeps", json={"base": {}, "seeds": list(range(50))}).status_code == 201
     r = client.post(f"{API}/sweeps", json={"base": {}, "grid": {"train.seed": [0]}, "seeds": [1]})
-    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "seeds"]
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "seeds"]
     assert client.get(f"{API}/jobs").json()["count"] == 50
 
 
@@ -95,7 +95,7 @@ def test_frontier_preset_queues_the_baseline_at_four_budgets_per_seed(client, di
     small = client.post(f"{API}/sweeps", json={"base": {"train": {"epochs": 2, "seed": 5}}, "preset": "frontier"}).json()
     assert [(j["spec"]["train"]["epochs"], j["spec"]["train"]["seed"]) for j in small["jobs"]] == [(1, 5), (2, 5)]
     r = client.post(f"{API}/sweeps", json={"base": {}, "preset": "frontier", "grid": {"train.lr": [0.1]}})
-    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "grid"]
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "grid"]
     assert client.post(f"{API}/sweeps", json={"base": {}, "preset": "other"}).status_code == 422
 
 
