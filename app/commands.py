@@ -60,12 +60,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     t.set_defaults(func=cmd_token_list)
     t = tsub.add_parser("revoke", help="revoke (delete) every token with this name")
     t.add_argument("--name", required=True)
+    last = t.add_mutually_exclusive_group()
+    last.add_argument("--force", action="store_true",
+                      help="revoke the last token(s) too; writes then stay closed until `dynds token create` makes a new one")
+    last.add_argument("--open-writes", action="store_true",
+                      help="revoke the last token(s) and open writes to anyone without a token (as a fresh install)")
     t.set_defaults(func=cmd_token_revoke)
-
-
-def _fail(message: str, code: int = EXIT_USAGE) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return code
 
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -86,6 +86,11 @@ def setup_logging(args: argparse.Namespace, settings) -> dict[str, str]:
     from app.logs import configure_logging
 
     return configure_logging(args.log_level or settings.log_level, args.log_format or settings.log_format)
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
 
 
 # ---------------------------------------------------------------- serve
@@ -316,12 +321,21 @@ def api_base(server: str) -> str:
     return server if server.endswith("/api/v1") else server + "/api/v1"
 
 
-def validation_lines(detail: Any) -> list[str]:
-    """A 422's errors, one line per key path ('train.epochs: ...')."""
-    if not isinstance(detail, list):
-        return [str(detail)]
+def validation_lines(problem: Any) -> list[str]:
+    """A 422's errors, one line per key path ('train.epochs: ...'): from a problem body's ``errors``
+    (docs/api.md), or a list of errors as such; anything else as one line."""
+    if isinstance(problem, dict):
+        errors = problem.get("errors")
+        if not isinstance(errors, list):
+            return [str(problem.get("detail") or problem)]
+        problem = errors
+    if not isinstance(problem, list):
+        return [str(problem)]
     lines = []
-    for err in detail:
+    for err in problem:
+        if not isinstance(err, dict):
+            lines.append(f"  <spec>: {err}")
+            continue
         loc = [str(p) for p in err.get("loc", [])]
         if loc[:2] == ["body", "spec"]:
             loc = loc[2:]
@@ -329,6 +343,13 @@ def validation_lines(detail: Any) -> list[str]:
             loc = loc[1:]
         lines.append(f"  {'.'.join(loc) or '<spec>'}: {err.get('msg', err)}")
     return lines
+
+
+def _json_or_text(resp) -> Any:
+    try:
+        return resp.json()
+    except ValueError:
+        return resp.text
 
 
 def threshold_failures(summary: dict[str, Any] | None, *, min_time_saving: float | None,
@@ -397,7 +418,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
             resp = client.post(f"{base}/jobs", json={"spec": spec, "force": args.force})
             if resp.status_code == 422:
                 print(f"error: the server refused the spec {args.spec}:", file=sys.stderr)
-                for line in validation_lines(_detail(resp)):
+                for line in validation_lines(_json_or_text(resp)):
                     print(line, file=sys.stderr)
                 return EXIT_USAGE
             if resp.status_code in (401, 403):
@@ -487,6 +508,10 @@ def cmd_token_list(args: argparse.Namespace) -> int:
 
     with _token_session() as session:
         tokens = security.list_tokens(session=session)
+        closed = not tokens and security.writes_closed(session=session)
+    if closed:
+        print("no tokens, and writes are closed (the last token was revoked with --force): `dynds token create --name NAME` makes one")
+        return EXIT_OK
     if not tokens:
         print("no tokens: writes are open to everyone (`dynds token create --name NAME` to require one)")
         return EXIT_OK
@@ -499,9 +524,21 @@ def cmd_token_list(args: argparse.Namespace) -> int:
 def cmd_token_revoke(args: argparse.Namespace) -> int:
     from app import security
 
+    force, open_writes = getattr(args, "force", False), getattr(args, "open_writes", False)
     with _token_session() as session:
-        revoked = security.revoke_token(session=session, name=args.name)
+        try:
+            revoked = security.revoke_token(session=session, name=args.name, close_writes=force, open_writes=open_writes)
+        except security.LastToken as exc:
+            return _fail(
+                f"{exc}: revoking it would leave the server without any token. Create the next one first "
+                "(`dynds token create --name NAME`), or pass --force to revoke it and keep writes closed until a "
+                "token is created, or --open-writes to revoke it and let anyone write"
+            )
     if not revoked:
         return _fail(f"no token named {args.name!r} (see `dynds token list`)", EXIT_JOB)
     print(f"{revoked} token(s) named {args.name!r} revoked")
+    if force:
+        print("that was the last token: writes are closed until `dynds token create` makes a new one", file=sys.stderr)
+    elif open_writes:
+        print("that was the last token: writes are now open to anyone (no token needed)", file=sys.stderr)
     return EXIT_OK

@@ -2,6 +2,11 @@
 
     token = create_token(session=session, name="ci")    # print it now: it cannot be recovered
     verify_token(session=session, token=token)          # -> ApiToken (last_used_at updated) or None
+
+A server with no token at all is open (a fresh, local install). Revoking the last token does not go
+back to that: ``revoke_token`` refuses it (``LastToken``) unless ``close_writes`` (then a closed marker
+stays: a row whose hash matches no token, so writes need a token and none is valid until
+``create_token`` makes one) or ``open_writes`` (the server is deliberately open again).
 """
 
 from __future__ import annotations
@@ -25,12 +30,33 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_token(*, session: Session, name: str) -> str:
-    """Store a new token named ``name``; returns the plaintext token (the only time it exists)."""
+# The name of the marker that keeps writes closed after the last token was revoked (not a token name
+# anyone can give: names are stripped, and this one starts with a NUL-free reserved prefix).
+CLOSED_MARKER = "(writes closed: no token)"
+
+
+class LastToken(ValueError):
+    """Revoking these tokens would leave the server without any."""
+
+
+def check_name(name: str) -> str:
     name = name.strip()
     if not name:
         raise ValueError("a token needs a non-empty name, e.g. --name ci")
+    if "\x00" in name or not name.isprintable():
+        raise ValueError("a token name must be printable text (no NUL bytes or control characters)")
+    if len(name) > 200:
+        raise ValueError(f"a token name has at most 200 characters (got {len(name)})")
+    if name == CLOSED_MARKER:
+        raise ValueError(f"{name!r} is reserved")
+    return name
+
+
+def create_token(*, session: Session, name: str) -> str:
+    """Store a new token named ``name``; returns the plaintext token (the only time it exists)."""
+    name = check_name(name)
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    session.execute(delete(ApiToken).where(col(ApiToken.name) == CLOSED_MARKER))
     session.add(ApiToken(name=name, token_hash=hash_token(token)))
     session.commit()
     return token
@@ -55,11 +81,33 @@ def verify_token(*, session: Session, token: str) -> ApiToken | None:
 
 
 def list_tokens(*, session: Session) -> list[ApiToken]:
-    return list(session.exec(select(ApiToken).order_by(col(ApiToken.id))).all())
+    return list(session.exec(select(ApiToken).where(col(ApiToken.name) != CLOSED_MARKER).order_by(col(ApiToken.id))).all())
 
 
-def revoke_token(*, session: Session, name: str) -> int:
-    """Delete every token named ``name``; returns how many there were."""
+def writes_closed(*, session: Session) -> bool:
+    """No token exists but the closed marker: writes are refused until a token is created."""
+    return session.exec(select(func.count()).select_from(ApiToken).where(col(ApiToken.name) == CLOSED_MARKER)).one() > 0
+
+
+def revoke_token(*, session: Session, name: str, close_writes: bool = False, open_writes: bool = False) -> int:
+    """Delete every token named ``name``; returns how many there were.
+
+    When they are the last tokens: ``LastToken`` (nothing revoked) unless ``close_writes`` (a closed
+    marker stays: writes are refused until a new token exists) or ``open_writes`` (no marker: the server
+    takes writes from anyone, as a fresh install does)."""
+    if name == CLOSED_MARKER:
+        return 0
+    named = session.exec(select(func.count()).select_from(ApiToken).where(col(ApiToken.name) == name)).one()
+    others = session.exec(
+        select(func.count()).select_from(ApiToken).where(col(ApiToken.name) != name, col(ApiToken.name) != CLOSED_MARKER)
+    ).one()
+    if named and not others:
+        if not (close_writes or open_writes):
+            raise LastToken(f"{name!r} is the last API token")
+        if close_writes and not open_writes:
+            session.add(ApiToken(name=CLOSED_MARKER, token_hash=hash_token(secrets.token_urlsafe(32))))
     res = session.execute(delete(ApiToken).where(col(ApiToken.name) == name))
+    if named and not others and open_writes:
+        session.execute(delete(ApiToken).where(col(ApiToken.name) == CLOSED_MARKER))
     session.commit()
     return res.rowcount

@@ -34,6 +34,14 @@ def test_validation_lines_show_each_key_path():
     assert validation_lines(detail) == ["  train.epochs: must be >= 1", "  force: not a bool"]
 
 
+def test_validation_lines_read_a_problem_body():
+    problem = {"type": "https://dynds.dev/problems/validation", "status": 422, "detail": "2 invalid fields: ...",
+               "errors": [{"loc": ["body", "spec", "train", "epochs"], "msg": "must be >= 1", "type": "x"},
+                          {"loc": ["body", "forse"], "msg": "Extra inputs are not permitted", "type": "extra_forbidden"}]}
+    assert validation_lines(problem) == ["  train.epochs: must be >= 1", "  forse: Extra inputs are not permitted"]
+    assert validation_lines({"status": 422, "detail": "spec is required"}) == ["spec is required"]
+
+
 def test_api_base_and_spec_files(tmp_path):
     assert api_base("http://h:8000/") == api_base("http://h:8000/api/v1") == "http://h:8000/api/v1"
     (tmp_path / "a.yaml").write_text("train: {epochs: 3}\n")
@@ -81,7 +89,15 @@ def test_token_create_list_revoke(tmp_path, monkeypatch, capsys):
         assert main(["token", "list"]) == 0
         listing = capsys.readouterr().out
         assert "\tci\t" in listing and token not in listing  # only the hash is kept
-        assert main(["token", "revoke", "--name", "ci"]) == 0
+        # The last token: refused without --force (it would open every write), then revoked with it.
+        assert main(["token", "revoke", "--name", "ci"]) == 2
+        assert "last API token" in capsys.readouterr().err
+        assert main(["token", "revoke", "--name", "ci", "--force"]) == 0
+        assert "writes are closed" in capsys.readouterr().err
+        with session_factory(get_engine(get_settings().database_url))() as s:
+            assert security.verify_token(session=s, token=token) is None
+            assert security.has_tokens(session=s) and security.writes_closed(session=s)
+        assert main(["token", "list"]) == 0 and "writes are closed" in capsys.readouterr().out
         assert main(["token", "revoke", "--name", "ci"]) == 1
         assert "no token named 'ci'" in capsys.readouterr().err
         assert main(["token", "create", "--name", "  "]) == 2

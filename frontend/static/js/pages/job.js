@@ -15,12 +15,14 @@ export const PAIRING = {
 
 export function render(root, { params }) {
   const id = Number(params[0]);
-  const st = { id, job: null, points: [], seen: new Set(), cursor: null, axis: "time", charts: {}, stop: null, dirty: false, raf: null, alive: true };
+  const st = { id, job: null, points: [], seen: new Set(), cursor: null, axis: "time", charts: {}, stop: null, dirty: false, raf: null, alive: true,
+    logSeen: new Set(), logCursor: 0, logTimer: null };
   root.innerHTML = String(loadingBox(`job #${id}`));
   start(root, st);
   return () => {
     st.alive = false;
     st.stop && st.stop();
+    clearTimeout(st.logTimer);
     cancelAnimationFrame(st.raf);
     Object.values(st.charts).forEach((c) => c.destroy());
   };
@@ -38,6 +40,7 @@ async function start(root, st) {
   }
   if (!st.alive) return;
   layout(root, st);
+  followLogs(root, st);
   try {
     await fetchMetrics(st);
   } catch (err) {
@@ -115,6 +118,11 @@ function layout(root, st) {
         <figure style="margin:0"><figcaption class="muted">Validation accuracy (per epoch)</figcaption><div class="chart-box"><canvas id="chart-acc" role="img" aria-label="validation accuracy of each run"></canvas><p class="chart-empty" id="empty-acc">No epoch finished yet</p></div></figure>
       </div>
     </section>
+    <section class="panel" aria-labelledby="logs-title" id="logs-panel">
+      <h2 id="logs-title">Logs</h2><p class="muted" id="logs-note">Loading the job's log…</p>
+      <div id="job-logs" role="log" aria-label="the job's log lines" tabindex="0"
+        style="max-height:320px;overflow:auto;font-family:var(--mono);font-size:.82rem;line-height:1.4;background:var(--bg);border:1px solid var(--border);border-radius:6px;padding:6px 8px"></div>
+    </section>
     <div id="job-details"></div>`);
   root.querySelectorAll("[data-axis]").forEach((b) => b.addEventListener("click", () => {
     st.axis = b.dataset.axis;
@@ -179,6 +187,72 @@ function refresh(root, st) {
   root.querySelector("#job-summary").innerHTML = String(summary(j));
   root.querySelector("#job-details").innerHTML = String(details(j));
   if (root.querySelector("#curves-note") && st.charts.loss) updateNote(root, st);
+}
+
+// ---------------------------------------------------------------- logs (GET /jobs/{id}/logs)
+
+const LOG_POLL_MS = 2000;
+const LOG_PAGE = 1000;
+const LEVEL_STYLE = {
+  CRITICAL: "color:var(--bad);font-weight:600", ERROR: "color:var(--bad)", WARNING: "color:var(--warn)", INFO: "", DEBUG: "color:var(--muted)",
+};
+
+/** New log lines, then again every LOG_POLL_MS while the job is queued or running (and twice after it ends: its last lines). */
+async function followLogs(root, st) {
+  if (!st.alive) return;
+  try {
+    for (let guard = 0; guard < 100; guard++) {
+      const page = await get(`/jobs/${st.id}/logs`, { after: st.logCursor || undefined, limit: LOG_PAGE });
+      if (!st.alive) return;
+      const lines = page.data || [];
+      appendLogs(root, st, lines);
+      if (page.next_cursor !== null && page.next_cursor !== undefined) st.logCursor = page.next_cursor;
+      if (lines.length < LOG_PAGE) break;
+    }
+    st.logError = null;
+  } catch (err) {
+    st.logError = err.message;
+  }
+  if (!st.alive) return;
+  const active = ACTIVE.has(st.job.status);
+  if (active) st.logFollowed = true;
+  noteLogs(root, st, active);
+  if (active || (st.logFollowed && (st.logTail = (st.logTail || 0) + 1) <= 2)) {
+    st.logTimer = setTimeout(() => followLogs(root, st), LOG_POLL_MS);
+  }
+}
+
+function appendLogs(root, st, lines) {
+  const box = root.querySelector("#job-logs");
+  if (!box || !lines.length) return;
+  const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 24;
+  for (const line of lines) {
+    if (st.logSeen.has(line.seq)) continue;
+    st.logSeen.add(line.seq);
+    const row = document.createElement("div");
+    row.className = "log-line";
+    row.dataset.level = line.level;
+    row.dataset.seq = String(line.seq);
+    row.style.cssText = `white-space:pre-wrap;word-break:break-word;${LEVEL_STYLE[line.level] || ""}`;
+    const time = document.createElement("span");
+    time.className = "muted";
+    time.textContent = line.created_at ? new Date(line.created_at).toLocaleTimeString() : "";
+    const level = document.createElement("strong");
+    level.textContent = ` ${line.level} `;
+    row.append(time, level, document.createTextNode(`${line.logger}: ${line.message}`));
+    box.append(row);
+  }
+  if (atBottom) box.scrollTop = box.scrollHeight;
+}
+
+function noteLogs(root, st, active) {
+  const note = root.querySelector("#logs-note");
+  if (!note) return;
+  const n = st.logSeen.size;
+  note.textContent = st.logError ? `Cannot load the log: ${st.logError}`
+    : n ? `${int(n)} line${n === 1 ? "" : "s"} (INFO and above)${active ? " · following" : ""}`
+    : st.job.status === "queued" ? "Log lines appear here once a worker starts the job."
+    : active ? "No log lines yet · following" : "No log lines were stored for this job.";
 }
 
 /** A failed job's error in words: the last line of a traceback up front, the rest folded away. */
