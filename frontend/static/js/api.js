@@ -2,19 +2,33 @@
 export const API = "/api/v1";
 const TOKEN_KEY = "dynds.token";
 
-export function getToken() { return localStorage.getItem(TOKEN_KEY) || ""; }
+// The token lives in sessionStorage: this tab only, gone when it closes (never in localStorage, where
+// it would outlive the session and be read by every page of the origin later on).
+export function getToken() { return sessionStorage.getItem(TOKEN_KEY) || ""; }
 export function setToken(token) {
-  if (token) localStorage.setItem(TOKEN_KEY, token); else localStorage.removeItem(TOKEN_KEY);
+  if (token) sessionStorage.setItem(TOKEN_KEY, token); else sessionStorage.removeItem(TOKEN_KEY);
+  try { localStorage.removeItem(TOKEN_KEY); } catch { /* storage disabled */ }
 }
+try { localStorage.removeItem(TOKEN_KEY); } catch { /* a token an older dashboard kept there: dropped */ }
 
-/** An API failure, with a message a person can act on. `status` 0 means the server was unreachable. */
+/**
+ * An API failure, with a message a person can act on. `status` 0 means the server was unreachable.
+ * Error bodies are RFC 9457 problems (docs/api.md): `detail` a sentence, `errors` the fields of a 422
+ * ({loc, msg, type} each), `type` a stable https://dynds.dev/problems/... URI, `request_id` for a 500.
+ */
 export class ApiError extends Error {
-  constructor(status, message, detail = null) {
+  constructor(status, message, detail = null, problem = null) {
     super(message);
     this.status = status;
     this.detail = detail;
+    this.problem = problem;
   }
-  get fieldErrors() { return Array.isArray(this.detail) ? this.detail : []; }
+  get fieldErrors() {
+    const errors = this.problem && this.problem.errors;
+    if (Array.isArray(errors)) return errors;
+    return Array.isArray(this.detail) ? this.detail : [];
+  }
+  get type() { return (this.problem && this.problem.type) || null; }
 }
 
 function authHeaders() {
@@ -22,10 +36,14 @@ function authHeaders() {
   return token ? { Authorization: `Bearer ${token}` } : {};
 }
 
-function describe(status, detail, method) {
+function describe(status, detail, method, problem = null) {
+  if (problem && Array.isArray(problem.errors) && problem.errors.length) {
+    return problem.errors.map((d) => `${(d.loc || []).join(".")}: ${d.msg}`).join("; ");
+  }
   if (status === 401) return "This server needs an API token for " + (method === "GET" ? "reading" : "changes") + ". Set one with the “API token” button.";
   if (status === 403) return "The server refused the API token. Check it with the “API token” button.";
   if (status === 413) return "The request is too large for the server.";
+  if (status >= 500 && problem && problem.request_id) return `${typeof detail === "string" ? detail : "The server failed."} (request id ${problem.request_id})`;
   if (typeof detail === "string") return detail;
   if (Array.isArray(detail)) return detail.map((d) => `${(d.loc || []).join(".")}: ${d.msg}`).join("; ");
   return `The server answered ${status}.`;
@@ -61,8 +79,9 @@ export async function request(method, path, { body, query, headers } = {}) {
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch { data = text; }
   if (!resp.ok) {
-    const detail = data && typeof data === "object" ? data.detail : data;
-    throw new ApiError(resp.status, describe(resp.status, detail, method), detail);
+    const problem = data && typeof data === "object" && !Array.isArray(data) ? data : null;
+    const detail = problem ? problem.detail : data;
+    throw new ApiError(resp.status, describe(resp.status, detail, method, problem), detail, problem);
   }
   return { data, status: resp.status };
 }

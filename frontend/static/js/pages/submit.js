@@ -1,6 +1,6 @@
 // Submit: a form over every JobSpec field, presets from /meta, the API's errors at their fields,
 // the predicted FLOP saving (debounced POST /specs/validate) and a sweep mode (POST /sweeps).
-import { get, post, meta, ApiError } from "../api.js";
+import { get, post, meta, ApiError, getToken } from "../api.js";
 import { html, raw, pct, gflops, esc, int } from "../format.js";
 import { markRendered, loadingBox, errorBox } from "../common.js";
 import { SECTIONS, FIELDS, FIELD_BY_PATH, SCHEDULE_DEFAULTS, getPath, setPath, applies, parseValue, formatValue, locToPath, parseSweepValues } from "../specfields.js";
@@ -39,7 +39,7 @@ async function init(st, query) {
         </div>
       </div>
     </div>
-    ${st.meta.auth_required ? html`<div class="alert info" id="auth-note">Submitting needs an API token: ${localStorage.getItem("dynds.token") ? "one is set in this browser." : raw("none is set yet — use the “Set API token” button at the top.")}</div>` : ""}
+    ${st.meta.auth_required ? html`<div class="alert info" id="auth-note">Submitting needs an API token: ${getToken() ? "one is set in this tab." : raw("none is set yet — use the “Set API token” button at the top.")}</div>` : ""}
     <form id="spec-form" novalidate>
       <div id="form-errors" aria-live="assertive"></div>
       ${SECTIONS.map((s) => html`<fieldset id="sec-${s.id}"><legend>${s.title}</legend><div class="fields">${s.fields.map((f) => fieldHtml(f, st.meta))}</div></fieldset>`)}
