@@ -3,6 +3,7 @@ import { get, post, followEvents } from "../api.js";
 import { html, raw, pct, pctOf, pt, secs, gflops, int, when, duration, signClass, esc } from "../format.js";
 import { statusBadge, kindDot, markRendered, loadingBox, errorBox, ACTIVE, RUN_STYLES, VERDICTS, verdictBadge, noisyBadge } from "../common.js";
 import { shapeCurves, lineChart, setSeries } from "../curves.js";
+import { apiUrl, getToken } from "../api.js";
 
 const RUN_LABEL = { dynds: "DynDS", baseline: "Baseline", equal_time: "Equal-time baseline" };
 // What the equal-time run's length came from (JobResult.equal_time_sizing).
@@ -186,6 +187,7 @@ function refresh(root, st) {
   root.querySelector("#job-verdict").innerHTML = String(verdictPanel(j));
   root.querySelector("#job-summary").innerHTML = String(summary(j));
   root.querySelector("#job-details").innerHTML = String(details(j));
+  weightsLine(root, st);
   if (root.querySelector("#curves-note") && st.charts.loss) updateNote(root, st);
 }
 
@@ -253,6 +255,55 @@ function noteLogs(root, st, active) {
     : n ? `${int(n)} line${n === 1 ? "" : "s"} (INFO and above)${active ? " · following" : ""}`
     : st.job.status === "queued" ? "Log lines appear here once a worker starts the job."
     : active ? "No log lines yet · following" : "No log lines were stored for this job.";
+}
+
+// ---------------------------------------------------------------- model weights (GET /jobs/{id}/artifacts)
+
+const bytes = (n) => (n >= 1e9 ? `${(n / 1e9).toFixed(2)} GB` : n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB` : `${(n / 1e3).toFixed(1)} kB`);
+
+/** A succeeded job's "Model weights" line at the top of its details: size, sha256, a download link. */
+function weightsLine(root, st) {
+  if (st.job.status !== "succeeded") return;
+  const show = () => {
+    const box = root.querySelector("#job-details");
+    if (!box || !st.weights) return;
+    box.querySelector("#job-weights")?.remove();
+    box.insertAdjacentHTML("afterbegin", String(weightsHtml(st)));
+    const link = box.querySelector("#weights-download");
+    if (link) link.onclick = (ev) => downloadWithToken(ev, link);
+  };
+  if (st.weights !== undefined) return show();
+  st.weights = null;  // loading
+  get(`/jobs/${st.id}/artifacts`).then((r) => { st.weights = r; }, (err) => { st.weights = { error: err.message }; })
+    .then(() => { if (st.alive) show(); });
+}
+
+function weightsHtml(st) {
+  const w = st.weights;
+  const model = w.data && w.data.find((a) => a.name === "model.pt");
+  const body = w.error ? html`<span class="muted">cannot be listed: ${w.error}</span>`
+    : !model ? html`<span class="muted">not stored for this job (over the server's size limit, deleted by retention, or trained before the server kept weights)</span>`
+    : html`<a id="weights-download" href="${apiUrl(`/jobs/${st.id}/artifacts/model.pt`)}" download="job-${st.id}-model.pt">model.pt</a>
+      · ${bytes(model.size_bytes)} · sha256 <code class="mono" style="overflow-wrap:anywhere">${model.sha256}</code>
+      <span class="muted">· loads into <code>create_model(${JSON.stringify(model.recipe.arch)}, num_classes=${model.recipe.num_classes}, in_channels=${model.recipe.in_channels}, small_input=${model.recipe.small_input ? "True" : "False"})</code></span>`;
+  return html`<section class="panel" id="job-weights" aria-label="model weights" style="margin-bottom:12px"><strong>Model weights:</strong> ${body}</section>`;
+}
+
+/** With an API token set, a plain link would go without it: fetch with the token, then save the bytes. */
+async function downloadWithToken(ev, link) {
+  const token = getToken();
+  if (!token) return;  // an open server: the browser follows the link itself
+  ev.preventDefault();
+  const resp = await fetch(link.href, { headers: { Authorization: `Bearer ${token}` } });
+  if (!resp.ok) { link.insertAdjacentText("afterend", ` (download refused: ${resp.status})`); return; }
+  const url = URL.createObjectURL(await resp.blob());
+  const a = document.createElement("a");
+  a.href = url;
+  a.download = link.getAttribute("download");
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
 }
 
 /** A failed job's error in words: the last line of a traceback up front, the rest folded away. */
