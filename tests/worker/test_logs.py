@@ -253,3 +253,38 @@ def test_dynds_serve_json_logs_of_uvicorn_and_a_job_served_by_the_api(tmp_path):
     assert any(r["logger"] == "uvicorn.access" for r in records)
     job_records = [r for r in records if r["logger"] == "worker.runner"]
     assert job_records and all(r["job_id"] == job_id for r in job_records), job_records
+
+
+# ---------------------------------------------------------------- a real `dynds worker` (Celery)
+
+
+def test_dynds_worker_stores_a_jobs_info_lines_from_its_pool_child_whatever_the_console_level(
+        tmp_path, settings, sessions, make_job, redis_url):
+    """Celery must not configure logging of its own (it would set the root to the worker's level, and a
+    worker at --log-level warning would store no INFO line of its jobs)."""
+    from app.dispatch import CeleryDispatcher
+
+    queue = "dynds-test-logs"
+    proc = Proc(["worker", "--queue", queue, "--concurrency", "1", "--log-level", "warning", "--log-format", "json"],
+                subprocess_env(tmp_path, DYNDS_BROKER_URL=redis_url), tmp_path / "worker.log")
+    try:
+        job_id = make_job()
+        CeleryDispatcher(redis_url, queue=queue).dispatch(job_id)
+
+        def finished():
+            assert proc.popen.poll() is None, f"dynds worker exited:\n{proc.output()}"
+            with sessions() as s:
+                return crud.get_job(session=s, job_id=job_id).status in ("succeeded", "failed", "cancelled")
+
+        wait_until(finished, 120, f"job {job_id} on the Celery worker", interval=0.3)
+        wait_until(lambda: _lines(sessions, job_id) and _lines(sessions, job_id)[-1]["message"] == f"job {job_id} succeeded",
+                   30, "the job's last stored line")
+    finally:
+        proc.stop()
+        proc.popen.wait(30)
+    messages = [line["message"] for line in _lines(sessions, job_id)]
+    assert any("claimed by" in m for m in messages), messages
+    output = proc.output()
+    records = [json.loads(line) for line in output.splitlines() if line.startswith("{")]  # Celery's banner is plain text
+    assert all(r["level"] in ("WARNING", "ERROR", "CRITICAL") for r in records), records  # the console's level
+    assert "claimed by" not in output
