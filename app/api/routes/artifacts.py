@@ -13,7 +13,7 @@ from fastapi import APIRouter, Header, HTTPException, Response, status
 from fastapi.responses import FileResponse
 
 from app import crud
-from app.api.deps import ReadAuthDep, SessionDep, SettingsDep, WriteAuthDep
+from app.api.deps import IdParam, ReadAuthDep, SessionDep, SettingsDep, WriteAuthDep
 from app.api.routes.jobs import job_or_404
 from app.artifacts import ArtifactError, remove_job_files, resolve
 from app.core.config import Settings
@@ -32,7 +32,7 @@ def public(a: Artifact) -> ArtifactPublic:
 
 
 @router.get("/{job_id}/artifacts", response_model=ArtifactsPublic)
-def read_artifacts(job_id: int, session: SessionDep, _: ReadAuthDep) -> ArtifactsPublic:
+def read_artifacts(job_id: IdParam, session: SessionDep, _: ReadAuthDep) -> ArtifactsPublic:
     job_or_404(session, job_id)
     rows = crud.job_artifacts(session=session, job_id=job_id)
     return ArtifactsPublic(data=[public(a) for a in rows], count=len(rows))
@@ -52,7 +52,7 @@ def _no_artifact(job_id: int, name: str, job_status: str) -> HTTPException:
     404: {"description": "no such job, or the job has no such artifact (the detail says why)"},
 })
 def download_artifact(
-    job_id: int, name: str, session: SessionDep, settings: SettingsDep, _: ReadAuthDep,
+    job_id: IdParam, name: str, session: SessionDep, settings: SettingsDep, _: ReadAuthDep,
     if_none_match: str | None = Header(default=None),
 ) -> Response:
     job = job_or_404(session, job_id)
@@ -80,8 +80,9 @@ def download_artifact(
 @router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT, responses={
     404: {"description": "no such job"}, 409: {"description": "the job is queued or running"},
 })
-def delete_job(job_id: int, session: SessionDep, settings: SettingsDep, _: WriteAuthDep) -> Response:
+def delete_job(job_id: IdParam, session: SessionDep, settings: SettingsDep, _: WriteAuthDep) -> Response:
     """Delete a finished job: its metric points, artifacts (rows, then files) and the job itself."""
+    job_or_404(session, job_id)
     try:
         artifacts = crud.delete_job(session=session, job_id=job_id)
     except crud.JobStateError as exc:

@@ -156,3 +156,11 @@ def test_delete_refuses_a_queued_or_running_job(client, session, settings):
     session.expire_all()
     assert session.get(Job, queued).status == "queued" and session.get(Job, running).status == "running"
     assert len(crud.metrics_after(session=session, job_id=running)) == 1
+
+
+def test_ids_past_the_id_columns_are_404_not_500(client):
+    for job_id in (2**31, 2**63 - 1):  # past PostgreSQL's INTEGER id column, and the largest accepted
+        for r in (client.get(f"{API}/jobs/{job_id}/artifacts"), client.get(f"{API}/jobs/{job_id}/artifacts/model.pt"),
+                  client.delete(f"{API}/jobs/{job_id}")):
+            assert r.status_code == 404, r.text
+    assert client.delete(f"{API}/jobs/{2**64}").status_code == 422
