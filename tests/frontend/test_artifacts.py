@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from .conftest import shot
+from .conftest import LiveServer, server_env, shot
 
 TINY = {
     "name": "weights", "model": {"arch": "resnet20"}, "data": {"dataset": "synthetic", "image_size": 16, "synthetic_size": 128},
@@ -68,3 +68,39 @@ def test_a_succeeded_job_without_weights_says_so(page, server, trained_job):
     line.wait_for()
     assert "not stored for this job" in line.inner_text() and page.locator("#weights-download").count() == 0
 
+
+
+def test_with_read_tokens_the_link_downloads_with_the_token(browser, tmp_path_factory):
+    """A server that wants a token for reads: a plain link would be refused (401); the page fetches the
+    file with the tab's token and saves those bytes."""
+    home = tmp_path_factory.mktemp("dynds-ui-tokens")
+    srv = LiveServer(home, {**server_env(home), "DYNDS_READ_REQUIRES_TOKEN": "true"}).start()
+    try:
+        made = srv.dynds("token", "create", "--name", "ui")
+        assert made.returncode == 0, made.stderr
+        token = made.stdout.strip().split()[-1]
+        auth = {"Authorization": f"Bearer {token}"}
+        job_id = srv.api("POST", "/jobs", json={"spec": TINY, "force": True}, headers=auth).json()["id"]
+        deadline = time.monotonic() + 240
+        while srv.api("GET", f"/jobs/{job_id}", headers=auth).json()["status"] in ("queued", "running") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        (artifact,) = srv.api("GET", f"/jobs/{job_id}/artifacts", headers=auth).json()["data"]
+        assert srv.api("GET", f"/jobs/{job_id}/artifacts/model.pt").status_code == 401
+
+        ctx = browser.new_context(accept_downloads=True)
+        ctx.add_init_script(f"sessionStorage.setItem('dynds.token', {json.dumps(token)})")
+        page = ctx.new_page()
+        page.set_default_timeout(15_000)
+        try:
+            goto(page, srv, f"jobs/{job_id}")
+            page.locator("#weights-download").wait_for()
+            with page.expect_download() as info:
+                page.locator("#weights-download").click()
+            download = info.value
+            assert download.suggested_filename == f"job-{job_id}-model.pt"
+            data = open(download.path(), "rb").read()
+            assert hashlib.sha256(data).hexdigest() == artifact["sha256"]
+        finally:
+            ctx.close()
+    finally:
+        srv.stop()
