@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from sqlalchemy import text
 
 import dynds_core
 from app import artifacts, crud
@@ -89,6 +90,9 @@ def test_weights_over_the_size_limit_are_not_stored_and_the_log_says_why(session
     assert _artifacts(sessions, job_id) == [] and _files(settings) == []
     said = [r.getMessage() for r in caplog.records if r.name == "worker.runner" and f"job {job_id}: model weights not stored" in r.getMessage()]
     assert said and "over DYNDS_MAX_ARTIFACT_BYTES=10,000" in said[0]
+    with sessions() as s:  # and the job's own log (job_log, GET /jobs/{id}/logs) keeps the line
+        stored = [m for (m,) in s.execute(text("SELECT message FROM job_log WHERE job_id = :j ORDER BY seq"), {"j": job_id})]
+    assert any("model weights not stored" in m and "DYNDS_MAX_ARTIFACT_BYTES" in m for m in stored), stored
 
 
 def test_a_failed_save_leaves_no_file_and_the_job_succeeds_without_weights(sessions, settings, make_job, monkeypatch, caplog):
