@@ -17,7 +17,7 @@ from sqlmodel import Session
 
 from app.api.errors import SCOPE_AUTHED
 from app.core.config import Settings
-from app.security import has_tokens, verify_token
+from app.security import has_tokens, verify_token, writes_closed
 
 
 READ_METHODS = ("GET", "HEAD")
@@ -54,10 +54,11 @@ def _check_token(request: Request | None, session: Session, what: str, headers=N
     header = headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
+        closed = " (writes are closed: the last token was revoked; no token is valid until a new one is created)" if writes_closed(session=session) else ""
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             detail=f"{what} need an API token: send 'Authorization: Bearer <token>' "
-            "(an admin creates one with `dynds token create --name NAME`)",
+            f"(an admin creates one with `dynds token create --name NAME`){closed}",
             headers={"WWW-Authenticate": "Bearer"},
         )
     if verify_token(session=session, token=token.strip()) is None:

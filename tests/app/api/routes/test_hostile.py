@@ -194,7 +194,7 @@ def test_an_unauthenticated_malformed_id_is_401(client, token):
 
 def test_revoking_the_last_token_keeps_writes_closed(client, session, token):
     revoke_token(session=session, name="ci", close_writes=True)
-    problem(client.post(f"{API}/jobs", json={"spec": {"defaults": True}}), 401, "unauthorized")
+    assert "writes are closed" in problem(client.post(f"{API}/jobs", json={"spec": {"defaults": True}}), 401, "unauthorized")["detail"]
     problem(client.post(f"{API}/jobs", json={"spec": {"defaults": True}}, headers={"Authorization": f"Bearer {token}"}), 403, "forbidden")
     assert client.get(f"{API}/meta").json()["auth_required"] is True
     new = create_token(session=session, name="next")
