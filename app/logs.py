@@ -27,6 +27,7 @@ import contextvars
 import json
 import logging
 import logging.config
+import sys
 import threading
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -43,6 +44,22 @@ _chosen: dict[str, str] = {}  # what configure_logging was last given (a Celery 
 
 
 # ---------------------------------------------------------------- the job id on every line
+
+
+class StderrHandler(logging.StreamHandler):
+    """A console handler that writes to whatever ``sys.stderr`` is when a record comes, not the stream it
+    saw when logging was configured (a test's captured stderr, closed since, would raise on every line)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ and setStream assign it; stderr is always used
+        pass
 
 
 def record_job_id(record: logging.LogRecord) -> int | None:
@@ -118,7 +135,7 @@ def logging_config(level: str = "info", fmt: str = "text") -> dict[str, Any]:
         "filters": {"job": {"()": JobContextFilter}},
         "formatters": {"text": {"()": TextFormatter}, "json": {"()": JsonFormatter}},
         "handlers": {
-            "console": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr", "formatter": fmt,
+            "console": {"()": StderrHandler, "formatter": fmt,
                         "filters": ["job"], "level": console},
             "jobs": {"()": job_log_handler},
         },

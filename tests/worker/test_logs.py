@@ -91,7 +91,7 @@ def test_celery_does_not_configure_logging_of_its_own(restore_logging, settings)
     celery.log.already_setup = False
     celery.log.setup_logging_subsystem(loglevel="ERROR")
     # Celery's setup_logging went to app.logs: our two handlers, our format, the root at INFO (not Celery's ERROR).
-    assert [type(h).__name__ for h in root.handlers] == ["StreamHandler", "JobLogHandler"]
+    assert [type(h).__name__ for h in root.handlers] == ["StderrHandler", "JobLogHandler"]
     assert type(root.handlers[0].formatter).__name__ == "TextFormatter" and root.level == logging.INFO
 
 
