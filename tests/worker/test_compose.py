@@ -226,3 +226,15 @@ def test_the_cache_volume_is_in_the_image_users_home(compose):
     for name in ("api", "worker"):
         cache = _env(compose["services"][name])["DYNDS_CACHE_DIR"]
         assert cache.startswith(home + "/") and any(v.split(":")[1] == cache for v in compose["services"][name]["volumes"])
+
+
+def test_the_api_serves_the_weights_the_workers_write_from_one_shared_volume(compose):
+    """Workers write trained weights under DYNDS_ARTIFACT_DIR and the API serves them: the same named volume in both."""
+    services = compose["services"]
+    mounts = {}
+    for name in ("api", "worker"):
+        env = {k: str(v) for k, v in services[name]["environment"].items()}
+        artifact_dir = env["DYNDS_ARTIFACT_DIR"]
+        mounts[name] = [v.split(":")[0] for v in services[name]["volumes"] if v.split(":")[1] == artifact_dir]
+        assert mounts[name] and not any(v.endswith(":ro") for v in services[name]["volumes"] if v.split(":")[1] == artifact_dir)
+    assert mounts["api"] == mounts["worker"] and mounts["api"][0] in compose["volumes"]
