@@ -34,6 +34,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("worker", help="run a Celery worker that executes jobs (needs DYNDS_BROKER_URL)")
     p.add_argument("--concurrency", type=int, default=1, help="jobs run at once (default 1: one per GPU)")
     p.add_argument("--queue", default=None, help="queue to consume (default: DYNDS_QUEUE, 'dynds')")
+    p.add_argument("--name", default=WORKER_NAME, metavar="NAME",
+                   help="the worker's Celery node name (default %(default)s, %%h: the host name); two workers on one host "
+                        "need different names, or they share one control queue and answer pings for each other")
     add_log_arguments(p, old_spelling="--loglevel")
     p.set_defaults(func=cmd_worker)
 
@@ -247,6 +250,9 @@ def _redact(url: str | None) -> str:
 # ---------------------------------------------------------------- worker
 
 
+WORKER_NAME = "dynds@%h"  # docker-compose's health check pings dynds@$HOSTNAME
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from app.core.config import get_settings
 
@@ -275,7 +281,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
           f"{settings.worker_threads} torch threads per job", flush=True)
     celery.worker_main([
         "worker", f"--concurrency={args.concurrency}", f"--queues={queue}", f"--loglevel={chosen['level'].upper()}",
-        "--hostname=dynds@%h", "--without-gossip", "--without-mingle",
+        f"--hostname={args.name}", "--without-gossip", "--without-mingle",
     ])
     return EXIT_OK
 

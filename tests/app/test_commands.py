@@ -152,3 +152,10 @@ def test_submit_exit_codes_against_a_live_server(tmp_path, serve):
     assert r.returncode == 2 and "401" in r.stderr and "DYNDS_TOKEN" in r.stderr
     r = _submit(url, good, "--force", env={**env, "DYNDS_TOKEN": token})
     assert r.returncode == 0, r.stderr
+
+
+def test_two_workers_on_one_host_can_take_their_own_celery_names():
+    from app.cli import build_parser
+
+    assert build_parser().parse_args(["worker"]).name == "dynds@%h"
+    assert build_parser().parse_args(["worker", "--name", "gpu1@%h"]).name == "gpu1@%h"

@@ -215,7 +215,10 @@ def test_the_health_checks_probe_what_the_services_answer(compose):
     assert path.startswith(API_PREFIX + "/") and path[len(API_PREFIX):] in {r.path for r in router.routes}, path
     # The worker is pinged by the nodename `dynds worker` gives it, in a container whose hostname is %h.
     assert "--destination dynds@$$HOSTNAME" in worker[1]
-    assert "--hostname=dynds@%h" in inspect.getsource(cmd_worker)
+    from app import commands
+
+    assert commands.WORKER_NAME == "dynds@%h" and "--hostname={args.name}" in inspect.getsource(cmd_worker)
+    assert "--name" not in compose["services"]["worker"]["command"]  # compose keeps the name the health check pings
 
 
 def test_the_cache_volume_is_in_the_image_users_home(compose):
