@@ -29,6 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.frontend.conftest import wait_js  # noqa: E402  (the browser tests' CSP-proof wait)
+
 CHROMIUM = os.environ.get("DYNDS_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--no-first-run", "--disable-sync", "--disable-dev-shm-usage"]
@@ -156,7 +158,7 @@ def measure(base: str, repeat: int) -> dict[str, list[float]]:
             for _ in range(repeat):
                 page = ctx.new_page()
                 page.goto(f"{base}/#/{route}")
-                page.wait_for_function(f"window.__dyndsRendered && window.__dyndsRendered.page === {name!r}", timeout=60_000)
+                wait_js(page, f"window.__dyndsRendered && window.__dyndsRendered.page === {name!r}", 60_000)
                 times.append(page.evaluate("window.__dyndsRendered.t"))
                 # The slowest API response the page waited for: what the server contributes.
                 api.setdefault(name, []).append(page.evaluate(

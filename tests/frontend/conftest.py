@@ -166,9 +166,25 @@ def shot(page, name: str, full_page: bool = True) -> Path:
     return path
 
 
+def wait_js(page, expression: str, timeout: float = 15_000, poll_ms: float = 50) -> None:
+    """Wait until ``expression`` (a JS function or expression) is truthy in the page.
+
+    Not ``page.wait_for_function``: its polling evaluates the predicate from a string inside the page,
+    which the dashboard's Content-Security-Policy (script-src 'self', no eval) forbids, as it should.
+    ``page.evaluate`` goes through the browser's debugging protocol, which the CSP does not govern.
+    """
+    deadline = time.monotonic() + timeout / 1000
+    while True:
+        if page.evaluate(expression):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not true within {timeout:g} ms: {expression}")
+        page.wait_for_timeout(poll_ms)
+
+
 def wait_rendered(page, name: str, timeout_ms: int = 15_000) -> None:
     """Wait for the page's own 'drawn' mark (the same one the benchmark times)."""
-    page.wait_for_function(f"window.__dyndsRendered && window.__dyndsRendered.page === {name!r}", timeout=timeout_ms)
+    wait_js(page, f"window.__dyndsRendered && window.__dyndsRendered.page === {name!r}", timeout_ms)
 
 
-__all__ = ["LiveServer", "server_env", "shot", "wait_rendered", "shutil"]
+__all__ = ["LiveServer", "server_env", "shot", "wait_js", "wait_rendered", "shutil"]

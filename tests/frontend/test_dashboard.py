@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from .conftest import shot, wait_rendered
+from .conftest import shot, wait_js, wait_rendered
 
 TINY = {  # trains in seconds on one CPU thread
     "name": "ui-tiny",
@@ -119,7 +119,7 @@ def test_tiny_job_runs_live_and_lands_everywhere(page, server):
     wait_rendered(page, "job")
     # Followed live over the events stream, no reload: the status turns succeeded and the curves fill.
     page.wait_for_selector("#job-head .badge.succeeded", timeout=240_000)
-    page.wait_for_function(
+    wait_js(page, 
         """() => { const c = Chart.getChart(document.getElementById('chart-acc'));
                    return c && c.data.datasets.length >= 2 && c.data.datasets.every(d => d.data.length >= 1); }""",
         timeout=20_000,
@@ -154,7 +154,7 @@ def test_tiny_job_runs_live_and_lands_everywhere(page, server):
     shot(page, "compare")
     # one track: the live server's frontier is drawn, or the page says in words why there is none
     page.select_option("#track", index=1)
-    page.wait_for_function("""() => Chart.getChart(document.getElementById('frontier'))
+    wait_js(page, """() => Chart.getChart(document.getElementById('frontier'))
                                 || (document.querySelector('#frontier-msg .alert') && !document.querySelector('#frontier-msg .loading'))""")
     shot(page, "compare-track")
     page.select_option("#track", "")

@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from .conftest import shot, wait_rendered
+from .conftest import shot, wait_js, wait_rendered
 
 VIEWPORTS = {"desktop": {"width": 1366, "height": 900}, "phone": {"width": 390, "height": 844}}
 TRACK = "resnet20/cifar10/e12-n10000"
@@ -127,7 +127,7 @@ def test_job_page_says_the_verdict_and_how_the_timing_was_paired(vpage, server):
     assert "−0.40 pt" in stats and "+1.20 pt" in stats and not re.search(r"\bpp\b", page.locator("#main").inner_text())
     # every figure carries its explanation
     assert page.locator("#headline-stats .stat").count() == page.locator("#headline-stats .stat .explain").count()
-    page.wait_for_function("() => { const c = Chart.getChart(document.getElementById('chart-acc')); return c && c.data.datasets.length === 3; }")
+    wait_js(page, "() => { const c = Chart.getChart(document.getElementById('chart-acc')); return c && c.data.datasets.length === 3; }")
     no_sideways_scroll(page)
     shot(page, f"trust-job-{page.size_name}")
 
@@ -234,12 +234,12 @@ def test_leaderboard_shows_intervals_verdicts_and_unranked_cells_last(vpage, ser
     shot(page, f"trust-leaderboard-{page.size_name}")
     # the controls reach the server
     page.check("#lb-noisy")
-    page.wait_for_function("() => location.hash.includes('include_noisy=true')")
+    wait_js(page, "() => location.hash.includes('include_noisy=true')")
     wait_rendered(page, "leaderboard")
     page.fill("#lb-seeds", "2")
     page.click("#lb-filters button[type=submit]")
-    page.wait_for_function("() => location.hash.includes('min_seeds=2')")
-    page.wait_for_function("() => document.querySelector('#lb-seeds').value === '2'")
+    wait_js(page, "() => location.hash.includes('min_seeds=2')")
+    wait_js(page, "() => document.querySelector('#lb-seeds').value === '2'")
     assert any(q.get("include_noisy") == "true" and q.get("min_seeds") == "2" for q in asked), asked
 
 
@@ -297,7 +297,7 @@ def test_compare_draws_the_frontier_of_one_track_and_no_front_across_tracks(vpag
 
     # One track: the Pareto front of that track only, the frontier drawn.
     page.select_option("#track", TRACK)
-    page.wait_for_function("() => Chart.getChart(document.getElementById('frontier'))")
+    wait_js(page, "() => Chart.getChart(document.getElementById('frontier'))")
     assert asked == [{"track": TRACK}]
     sets = {d["label"]: d for d in frontier_datasets(page)}
     assert sets["baseline trained for less time (mean)"]["n"] == 4
@@ -324,7 +324,7 @@ def test_compare_draws_the_frontier_of_one_track_and_no_front_across_tracks(vpag
     # noisy-timing cells are asked for on request
     with page.expect_request(lambda r: "/api/v1/frontier" in r.url and "include_noisy=true" in r.url):
         page.check("#frontier-noisy")
-    page.wait_for_function("() => Chart.getChart(document.getElementById('frontier'))")
+    wait_js(page, "() => Chart.getChart(document.getElementById('frontier'))")
     assert asked[-1] == {"track": TRACK, "include_noisy": "true"}
 
 
