@@ -14,21 +14,24 @@ from fastapi import APIRouter, HTTPException, Query, status
 from sqlmodel import select
 
 from app import crud
-from app.api.deps import ReadAuthDep, SessionDep
+from app.api.deps import MAX_ROW_ID, CursorQuery, IdParam, ReadAuthDep, SessionDep
+from app.api.errors import problems
 from app.models import Job, JobLogsPublic
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 
-@router.get("/{job_id}/logs", response_model=JobLogsPublic)
+@router.get("/{job_id}/logs", response_model=JobLogsPublic, responses=problems(404))
 def read_logs(
-    job_id: int,
+    job_id: IdParam,
     session: SessionDep,
     _: ReadAuthDep,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: CursorQuery = 0,
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
     level: Literal["debug", "info", "warning", "error", "critical"] | None = None,
 ) -> JobLogsPublic:
+    if job_id > MAX_ROW_ID:  # a valid id no job can have (the column is narrower): not found, no query
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"job {job_id} not found")
     lines = crud.job_logs_after(session=session, job_id=job_id, after=after, limit=limit, min_level=level)
     # Lines prove the job exists; only an empty page needs the lookup.
     if not lines and session.exec(select(Job.id).where(Job.id == job_id)).first() is None:

@@ -126,3 +126,9 @@ def test_migration_0005_from_0004_sqlite(tmp_path):
 
 def test_migration_0005_from_0004_postgresql(fresh_pg_url):
     _check_0005(fresh_pg_url)
+
+
+def test_log_paging_parameters_are_bounded(client):
+    assert client.get("/api/v1/jobs/9223372036854775808/logs").status_code == 422  # past 64 bits
+    assert client.get("/api/v1/jobs/1/logs?after=9223372036854775808").status_code == 422
+    assert client.get("/api/v1/jobs/2147483648/logs").status_code == 404  # a valid id no row can have
