@@ -117,6 +117,7 @@ def stop_with(proc: Proc, sig: int, timeout: float = 40) -> int:
 # ---------------------------------------------------------------- nothing queued is ever lost
 
 
+@pytest.mark.slow  # 25-40 s each: CI runs it with -m slow
 @pytest.mark.parametrize("persistent", [False, True], ids=["redis-no-persistence", "redis-aof"])
 def test_jobs_queued_through_a_redis_restart_each_run_once(tmp_path, redis_server, persistent):
     db_url = f"sqlite:///{tmp_path / 'dynds.db'}"
@@ -271,6 +272,7 @@ def test_sigkill_of_a_worker_child_requeues_the_job_once_per_attempt(tmp_path, r
         sessions.engine.dispose()
 
 
+@pytest.mark.slow  # about 50 s (the heartbeat must go stale, 30 s at least): CI runs it with -m slow
 def test_sigkill_of_a_whole_worker_requeues_its_job_onto_another_by_heartbeat(tmp_path, redis_server):
     """The whole worker is gone (its machine lost): its message is never redelivered (visibility timeout of
     days); the API's heartbeat check requeues the job after stale_job_after_s (30 s, the floor) and sends it
