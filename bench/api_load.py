@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from service_process import pg_database  # noqa: E402
+from service_process import pg_database, settle_bulk_load  # noqa: E402
 
 ARCHS = ("resnet20", "resnet32", "resnet56", "resnet18")
 DATASETS = ("cifar10", "cifar100")
@@ -107,14 +107,7 @@ def seed(url: str, n_jobs: int, n_points: int) -> None:
                     chunk = []
             if chunk:
                 cur.executemany(sql, chunk)
-        raw.commit()
-        if engine.dialect.name == "postgresql":
-            # What autovacuum would have done by now on a live server: statistics, and the visibility
-            # map that lets count(*) run as an index-only scan. The checkpoint writes out the bulk load's
-            # dirty pages now, not during the measurement.
-            raw.driver_connection.autocommit = True
-            cur.execute("VACUUM ANALYZE")
-            cur.execute("CHECKPOINT")
+        settle_bulk_load(engine, raw, cur)
     finally:
         raw.close()
     engine.dispose()

@@ -75,3 +75,14 @@ def pg_database(admin_url: str, prefix: str = "dynds_bench") -> Iterator[str]:
     finally:
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def settle_bulk_load(engine, raw, cur) -> None:
+    """Commit a benchmark's bulk load; on PostgreSQL also do what autovacuum would have done by now on a live
+    server (statistics, the visibility map that lets count(*) run as an index-only scan) and write out the
+    load's dirty pages now, not during the measurement."""
+    raw.commit()
+    if engine.dialect.name == "postgresql":
+        raw.driver_connection.autocommit = True
+        cur.execute("VACUUM ANALYZE")
+        cur.execute("CHECKPOINT")

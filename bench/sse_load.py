@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from service_process import pg_database, start_serve, stop  # noqa: E402
+from service_process import pg_database, settle_bulk_load, start_serve, stop  # noqa: E402
 
 
 # ---------------------------------------------------------------- seeding
@@ -84,11 +84,7 @@ def seed(url: str, n_points: int) -> int:
                     copy.write_row(r)
         else:
             cur.executemany('INSERT INTO metric_point (job_id, run, kind, step, epoch, train_time_s, "values") VALUES (?,?,?,?,?,?,?)', rows)
-        raw.commit()
-        if engine.dialect.name == "postgresql":
-            raw.driver_connection.autocommit = True
-            cur.execute("VACUUM ANALYZE")
-            cur.execute("CHECKPOINT")
+        settle_bulk_load(engine, raw, cur)
     finally:
         raw.close()
     engine.dispose()
