@@ -125,7 +125,6 @@ class _PooledConv:
         self.conv_stride, self.dilation, self.groups = _pair(stride), _pair(dilation), groups
         self.geometry = tuple(_geometry(kernel[i], self.conv_stride[i], self.dilation[i], padding, i) for i in (0, 1))
         self.extra_at_end = extra_at_end
-        self.padding_mode = "zeros"  # F.conv2d pads with zeros; a module's other modes padded before calling it
         # Per input size: (explicit (left, right, top, bottom) pad or None, the conv's own symmetric padding).
         self._pads: dict[tuple[int, int], tuple[tuple[int, int, int, int] | None, tuple[int, int]]] = {}
         self._matrix_args = (kh, kw, self.mode, self.window, self.stride, self.size, self.scale)
@@ -144,7 +143,8 @@ class _PooledConv:
             ideal = pb - d * (k - 1) / 2 + d * (kn - 1) / 2
             out.append(pad_amounts(n, target, kn, s, d, ideal, self.extra_at_end))
         (top, bottom), (left, right) = out
-        if top == bottom >= 0 and left == right >= 0 and self.padding_mode == "zeros":
+        # F.conv2d pads with zeros (a module with another padding_mode padded its input before calling it)
+        if top == bottom >= 0 and left == right >= 0:
             return None, (top, left)  # the conv pads symmetrically itself: no copy
         return (left, right, top, bottom), (0, 0)
 
@@ -171,20 +171,13 @@ class _PooledConv:
             pads = self._pads[hw] = self._pads_for(*hw)
         explicit, padding = pads
         if explicit is not None:
-            x = _pad(x, explicit, self.padding_mode)
+            x = _pad(x, explicit)
         return F.conv2d(x, w, bias, self.conv_stride, padding, self.dilation, self.groups)
 
 
-def _pad(x: torch.Tensor, pads: tuple[int, int, int, int], padding_mode: str) -> torch.Tensor:
-    """Pad (left, right, top, bottom); negative amounts crop."""
-    if padding_mode == "zeros":
-        return F.pad(x, pads)
-    left, right, top, bottom = pads
-    # Non-zero padding modes cannot crop: crop first, then pad what is left to pad.
-    h, w = x.shape[-2], x.shape[-1]
-    x = x[..., max(-top, 0) : h - max(-bottom, 0), max(-left, 0) : w - max(-right, 0)]
-    pos = (max(left, 0), max(right, 0), max(top, 0), max(bottom, 0))
-    return F.pad(x, pos, mode=padding_mode) if any(pos) else x
+def _pad(x: torch.Tensor, pads: tuple[int, int, int, int]) -> torch.Tensor:
+    """Pad (left, right, top, bottom) with zeros; negative amounts crop."""
+    return F.pad(x, pads)
 
 
 def attach_separate_bn(model: nn.Module) -> nn.Module:
