@@ -237,10 +237,15 @@ def test_leaderboard_shows_intervals_verdicts_and_unranked_cells_last(vpage, ser
     wait_js(page, "() => location.hash.includes('include_noisy=true')")
     wait_rendered(page, "leaderboard")
     page.fill("#lb-seeds", "2")
-    page.click("#lb-filters button[type=submit]")
+    # the hash changes before the fetch goes out: wait for the request itself, not for the hash
+    def both_filters(request) -> bool:
+        q = {k: v[0] for k, v in parse_qs(urlparse(request.url).query).items()}
+        return "/api/v1/leaderboard" in request.url and q.get("include_noisy") == "true" and q.get("min_seeds") == "2"
+
+    with page.expect_request(both_filters, timeout=10_000):
+        page.click("#lb-filters button[type=submit]")
     wait_js(page, "() => location.hash.includes('min_seeds=2')")
     wait_js(page, "() => document.querySelector('#lb-seeds').value === '2'")
-    assert any(q.get("include_noisy") == "true" and q.get("min_seeds") == "2" for q in asked), asked
 
 
 # --- compare: the budget frontier ---------------------------------------------------------------------
