@@ -184,13 +184,16 @@ def spec_input_shape(
     return chw, n_train
 
 
-def _data_shape(spec: JobSpec, data_shape, deadline) -> tuple[tuple[int, int, int], int, int | None]:
+def _data_shape(
+    spec: JobSpec, data_shape: tuple[tuple[int, int, int], int] | None, deadline: float | None
+) -> tuple[tuple[int, int, int], int, int | None]:
     d = spec.data
     n_val = None
     if d.dataset == "synthetic":
         chw, n_train = (3, d.image_size, d.image_size), d.synthetic_size
     elif data_shape is not None:
-        chw, n_train = tuple(int(v) for v in data_shape[0]), int(data_shape[1])
+        c, h, w = data_shape[0]
+        chw, n_train = (int(c), int(h), int(w)), int(data_shape[1])
     elif d.dataset == "imagefolder":
         from .data.imagefolder import probe_imagefolder
         from .data.limits import DEFAULT_LIMITS, current_policy

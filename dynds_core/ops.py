@@ -20,6 +20,7 @@ import torch.nn.functional as F
 INPUT_MODES = ("avg", "bilinear", "nearest")
 KERNEL_MODES = ("avg", "max", "resize", "none")
 KERNEL_SCALES = ("sum", "none")
+_RESIZE_NEEDS_SIZE = "kernel mode 'resize' needs an explicit size, e.g. size=(2, 2)"
 
 
 def downsample_input(x: torch.Tensor, factor: int = 2, mode: str = "avg") -> torch.Tensor:
@@ -80,7 +81,8 @@ def _build_pooling_matrix(
     if mode == "avg":
         p = torch.kron(_pool_matrix_1d(kh, window, stride), _pool_matrix_1d(kw, window, stride))
     elif mode == "resize":
-        th, tw = size  # type: ignore[misc]
+        assert size is not None  # _check_pool_args refused resize without a size
+        th, tw = size
         # Resize each one-hot tap: column t of P is where tap t's weight lands. Antialiasing makes
         # a shrink average over every tap instead of sampling a few (7x7 -> 2x2 would skip taps).
         basis = torch.eye(kh * kw, dtype=torch.float64).view(kh * kw, 1, kh, kw)
@@ -148,7 +150,7 @@ def _check_pool_args(mode: str, window: int, stride: int, size: Sequence[int] | 
         raise ValueError("kernel scale 'sum' is undefined for max pooling (its taps are not a linear mix); use scale='none'")
     if mode == "resize":
         if size is None:
-            raise ValueError("kernel mode 'resize' needs an explicit size, e.g. size=(2, 2)")
+            raise ValueError(_RESIZE_NEEDS_SIZE)
         if len(size) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in size):
             raise ValueError(f"kernel resize size must be two positive integers (h, w): {size!r}")
 
@@ -160,7 +162,9 @@ def pooled_kernel_shape(
     if mode == "none" or kh < 2 or kw < 2:
         return kh, kw
     if mode == "resize":
-        return int(size[0]), int(size[1])  # type: ignore[index]
+        if size is None:
+            raise ValueError(_RESIZE_NEEDS_SIZE)
+        return int(size[0]), int(size[1])
     for k in (kh, kw):
         if window > k:
             raise ValueError(f"kernel pooling window {window} is larger than a {kh}x{kw} kernel; use a window of at most {min(kh, kw)}")

@@ -35,7 +35,7 @@ import re
 import threading
 from collections import OrderedDict
 from contextlib import contextmanager
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence, cast
 
 import torch
 import torch.nn as nn
@@ -248,7 +248,7 @@ class _ReducedMode(TorchFunctionMode):
     (the padded side alternating between stride-1 convs, in call order, when ``pad_side`` is alternate),
     and ``F.batch_norm`` follows the BatchNorm mode. Entered by :func:`reduced_pass`; per thread."""
 
-    def __init__(self, settings: KernelPooling, bn: str, bns: list[nn.Module]):
+    def __init__(self, settings: KernelPooling, bn: str, bns: Sequence[_BatchNorm]):
         super().__init__()
         self.settings = settings
         self.bn = bn
@@ -269,7 +269,7 @@ class _ReducedMode(TorchFunctionMode):
                 m = self.by_counter[id(args[0])]
                 if self.bn == "frozen":
                     return args[0]  # reduced batches are not counted: nothing of the running state moves
-                return m.reduced_num_batches_tracked.add_(*args[1:], **kwargs)
+                return cast(torch.Tensor, m.reduced_num_batches_tracked).add_(*args[1:], **kwargs)  # a buffer (attach_separate_bn)
         return func(*args, **kwargs)
 
     def _conv(self, args: tuple, kwargs: dict) -> torch.Tensor:

@@ -11,8 +11,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, PrivateAttr
 
+from .schedules import BatchType
+from .spec import Pairing
+
 RunKind = Literal["dynds", "baseline", "equal_time"]
-BatchType = Literal["full", "reduced"]
 
 
 class StepMetrics(BaseModel):
@@ -88,7 +90,7 @@ class JobResult(BaseModel):
     equal_time_sizing: str | None = None
     # How the DynDS run and its paired baseline were timed: "lockstep" (one step of each in turn, in one
     # process: both see the same machine) or "sequential" (one run after the other); None without a baseline.
-    pairing: Literal["lockstep", "sequential"] | None = None
+    pairing: Pairing | None = None
     # True when the timing cannot be trusted: the paired and interleaved savings disagree by more than
     # TimingNoise.max_saving_gap, or a run's full steps varied more than TimingNoise.max_full_step_cv.
     # Noisy jobs are flagged everywhere and left out of rankings by default.

@@ -16,21 +16,33 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Final, Literal, Union, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-SPEC_VERSION = 1
+SPEC_VERSION: Final = 1
 
-ARCHS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet18", "resnet34", "resnet50")
-DATASETS = ("synthetic", "cifar10", "cifar100", "imagefolder", "fashion-mnist")
-INPUT_MODES = ("avg", "bilinear", "nearest")
-KERNEL_MODES = ("avg", "max", "resize", "none")
-KERNEL_SCALES = ("sum", "none")
-PAD_SIDES = ("end", "start", "alternate")
-BN_MODES = ("frozen", "shared", "separate")
-SCHEDULE_KINDS = ("none", "stochastic", "periodic", "phase", "adaptive")
+# Each set of choices is a Literal type (what the fields are declared with, so a type checker sees it too)
+# and the tuple of its values (error messages, the API's /meta choices).
+Arch = Literal["resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet18", "resnet34", "resnet50"]
+DatasetName = Literal["synthetic", "cifar10", "cifar100", "imagefolder", "fashion-mnist"]
+InputMode = Literal["avg", "bilinear", "nearest"]
+KernelMode = Literal["avg", "max", "resize", "none"]
+KernelScale = Literal["sum", "none"]
+PadSide = Literal["end", "start", "alternate"]
+BNMode = Literal["frozen", "shared", "separate"]
+ScheduleKind = Literal["none", "stochastic", "periodic", "phase", "adaptive"]
+LRSchedule = Literal["onecycle", "cosine", "step", "constant"]
+Pairing = Literal["lockstep", "sequential"]
+ARCHS: tuple[Arch, ...] = get_args(Arch)
+DATASETS: tuple[DatasetName, ...] = get_args(DatasetName)
+INPUT_MODES: tuple[InputMode, ...] = get_args(InputMode)
+KERNEL_MODES: tuple[KernelMode, ...] = get_args(KernelMode)
+KERNEL_SCALES: tuple[KernelScale, ...] = get_args(KernelScale)
+PAD_SIDES: tuple[PadSide, ...] = get_args(PadSide)
+BN_MODES: tuple[BNMode, ...] = get_args(BNMode)
+SCHEDULE_KINDS: tuple[ScheduleKind, ...] = get_args(ScheduleKind)
 
 # The side of the smallest kernel each architecture's reduced pass pools (every conv of at least 2x2 is
 # pooled; 1x1 convs are left alone): a resize target may not be larger, or the "reduced" pass would grow
@@ -43,8 +55,8 @@ MAX_KERNEL_SIZE = 7
 DEFAULTS_KEY = "defaults"
 
 
-def _no_nul(value: str | None) -> str | None:
-    if value is not None and "\x00" in value:
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
         raise ValueError("must not contain NUL bytes (\\x00)")
     return value
 
@@ -55,13 +67,13 @@ class _Section(BaseModel):
 
 
 class ModelSpec(_Section):
-    arch: Literal[ARCHS] = "resnet20"  # type: ignore[valid-type]
+    arch: Arch = "resnet20"
     # torchvision ResNets only: 3x3 stem and no max-pool, for 32x32 inputs.
     small_input: bool = False
 
 
 class DataSpec(_Section):
-    dataset: Literal[DATASETS] = "synthetic"  # type: ignore[valid-type]
+    dataset: DatasetName = "synthetic"
     # Directory (or .tar.gz for imagefolder) holding the data set; None means the loader's default place.
     root: str | None = None
     download: bool = False  # cifar10/cifar100 only, needs a network
@@ -77,7 +89,7 @@ class DataSpec(_Section):
     @field_validator("root")
     @classmethod
     def _check_root(cls, root: str | None) -> str | None:
-        return _no_nul(root)
+        return None if root is None else _no_nul(root)
 
 
 class TrainSpec(_Section):
@@ -88,7 +100,7 @@ class TrainSpec(_Section):
     momentum: float = Field(default=0.9, ge=0, lt=1)
     nesterov: bool = True
     weight_decay: float = Field(default=5e-4, ge=0, le=1)
-    lr_schedule: Literal["onecycle", "cosine", "step", "constant"] = "onecycle"
+    lr_schedule: LRSchedule = "onecycle"
     warmup_epochs: float = Field(default=0.0, ge=0, le=1000)  # linear warm-up (cosine/step/constant); onecycle: its own ramp
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
@@ -100,7 +112,7 @@ class TrainSpec(_Section):
     # How the DynDS run and its paired baseline share the machine: "lockstep" runs them in one process, one
     # step of each in turn, so a load change hits both alike (two models and optimizers in memory at once);
     # "sequential" runs the baseline first, then DynDS (half the memory; timing exposed to load drift).
-    pairing: Literal["lockstep", "sequential"] = "lockstep"
+    pairing: Pairing = "lockstep"
 
     # A field validator (not a model one) so that a bad device is listed beside other bad train keys.
     @field_validator("device")
@@ -113,17 +125,17 @@ class TrainSpec(_Section):
 
 class InputDownsample(_Section):
     factor: int = Field(default=2, ge=2, le=8)
-    mode: Literal[INPUT_MODES] = "avg"  # type: ignore[valid-type]
+    mode: InputMode = "avg"
 
 
 class KernelPooling(_Section):
-    mode: Literal[KERNEL_MODES] = "avg"  # type: ignore[valid-type]
+    mode: KernelMode = "avg"
     window: int = Field(default=2, ge=2, le=4)  # avg/max pooling window over the kernel taps
     stride: int = Field(default=1, ge=1, le=4)  # 1: 3x3 -> 2x2; 2 (with ceil): 3x3 -> 2x2, 7x7 -> 4x4
     # resize mode: explicit target (h, w), at most the smallest kernel it resizes (checked against model.arch)
     size: tuple[Annotated[int, Field(ge=1, le=MAX_KERNEL_SIZE)], Annotated[int, Field(ge=1, le=MAX_KERNEL_SIZE)]] | None = None
-    scale: Literal[KERNEL_SCALES] = "sum"  # type: ignore[valid-type]  # sum: a flat input's response is kept
-    pad_side: Literal[PAD_SIDES] = "alternate"  # type: ignore[valid-type]  # where even kernels get their extra pad
+    scale: KernelScale = "sum"  # sum: a flat input's response is kept
+    pad_side: PadSide = "alternate"  # where even kernels get their extra pad
 
     @model_validator(mode="after")
     def _check_mode(self) -> "KernelPooling":
@@ -199,7 +211,7 @@ class DynDSSpec(_Section):
     input: InputDownsample = InputDownsample()
     kernel: KernelPooling = KernelPooling()
     schedule: ScheduleSpec = StochasticSchedule()
-    bn: Literal[BN_MODES] = "frozen"  # type: ignore[valid-type]
+    bn: BNMode = "frozen"
 
 
 class JobSpec(_Section):
@@ -290,7 +302,9 @@ def resolve_data_root(spec: dict[str, Any], base: str | Path) -> dict[str, Any]:
     workers run elsewhere), so clients resolve them first. The given mapping is left as it was.
     """
     data = spec.get("data")
-    root = data.get("root") if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        return spec
+    root = data.get("root")
     if isinstance(root, str) and root and not Path(root).is_absolute():
         spec = {**spec, "data": {**data, "root": os.path.normpath(os.path.join(base, root))}}
     return spec

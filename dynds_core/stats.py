@@ -45,7 +45,7 @@ def mean_ci95(values: Sequence[float]) -> tuple[float | None, tuple[float, float
     Fewer than two values: no interval.
     """
     mean, std = mean_std(values)
-    if mean is None or len(values) < 2:
+    if mean is None or std is None or len(values) < 2:
         return mean, None
     half = t975(len(values) - 1) * std / math.sqrt(len(values))
     return mean, (mean - half, mean + half)

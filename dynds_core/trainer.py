@@ -39,7 +39,7 @@ import torch.nn as nn
 from .callbacks import Callback, CallbackList
 from .result import JobResult, RunResult
 from .schedules import make_schedule
-from .spec import JobSpec, NoneSchedule, SpecError
+from .spec import JobSpec, NoneSchedule, Pairing, SpecError
 from .training.allocator import retain_freed_memory
 from .training.loop import RunPlan, TrainingRun, run_lockstep, seed_everything, warm_up
 from .verdict import judge
@@ -268,7 +268,9 @@ def train(
         def none_schedule(steps):
             return make_schedule(NoneSchedule(), steps, t.seed)
 
-        baseline = equal_time = pairing = None
+        baseline: RunResult | None = None
+        equal_time: RunResult | None = None
+        pairing: Pairing | None = None
         lockstep = spec.baseline and baseline_run is None and t.pairing == "lockstep"
         if lockstep:
             pairing = "lockstep"
@@ -307,15 +309,15 @@ def compare(
     baseline: RunResult | None,
     equal_time: RunResult | None,
     *,
-    pairing: str | None = None,
+    pairing: Pairing | None = None,
     timing_noise: TimingNoise | None = None,
 ) -> JobResult:
     """The headline figures of a job from its runs (pure): savings, deltas, noise flag, verdict."""
     runs = [r for r in (dynds, baseline, equal_time) if r is not None]
-    finished = [r for r in runs if r.final_val_acc is not None and not r.cancelled]
+    finished_accs = [r.final_val_acc for r in runs if r.final_val_acc is not None and not r.cancelled]
     target = spec.train.target_accuracy
-    if target is None and finished:
-        target = min(r.final_val_acc for r in finished)
+    if target is None and finished_accs:
+        target = min(finished_accs)
     for r in runs:
         r.time_to_target_s = time_to_target(r, target)
     res = JobResult(

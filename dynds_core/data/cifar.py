@@ -100,12 +100,13 @@ def load_cifar(
     if folder is None:
         raise DataError(_missing_message(name, root))
     layout_folder, train_files, test_file, meta_file, label_key, names_key = LAYOUTS[name]
-    opts = dict(allowed_roots=allowed_roots, limits=limits)
-    train_x, train_y = _read_batches([folder / f for f in train_files], label_key, **opts)
-    val_x, val_y = _read_batches([folder / test_file], label_key, **opts)
+    train_x, train_y = _read_batches([folder / f for f in train_files], label_key, allowed_roots=allowed_roots, limits=limits)
+    val_x, val_y = _read_batches([folder / test_file], label_key, allowed_roots=allowed_roots, limits=limits)
     if train_x.nbytes + val_x.nbytes > limits.max_total_bytes:
         raise DataError(f"{folder} holds {train_x.nbytes + val_x.nbytes} bytes of images, more than the limit of {limits.max_total_bytes} bytes.")
-    classes = _read_class_names(folder / meta_file, names_key, num_classes=int(max(train_y.max(), val_y.max())) + 1, **opts)
+    classes = _read_class_names(
+        folder / meta_file, names_key, num_classes=int(max(train_y.max(), val_y.max())) + 1, allowed_roots=allowed_roots, limits=limits
+    )
     mean, std = channel_stats(train_x)
     return Dataset(
         name=name,

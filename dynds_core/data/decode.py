@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from typing import Any, Callable, Literal, NamedTuple, cast
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError  # imported before any fork: a child must not import under a held lock
@@ -96,8 +97,8 @@ def decode_image(
             _check_pixels(im.size, name, max_pixels)
             if expect is not None:
                 _check_expected(im.size, name, expect)
-            im = im.convert("L") if im.mode in GREY_MODES else im.convert("RGB")
-            return np.asarray(im, dtype=np.uint8)
+            pixels = im.convert("L") if im.mode in GREY_MODES else im.convert("RGB")
+            return np.asarray(pixels, dtype=np.uint8)
     except DataError:
         raise
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
@@ -116,6 +117,15 @@ def read_image_file(name: str, path: str, max_bytes: int) -> bytes:
     return data
 
 
+class _TorchvisionJpeg(NamedTuple):
+    torch: Any  # the module, imported with the decoder (not at import time: see the module docstring)
+    decode_jpeg: Callable[..., Any]
+    modes: dict[str, Any]  # "RGB" / "L" -> torchvision's ImageReadMode
+
+
+_TV: _TorchvisionJpeg | Literal[False] | None = None  # None until prepare_jpeg; False when unavailable
+
+
 def prepare_jpeg() -> bool:
     """Import torchvision's JPEG decoder now (before forking workers, so that each need not import it);
     False where torchvision has no image ops (then Pillow decodes every image)."""
@@ -128,13 +138,10 @@ def prepare_jpeg() -> bool:
                 from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
 
                 decode_jpeg(encode_jpeg(torch.zeros(1, 1, 1, dtype=torch.uint8)))  # the image ops are there
-            _TV = (torch, decode_jpeg, {"RGB": ImageReadMode.RGB, "L": ImageReadMode.GRAY})
+            _TV = _TorchvisionJpeg(torch, decode_jpeg, {"RGB": ImageReadMode.RGB, "L": ImageReadMode.GRAY})
         except Exception:  # no torchvision, or built without its image library
             _TV = False
     return bool(_TV)
-
-
-_TV = None  # (torch, decode_jpeg, {mode: ImageReadMode}) once imported; False when unavailable
 
 
 def jpeg_header(data: bytes) -> tuple[tuple[int, int], str] | None:
@@ -179,6 +186,8 @@ def decode_jpegs(items: list[tuple[str, bytes, str, tuple[int, int]]]) -> list[n
     """(C, H, W) uint8 arrays of JPEGs (name, bytes, "L" or "RGB", (width, height) from the header),
     decoded by torchvision's ``decode_jpeg`` in one batched call per mode. Every header must have been
     checked already (:func:`jpeg_header`, the limits): libjpeg allocates what the header asks for."""
+    if not _TV:
+        raise RuntimeError("decode_jpegs needs torchvision's JPEG decoder: check prepare_jpeg() first")
     torch, decode_jpeg, modes = _TV
     out: list[np.ndarray | None] = [None] * len(items)
     for mode, read_mode in modes.items():
@@ -200,7 +209,7 @@ def decode_jpegs(items: list[tuple[str, bytes, str, tuple[int, int]]]) -> list[n
             if tuple(t.shape[1:]) != (h, w):  # never seen: libjpeg follows the header that was checked
                 raise DataError(f"the image {name} decoded to {t.shape[2]}x{t.shape[1]}, but its header says {w}x{h}.")
             out[i] = t.numpy()
-    return out  # type: ignore[return-value]
+    return cast(list[np.ndarray], out)  # every slot set: each item has one of the modes
 
 
 def _decode_one(decode_jpeg, tensor, read_mode, name: str):
@@ -235,6 +244,8 @@ def decode_many(
     batch, where = [], []
     for i, (name, data, path) in enumerate(items):
         if data is None:
+            if path is None:
+                raise ValueError(f"the image {name} has neither bytes nor a path to read them from")
             data = read_image_file(name, path, max_bytes)
         if use_tv:
             header = jpeg_header(data)
@@ -250,4 +261,4 @@ def decode_many(
     if batch:
         for i, a in zip(where, decode_jpegs(batch)):
             out[i] = a
-    return out  # type: ignore[return-value]
+    return cast(list[np.ndarray], out)  # every slot set: by Pillow above or by decode_jpegs here

@@ -59,12 +59,12 @@ def find_fashion_files(root: Path | None, allowed_roots: tuple[str, ...] | None 
     skipped because a file there resolves outside ``allowed_roots``)."""
     folders, skipped = candidate_folders(root), []
     for folder in folders:
-        found = {key: find_idx_file(folder, stem) for key, stem in FILES.items()}
-        if all(found.values()):
+        found = {key: path for key, stem in FILES.items() if (path := find_idx_file(folder, stem)) is not None}
+        if len(found) == len(FILES):
             if allowed_roots is not None and not all(is_inside(p, allowed_roots) for p in found.values()):
                 skipped.append(folder)
                 continue
-            return found, folders, skipped  # type: ignore[return-value]
+            return found, folders, skipped
     return None, folders, skipped
 
 

@@ -166,15 +166,15 @@ class BatchLoader:
         c = x.shape[1]
         if (mean is None) != (std is None):
             raise ValueError("give both mean and std, or neither")
-        if mean is not None:
+        self.mean: torch.Tensor | None = None
+        self.std: torch.Tensor | None = None
+        if mean is not None and std is not None:
             if len(mean) != c or len(std) != c:
                 raise ValueError(f"mean and std need {c} values (one per channel), got {len(mean)} and {len(std)}")
             if min(std) <= 0:
                 raise ValueError(f"std must be positive, got {tuple(std)}")
             self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, c, 1, 1)
             self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, c, 1, 1)
-        else:
-            self.mean = self.std = None
         self.batch_size = batch_size
         self.augment = augment
         self.seed = seed
@@ -239,13 +239,13 @@ def make_loaders(
 
     >>> train, val = make_loaders(ds, batch_size=128, device="cpu", seed=spec.train.seed)  # doctest: +SKIP
     """
-    stats = dict(mean=ds.mean, std=ds.std) if normalize else {}
+    mean, std = (ds.mean, ds.std) if normalize else (None, None)
     train = BatchLoader(
         ds.train_x, ds.train_y, batch_size=batch_size, device=device, augment=augment, seed=seed,
-        channels_last=channels_last, **stats,
+        channels_last=channels_last, mean=mean, std=std,
     )  # fmt: skip
     val = BatchLoader(
         ds.val_x, ds.val_y, batch_size=eval_batch_size or max(batch_size, 256), device=device,
-        channels_last=channels_last, shuffle=False, drop_last=False, **stats,
+        channels_last=channels_last, shuffle=False, drop_last=False, mean=mean, std=std,
     )  # fmt: skip
     return train, val

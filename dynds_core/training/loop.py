@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from ..callbacks import Callback, CallbackList
 from ..flops import step_flops
 from ..result import EpochMetrics, RunKind, RunResult, StepMetrics
-from ..schedules import Schedule
+from ..schedules import BatchType, Schedule
 from ..spec import DynDSSpec, JobSpec
 from .recipe import autocast, build_optimizer, lr_at
 
@@ -60,7 +60,7 @@ class RunPlan:
 class _Pending:
     step: int
     epoch: int
-    batch_type: str
+    batch_type: BatchType
     lr: float
     loss: torch.Tensor
     correct: torch.Tensor
@@ -110,7 +110,7 @@ class TrainingRun:
     """
 
     def __init__(self, plan: RunPlan, spec: JobSpec, init_model: nn.Module, dataset: Any, device: torch.device, callback: Callback):
-        from ..data import make_loaders
+        from ..data.loader import make_loaders
 
         t, d = spec.train, spec.dynds
         self.plan, self.spec, self.device, self.callback = plan, spec, device, callback
@@ -214,7 +214,8 @@ class TrainingRun:
                 batch = next(batches, None)
                 if batch is None:
                     break
-                self._step(*batch, step, epoch, start)
+                x, y = batch
+                self._step(x, y, step, epoch, start)
                 step += 1
                 if len(self.pending) >= self.flush_every:
                     flushed = len(self.pending)
@@ -313,7 +314,8 @@ def _model_copy(init_model: nn.Module, spec: JobSpec, device: torch.device, *, r
     from ..reduced import attach_separate_bn
 
     fmt = torch.channels_last if spec.train.channels_last else torch.contiguous_format
-    model = copy.deepcopy(init_model).to(device=device, memory_format=fmt)
+    # Two calls: torch's stubs have no overload taking both, though Module.to does.
+    model = copy.deepcopy(init_model).to(device).to(memory_format=fmt)
     if reduced and spec.dynds.bn == "separate":
         attach_separate_bn(model)
     return model

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Iterator
+from typing import Iterator, get_args
 
 import torch
 import torch.nn as nn
 
-from ..spec import SpecError, TrainSpec
+from ..spec import LRSchedule, SpecError, TrainSpec
 
-LR_SCHEDULES = ("onecycle", "cosine", "step", "constant")
+LR_SCHEDULES: tuple[LRSchedule, ...] = get_args(LRSchedule)
 
 # One-cycle shape (the values of torch's OneCycleLR defaults, written out so they are settings we own):
 ONECYCLE_PCT_START = 0.3  # fraction of steps rising to the peak
