@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -55,7 +56,7 @@ def free_port() -> int:
 
 def dynds_command() -> list[str]:
     exe = Path(sys.executable).with_name("dynds")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "app.cli"]
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "dynds"]
 
 
 def server_env(home: Path) -> dict[str, str]:
@@ -158,6 +159,40 @@ def page(browser, server):
     assert not errors, f"JavaScript errors on the page: {errors}"
 
 
+VIEWPORTS = {"desktop": {"width": 1366, "height": 900}, "phone": {"width": 390, "height": 844}}
+
+
+@pytest.fixture(params=list(VIEWPORTS))
+def vpage(request, browser, server):
+    """A page at a desktop and at a phone size (the test runs at both); ``page.size_name`` says which."""
+    size = request.param
+    ctx = browser.new_context(viewport=VIEWPORTS[size], is_mobile=size == "phone", has_touch=size == "phone")
+    pg = ctx.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    pg.set_default_timeout(15_000)
+    pg.size_name = size
+    yield pg
+    ctx.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def goto(page, server, route: str, name: str) -> None:
+    if page.url.startswith(server.url):
+        page.evaluate("window.__dyndsRendered = null")
+    page.goto(f"{server.url}/#/{route}")
+    wait_rendered(page, name)
+
+
+def fulfil_json(route, body, status: int = 200) -> None:
+    route.fulfill(status=status, content_type="application/json", body=json.dumps(body))
+
+
+def no_sideways_scroll(page) -> None:
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 1, f"the page scrolls sideways by {overflow} px at {page.viewport_size}"
+
+
 def shot(page, name: str, full_page: bool = True) -> Path:
     """Keep a screenshot under artifacts/screenshots/ (gitignored) for people to look at."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -187,4 +222,4 @@ def wait_rendered(page, name: str, timeout_ms: int = 15_000) -> None:
     wait_js(page, f"window.__dyndsRendered && window.__dyndsRendered.page === {name!r}", timeout_ms)
 
 
-__all__ = ["LiveServer", "server_env", "shot", "wait_js", "wait_rendered", "shutil"]
+__all__ = ["VIEWPORTS", "LiveServer", "fulfil_json", "goto", "no_sideways_scroll", "server_env", "shot", "shutil", "wait_js", "wait_rendered"]

@@ -14,44 +14,20 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from .conftest import shot, wait_js, wait_rendered
+from .conftest import (
+    fulfil_json,
+    goto,
+    no_sideways_scroll,
+    shot,
+    wait_js,
+    wait_rendered,
+)
 
-VIEWPORTS = {"desktop": {"width": 1366, "height": 900}, "phone": {"width": 390, "height": 844}}
 TRACK = "resnet20/cifar10/e12-n10000"
 OTHER_TRACK = "resnet20/cifar10/e30-n50000"
 SENTENCE = ("Worth it: 31 % less time for 0.4 pt less accuracy; the baseline trained for the same time is 1.2 pt worse "
             "(95 % interval +0.6 to +1.8 pt over 3 seeds).")
 NOISE = "paired and interleaved savings disagree by 14 points (0.31 vs 0.17)"
-
-
-@pytest.fixture(params=list(VIEWPORTS))
-def vpage(request, browser, server):
-    size = request.param
-    ctx = browser.new_context(viewport=VIEWPORTS[size], is_mobile=size == "phone", has_touch=size == "phone")
-    pg = ctx.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda exc: errors.append(str(exc)))
-    pg.set_default_timeout(15_000)
-    pg.size_name = size
-    yield pg
-    ctx.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
-
-
-def goto(page, server, route: str, name: str) -> None:
-    if page.url.startswith(server.url):
-        page.evaluate("window.__dyndsRendered = null")
-    page.goto(f"{server.url}/#/{route}")
-    wait_rendered(page, name)
-
-
-def no_sideways_scroll(page) -> None:
-    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
-    assert overflow <= 1, f"the page scrolls sideways by {overflow} px at {page.viewport_size}"
-
-
-def fulfil_json(route, body, status: int = 200) -> None:
-    route.fulfill(status=status, content_type="application/json", body=json.dumps(body))
 
 
 # --- a succeeded job with a constructed result -------------------------------------------------------

@@ -1,11 +1,56 @@
 // Jobs: every job with its state, live progress and (when done) time saving and accuracy delta.
 import { get, meta } from "../api.js";
-import { html, raw, pct, pt, when, signClass, int } from "../format.js";
+import { html, raw, esc, pct, pt, when, signClass, int } from "../format.js";
 import { statusBadge, kindDot, markRendered, loadingBox, emptyBox, errorBox, STATUSES, ACTIVE, setHashQuery, verdictBadge, noisyBadge } from "../common.js";
+import { overallProgress, phaseWords } from "../progress.js";
 
 const PAGE = 50;
 const POLL_MS = 2000;
 const FILTERS = ["status", "arch", "dataset", "schedule_kind", "q"];
+
+const STATUS_RANK = { running: 0, queued: 1, succeeded: 2, failed: 3, cancelled: 4 };
+const VERDICT_RANK = { beats_equal_time: 0, tie: 1, needs_seeds: 2, loses_to_equal_time: 3, no_equal_time: 4 };
+const summaryOf = (j) => j.summary || {};
+/**
+ * Sortable columns. `api`: the server orders by it (GET /jobs?order=), so the sort holds across pages;
+ * the others have no server order, so they sort the page shown (and the caption says so).
+ * `first`: the direction a first click gives; `words`: [ascending, descending] for the phone's select.
+ */
+export const SORTS = {
+  id: { label: "Job", api: "id", first: "desc", words: ["lowest id first", "highest id first"] },
+  name: { label: "Name", api: "name", first: "asc", words: ["A to Z", "Z to A"] },
+  status: { label: "Status", value: (j) => STATUS_RANK[j.status], first: "asc", words: ["running first", "cancelled first"] },
+  track: { label: "Track", value: (j) => j.track, first: "asc", words: ["A to Z", "Z to A"] },
+  schedule: { label: "Schedule", value: (j) => j.schedule_kind, first: "asc", words: ["A to Z", "Z to A"] },
+  time_saving: { label: "Time saving", value: (j) => summaryOf(j).time_saving, first: "desc", words: ["lowest first", "highest first"] },
+  acc_delta: { label: "Acc. Δ", value: (j) => summaryOf(j).acc_delta, first: "desc", words: ["lowest first", "highest first"] },
+  verdict: { label: "Verdict", value: (j) => VERDICT_RANK[summaryOf(j).verdict], first: "asc", words: ["worth it first", "not worth it first"] },
+  created: { label: "Created", api: "created_at", first: "desc", words: ["oldest first", "newest first"] },
+};
+const DEFAULT_SORT = "-created";
+
+/** "-time_saving" -> {key: "time_saving", dir: "desc"}; anything unknown -> the default (newest first). */
+export function parseSort(text) {
+  const s = String(text || DEFAULT_SORT);
+  const key = s.replace(/^-/, "");
+  if (!SORTS[key]) return parseSort(DEFAULT_SORT);
+  return { key, dir: s.startsWith("-") ? "desc" : "asc" };
+}
+const sortText = ({ key, dir }) => (dir === "desc" ? "-" : "") + key;
+
+/** The page's rows in the chosen order; missing values last either way, ties by newest id. */
+export function sortRows(rows, sort) {
+  const col = SORTS[sort.key];
+  if (!col || !col.value) return rows;
+  const sign = sort.dir === "desc" ? -1 : 1;
+  const absent = (v) => v === null || v === undefined || Number.isNaN(v);
+  return [...rows].sort((a, b) => {
+    const va = col.value(a), vb = col.value(b);
+    if (absent(va) || absent(vb)) return absent(va) - absent(vb) || b.id - a.id;
+    const c = typeof va === "string" ? va.localeCompare(vb) : va - vb;
+    return c * sign || b.id - a.id;
+  });
+}
 
 let state = null;
 
@@ -22,6 +67,11 @@ export function render(root, { query }) {
       <div class="field"><label for="f-dataset">Data set</label><select id="f-dataset" name="dataset"><option value="">Any</option></select></div>
       <div class="field"><label for="f-kind">Schedule kind</label><select id="f-kind" name="schedule_kind"><option value="">Any</option></select></div>
       <div class="field"><label for="f-q">Search</label><input id="f-q" name="q" type="search" placeholder="name or track"></div>
+      <div class="field show-sm"><label for="f-sort">Sort by</label><select id="f-sort" name="sort">
+        ${Object.entries(SORTS).flatMap(([k, c]) => ["desc", "asc"].map((d) => {
+          const v = sortText({ key: k, dir: d });
+          return html`<option value="${v}"${raw(v === DEFAULT_SORT ? " selected" : "")}>${c.label}: ${c.words[d === "asc" ? 0 : 1]}</option>`;
+        }))}</select></div>
       <div class="field actions"><button type="reset" class="btn">Clear filters</button></div>
     </form>
     <div id="jobs-table" aria-live="polite">${loadingBox("jobs")}</div>`);
@@ -45,13 +95,28 @@ export function render(root, { query }) {
   });
   form.addEventListener("submit", (e) => { e.preventDefault(); applyFilters(form); });
   form.addEventListener("reset", () => setTimeout(() => applyFilters(form), 0));
+  // Headers sort (the table is redrawn on every poll: one listener on its box).
+  root.querySelector("#jobs-table").addEventListener("click", (e) => {
+    const btn = e.target.closest && e.target.closest("button[data-sort]");
+    if (!btn) return;
+    const cur = parseSort(state.query.sort);
+    const key = btn.dataset.sort;
+    const dir = cur.key === key ? (cur.dir === "asc" ? "desc" : "asc") : SORTS[key].first;
+    state.refocus = key;
+    setHashQuery("jobs", { ...filtersOf(state.query), sort: sortParam({ key, dir }) });
+  });
   update(root, { query });
   return () => { clearTimeout(state.timer); state = null; };
 }
 
+const filtersOf = (query) => Object.fromEntries(FILTERS.filter((k) => query[k]).map((k) => [k, query[k]]));
+// The default order stays out of the URL.
+const sortParam = (sort) => (sortText(sort) === DEFAULT_SORT ? "" : sortText(sort));
+
 function applyFilters(form) {
   const q = {};
   for (const k of FILTERS) if (form.elements[k].value) q[k] = form.elements[k].value;
+  q.sort = sortParam(parseSort(form.elements.sort.value));
   setHashQuery("jobs", q);
 }
 
@@ -59,6 +124,7 @@ export function update(root, { query }) {
   state.query = query;
   const form = root.querySelector("#job-filters");
   for (const k of FILTERS) if (form.elements[k] && document.activeElement !== form.elements[k]) form.elements[k].value = query[k] || "";
+  form.elements.sort.value = sortText(parseSort(query.sort));
   load(true);
 }
 
@@ -70,7 +136,11 @@ async function load(first) {
   const box = state.root.querySelector("#jobs-table");
   let page;
   try {
-    page = await get("/jobs", { ...Object.fromEntries(FILTERS.map((k) => [k, state.query[k]])), limit: PAGE, offset, order: "-created_at" });
+    const sort = parseSort(state.query.sort);
+    const api = SORTS[sort.key].api;
+    // Columns the server cannot order by sort the newest page; the server orders the rest.
+    const order = api ? (sort.dir === "desc" ? "-" : "") + api : "-created_at";
+    page = await get("/jobs", { ...Object.fromEntries(FILTERS.map((k) => [k, state.query[k]])), limit: PAGE, offset, order });
   } catch (err) {
     if (!state || seq !== state.seq) return;
     box.innerHTML = String(errorBox(err));
@@ -78,7 +148,12 @@ async function load(first) {
     return;
   }
   if (!state || seq !== state.seq) return;
+  // Keep keyboard focus on a sort header across redraws (the poll and the sort itself redraw the table).
+  const focused = document.activeElement && document.activeElement.closest && document.activeElement.closest("#jobs-table button[data-sort]");
+  const refocus = state.refocus || (focused && focused.dataset.sort);
+  state.refocus = null;
   box.innerHTML = String(table(page, offset));
+  if (refocus) box.querySelector(`button[data-sort="${refocus}"]`)?.focus();
   if (first) markRendered("jobs");
   // Live progress: poll while anything on this page can still change.
   if (page.data.some((j) => ACTIVE.has(j.status))) state.timer = setTimeout(() => load(false), POLL_MS);
@@ -86,18 +161,33 @@ async function load(first) {
 
 function progressCell(j) {
   const p = j.progress;
-  if (j.status === "running" && p) {
-    const frac = Math.max(0, Math.min(1, p.fraction || 0));
-    const run = p.run === "dynds" ? "DynDS" : p.run === "equal_time" ? "equal-time" : p.run || "";
-    return html`<div class="progress" title="${run} run, epoch ${(p.epoch ?? 0) + 0}/${p.epochs ?? "?"}, step ${p.step ?? 0}/${p.total_steps ?? "?"}">
-      <div class="bar" role="progressbar" aria-label="progress of job ${j.id}" aria-valuemin="0" aria-valuemax="100" aria-valuenow="${Math.round(frac * 100)}"><span style="width:${(frac * 100).toFixed(1)}%"></span></div>
-      <span class="muted">${pct(frac, 0)}${run ? ` · ${run}` : ""}</span></div>`;
+  const o = j.status === "running" ? overallProgress(j.spec, p) : null;
+  if (o) {
+    const frac = o.fraction;
+    return html`<div class="progress" title="${pct(frac, 0)} of the job; ${phaseWords(o)}: ${pct(o.runFraction, 0)}, epoch ${Math.min((p.epoch ?? 0) + 1, p.epochs ?? Infinity)} of ${p.epochs ?? "?"}, step ${p.step ?? 0} of ${p.total_steps ?? "?"}">
+      <div class="bar" role="progressbar" aria-label="progress of job ${j.id}, all its runs" aria-valuemin="0" aria-valuemax="100" aria-valuenow="${Math.round(frac * 100)}" aria-valuetext="${pct(frac, 0)}, ${phaseWords(o)}"><span style="width:${(frac * 100).toFixed(1)}%"></span></div>
+      <span class="muted">${pct(frac, 0)} · ${o.first === o.last ? `run ${o.first}/${o.runs}` : `runs ${o.first}–${o.last}/${o.runs}`}</span></div>`;
   }
   if (j.status === "running") return html`<span class="muted">starting…</span>`;
   if (j.status === "queued") return html`<span class="muted">${j.cancel_requested ? "cancelling" : "waiting"}</span>`;
-  if (j.status === "failed") return html`<span class="neg">${(j.error || "failed").split("\n")[0].slice(0, 60)}</span>`;
+  // The first line, cut to the column's width by CSS (a long one pushed the table past its frame); all of it on hover.
+  if (j.status === "failed") {
+    const text = (j.error || "failed").trim();
+    const lines = text.split("\n").filter((l) => l.trim());
+    const headline = lines.length > 1 && /Traceback/.test(text) ? lines[lines.length - 1] : lines[0];
+    return html`<span class="neg err-text" title="${text}">${headline}</span>`;
+  }
   if (j.status === "cancelled") return html`<span class="muted">stopped</span>`;
   return html`<span class="muted">done</span>`;
+}
+
+/** when(), without the year of this year's dates or the time of older years' (the column stays narrow). */
+function shortWhen(iso) {
+  const d = iso ? new Date(iso) : null;
+  if (!d || Number.isNaN(d.getTime()) || Date.now() - d.getTime() < 86400e3) return when(iso);
+  return d.getFullYear() === new Date().getFullYear()
+    ? d.toLocaleString(undefined, { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" })
+    : d.toLocaleDateString(undefined, { year: "numeric", month: "short", day: "numeric" });
 }
 
 /** Words for a figure a job does not have (yet). */
@@ -114,35 +204,48 @@ function table(page, offset) {
       ? emptyBox("No jobs match these filters.", " ", '<a href="#/jobs">Show all jobs</a>')
       : emptyBox("No jobs yet.", " Submit a spec to start training.", '<a class="btn btn-primary" href="#/submit">Submit a job</a>');
   }
-  const rows = page.data.map((j) => {
+  const sort = parseSort(state.query.sort);
+  const rows = sortRows(page.data, sort).map((j) => {
     const s = j.summary || {};
     const done = j.status === "succeeded";
     const noBase = absentWords(j, "no baseline");
-    return html`<tr${done && s.timing_noisy ? raw(' class="noisy-row"') : ""}>
-      <td data-label="Job" class="num"><a href="#/jobs/${j.id}">#${j.id}</a></td>
-      <td data-label="Name" class="wrap"><a href="#/jobs/${j.id}">${j.name}</a>${j.attempt > 1 ? html` <span class="muted">(attempt ${j.attempt})</span>` : ""}</td>
-      <td data-label="Status">${statusBadge(j.status)}</td>
-      <td data-label="Progress">${progressCell(j)}</td>
-      <td data-label="Track" class="hide-sm">${j.track}</td>
+    return html`<tr${done && s.timing_noisy ? raw(' class="noisy-row"') : ""} data-job="${j.id}">
+      <td data-label="Job" class="num c-id"><a href="#/jobs/${j.id}">#${j.id}</a></td>
+      <td data-label="Name" class="wrap c-name"><a href="#/jobs/${j.id}"><span class="show-sm muted">#${j.id} </span>${j.name}</a>${j.attempt > 1 ? html` <span class="muted">(attempt ${j.attempt})</span>` : ""}</td>
+      <td data-label="Status" class="c-status">${statusBadge(j.status)}</td>
+      <td data-label="Progress" class="c-progress${done ? " hide-sm" : ""}">${progressCell(j)}</td>
+      <td data-label="Track" class="hide-sm c-track">${raw(esc(j.track).replace(/\//g, "/<wbr>"))}</td>
       <td data-label="Schedule" class="hide-sm">${kindDot(j.schedule_kind)}${j.schedule_kind}</td>
-      <td data-label="Time saving" class="num ${signClass(s.time_saving)}">${done && s.timing_noisy ? html`${noisyBadge("timing noisy: the paired and interleaved time savings disagree, or the full steps varied; open the job for the reason")} ` : ""}${pct(s.time_saving, 1, noBase)}</td>
-      <td data-label="Acc. Δ" class="num ${signClass(s.acc_delta)}">${pt(s.acc_delta, 2, noBase)}</td>
-      <td data-label="Verdict">${done ? (s.verdict ? verdictBadge(s.verdict) : html`<span class="muted">no verdict</span>`) : html`<span class="muted">${absentWords(j, "")}</span>`}</td>
-      <td data-label="Created" class="hide-sm">${when(j.created_at)}</td></tr>`;
+      <td data-label="Time saving" class="num c-fig c-ts ${signClass(s.time_saving)}">${done && s.timing_noisy ? html`${noisyBadge("timing noisy: the paired and interleaved time savings disagree, or the full steps varied; open the job for the reason")} ` : ""}${pct(s.time_saving, 1, noBase)}</td>
+      <td data-label="Acc. Δ" class="num c-fig c-acc ${signClass(s.acc_delta)}">${pt(s.acc_delta, 2, noBase)}</td>
+      <td data-label="Verdict" class="c-fig c-verdict">${done ? (s.verdict ? verdictBadge(s.verdict) : html`<span class="muted">no verdict</span>`) : html`<span class="muted">${absentWords(j, "") || "—"}</span>`}</td>
+      <td data-label="Created" class="hide-sm" title="${j.created_at ? new Date(j.created_at).toLocaleString() : ""}">${shortWhen(j.created_at)}</td></tr>`;
   });
   const end = offset + page.data.length;
   const prev = Math.max(0, offset - PAGE);
   const q = { ...state.query };
   const link = (off) => "#/jobs?" + new URLSearchParams({ ...q, offset: off }).toString();
-  return html`<div class="table-wrap"><table class="cards">
-    <caption class="muted" style="text-align:left;padding:8px 10px">Jobs ${int(offset + 1)}–${int(end)} of ${int(page.count)}, newest first</caption>
-    <thead><tr><th class="num" scope="col">Job</th><th scope="col">Name</th><th scope="col">Status</th><th scope="col">Progress</th>
-      <th class="hide-sm" scope="col">Track</th><th class="hide-sm" scope="col">Schedule</th><th class="num" scope="col">Time saving</th>
-      <th class="num" scope="col">Acc. Δ</th><th scope="col">Verdict</th><th class="hide-sm" scope="col">Created</th></tr></thead>
+  const col = SORTS[sort.key];
+  const words = `${col.label.toLowerCase()}, ${col.words[sort.dir === "asc" ? 0 : 1]}`;
+  const byDate = sort.key === "created" || !col.api;
+  const order = sortText(sort) === DEFAULT_SORT ? "newest first"
+    : col.api ? `by ${words}` : `newest first; ${page.count > page.data.length ? "this page " : ""}sorted by ${words}`;
+  const th = (key, cls = "") => {
+    const c = SORTS[key];
+    const on = sort.key === key;
+    const mark = on ? (sort.dir === "asc" ? "▲" : "▼") : "↕";
+    return html`<th class="${cls}" scope="col"${on ? raw(` aria-sort="${sort.dir === "asc" ? "ascending" : "descending"}"`) : ""}><button type="button" class="th-sort${on ? " on" : ""}" data-sort="${key}">${c.label}<span class="sort-mark" aria-hidden="true">${mark}</span></button></th>`;
+  };
+  const [newer, older] = byDate && !(sort.key === "created" && sort.dir === "asc") ? ["← Newer", "Older →"] : ["← Previous", "Next →"];
+  return html`<div class="table-wrap"><table class="cards job-cards">
+    <caption class="muted" style="text-align:left;padding:8px 10px">Jobs ${int(offset + 1)}–${int(end)} of ${int(page.count)}, ${order}</caption>
+    <thead><tr>${th("id", "num")}${th("name")}${th("status")}<th scope="col">Progress</th>
+      ${th("track", "hide-sm")}${th("schedule", "hide-sm")}${th("time_saving", "num")}
+      ${th("acc_delta", "num")}${th("verdict")}${th("created", "hide-sm")}</tr></thead>
     <tbody>${rows}</tbody></table></div>
     <nav class="pager" aria-label="Pages of jobs">
-      ${offset > 0 ? html`<a class="btn" href="${link(prev)}" rel="prev">← Newer</a>` : raw('<span class="btn" aria-disabled="true" style="opacity:.45">← Newer</span>')}
+      ${offset > 0 ? html`<a class="btn" href="${link(prev)}" rel="prev">${newer}</a>` : html`<span class="btn" aria-disabled="true" style="opacity:.45">${newer}</span>`}
       <span class="muted">Page ${int(Math.floor(offset / PAGE) + 1)} of ${int(Math.max(1, Math.ceil(page.count / PAGE)))}</span>
-      ${end < page.count ? html`<a class="btn" href="${link(offset + PAGE)}" rel="next">Older →</a>` : raw('<span class="btn" aria-disabled="true" style="opacity:.45">Older →</span>')}
+      ${end < page.count ? html`<a class="btn" href="${link(offset + PAGE)}" rel="next">${older}</a>` : html`<span class="btn" aria-disabled="true" style="opacity:.45">${older}</span>`}
     </nav>`;
 }
