@@ -11,7 +11,8 @@ one step of it returning True, and ``train`` returns a result with ``cancelled=T
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .result import EpochMetrics, RunKind, RunResult, StepMetrics
 

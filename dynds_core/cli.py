@@ -34,7 +34,9 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="FILE", help="write the JobResult JSON here (atomically) instead of printing it")
     p.add_argument("--device", help="override train.device (auto, cpu, cuda, cuda:N)")
     p.add_argument("--epochs", type=int, metavar="N", help="override train.epochs")
-    p.add_argument("--threads", type=positive_int, metavar="N", help="torch threads (default: train.num_threads, else $OMP_NUM_THREADS, else all cores)")
+    p.add_argument(
+        "--threads", type=positive_int, metavar="N", help="torch threads (default: train.num_threads, else $OMP_NUM_THREADS, else all cores)"
+    )
     p.add_argument("--cache-dir", metavar="DIR", help="where decoded data sets are cached (default: $DYNDS_CACHE_DIR or ~/.cache/dynds)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or table")
     p.set_defaults(func=run_train)
@@ -227,7 +229,8 @@ def summary_lines(result: Any) -> list[str]:
     elif not result.cancelled:
         lines.append("equal-time gap: not run (set equal_time_baseline: true to compare with the baseline trained for the same time)")
     if result.target_accuracy is not None:
-        chosen = "set by train.target_accuracy" if result.spec.get("train", {}).get("target_accuracy") is not None else "the lowest final accuracy among the runs"
+        set_in_spec = result.spec.get("train", {}).get("target_accuracy") is not None
+        chosen = "set by train.target_accuracy" if set_in_spec else "the lowest final accuracy among the runs"
         lines.append(f"time to target: train time until the validation accuracy first reached {result.target_accuracy:.2f}% ({chosen})")
     return lines
 

@@ -16,7 +16,8 @@ a plain dict of it, with a spec's defaults. The decisions are the spec's schedul
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import torch
 import torch.nn as nn

@@ -34,8 +34,9 @@ from __future__ import annotations
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, Iterator, Mapping, Sequence, cast
+from typing import Any, cast
 
 import torch
 import torch.nn as nn
@@ -131,7 +132,7 @@ class _PooledConv:
 
     def _pads_for(self, h: int, w: int) -> tuple[tuple[int, int, int, int] | None, tuple[int, int]]:
         out = []
-        for n, (k, s, d, pb, pa), kn in zip((h, w), self.geometry, self.kernel):
+        for n, (k, s, d, pb, pa), kn in zip((h, w), self.geometry, self.kernel, strict=True):
             target = (n + pb + pa - d * (k - 1) - 1) // s + 1
             if target < 1:
                 raise ReducedPassError(
@@ -209,7 +210,7 @@ def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 # the padding worked out for an input size is kept. Bounded: the least recently used go first. No lock:
 # each OrderedDict operation is atomic under the GIL (a race at worst builds one twice), and
 # torch.compile cannot trace a lock.
-_POOLED: "OrderedDict[tuple, _PooledConv]" = OrderedDict()
+_POOLED: OrderedDict[tuple, _PooledConv] = OrderedDict()
 _POOLED_MAX = 1024
 
 

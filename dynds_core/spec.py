@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal, Union, get_args
+from typing import Annotated, Any, Final, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -138,7 +138,7 @@ class KernelPooling(_Section):
     pad_side: PadSide = "alternate"  # where even kernels get their extra pad
 
     @model_validator(mode="after")
-    def _check_mode(self) -> "KernelPooling":
+    def _check_mode(self) -> KernelPooling:
         if self.mode == "resize" and self.size is None:
             raise ValueError("kernel.size is required when kernel.mode is 'resize', e.g. size: [2, 2]")
         if self.mode in ("avg", "max") and self.stride > self.window:
@@ -168,7 +168,7 @@ class PeriodicSchedule(_ScheduleBase):
     pattern: str | None = None  # e.g. "RRF": R reduced, F full; overrides every
 
     @model_validator(mode="after")
-    def _check_pattern(self) -> "PeriodicSchedule":
+    def _check_pattern(self) -> PeriodicSchedule:
         if self.pattern is not None and (not self.pattern or set(self.pattern) - {"R", "F"}):
             raise ValueError(f"pattern must be a non-empty string of R (reduced) and F (full), got {self.pattern!r}")
         return self
@@ -180,7 +180,7 @@ class PhaseSchedule(_ScheduleBase):
     end: float = Field(default=0.5, ge=0, le=1)  # ... and where they end
 
     @model_validator(mode="after")
-    def _check_window(self) -> "PhaseSchedule":
+    def _check_window(self) -> PhaseSchedule:
         if self.end < self.start:
             raise ValueError(f"phase end ({self.end}) must not be before start ({self.start})")
         return self
@@ -195,14 +195,14 @@ class AdaptiveSchedule(_ScheduleBase):
     window: int = Field(default=50, ge=5, le=10_000)  # steps over which signals are averaged
 
     @model_validator(mode="after")
-    def _check_range(self) -> "AdaptiveSchedule":
+    def _check_range(self) -> AdaptiveSchedule:
         if self.p_min > self.p_max:
             raise ValueError(f"p_min ({self.p_min}) must not exceed p_max ({self.p_max})")
         return self
 
 
 ScheduleSpec = Annotated[
-    Union[NoneSchedule, StochasticSchedule, PeriodicSchedule, PhaseSchedule, AdaptiveSchedule],
+    NoneSchedule | StochasticSchedule | PeriodicSchedule | PhaseSchedule | AdaptiveSchedule,
     Field(discriminator="kind"),
 ]
 
@@ -230,7 +230,7 @@ class JobSpec(_Section):
         return _no_nul(name)
 
     @model_validator(mode="after")
-    def _check_resize_target(self) -> "JobSpec":
+    def _check_resize_target(self) -> JobSpec:
         k = self.dynds.kernel
         if k.mode == "resize" and k.size is not None:
             side = ARCH_MIN_POOLED_KERNEL[self.model.arch]
@@ -248,7 +248,7 @@ class JobSpec(_Section):
         return spec_hash(self)
 
     @classmethod
-    def parse(cls, data: Any, *, source: str = "spec", refuse_empty: bool = False) -> "JobSpec":
+    def parse(cls, data: Any, *, source: str = "spec", refuse_empty: bool = False) -> JobSpec:
         """Validate a mapping; raise :class:`SpecError` listing every bad key path.
 
         ``refuse_empty`` (files, HTTP): ``{}`` is an error and ``{"defaults": true}`` alone asks for every default.
@@ -266,7 +266,7 @@ class JobSpec(_Section):
             raise SpecError.from_validation(source, exc) from None
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "JobSpec":
+    def from_file(cls, path: str | Path) -> JobSpec:
         path = Path(path)
         try:
             text = path.read_text()
@@ -327,7 +327,7 @@ class SpecError(ValueError):
         super().__init__(f"invalid spec in {source}:\n" + "\n".join(lines))
 
     @classmethod
-    def from_validation(cls, source: str, exc: ValidationError) -> "SpecError":
+    def from_validation(cls, source: str, exc: ValidationError) -> SpecError:
         errors = []
         for err in exc.errors():
             # Drop the union tag pydantic inserts for discriminated schedules ("dynds.schedule.stochastic.p").

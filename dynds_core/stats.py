@@ -8,7 +8,7 @@ One seed has no interval (``None``): a figure from one run is an anecdote, and c
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 # Two-sided 95 % quantiles of Student's t (0.975), degrees of freedom 1..30; past 30 the Cornish-Fisher
 # expansion around the normal quantile is within 0.0002 of the exact value.

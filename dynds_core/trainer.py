@@ -29,8 +29,8 @@ import copy
 import dataclasses
 import math
 import random
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -42,8 +42,8 @@ from .schedules import make_schedule
 from .spec import JobSpec, NoneSchedule, Pairing, SpecError
 from .training.allocator import retain_freed_memory
 from .training.loop import RunPlan, TrainingRun, run_lockstep, seed_everything, warm_up
-from .verdict import judge
 from .training.recipe import describe_device, resolve_device, torch_threads
+from .verdict import judge
 
 
 def _as_callback(callbacks: Callback | Sequence[Callback] | None) -> CallbackList:
@@ -111,7 +111,7 @@ class ProcessSettings:
     cudnn_benchmark: bool = False
 
     @classmethod
-    def measured(cls) -> "ProcessSettings":
+    def measured(cls) -> ProcessSettings:
         return cls(retain_memory=True, pause_collector=True, cudnn_benchmark=True)
 
 
@@ -164,7 +164,10 @@ class TimingNoise:
                 )
         for run in (result.dynds, result.baseline):
             if run is not None and run.full_step_cv is not None and run.full_step_cv > self.max_full_step_cv:
-                reasons.append(f"the {run.run} run's full steps varied by {run.full_step_cv:.0%} (coefficient of variation; more than {self.max_full_step_cv:.0%})")
+                reasons.append(
+                    f"the {run.run} run's full steps varied by {run.full_step_cv:.0%} "
+                    f"(coefficient of variation; more than {self.max_full_step_cv:.0%})"
+                )
         return "; ".join(reasons) or None
 
 
@@ -229,7 +232,9 @@ def train(
             from .models import create_model
 
             seed_everything(t.seed)
-            model = create_model(spec.model.arch, num_classes=dataset.num_classes, in_channels=dataset.in_channels, small_input=spec.model.small_input)
+            model = create_model(
+                spec.model.arch, num_classes=dataset.num_classes, in_channels=dataset.in_channels, small_input=spec.model.small_input
+            )
         init_model = copy.deepcopy(model).cpu()
 
         dynds_schedule = make_schedule(spec.dynds.schedule, total_steps, t.seed)
@@ -240,12 +245,14 @@ def train(
             d = spec.dynds
             try:
                 check_reduced_pass(
-                    init_model, (dataset.in_channels, *dataset.image_size), factor=d.input.factor, kernel=d.kernel, input_mode=d.input.mode, bn="frozen"
+                    init_model, (dataset.in_channels, *dataset.image_size), factor=d.input.factor, kernel=d.kernel,
+                    input_mode=d.input.mode, bn="frozen",
                 )
             except ReducedPassError:  # a ValueError too, but already names the layer: keep it as it is
                 raise
             except ValueError as exc:  # e.g. a pooling window larger than a kernel, a factor too large for the images
-                raise SpecError("spec", [("dynds", f"{exc} (model {spec.model.arch}, input {dataset.in_channels}x{dataset.image_size[0]}x{dataset.image_size[1]})")]) from None
+                shape = f"{dataset.in_channels}x{dataset.image_size[0]}x{dataset.image_size[1]}"
+                raise SpecError("spec", [("dynds", f"{exc} (model {spec.model.arch}, input {shape})")]) from None
         if device.type == "cuda" and process.cudnn_benchmark:
             torch.backends.cudnn.benchmark = True  # same setting for every run of the job
 

@@ -81,7 +81,11 @@ def judge(
     cost = _cost(time_saving, acc_delta)
     noise = "; its timing was noisy (paired and interleaved savings disagree), so the time saving is not reliable" if timing_noisy else ""
     if kind == "no_equal_time":
-        return Verdict(kind, f"Not conclusive: {cost}, but no equal-time baseline ran, so nothing says whether training the baseline for less time does as well (set equal_time_baseline: true){noise}.")
+        return Verdict(
+            kind,
+            f"Not conclusive: {cost}, but no equal-time baseline ran, so nothing says whether training the baseline "
+            f"for less time does as well (set equal_time_baseline: true){noise}.",
+        )
     assert gap_mean is not None
     if abs(gap_mean) < 0.05:
         other = "the baseline trained for the same time is as accurate"

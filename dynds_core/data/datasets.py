@@ -8,10 +8,10 @@ from pathlib import Path
 
 from ..spec import DataSpec
 from .base import DataError, Dataset, data_root
-from .limits import DEFAULT_LIMITS, DataLimits, current_policy, normalize_roots
 from .cifar import load_cifar
 from .fashion_mnist import load_fashion_mnist
 from .imagefolder import load_imagefolder
+from .limits import DEFAULT_LIMITS, DataLimits, current_policy, normalize_roots
 from .subset import stratified_subset
 from .synthetic import make_synthetic
 

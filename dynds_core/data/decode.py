@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import io
 import warnings
-from typing import Any, Callable, Literal, NamedTuple, cast
+from collections.abc import Callable
+from typing import Any, Literal, NamedTuple, cast
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError  # imported before any fork: a child must not import under a held lock
@@ -203,8 +204,8 @@ def decode_jpegs(items: list[tuple[str, bytes, str, tuple[int, int]]]) -> list[n
             try:
                 decoded = decode_jpeg(tensors, mode=read_mode)
             except RuntimeError:  # one of them is damaged: decode them singly to name it
-                decoded = [_decode_one(decode_jpeg, t, read_mode, items[i][0]) for i, t in zip(index, tensors)]
-        for i, t in zip(index, decoded):
+                decoded = [_decode_one(decode_jpeg, t, read_mode, items[i][0]) for i, t in zip(index, tensors, strict=True)]
+        for i, t in zip(index, decoded, strict=True):
             name, _data, _mode, (w, h) = items[i]
             if tuple(t.shape[1:]) != (h, w):  # never seen: libjpeg follows the header that was checked
                 raise DataError(f"the image {name} decoded to {t.shape[2]}x{t.shape[1]}, but its header says {w}x{h}.")
@@ -259,6 +260,6 @@ def decode_many(
                 continue
         out[i] = _chw(decode_image(data, name, max_pixels, expect))
     if batch:
-        for i, a in zip(where, decode_jpegs(batch)):
+        for i, a in zip(where, decode_jpegs(batch), strict=True):
             out[i] = a
     return cast(list[np.ndarray], out)  # every slot set: by Pillow above or by decode_jpegs here

@@ -224,7 +224,7 @@ def _decode_range(bounds: tuple[int, int]) -> list[np.ndarray] | np.ndarray:
 def _stack(arrays: list[np.ndarray], files: list[ImageFile]) -> np.ndarray:
     """(N, C, H, W) of (C, H, W) arrays: C = 1 when every image is grey, else grey images are repeated to RGB."""
     h, w = arrays[0].shape[1:]
-    for a, f in zip(arrays, files):
+    for a, f in zip(arrays, files, strict=True):
         if a.shape[1:] != (h, w):
             raise DataError(
                 f"the image {f.name} is {a.shape[2]}x{a.shape[1]} but {files[0].name} is {w}x{h}; "

@@ -9,7 +9,7 @@ Each architecture is a function registered by name with :func:`register_model`; 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch.nn as nn
 

@@ -4,9 +4,10 @@ Timing: a step's time runs from just before its batch is fetched to the end of i
 step, so it includes fetching and augmenting the batch, and a run's train time is the sum of its
 steps. Everything between two steps of a run is outside these intervals: ``should_stop`` (a worker
 polls its database there), the reading of finished steps and the callbacks (a worker writes
-metrics there), evaluation, and, in lockstep, the other runs' steps (:func:`run_lockstep`). On CUDA the step boundaries are CUDA events on the training device's stream, read in
-batches (one synchronisation every ``flush_every`` steps, not one per step), so measuring does
-not serialise the CPU and the GPU.
+metrics there), evaluation, and, in lockstep, the other runs' steps (:func:`run_lockstep`). On CUDA
+the step boundaries are CUDA events on the training device's stream, read in batches (one
+synchronisation every ``flush_every`` steps, not one per step), so measuring does not serialise the
+CPU and the GPU.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import itertools
 import math
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -157,7 +159,7 @@ class TrainingRun:
             pending[-1].end.synchronize()
         losses = torch.stack([p.loss for p in pending]).float().tolist()
         corrects = torch.stack([p.correct for p in pending]).float().tolist()
-        for p, loss, correct in zip(pending, losses, corrects):
+        for p, loss, correct in zip(pending, losses, corrects, strict=True):
             dt = p.start.elapsed_time(p.end) / 1000.0 if self.cuda else p.end - p.start
             tally.add(p.batch_type, dt)
             tally.epoch_loss += loss * p.n

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Iterator, get_args
+from collections.abc import Iterator
+from typing import get_args
 
 import torch
 import torch.nn as nn

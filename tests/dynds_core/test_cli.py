@@ -181,19 +181,23 @@ def test_summary_names_what_sized_the_equal_time_run():
     )
     console = Console(width=300, record=True, file=io.StringIO())
     console.print(summary_table(res))
-    assert "equal-time gap -1.50 pt: DynDS's accuracy minus the baseline trained for DynDS's train time (its steps cut to match, sized by the DynDS run's own full steps)" in console.export_text()
+    assert (
+        "equal-time gap -1.50 pt: DynDS's accuracy minus the baseline trained for DynDS's train time "
+        "(its steps cut to match, sized by the DynDS run's own full steps)"
+    ) in console.export_text()
 
 
 def test_summary_explains_every_figure_and_gives_the_verdict():
     """No bare '-' or 'target': each figure says what it is; the verdict sentence comes first."""
     from dynds_core.cli import summary_lines
+    from dynds_core.result import EpochMetrics, RunResult
     from dynds_core.spec import JobSpec
     from dynds_core.trainer import compare
-    from dynds_core.result import EpochMetrics, RunResult
 
     def run(kind, acc, t, full, reduced):
         e = EpochMetrics(run=kind, epoch=0, epochs=1, train_loss=1, train_acc=50, val_loss=1, val_acc=acc, train_time_s=t,
-                         time_full_s=t if not reduced else t * 0.6, time_reduced_s=0 if not reduced else t * 0.4, steps_full=full, steps_reduced=reduced)
+                         time_full_s=t if not reduced else t * 0.6, time_reduced_s=0 if not reduced else t * 0.4,
+                         steps_full=full, steps_reduced=reduced)
         return RunResult(run=kind, epochs=[e], steps=full + reduced, steps_full=full, steps_reduced=reduced, train_time_s=e.train_time_s,
                          time_full_s=e.time_full_s, time_reduced_s=e.time_reduced_s, final_val_acc=acc, total_flops=9.0 * full + reduced)
 

@@ -20,13 +20,13 @@ from dynds_core.data import (
     DataError,
     channel_stats,
     gather_crop_flip,
+    imagefolder,
     load_dataset,
     make_loaders,
     normalize,
     random_crop_flip,
     stratified_subset,
 )
-from dynds_core.data import imagefolder
 from dynds_core.spec import DataSpec
 
 SHARED_ARCHIVE = Path(__file__).parents[2].parent / "shared" / "data" / "cifar10-jpeg75.tar.gz"
@@ -423,7 +423,7 @@ def test_pillow_and_torchvision_decoders_agree_and_cmyk_stays_with_pillow(tmp_pa
     for root in (tmp_path / "rgb", tmp_path / "cmyk"):
         items = [(str(p), p.read_bytes(), None) for p in sorted(root.rglob("*.jpg"))] + [("x.png", png, None)]
         new, old = decode.decode_many(items), decode.decode_many(items, jpeg="pillow")
-        assert len(new) == len(old) == 9 and all(np.array_equal(a, b) for a, b in zip(new, old))
+        assert len(new) == len(old) == 9 and all(np.array_equal(a, b) for a, b in zip(new, old, strict=True))
         assert all(a.shape == (3, 7, 10) and a.dtype == np.uint8 for a in new)
     with pytest.raises(ValueError, match="jpeg must be"):
         decode.decode_many([], jpeg="libjpeg")
@@ -623,12 +623,12 @@ def test_loader_order_depends_only_on_seed_and_epoch():
     one, two = BatchLoader(x, y, seed=3, **kw), BatchLoader(x, y, seed=3, **kw)
     a, b = collect(one, 0), collect(two, 0)
     assert len(one) == 6 and len(a) == 6  # 100 // 16, the partial batch dropped
-    assert all(torch.equal(p[0], q[0]) and torch.equal(p[1], q[1]) for p, q in zip(a, b))
+    assert all(torch.equal(p[0], q[0]) and torch.equal(p[1], q[1]) for p, q in zip(a, b, strict=True))
     assert not torch.equal(torch.cat([p[1] for p in a]), torch.cat([p[1] for p in collect(one, 1)]))
     assert not torch.equal(torch.cat([p[1] for p in a]), torch.cat([p[1] for p in collect(BatchLoader(x, y, seed=4, **kw), 0)]))
     plain = collect(BatchLoader(x, y, seed=3, **{**kw, "augment": False}), 0)
-    assert all(torch.equal(p[1], q[1]) for p, q in zip(a, plain))  # augmentation does not change the order
-    assert any(not torch.equal(p[0], q[0]) for p, q in zip(a, plain))  # ... but does change the images
+    assert all(torch.equal(p[1], q[1]) for p, q in zip(a, plain, strict=True))  # augmentation does not change the order
+    assert any(not torch.equal(p[0], q[0]) for p, q in zip(a, plain, strict=True))  # ... but does change the images
 
 
 def test_loader_batches_are_augmented_images_of_their_labels():

@@ -17,13 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from test_data import make_tar, write_cifar10, write_fashion, write_imagefolder
 
-from dynds_core.data import DEFAULT_LIMITS, DataError, DataLimits, data_policy, imagefolder, load_dataset
-from dynds_core.data import fashion_mnist
+from dynds_core.data import DEFAULT_LIMITS, DataError, DataLimits, data_policy, fashion_mnist, imagefolder, load_dataset
 from dynds_core.data.decode import decode_image
 from dynds_core.spec import DataSpec
-
-from test_data import make_tar, write_cifar10, write_fashion, write_imagefolder
 
 MB = 1_000_000
 
@@ -97,7 +95,10 @@ def test_archive_total_past_the_limit_is_refused(tmp_path):
 
 @pytest.mark.parametrize(
     "kind, expected",
-    [("symlink", "symbolic link"), ("hardlink", "hard link"), ("absolute", "absolute or '..'"), ("dotdot", "absolute or '..'"), ("fifo", "not a regular file")],
+    [
+        ("symlink", "symbolic link"), ("hardlink", "hard link"), ("absolute", "absolute or '..'"), ("dotdot", "absolute or '..'"),
+        ("fifo", "not a regular file"),
+    ],
 )
 def test_archive_links_devices_and_escaping_names_are_refused(tmp_path, kind, expected):
     def hostile(tar):

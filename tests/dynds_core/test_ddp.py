@@ -1,6 +1,5 @@
 """DistributedDataParallel with the reduced pass: two real processes over gloo."""
 
-import os
 
 import pytest
 import torch

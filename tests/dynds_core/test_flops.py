@@ -78,7 +78,8 @@ def test_imagefolder_shape_comes_from_the_data_set_itself(tmp_path):
     assert est["data_bytes"] == (5 + 2) * 3 * 9 * 12
     grey = tmp_path / "g"
     grey.mkdir()
-    assert spec_input_shape(JobSpec.parse({"data": {"dataset": "imagefolder", "root": str(_archive(grey, (7, 5), grey=True, fmt="PNG"))}})) == ((1, 5, 7), 5)
+    grey_archive = str(_archive(grey, (7, 5), grey=True, fmt="PNG"))
+    assert spec_input_shape(JobSpec.parse({"data": {"dataset": "imagefolder", "root": grey_archive}})) == ((1, 5, 7), 5)
     # A decoded cache answers without opening the archive.
     imagefolder._PROBED.clear()
     from dynds_core.data import load_dataset

@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from test_trainer import BATCH, tiny_spec
 
 from dynds_core.callbacks import Callback
 from dynds_core.ops import downsample_input
@@ -12,8 +13,6 @@ from dynds_core.schedules import make_schedule
 from dynds_core.spec import AdaptiveSchedule
 from dynds_core.trainer import train
 from dynds_core.training import loop
-
-from test_trainer import BATCH, tiny_spec
 
 
 class Machine:

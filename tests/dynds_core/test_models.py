@@ -62,9 +62,9 @@ def test_cifar_resnet_in_place_forward_and_gradients_equal_out_of_place():
                 out = forward(x)
             torch.nn.functional.cross_entropy(out, y).backward()
             results.append((out.detach(), [p.grad.clone() for p in model.parameters()]))
-    for (out, grads), (ref_out, ref_grads) in zip(results[:2], results[2:]):
+    for (out, grads), (ref_out, ref_grads) in zip(results[:2], results[2:], strict=True):
         torch.testing.assert_close(out, ref_out)
-        for g, r in zip(grads, ref_grads):
+        for g, r in zip(grads, ref_grads, strict=True):
             torch.testing.assert_close(g, r)
 
 

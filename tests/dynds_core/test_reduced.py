@@ -1,16 +1,14 @@
 """reduced_pass: shapes layer by layer, padding, gradients, restoration, BatchNorm modes, refusals."""
 
-import copy
 
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dynds_core.ops import downsample_input, pool_kernel
-from dynds_core.reduced import ReducedPassError, check_reduced_pass, reduced_pass
 from dynds_core.models import create_model
-from dynds_core.reduced import attach_separate_bn
+from dynds_core.ops import downsample_input, pool_kernel
+from dynds_core.reduced import ReducedPassError, attach_separate_bn, check_reduced_pass, reduced_pass
 from dynds_core.spec import KernelPooling
 
 KERNELS = [

@@ -165,9 +165,9 @@ def test_compiled_model_matches_eager_with_one_graph_per_resolution_and_no_graph
     assert dict(counters["graph_break"]) == {}  # nothing in the pooling breaks the graph
     assert counters["stats"]["unique_graphs"] <= 2  # one for full steps, one for reduced ones, over 6 alternating steps
     # aot_eager runs the same kernels; reordered reductions leave float32 rounding only
-    for a, b in zip(outs, eager_outs):
+    for a, b in zip(outs, eager_outs, strict=True):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
-    for a, b in zip(grads, eager_grads):
+    for a, b in zip(grads, eager_grads, strict=True):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
     dynamo.reset()
 

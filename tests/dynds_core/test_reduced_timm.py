@@ -1,10 +1,9 @@
 """timm's CNNs under the reduced pass: a ResNet (plain Conv2d) and a ResNetV2 built from StdConv2d."""
 
 import pytest
+import timm  # a test dependency (pyproject [test]): missing, this fails rather than skips
 import torch
 import torch.nn.functional as F
-
-import timm  # a test dependency (pyproject [test]): missing, this fails rather than skips
 from timm.layers import StdConv2d
 from timm.models.resnetv2 import ResNetV2
 
