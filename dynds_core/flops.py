@@ -18,13 +18,13 @@ no tensor memory), under a time limit (``EstimateTimeout``).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import hashlib
 import json
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -32,8 +32,9 @@ import torch.nn as nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
+from .op_settings import KernelArg, kernel_settings
 from .schedules import make_schedule
-from .spec import JobSpec, KernelPooling
+from .spec import JobSpec
 
 CACHE_SIZE = 512  # counts kept (least recently used out): a server sees many settings over its life
 _CACHE: OrderedDict[tuple, float] = OrderedDict()
@@ -86,11 +87,9 @@ def _model_signature(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-def _kernel_key(kernel: KernelPooling | Mapping[str, Any] | None) -> str:
-    if kernel is None:
-        return "default"
-    data = kernel.model_dump(mode="json") if isinstance(kernel, KernelPooling) else dict(kernel)
-    return json.dumps(data, sort_keys=True, default=str)
+def _kernel_key(kernel: KernelArg) -> str:
+    # The settings themselves, however given (None, a dict, a spec section): equal settings share a count.
+    return json.dumps(dataclasses.asdict(kernel_settings(kernel)), sort_keys=True)
 
 
 def step_flops(
@@ -98,7 +97,7 @@ def step_flops(
     input_shape: tuple[int, int, int, int],
     *,
     reduced: bool,
-    kernel: KernelPooling | Mapping[str, Any] | None = None,
+    kernel: KernelArg = None,
     bn: str = "frozen",
     input_factor: int = 2,
     input_mode: str = "avg",

@@ -17,10 +17,13 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-INPUT_MODES = ("avg", "bilinear", "nearest")
-KERNEL_MODES = ("avg", "max", "resize", "none")
-KERNEL_SCALES = ("sum", "none")
-_RESIZE_NEEDS_SIZE = "kernel mode 'resize' needs an explicit size, e.g. size=(2, 2)"
+# The op layer's choices and its check of a kernel pooling setting, defined torch-free beside the settings
+# (the spec declares its fields with them); named here too, where the ops that take them are.
+from .op_settings import INPUT_MODES as INPUT_MODES
+from .op_settings import KERNEL_MODES as KERNEL_MODES
+from .op_settings import KERNEL_SCALES as KERNEL_SCALES
+from .op_settings import RESIZE_NEEDS_SIZE
+from .op_settings import check_kernel_pooling as check_kernel_pooling
 
 
 def downsample_input(x: torch.Tensor, factor: int = 2, mode: str = "avg") -> torch.Tensor:
@@ -81,7 +84,7 @@ def _build_pooling_matrix(
     if mode == "avg":
         p = torch.kron(_pool_matrix_1d(kh, window, stride), _pool_matrix_1d(kw, window, stride))
     elif mode == "resize":
-        assert size is not None  # _check_pool_args refused resize without a size
+        assert size is not None  # check_kernel_pooling refused resize without a size
         th, tw = size
         # Resize each one-hot tap: column t of P is where tap t's weight lands. Antialiasing makes
         # a shrink average over every tap instead of sampling a few (7x7 -> 2x2 would skip taps).
@@ -92,7 +95,7 @@ def _build_pooling_matrix(
         raise ValueError(f"kernel mode {mode!r} has no pooling matrix; linear modes are avg and resize")
     if scale == "sum":
         cols = p.sum(0, keepdim=True)
-        # A guard for settings that skip taps (already refused by _check_pool_args); under torch.compile a
+        # A guard for settings that skip taps (already refused by check_kernel_pooling); under torch.compile a
         # tensor's truth value would break the graph, so the compiled trace relies on that check.
         if not torch.compiler.is_compiling() and bool((cols <= 0).any()):
             raise ValueError(f"kernel pooling {mode} (window {window}, stride {stride}) leaves some taps of a {kh}x{kw} kernel uncovered")
@@ -135,26 +138,6 @@ def pooling_matrix(
     return p
 
 
-def _check_pool_args(mode: str, window: int, stride: int, size: Sequence[int] | None, scale: str) -> None:
-    if mode not in KERNEL_MODES:
-        raise ValueError(f"kernel mode must be one of {', '.join(KERNEL_MODES)}: {mode!r}")
-    if scale not in KERNEL_SCALES:
-        raise ValueError(f"kernel scale must be one of {', '.join(KERNEL_SCALES)}: {scale!r}")
-    if mode in ("avg", "max"):
-        if isinstance(window, bool) or not isinstance(window, int) or window < 2:
-            raise ValueError(f"kernel pooling window must be an integer >= 2: {window!r}")
-        if isinstance(stride, bool) or not isinstance(stride, int) or not 1 <= stride <= window:
-            # A stride above the window would skip taps entirely.
-            raise ValueError(f"kernel pooling stride must be an integer from 1 to the window ({window}): {stride!r}")
-    if mode == "max" and scale == "sum":
-        raise ValueError("kernel scale 'sum' is undefined for max pooling (its taps are not a linear mix); use scale='none'")
-    if mode == "resize":
-        if size is None:
-            raise ValueError(_RESIZE_NEEDS_SIZE)
-        if len(size) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in size):
-            raise ValueError(f"kernel resize size must be two positive integers (h, w): {size!r}")
-
-
 def pooled_kernel_shape(
     kh: int, kw: int, mode: str = "avg", window: int = 2, stride: int = 1, size: Sequence[int] | None = None
 ) -> tuple[int, int]:
@@ -163,7 +146,7 @@ def pooled_kernel_shape(
         return kh, kw
     if mode == "resize":
         if size is None:
-            raise ValueError(_RESIZE_NEEDS_SIZE)
+            raise ValueError(RESIZE_NEEDS_SIZE)
         return int(size[0]), int(size[1])
     for k in (kh, kw):
         if window > k:
@@ -188,7 +171,7 @@ def pool_kernel(
 
     Kernels smaller than 2x2 in either dimension (1x1 convs) and mode ``none`` return ``weight``.
     """
-    _check_pool_args(mode, window, stride, size, scale)
+    check_kernel_pooling(mode, window, stride, size, scale)
     if weight.dim() != 4:
         raise ValueError(f"pool_kernel expects a conv weight (O, I, kh, kw), got shape {tuple(weight.shape)}")
     o, i, kh, kw = weight.shape

@@ -21,27 +21,25 @@ from typing import Annotated, Any, Final, Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+# The reduced pass's choices are the op layer's (torch-free module); named here too, as the spec's choices.
+from .op_settings import BN_MODES as BN_MODES
+from .op_settings import DEFAULT_KERNEL, BNMode, InputMode, KernelMode, KernelScale, PadSide, check_kernel_pooling
+from .op_settings import INPUT_MODES as INPUT_MODES
+from .op_settings import KERNEL_MODES as KERNEL_MODES
+from .op_settings import KERNEL_SCALES as KERNEL_SCALES
+from .op_settings import PAD_SIDES as PAD_SIDES
+
 SPEC_VERSION: Final = 1
 
-# Each set of choices is a Literal type (what the fields are declared with, so a type checker sees it too)
-# and the tuple of its values (error messages, the API's /meta choices).
+# Each set of the job's own choices is a Literal type (what the fields are declared with, so a type checker
+# sees it too) and the tuple of its values (error messages, the API's /meta choices), as in op_settings.
 Arch = Literal["resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet18", "resnet34", "resnet50"]
 DatasetName = Literal["synthetic", "cifar10", "cifar100", "imagefolder", "fashion-mnist"]
-InputMode = Literal["avg", "bilinear", "nearest"]
-KernelMode = Literal["avg", "max", "resize", "none"]
-KernelScale = Literal["sum", "none"]
-PadSide = Literal["end", "start", "alternate"]
-BNMode = Literal["frozen", "shared", "separate"]
 ScheduleKind = Literal["none", "stochastic", "periodic", "phase", "adaptive"]
 LRSchedule = Literal["onecycle", "cosine", "step", "constant"]
 Pairing = Literal["lockstep", "sequential"]
 ARCHS: tuple[Arch, ...] = get_args(Arch)
 DATASETS: tuple[DatasetName, ...] = get_args(DatasetName)
-INPUT_MODES: tuple[InputMode, ...] = get_args(InputMode)
-KERNEL_MODES: tuple[KernelMode, ...] = get_args(KernelMode)
-KERNEL_SCALES: tuple[KernelScale, ...] = get_args(KernelScale)
-PAD_SIDES: tuple[PadSide, ...] = get_args(PadSide)
-BN_MODES: tuple[BNMode, ...] = get_args(BNMode)
 SCHEDULE_KINDS: tuple[ScheduleKind, ...] = get_args(ScheduleKind)
 
 # The side of the smallest kernel each architecture's reduced pass pools (every conv of at least 2x2 is
@@ -129,22 +127,20 @@ class InputDownsample(_Section):
 
 
 class KernelPooling(_Section):
-    mode: KernelMode = "avg"
-    window: int = Field(default=2, ge=2, le=4)  # avg/max pooling window over the kernel taps
-    stride: int = Field(default=1, ge=1, le=4)  # 1: 3x3 -> 2x2; 2 (with ceil): 3x3 -> 2x2, 7x7 -> 4x4
-    # resize mode: explicit target (h, w), at most the smallest kernel it resizes (checked against model.arch)
-    size: tuple[Annotated[int, Field(ge=1, le=MAX_KERNEL_SIZE)], Annotated[int, Field(ge=1, le=MAX_KERNEL_SIZE)]] | None = None
-    scale: KernelScale = "sum"  # sum: a flat input's response is kept
-    pad_side: PadSide = "alternate"  # where even kernels get their extra pad
+    """The op layer's :class:`~dynds_core.op_settings.KernelSettings` as a spec section: its defaults and
+    its check, with the bounds a job may ask for."""
+
+    mode: KernelMode = DEFAULT_KERNEL.mode
+    window: int = Field(default=DEFAULT_KERNEL.window, ge=2, le=4)
+    stride: int = Field(default=DEFAULT_KERNEL.stride, ge=1, le=4)
+    # resize mode: at most the smallest kernel it resizes (checked against model.arch)
+    size: tuple[Annotated[int, Field(ge=1, le=MAX_KERNEL_SIZE)], Annotated[int, Field(ge=1, le=MAX_KERNEL_SIZE)]] | None = DEFAULT_KERNEL.size
+    scale: KernelScale = DEFAULT_KERNEL.scale
+    pad_side: PadSide = DEFAULT_KERNEL.pad_side
 
     @model_validator(mode="after")
     def _check_mode(self) -> KernelPooling:
-        if self.mode == "resize" and self.size is None:
-            raise ValueError("kernel.size is required when kernel.mode is 'resize', e.g. size: [2, 2]")
-        if self.mode in ("avg", "max") and self.stride > self.window:
-            raise ValueError(f"kernel.stride ({self.stride}) must not exceed kernel.window ({self.window}): it would skip taps")
-        if self.mode == "max" and self.scale == "sum":
-            raise ValueError("kernel.scale 'sum' is undefined for max pooling (its taps are not a linear mix); use scale: none")
+        check_kernel_pooling(self.mode, self.window, self.stride, self.size, self.scale)
         return self
 
 
