@@ -16,21 +16,23 @@ RUN apt-get update \
 
 WORKDIR /srv/dynds
 # Dependencies first, in a layer of their own, so a source change does not reinstall torch: the list is
-# pyproject.toml's [project].dependencies, read here with tomllib (no second list to keep in step).
-COPY pyproject.toml ./
-RUN python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
+# pyproject.toml's [project].dependencies and its `service` extra, read here with tomllib (no second list
+# to keep in step), installed with the exact releases of constraints.txt.
+COPY pyproject.toml constraints.txt ./
+RUN python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(p["dependencies"] + p["optional-dependencies"]["service"]))' \
         > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt \
+    && pip install -c constraints.txt -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 # Then the sources, installed without touching the dependencies; the import check fails the build if a
 # module the service loads (the Redis transport's included) is missing, from the installed copy (cwd /).
 COPY README.md ./
+COPY dynds ./dynds
 COPY dynds_core ./dynds_core
 COPY app ./app
 COPY worker ./worker
 COPY frontend ./frontend
 RUN pip install --no-deps . \
-    && cd / && python -c "import app.main, worker.celery_app, worker.runner, kombu.transport.redis"
+    && cd / && python -c "import dynds.cli, app.main, worker.celery_app, worker.runner, kombu.transport.redis"
 # The example specs, e.g. `docker compose exec api dynds train examples/synthetic.yaml`.
 COPY examples ./examples
 

@@ -7,7 +7,7 @@ At start-up the database is migrated (``alembic upgrade head``). Recovery never 
 running job is judged orphaned only by its heartbeat's age (no heartbeat for ``settings.stale_job_after_s``,
 checked at start-up and every ``stale_check_interval_s`` in both modes; ``app.crud.recover_stale_jobs``),
 never because this process has just started. The one exception is proof, not age: ``dynds serve`` in
-embedded mode holds the database's serve lock (app/commands.py), so the jobs of an embedded executor left
+embedded mode holds the database's serve lock (app/core/serve_lock.py), so the jobs of an embedded executor left
 running belong to a server that is gone, and it passes ``recover_executor_jobs=True`` to recover them at
 once. What recovery does is ``settings.recover_policy``: "fail" (with the reason; the user retries, because
 a job that took its process down may do it again) or "requeue" (at most ``max_attempts`` starts).

@@ -128,7 +128,7 @@ def start_server(home: Path, url: str) -> tuple[subprocess.Popen, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DYNDS_")}
     env.update({"DYNDS_HOME": str(home), "DYNDS_DATABASE_URL": url, "OMP_NUM_THREADS": "1"})
     exe = Path(sys.executable).with_name("dynds")
-    cmd = ([str(exe)] if exe.exists() else [sys.executable, "-m", "app.cli"]) + ["serve", "--port", str(port), "--log-level", "warning"]
+    cmd = ([str(exe)] if exe.exists() else [sys.executable, "-m", "dynds"]) + ["serve", "--port", str(port), "--log-level", "warning"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(home / "serve.log", "w"), stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     for _ in range(300):

@@ -29,7 +29,7 @@ def start_serve(env: dict[str, str], port: int, *, unset: tuple[str, ...] = (), 
     for name in ("DYNDS_BROKER_URL", *unset):
         full_env.pop(name, None)
     proc = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from app.cli import main; sys.exit(main(sys.argv[1:]))",
+        [sys.executable, "-c", "import sys; from dynds.cli import main; sys.exit(main(sys.argv[1:]))",
          "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
         cwd=REPO, env=full_env, stdout=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip

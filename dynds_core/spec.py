@@ -263,20 +263,32 @@ class JobSpec(_Section):
 
     @classmethod
     def from_file(cls, path: str | Path) -> JobSpec:
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise SpecError(str(path), [("", f"cannot read the file: {exc.strerror}")]) from None
-        try:
-            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-        except (yaml.YAMLError, json.JSONDecodeError) as exc:
-            raise SpecError(str(path), [("", f"not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}")]) from None
-        return cls.parse(data if data is not None else {}, source=str(path), refuse_empty=True)
+        return cls.parse(read_spec_file(path), source=str(path), refuse_empty=True)
 
     def canonical(self) -> dict[str, Any]:
         """Every setting spelled out, defaults included: what is hashed and stored."""
         return self.model_dump(mode="json")
+
+
+def read_spec_file(path: str | Path) -> dict[str, Any]:
+    """A spec file's mapping, unvalidated (``dynds submit`` sends it as written; the server validates).
+
+    YAML, or JSON for a ``.json`` name; an empty file is an empty mapping. SpecError names the file.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError(str(path), [("", f"cannot read the file: {exc.strerror}")]) from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise SpecError(str(path), [("", f"not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}")]) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SpecError(str(path), [("", f"expected a mapping of spec sections, got {type(data).__name__}")])
+    return data
 
 
 def empty_spec_problem(data: dict[str, Any]) -> tuple[str, str] | None:

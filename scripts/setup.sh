@@ -12,13 +12,14 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null
 fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 
-extras=""
-[ "${1:-}" = "--test" ] && extras="[test]"
+# The service's extra always (the quick start runs it); --test adds what the tests use.
+extras="[service]"
+[ "${1:-}" = "--test" ] && extras="[service,test]"
 # Reinstall only when the dependency list changed (torch alone is several GB to unpack).
 stamp=".venv/.dynds-installed$extras"
-want=$(sha256sum pyproject.toml | cut -c1-16)
+want=$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     .venv/bin/python -m pip install --quiet --upgrade pip 2>/dev/null || true
-    .venv/bin/python -m pip install --quiet -e ".$extras"
+    .venv/bin/python -m pip install --quiet -c constraints.txt -e ".$extras"
     echo "$want" > "$stamp"
 fi

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from app.cli import build_parser
+from dynds.cli import build_parser
 from dynds_core.cli import apply_overrides, choose_threads, format_flops, write_atomic
 from dynds_core.spec import JobSpec, SpecError
 
@@ -25,7 +25,7 @@ TINY = {
 
 
 def run_cli(*args, cwd=None):
-    exe = [str(DYNDS)] if DYNDS.exists() else [sys.executable, "-m", "app.cli"]
+    exe = [str(DYNDS)] if DYNDS.exists() else [sys.executable, "-m", "dynds"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(exe + ["train", *map(str, args)], capture_output=True, text=True, timeout=300, cwd=cwd or ROOT, env=env)
 
@@ -46,7 +46,7 @@ def test_train_end_to_end_writes_the_result(tmp_path):
 
 
 def test_train_prints_json_on_stdout_with_overrides(tmp_path, capsys):
-    from app.cli import main
+    from dynds.cli import main
 
     spec = tmp_path / "tiny.json"
     spec.write_text(json.dumps({**TINY, "baseline": False}))
@@ -69,7 +69,7 @@ def test_bad_spec_exits_2_naming_file_and_keys(tmp_path):
 
 
 def test_missing_data_exits_2_with_where_it_looked(tmp_path, capsys):
-    from app.cli import main
+    from dynds.cli import main
 
     spec = tmp_path / "nodata.yaml"
     spec.write_text(yaml.safe_dump({**TINY, "data": {"dataset": "imagefolder", "root": str(tmp_path / "missing.tar.gz")}}))
@@ -133,7 +133,7 @@ def _tiny_spec_with_train(tmp_path, monkeypatch, fake_train):
 
 
 def test_refused_model_exits_2_in_process(tmp_path, monkeypatch, capsys):
-    from app.cli import main
+    from dynds.cli import main
     from dynds_core.reduced import ReducedPassError
 
     def refuse(*a, **k):
@@ -146,7 +146,7 @@ def test_refused_model_exits_2_in_process(tmp_path, monkeypatch, capsys):
 
 
 def test_unwritable_out_exits_2_before_training(tmp_path, monkeypatch, capsys):
-    from app.cli import main
+    from dynds.cli import main
 
     def must_not_train(*a, **k):
         raise AssertionError("trained although the result could not be written")

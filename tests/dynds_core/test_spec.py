@@ -169,7 +169,7 @@ def test_nul_bytes_are_refused_naming_the_field():
 
 
 def test_dynds_train_refuses_an_empty_spec_file_with_exit_2(tmp_path, capsys):
-    from app.cli import main
+    from dynds.cli import main
 
     (tmp_path / "empty.yaml").write_text("")
     assert main(["train", str(tmp_path / "empty.yaml"), "--threads", "1"]) == 2

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from app.cli import build_parser
+from dynds.cli import build_parser
 from app.core.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,7 +107,7 @@ def _source_paths() -> list[str]:
 def test_dockerfile_installs_the_package_from_python_311_slim():
     text = (ROOT / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.11-slim$", text, re.M)
-    for package in ("dynds_core", "app", "worker", "frontend"):
+    for package in ("dynds", "dynds_core", "app", "worker", "frontend"):
         assert f"COPY {package} ./{package}" in text
 
 
@@ -122,7 +122,7 @@ def test_dependencies_are_installed_in_a_layer_before_the_sources():
     (i_deps, deps_run), (i_pkg, _) = deps[0], package[0]
     copies = _copies(instructions)
     before = [src for i, sources in copies if i < i_deps for src in sources]
-    assert before == ["pyproject.toml"], f"only pyproject.toml is copied before the dependencies: {before}"
+    assert before == ["pyproject.toml", "constraints.txt"], f"only the dependency lists are copied before the dependencies: {before}"
     sources = {src for i, sources in copies if i < i_pkg for src in sources}
     missing = set(_source_paths()) - sources
     assert not missing, f"copied after `pip install --no-deps .`, or not at all: {sorted(missing)}"
@@ -206,7 +206,7 @@ def test_every_program_and_file_the_compose_commands_use_is_in_the_image(compose
 
 def test_the_health_checks_probe_what_the_services_answer(compose):
     from app.api.routes.health import router
-    from app.commands import cmd_worker
+    from dynds.commands.worker import WORKER_NAME, cmd_worker
     from app.main import API_PREFIX
 
     api, worker = (compose["services"][n]["healthcheck"]["test"] for n in ("api", "worker"))
@@ -215,9 +215,7 @@ def test_the_health_checks_probe_what_the_services_answer(compose):
     assert path.startswith(API_PREFIX + "/") and path[len(API_PREFIX):] in {r.path for r in router.routes}, path
     # The worker is pinged by the nodename `dynds worker` gives it, in a container whose hostname is %h.
     assert "--destination dynds@$$HOSTNAME" in worker[1]
-    from app import commands
-
-    assert commands.WORKER_NAME == "dynds@%h" and "--hostname={args.name}" in inspect.getsource(cmd_worker)
+    assert WORKER_NAME == "dynds@%h" and "--hostname={args.name}" in inspect.getsource(cmd_worker)
     assert "--name" not in compose["services"]["worker"]["command"]  # compose keeps the name the health check pings
 
 

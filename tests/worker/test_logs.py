@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from app import crud
-from app.cli import build_parser
+from dynds.cli import build_parser
 from app.logs import CUT, configure_logging, job_context, logging_config, start_job_log, stop_job_log
 from worker.runner import run_job
 

@@ -1,4 +1,4 @@
-"""`dynds serve / worker / submit / token`: the pure helpers, and the real commands against a live server."""
+"""`dynds serve / worker / submit / token` (dynds/commands/): the pure helpers, and the real commands against a live server."""
 
 from __future__ import annotations
 
@@ -6,15 +6,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
-from app.commands import api_base, load_spec_file, threshold_failures, validation_lines
-from app.cli import main
+from dynds.cli import build_parser, main
+from dynds.client import api_base, dashboard_url
+from dynds.commands.submit import threshold_failures, validation_lines
+from dynds_core.spec import SpecError, read_spec_file
 
 # The serve fixture and helpers are shared with the worker tests.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "worker"))
-from service_helpers import DYNDS, TINY_SPEC, serve, subprocess_env  # noqa: E402,F401
+from service_helpers import DYNDS, TINY_SPEC, Proc, free_port, serve, subprocess_env, tiny_spec, wait_until  # noqa: E402,F401
 
 
 def test_threshold_failures_name_the_threshold_missed():
@@ -42,18 +45,21 @@ def test_validation_lines_read_a_problem_body():
     assert validation_lines({"status": 422, "detail": "spec is required"}) == ["spec is required"]
 
 
-def test_api_base_and_spec_files(tmp_path):
+def test_api_base_dashboard_url_and_spec_files(tmp_path):
     assert api_base("http://h:8000/") == api_base("http://h:8000/api/v1") == "http://h:8000/api/v1"
+    assert dashboard_url("http://h:8000/api/v1", 7) == dashboard_url("http://h:8000/", 7) == "http://h:8000/#/jobs/7"
     (tmp_path / "a.yaml").write_text("train: {epochs: 3}\n")
-    assert load_spec_file(str(tmp_path / "a.yaml")) == {"train": {"epochs": 3}}
+    assert read_spec_file(tmp_path / "a.yaml") == {"train": {"epochs": 3}}
+    (tmp_path / "empty.yaml").write_text("")
+    assert read_spec_file(tmp_path / "empty.yaml") == {}
     (tmp_path / "b.json").write_text("{not json")
-    with pytest.raises(ValueError, match="b.json is not valid JSON"):
-        load_spec_file(str(tmp_path / "b.json"))
+    with pytest.raises(SpecError, match="(?s)b.json.*not valid JSON"):
+        read_spec_file(tmp_path / "b.json")
     (tmp_path / "c.yaml").write_text("- a list\n")
-    with pytest.raises(ValueError, match="must hold a mapping of spec sections, got list"):
-        load_spec_file(str(tmp_path / "c.yaml"))
-    with pytest.raises(ValueError, match="cannot read the spec file"):
-        load_spec_file(str(tmp_path / "missing.yaml"))
+    with pytest.raises(SpecError, match="expected a mapping of spec sections, got list"):
+        read_spec_file(tmp_path / "c.yaml")
+    with pytest.raises(SpecError, match="(?s)missing.yaml.*cannot read the file"):
+        read_spec_file(tmp_path / "missing.yaml")
 
 
 def test_worker_without_a_broker_is_a_clear_error(monkeypatch, capsys):
@@ -63,7 +69,7 @@ def test_worker_without_a_broker_is_a_clear_error(monkeypatch, capsys):
     get_settings.cache_clear()
     try:
         assert main(["worker"]) == 2
-        assert "no broker configured: set DYNDS_BROKER_URL" in capsys.readouterr().err
+        assert "no broker configured: pass --broker-url or set DYNDS_BROKER_URL" in capsys.readouterr().err
         monkeypatch.setenv("DYNDS_BROKER_URL", "redis://127.0.0.1:1/0")
         get_settings.cache_clear()
         assert main(["worker"]) == 2
@@ -80,7 +86,7 @@ def test_token_create_list_revoke(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DYNDS_DATABASE_URL", f"sqlite:///{tmp_path / 'tokens.db'}")
     get_settings.cache_clear()
     try:
-        assert main(["token", "create", "--name", "ci"]) == 0
+        assert main(["token", "create", "ci"]) == 0
         token = capsys.readouterr().out.strip()
         assert token.startswith("dynds_")
         with session_factory(get_engine(get_settings().database_url))() as s:
@@ -90,24 +96,26 @@ def test_token_create_list_revoke(tmp_path, monkeypatch, capsys):
         listing = capsys.readouterr().out
         assert "\tci\t" in listing and token not in listing  # only the hash is kept
         # The last token: refused without --force (it would open every write), then revoked with it.
-        assert main(["token", "revoke", "--name", "ci"]) == 2
+        assert main(["token", "revoke", "ci"]) == 2
         assert "last API token" in capsys.readouterr().err
-        assert main(["token", "revoke", "--name", "ci", "--force"]) == 0
+        assert main(["token", "revoke", "ci", "--force"]) == 0
         assert "writes are closed" in capsys.readouterr().err
         with session_factory(get_engine(get_settings().database_url))() as s:
             assert security.verify_token(session=s, token=token) is None
             assert security.has_tokens(session=s) and security.writes_closed(session=s)
         assert main(["token", "list"]) == 0 and "writes are closed" in capsys.readouterr().out
-        assert main(["token", "revoke", "--name", "ci"]) == 1
+        assert main(["token", "revoke", "--name", "ci"]) == 1  # the earlier spelling still works
         assert "no token named 'ci'" in capsys.readouterr().err
-        assert main(["token", "create", "--name", "  "]) == 2
+        assert main(["token", "create", "  "]) == 2
+        assert main(["token", "create"]) == 2 and "dynds token create NAME" in capsys.readouterr().err
+        assert main(["token", "revoke", "a", "--name", "b"]) == 2 and "two names given" in capsys.readouterr().err
     finally:
         get_settings.cache_clear()
         get_engine.cache_clear()
 
 
 def _submit(url, spec_path, *extra, env=None):
-    return subprocess.run([DYNDS, "submit", str(spec_path), "--server", url, *extra, "--poll-interval", "0.2"],
+    return subprocess.run([DYNDS, "submit", str(spec_path), "--server", url, *extra],
                           capture_output=True, text=True, timeout=180, env=env)
 
 
@@ -121,6 +129,7 @@ def test_submit_exit_codes_against_a_live_server(tmp_path, serve):
     good.write_text(yaml.safe_dump(TINY_SPEC))
     r = _submit(url, good, "--wait", "--max-acc-drop", "100", env=env)
     assert r.returncode == 0, r.stdout + r.stderr
+    assert f"{url}/#/jobs/" in r.stdout  # the job's dashboard page, beside its API URL
     assert "succeeded: time_saving" in r.stdout and "(lockstep)" in r.stdout and " pp" not in r.stdout
     assert "\nverdict: Not conclusive: " in r.stdout  # the tiny spec runs no equal-time baseline
 
@@ -142,11 +151,12 @@ def test_submit_exit_codes_against_a_live_server(tmp_path, serve):
     assert r.returncode == 1, r.stdout + r.stderr
     assert "failed: " in r.stderr and "Traceback" not in r.stderr
 
-    r = _submit("http://127.0.0.1:9", good, env=env)
+    r = _submit("http://127.0.0.1:9", good, "--retry-for", "1", env=env)
     assert r.returncode == 2 and "cannot reach the server at http://127.0.0.1:9" in r.stderr
+    assert "retrying in" in r.stderr and "ConnectError" in r.stderr
 
     # Once a token exists, writes need it: 2 without, 0 with DYNDS_TOKEN.
-    token = subprocess.run([DYNDS, "token", "create", "--name", "ci"], capture_output=True, text=True, env=env,
+    token = subprocess.run([DYNDS, "token", "create", "ci"], capture_output=True, text=True, env=env,
                            check=True).stdout.strip()
     r = _submit(url, good, "--force", env=env)
     assert r.returncode == 2 and "401" in r.stderr and "DYNDS_TOKEN" in r.stderr
@@ -155,7 +165,42 @@ def test_submit_exit_codes_against_a_live_server(tmp_path, serve):
 
 
 def test_two_workers_on_one_host_can_take_their_own_celery_names():
-    from app.cli import build_parser
-
     assert build_parser().parse_args(["worker"]).name == "dynds@%h"
     assert build_parser().parse_args(["worker", "--name", "gpu1@%h"]).name == "gpu1@%h"
+
+
+def test_submit_wait_rides_out_a_server_restart(tmp_path):
+    """The server stops mid-job (SIGTERM: the job is requeued) and comes back on the same port: `dynds submit
+    --wait` retries through the refused connections, follows the rerun and exits 0."""
+    env = subprocess_env(tmp_path)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"{url}/api/v1/healthz", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def start(n: int) -> Proc:
+        proc = Proc(["serve", "--port", str(port), "--log-level", "warning"], env, tmp_path / f"serve-{n}.log")
+        wait_until(healthy, 60, "dynds serve to answer /healthz", interval=0.2)
+        return proc
+
+    server = start(1)
+    spec = tmp_path / "job.yaml"
+    spec.write_text(yaml.safe_dump(tiny_spec(epochs=15)))  # about 10 s of training, on one thread
+    submit = subprocess.Popen([DYNDS, "submit", str(spec), "--server", url, "--wait", "--retry-for", "120"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        wait_until(lambda: httpx.get(f"{url}/api/v1/jobs/1", timeout=2).json().get("status") == "running", 60, "the job to run")
+        server.stop()
+        assert not healthy()
+        server = start(2)
+        out, err = submit.communicate(timeout=240)
+    finally:
+        submit.kill()
+        server.stop()
+    assert submit.returncode == 0, out + err
+    assert "retrying in" in err and "ConnectError" in err  # it saw the server gone, and waited
+    assert "job 1 succeeded: time_saving" in out

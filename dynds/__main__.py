@@ -1,0 +1,7 @@
+"""`python -m dynds`: the `dynds` command."""
+
+import sys
+
+from dynds.cli import main
+
+sys.exit(main())
