@@ -154,3 +154,122 @@ def test_jobs_progress_is_over_all_the_runs(vpage, server):
     # lockstep DynDS + baseline done (2 of 3 runs), the equal-time run half way: 2.5 / 3
     assert bar.get_attribute("aria-valuenow") == "83"
     assert "run 3 of 3: equal-time baseline" in bar.get_attribute("aria-valuetext")
+
+
+# --- submit ---------------------------------------------------------------------------------------------
+
+BASIC_IDS = ("#f-name", "#f-model-arch", "#f-data-dataset", "#f-train-epochs", "#f-train-batch_size", "#f-train-seed",
+             "#f-dynds-schedule-kind", "#f-dynds-schedule-p", "#f-baseline", "#f-equal_time_baseline")
+ADVANCED_IDS = ("#f-train-lr", "#f-train-optimizer", "#f-train-device", "#f-dynds-kernel-mode", "#f-dynds-bn", "#f-dynds-input-factor")
+
+
+def visible_fields(page) -> int:
+    return page.evaluate("() => [...document.querySelectorAll('#spec-form .field')].filter(f => f.checkVisibility()).length")
+
+
+def covered_by_sticky_bar(page, selector: str) -> dict:
+    """Where a field's input and label are against the viewport and the sticky bar's top."""
+    return page.evaluate(
+        """(sel) => { const el = document.querySelector(sel); const field = el.closest('.field');
+                      const label = field.querySelector('label'); const bar = document.querySelector('#sticky-submit').getBoundingClientRect();
+                      const r = (e) => e.getBoundingClientRect();
+                      return {barTop: bar.top, inputTop: r(el).top, inputBottom: r(el).bottom, labelTop: r(label).top,
+                              labelBottom: r(label).bottom, focused: document.activeElement === el}; }""",
+        selector)
+
+
+def assert_clear_of_the_bar(where: dict) -> None:
+    assert where["focused"], where
+    assert where["labelTop"] >= 0 and where["inputBottom"] <= where["barTop"], f"the sticky bar covers the field: {where}"
+
+
+def test_submit_common_fields_open_and_the_rest_under_advanced(vpage, server):
+    page = vpage
+    goto(page, server, "submit", "submit")
+    page.wait_for_selector("#predicted-saving")
+    for sel in BASIC_IDS:
+        assert page.locator(sel).is_visible(), sel
+    advanced = page.locator("details#advanced")
+    assert advanced.evaluate("d => !d.open")
+    for sel in ADVANCED_IDS:
+        assert page.locator(sel).is_hidden() and page.locator(f"details#advanced {sel}").count() == 1, sel
+    page.evaluate("window.scrollTo(0, document.documentElement.scrollHeight)")  # the sticky bar at its place
+    shot(page, f"trial-submit-{page.size_name}")
+    assert visible_fields(page) <= 14
+    height = page.evaluate("document.documentElement.scrollHeight")
+    assert height < (1500 if page.size_name == "phone" else 1100), height
+    # the schedule's main parameter follows its kind, in the open part
+    page.select_option("#f-dynds-schedule-kind", "periodic")
+    assert page.locator("#f-dynds-schedule-every").is_visible() and page.locator("#f-dynds-schedule-p").is_hidden()
+    page.select_option("#f-dynds-schedule-kind", "stochastic")
+    # Advanced opens to every other field
+    page.click("details#advanced > summary")
+    for sel in ADVANCED_IDS:
+        assert page.locator(sel).is_visible(), sel
+    page.evaluate("window.scrollTo(0, document.documentElement.scrollHeight)")
+    shot(page, f"trial-submit-advanced-{page.size_name}")
+
+
+def test_submit_error_summary_links_focus_their_fields(vpage, server):
+    page = vpage
+    goto(page, server, "submit", "submit")
+    page.wait_for_selector("#predicted-saving")
+    page.click("details#advanced > summary")
+    page.fill("#f-train-lr", "-1")
+    page.click("details#advanced > summary")  # closed again: the bad value is out of sight
+    page.fill("#f-train-epochs", "0")
+    page.locator("#f-train-epochs-err").wait_for(state="visible")  # the live check marks it
+    assert page.locator("#advanced-errors").inner_text() == "1 problem"  # and says Advanced holds one
+    page.click("#submit-btn")
+    summary = page.locator("#error-summary")
+    summary.wait_for(state="visible")
+    assert page.evaluate("document.activeElement.id") == "error-summary"
+    links = summary.locator("a[data-field]")
+    assert sorted(links.evaluate_all("as => as.map(a => a.dataset.field)")) == ["train.epochs", "train.lr"]
+    assert "Advanced" in summary.locator("a[data-field='train.lr']").inner_text()
+    no_sideways_scroll(page)
+    shot(page, f"trial-submit-error-summary-{page.size_name}", full_page=False)
+    url = page.url
+    summary.locator("a[data-field='train.lr']").click()
+    assert page.url == url  # the link did not change the hash route
+    assert page.locator("details#advanced").evaluate("d => d.open")
+    assert_clear_of_the_bar(covered_by_sticky_bar(page, "#f-train-lr"))
+    page.locator("details#advanced > summary").scroll_into_view_if_needed()
+    page.click("details#advanced > summary")
+    summary.locator("a[data-field='train.epochs']").click()
+    assert_clear_of_the_bar(covered_by_sticky_bar(page, "#f-train-epochs"))
+    assert server.api("GET", "/jobs?name=none").status_code == 200
+    # fixed: the summary goes with the errors
+    page.fill("#f-train-epochs", "2")
+    page.click("details#advanced > summary") if not page.locator("details#advanced").evaluate("d => d.open") else None
+    page.fill("#f-train-lr", "0.1")
+    summary.wait_for(state="hidden")
+
+
+def tab_into(page, prev: str, selector: str, place: str) -> dict:
+    """Put ``selector`` just behind the sticky bar ("bottom") or just under the top edge, its label cut off
+    ("top"), then Tab into it from ``prev``, as a keyboard user does; where it ends up."""
+    before = page.evaluate(
+        """([prev, sel, place]) => { const r = document.querySelector(sel).getBoundingClientRect();
+             window.scrollBy(0, place === 'bottom' ? r.bottom - (innerHeight - 6) : r.top - 4);
+             document.querySelector(prev).focus({preventScroll: true});
+             const label = document.querySelector(sel).closest('.field').querySelector('label').getBoundingClientRect();
+             const bar = document.querySelector('#sticky-submit').getBoundingClientRect();
+             return {covered: document.querySelector(sel).getBoundingClientRect().bottom > bar.top, cut: label.top < 0}; }""",
+        [prev, selector, place])
+    assert before["covered" if place == "bottom" else "cut"], f"{selector} could not be put {place}: {before}"
+    page.keyboard.press("Tab")
+    return covered_by_sticky_bar(page, selector)
+
+
+def test_submit_sticky_bar_never_covers_a_focused_field(vpage, server):
+    page = vpage
+    goto(page, server, "submit", "submit")
+    page.wait_for_selector("#predicted-saving")
+    page.click("details#advanced > summary")  # a page long enough to put any field anywhere
+    # a field that sat behind the bar is scrolled above it when focused
+    assert_clear_of_the_bar(tab_into(page, "#f-train-optimizer", "#f-train-lr", "bottom"))
+    assert_clear_of_the_bar(tab_into(page, "#f-dynds-kernel-mode", "#f-dynds-kernel-window", "bottom"))
+    # one whose label was above the top edge is scrolled down to show the label
+    assert_clear_of_the_bar(tab_into(page, "#f-train-batch_size", "#f-train-seed", "top"))
+    assert_clear_of_the_bar(tab_into(page, "#f-model-arch", "#f-data-dataset", "top"))

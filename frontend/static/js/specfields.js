@@ -17,7 +17,7 @@ export const SECTIONS = [
     { path: "data.val_subset", label: "Validation subset", type: "int", nullable: true, min: 10, hint: "images; empty: all" },
     { path: "data.augment", label: "Augment (crop + flip)", type: "bool" },
     { path: "data.normalize", label: "Normalize", type: "bool" },
-    { path: "data.download", label: "Download (CIFAR only)", type: "bool" },
+    { path: "data.download", label: "Download the data set", type: "bool", hint: "CIFAR only; needs a network", only: { "data.dataset": ["cifar10", "cifar100"] } },
     { path: "data.synthetic_size", label: "Synthetic size", type: "int", min: 16, max: 100000, hint: "images (synthetic only)", only: { "data.dataset": "synthetic" } },
     { path: "data.image_size", label: "Image size", type: "int", min: 8, max: 512, hint: "pixels (synthetic only)", only: { "data.dataset": "synthetic" } },
     { path: "data.num_classes", label: "Classes", type: "int", min: 2, max: 1000, hint: "synthetic only", only: { "data.dataset": "synthetic" } },
@@ -67,6 +67,24 @@ export const SECTIONS = [
   ] },
 ];
 export const FIELDS = SECTIONS.flatMap((s) => s.fields);
+
+// What a first job needs, open at the top of the form; every other field waits under "Advanced".
+// The schedule's main parameters are here (each shows for its own kind only).
+export const BASIC = [
+  { id: "basic-job", title: "Model and data", paths: ["name", "model.arch", "data.dataset", "data.synthetic_size", "data.image_size", "data.download"] },
+  { id: "basic-train", title: "Training", paths: ["train.epochs", "train.batch_size", "train.seed"] },
+  { id: "basic-schedule", title: "Schedule: which batches run reduced", paths: ["dynds.schedule.kind", "dynds.schedule.p", "dynds.schedule.every", "dynds.schedule.start", "dynds.schedule.end", "dynds.schedule.p_min", "dynds.schedule.p_max"] },
+  { id: "basic-baselines", title: "Compare against", paths: ["baseline", "equal_time_baseline"] },
+];
+const BASIC_PATHS = new Set(BASIC.flatMap((g) => g.paths));
+const rest = (ids) => SECTIONS.filter((s) => ids.includes(s.id)).flatMap((s) => s.fields).filter((f) => !BASIC_PATHS.has(f.path));
+/** The sections of the Advanced part: every field that is not basic. */
+export const ADVANCED = [
+  { id: "data", title: "Model and data", fields: rest(["job", "model", "data"]) },
+  { id: "train", title: "Training", fields: rest(["train"]) },
+  { id: "dynds", title: "DynDS: reduced batches", fields: rest(["dynds"]) },
+  { id: "schedule", title: "Schedule details", fields: rest(["schedule"]) },
+];
 export const FIELD_BY_PATH = Object.fromEntries(FIELDS.map((f) => [f.path, f]));
 
 // Defaults per schedule kind, for when the user switches kind (the API's defaults only hold one kind).

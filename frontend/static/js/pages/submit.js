@@ -3,7 +3,7 @@
 import { get, post, meta, ApiError, getToken } from "../api.js";
 import { html, raw, pct, gflops, esc, int } from "../format.js";
 import { markRendered, loadingBox, errorBox } from "../common.js";
-import { SECTIONS, FIELDS, FIELD_BY_PATH, SCHEDULE_DEFAULTS, getPath, setPath, applies, parseValue, formatValue, locToPath, parseSweepValues } from "../specfields.js";
+import { BASIC, ADVANCED, FIELDS, FIELD_BY_PATH, SCHEDULE_DEFAULTS, getPath, setPath, applies, parseValue, formatValue, locToPath, parseSweepValues } from "../specfields.js";
 
 const VALIDATE_DEBOUNCE_MS = 400;
 const fid = (path) => "f-" + path.replace(/\./g, "-");
@@ -12,7 +12,12 @@ export function render(root, { query }) {
   const st = { root, meta: null, base: null, timer: null, seq: 0, alive: true, sweep: query.mode === "sweep" };
   root.innerHTML = String(loadingBox("the form"));
   init(st, query);
-  return () => { st.alive = false; clearTimeout(st.timer); };
+  return () => {
+    st.alive = false;
+    clearTimeout(st.timer);
+    if (st.barObserver) st.barObserver.disconnect();
+    document.documentElement.style.removeProperty("--sticky-h");
+  };
 }
 
 async function init(st, query) {
@@ -41,8 +46,15 @@ async function init(st, query) {
     </div>
     ${st.meta.auth_required ? html`<div class="alert info" id="auth-note">Submitting needs an API token: ${getToken() ? "one is set in this tab." : raw("none is set yet — use the “Set API token” button at the top.")}</div>` : ""}
     <form id="spec-form" novalidate>
+      <div class="alert error error-summary" id="error-summary" role="alert" tabindex="-1" aria-labelledby="error-summary-title" hidden></div>
       <div id="form-errors" aria-live="assertive"></div>
-      ${SECTIONS.map((s) => html`<fieldset id="sec-${s.id}"><legend>${s.title}</legend><div class="fields">${s.fields.map((f) => fieldHtml(f, st.meta))}</div></fieldset>`)}
+      ${BASIC.map((g) => html`<fieldset id="${g.id}"><legend>${g.title}</legend><div class="fields">${g.paths.map((p) => fieldHtml(FIELD_BY_PATH[p], st.meta))}</div></fieldset>`)}
+      <details id="advanced" class="advanced">
+        <summary><span class="advanced-title">Advanced settings</span> <span class="muted advanced-what">${ADVANCED.reduce((n, s) => n + s.fields.length, 0)} more: optimizer and learning rate, data, device, DynDS input and kernels, batch norm, schedule details</span>
+          <span class="badge failed" id="advanced-errors" hidden></span></summary>
+        <p class="muted advanced-note">Every field has a working default; change them when you know why.</p>
+        ${ADVANCED.map((s) => html`<fieldset id="sec-${s.id}"><legend>${s.title}</legend><div class="fields">${s.fields.map((f) => fieldHtml(f, st.meta))}</div></fieldset>`)}
+      </details>
       <fieldset id="sweep-box" ${raw(st.sweep ? "" : "hidden")}>
         <legend>Sweep</legend>
         <p class="muted" style="margin-top:0">A grid queues one job per combination of the values listed (at most 1,000); the frontier preset queues the baseline alone at 25, 50, 75 and 100 % of the epochs, which draws the budget frontier on the Compare page. Each runs once per seed listed. Other fields come from the form above.</p>
@@ -60,7 +72,7 @@ async function init(st, query) {
         <p class="muted" id="sweep-count" role="status" style="margin:8px 0 0"></p>
         <div class="error" id="sweep-error" role="alert" style="color:var(--bad);font-weight:600"></div>
       </fieldset>
-      <div class="sticky-submit">
+      <div class="sticky-submit" id="sticky-submit">
         <div class="actions" style="justify-content:space-between">
           <div class="predict" id="predict" role="status" aria-live="polite"><span class="muted">Checking the settings…</span></div>
           <div class="actions">
@@ -71,6 +83,16 @@ async function init(st, query) {
       </div>
     </form>`);
   const form = root.querySelector("#spec-form");
+  // The sticky bar's height, for the page's scroll padding: a field scrolled or tabbed to stays above it.
+  const bar = root.querySelector("#sticky-submit");
+  st.barObserver = new ResizeObserver(() => document.documentElement.style.setProperty("--sticky-h", `${Math.ceil(bar.getBoundingClientRect().height)}px`));
+  st.barObserver.observe(bar);
+  root.querySelector("#error-summary").addEventListener("click", (e) => {
+    const a = e.target.closest && e.target.closest("a[data-field]");
+    if (!a) return;
+    e.preventDefault();  // the href names the field; following it would change the page's hash route
+    focusField(st, a.dataset.field);
+  });
   fill(st, st.base);
   if (query.preset && st.meta.presets && st.meta.presets[query.preset]) {
     root.querySelector("#preset").value = query.preset;
@@ -147,6 +169,18 @@ function syncApplicable(st) {
     const el = st.root.querySelector(`.field[data-path="${f.path}"]`);
     if (el) el.hidden = !applies(f, (p) => valueOf(st, p));
   }
+  // A section whose fields all do not apply (e.g. no schedule details for kind none) is not shown empty.
+  st.root.querySelectorAll("#advanced fieldset").forEach((fs) => { fs.hidden = !fs.querySelector(".field:not([hidden])"); });
+}
+
+/** Show a field: open Advanced when it is inside, bring it to the middle of the screen, focus it. */
+function focusField(st, path) {
+  const el = input(st, path);
+  if (!el) return;
+  const adv = el.closest("details");
+  if (adv && !adv.open) adv.open = true;
+  el.scrollIntoView({ block: "center" });
+  el.focus({ preventScroll: true });
 }
 
 /** The spec the form describes: the defaults, overlaid with every applicable field. */
@@ -180,7 +214,7 @@ async function validate(st) {
     clearErrors(st);
     const e = data.estimate || {};
     box.innerHTML = String(html`Predicted FLOP saving <strong id="predicted-saving">${pct(e.predicted_flop_saving)}</strong>
-      <span class="muted"> · full step ${gflops(e.flops_full_step)}, reduced step ${gflops(e.flops_reduced_step)}, ${pct(e.reduced_fraction, 0)} of steps reduced</span>`);
+      <span class="muted hide-sm"> · full step ${gflops(e.flops_full_step)}, reduced step ${gflops(e.flops_reduced_step)}, ${pct(e.reduced_fraction, 0)} of steps reduced</span>`);
   } catch (err) {
     if (!st.alive || seq !== st.seq) return;
     if (err.status === 422) {
@@ -196,6 +230,10 @@ function clearErrors(st) {
   st.root.querySelectorAll(".field .error").forEach((e) => { e.textContent = ""; });
   st.root.querySelectorAll("[aria-invalid]").forEach((e) => e.removeAttribute("aria-invalid"));
   st.root.querySelector("#form-errors").innerHTML = "";
+  const summary = st.root.querySelector("#error-summary");
+  summary.hidden = true;
+  summary.innerHTML = "";
+  st.root.querySelector("#advanced-errors").hidden = true;
   const se = st.root.querySelector("#sweep-error");
   if (se) se.textContent = "";
 }
@@ -205,10 +243,16 @@ function showGeneral(st, messages) {
   st.root.querySelector("#form-errors").innerHTML = String(html`<div class="alert error" role="alert">${messages.length > 1 ? html`<ul style="margin:0;padding-left:18px">${messages.map((m) => html`<li>${m}</li>`)}</ul>` : messages[0]}</div>`);
 }
 
-/** Put each 422 message next to the field its loc names; the rest go on top of the form. */
+/**
+ * Put each 422 message next to the field its loc names; the rest go on top of the form. Returns
+ * {first, items}: the first marked field and one {path, msg} per field error (for the error summary).
+ * A summary already shown is brought up to date (live validation runs while the user fixes fields).
+ */
 function showErrors(st, err) {
+  const wasShown = !st.root.querySelector("#error-summary").hidden;
   clearErrors(st);
   const general = [];
+  const items = [];
   let first = null;
   for (const d of err.fieldErrors) {
     const loc = (d.loc || []).map(String);
@@ -223,13 +267,37 @@ function showErrors(st, err) {
       box.textContent = box.textContent ? `${box.textContent}; ${d.msg}` : d.msg;
       el.setAttribute("aria-invalid", "true");
       first ||= el;
+      items.push({ path, msg: d.msg });
     } else {
       general.push(`${path || "spec"}: ${d.msg}`);
     }
   }
   if (!err.fieldErrors.length) general.push(err.message);
   showGeneral(st, general);
-  return first;
+  // Errors inside a closed Advanced part: say so on its summary line.
+  const hidden = items.filter((i) => input(st, i.path).closest("details")).length;
+  const badge = st.root.querySelector("#advanced-errors");
+  badge.textContent = `${int(hidden)} problem${hidden === 1 ? "" : "s"}`;
+  badge.hidden = !hidden;
+  if (wasShown) showSummary(st, items, general);
+  return { first, items, general };
+}
+
+/** The error summary at the top: each field's error as a link that opens (if need be) and focuses the field. */
+function showSummary(st, items, general = []) {
+  const box = st.root.querySelector("#error-summary");
+  // Only errors at no field: they stay in the box under it (#form-errors), no summary.
+  if (!items.length) { box.hidden = true; box.innerHTML = ""; return; }
+  const n = items.length + general.length;
+  st.root.querySelector("#form-errors").innerHTML = "";  // listed here instead
+  const where = (path) => {
+    const el = input(st, path);
+    const legend = el.closest("fieldset")?.querySelector("legend")?.textContent || "";
+    return el.closest("details") ? `Advanced · ${legend}` : legend;
+  };
+  box.innerHTML = String(html`<h2 id="error-summary-title">${n === 1 ? "One setting needs fixing" : `${int(n)} settings need fixing`} before the job can run</h2>
+    <ul>${items.map((i) => html`<li><a href="#${fid(i.path)}" data-field="${i.path}"><strong>${FIELD_BY_PATH[i.path].label}</strong> (${where(i.path)}): ${i.msg}</a></li>`)}${general.map((g) => html`<li>${g}</li>`)}</ul>`);
+  box.hidden = false;
 }
 
 function setMode(st, sweep) {
@@ -347,9 +415,13 @@ async function submit(st) {
     location.hash = `#/jobs/${data.id}`;
   } catch (err) {
     if (err instanceof ApiError && err.status === 422) {
-      const first = showErrors(st, err);
-      (first || st.root.querySelector("#form-errors")).focus?.();
-      if (first) first.scrollIntoView({ block: "center" });
+      const { items, general } = showErrors(st, err);
+      showSummary(st, items, general);
+      if (items.length) {
+        const summary = st.root.querySelector("#error-summary");
+        summary.scrollIntoView({ block: "start" });
+        summary.focus({ preventScroll: true });
+      } else st.root.querySelector("#form-errors").scrollIntoView({ block: "center" });
     } else {
       showGeneral(st, [err.message]);
       st.root.querySelector("#form-errors").scrollIntoView({ block: "center" });
