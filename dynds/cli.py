@@ -17,8 +17,9 @@ from dynds.commands.common import EXIT_USAGE, UsageError, fail
 # module -> it defines add_parsers(subparsers); each parser sets `func` (args -> exit code)
 COMMAND_MODULES = ("dynds_core.cli", *SERVICE_COMMANDS)
 # What `pip install 'dynds[service]'` adds: a command that needs one of these says so instead of a traceback.
-SERVICE_PACKAGES = frozenset({"fastapi", "uvicorn", "starlette", "sqlmodel", "sqlalchemy", "alembic", "psycopg", "celery", "kombu", "redis",
-                              "pydantic_settings"})
+SERVICE_PACKAGES = frozenset(
+    {"fastapi", "uvicorn", "starlette", "sqlmodel", "sqlalchemy", "alembic", "psycopg", "celery", "kombu", "redis", "pydantic_settings"}
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,8 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] not in SERVICE_PACKAGES:
             raise
-        return fail(f"`dynds {args.command}` needs the service's dependencies ({exc.name} is missing): "
-                    "pip install 'dynds[service]'", EXIT_USAGE)
+        return fail(f"`dynds {args.command}` needs the service's dependencies ({exc.name} is missing): pip install 'dynds[service]'", EXIT_USAGE)
 
 
 if __name__ == "__main__":

@@ -129,16 +129,24 @@ def sse_events(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
 class Client:
     """The REST API of one server. ``note`` hears every retry (``dynds submit`` prints them)."""
 
-    def __init__(self, server: str, token: str | None = None, *, retry: Retry | None = None, timeout_s: float = 30.0,
-                 note: Callable[[str], None] | None = None, transport: httpx.BaseTransport | None = None,
-                 sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        server: str,
+        token: str | None = None,
+        *,
+        retry: Retry | None = None,
+        timeout_s: float = 30.0,
+        note: Callable[[str], None] | None = None,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self.base = api_base(server)
         self.timeout_s = timeout_s
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(headers=headers, timeout=timeout_s, transport=transport)
         self._retry, self._note, self._sleep = retry or Retry(), note, sleep
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -182,9 +190,13 @@ class Client:
                 return
             read_s = STREAM_READ_TIMEOUT_S if remaining is None else min(STREAM_READ_TIMEOUT_S, remaining)
             try:
-                with self._http.stream("GET", f"{self.base}/jobs/{job_id}/events", params={"after": NO_METRICS},
-                                       headers={"Accept": "text/event-stream"},
-                                       timeout=httpx.Timeout(self.timeout_s, read=read_s)) as resp:
+                with self._http.stream(
+                    "GET",
+                    f"{self.base}/jobs/{job_id}/events",
+                    params={"after": NO_METRICS},
+                    headers={"Accept": "text/event-stream"},
+                    timeout=httpx.Timeout(self.timeout_s, read=read_s),
+                ) as resp:
                     if resp.status_code in RETRY_STATUSES:
                         problem, retry_after = f"{resp.status_code} {resp.reason_phrase}", _retry_after(resp)
                     elif resp.status_code >= 400:
@@ -204,8 +216,9 @@ class Client:
                 problem, retry_after = f"{type(exc).__name__}: {exc}", None
             backoff.failed(what, problem, retry_after=retry_after, deadline=deadline)
 
-    def follow(self, job: dict[str, Any], *, timeout_s: float | None = None,
-               on_state: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    def follow(
+        self, job: dict[str, Any], *, timeout_s: float | None = None, on_state: Callable[[dict[str, Any]], None] | None = None
+    ) -> dict[str, Any]:
         """Follow ``job`` to its end, or for ``timeout_s``; the job as it then is, with its result."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         if on_state:

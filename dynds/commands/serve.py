@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import argparse
 import os
+from datetime import UTC
 
 from dynds.commands.common import (
-    EXIT_JOB, EXIT_OK, add_broker_argument, add_database_argument, add_log_arguments, fail, load_settings, redact, setup_logging,
+    EXIT_JOB,
+    EXIT_OK,
+    add_broker_argument,
+    add_database_argument,
+    add_log_arguments,
+    fail,
+    load_settings,
+    redact,
+    setup_logging,
 )
 
 
@@ -24,7 +33,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import socket
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     import uvicorn
 
@@ -41,7 +50,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # One embedded server per database: a second one would run jobs beside the first and, stopping
         # (its port taken, say), interrupt them. It refuses to start instead, naming the first.
         label = (f"dynds serve on {socket.gethostname()} pid {os.getpid()} port {args.port} "
-                 f"since {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC")
+                 f"since {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC")
         try:
             lock = ServeLock(settings.database_url, label=label).acquire()
         except ServeLockHeld as held:

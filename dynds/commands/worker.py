@@ -6,7 +6,14 @@ import argparse
 import os
 
 from dynds.commands.common import (
-    EXIT_OK, add_broker_argument, add_database_argument, add_log_arguments, fail, load_settings, redact, setup_logging,
+    EXIT_OK,
+    add_broker_argument,
+    add_database_argument,
+    add_log_arguments,
+    fail,
+    load_settings,
+    redact,
+    setup_logging,
 )
 
 WORKER_NAME = "dynds@%h"  # docker-compose's health check pings dynds@$HOSTNAME
