@@ -7,18 +7,17 @@ polls its database there), the reading of finished steps and the callbacks (a wo
 metrics there), evaluation, and, in lockstep, the other runs' steps (:func:`run_lockstep`). On CUDA
 the step boundaries are CUDA events on the training device's stream, read in batches (one
 synchronisation every ``flush_every`` steps, not one per step), so measuring does not serialise the
-CPU and the GPU.
+CPU and the GPU. The clock, the flush interval and the collector's pauses are in
+:mod:`dynds_core.training.timing`; validation in :mod:`dynds_core.training.evaluation`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import gc
 import itertools
 import math
 import random
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,9 +32,9 @@ from ..flops import step_flops
 from ..result import EpochMetrics, RunKind, RunResult, StepMetrics
 from ..schedules import BatchType, Schedule
 from ..spec import DynDSSpec, JobSpec
+from .evaluation import evaluate
 from .recipe import autocast, build_optimizer, lr_at
-
-CUDA_FLUSH_EVERY = 25  # steps between synchronisations on CUDA (losses, times, callbacks)
+from .timing import collect_after_steps, collect_at_epoch_end, collector_between_epochs, elapsed_s, flush_interval, step_clock
 
 
 def seed_everything(seed: int) -> None:
@@ -160,7 +159,7 @@ class TrainingRun:
         losses = torch.stack([p.loss for p in pending]).float().tolist()
         corrects = torch.stack([p.correct for p in pending]).float().tolist()
         for p, loss, correct in zip(pending, losses, corrects, strict=True):
-            dt = p.start.elapsed_time(p.end) / 1000.0 if self.cuda else p.end - p.start
+            dt = elapsed_s(p.start, p.end, self.cuda)
             tally.add(p.batch_type, dt)
             tally.epoch_loss += loss * p.n
             tally.epoch_correct += correct
@@ -222,13 +221,12 @@ class TrainingRun:
                 if len(self.pending) >= self.flush_every:
                     flushed = len(self.pending)
                     self._flush()
-                    if step % COLLECT_EVERY_STEPS < flushed:  # a multiple of it was among these steps
-                        gc.collect(1)  # young cyclic garbage (callbacks'), untimed like the rest of the bookkeeping
+                    collect_after_steps(step, flushed)
                 yield
             self._flush()
             if cancelled:
                 break
-            gc.collect(1)  # the epoch's cyclic garbage, outside the timed steps
+            collect_at_epoch_end()
             val_loss, val_acc = evaluate(self.model, self.val_loader, device, self.spec.train.amp)
             n = max(tally.epoch_seen, 1)
             m = EpochMetrics(
@@ -279,37 +277,6 @@ def run_lockstep(runs: list[TrainingRun], *, pause_collector: bool = False) -> l
     return [run.result for run in runs]
 
 
-def flush_interval(device: torch.device) -> int:
-    """Steps between reads of the step signals: every step on the CPU (reading is free there); every
-    CUDA_FLUSH_EVERY steps on CUDA, for every schedule alike (adaptive included), so that measuring
-    does not serialise the CPU and the GPU in one run and not in the other."""
-    return CUDA_FLUSH_EVERY if device.type == "cuda" else 1
-
-
-# With the cyclic collector off during steps, the run collects young garbage itself this often.
-COLLECT_EVERY_STEPS = 500
-
-
-@contextlib.contextmanager
-def collector_between_epochs() -> Iterator[None]:
-    """Python's cyclic garbage collector off during a run's steps, on again after it.
-
-    A full collection walks every object torch and the data set built (80-180 ms measured here, once
-    or twice a minute of training) and would land inside one timed step of one run, skewing a paired
-    comparison. The run collects young garbage itself every COLLECT_EVERY_STEPS steps and at each
-    epoch's end, untimed (as Megatron-LM's manual GC does against stragglers); a full collection runs
-    before the first step.
-    """
-    enabled = gc.isenabled()
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def _model_copy(init_model: nn.Module, spec: JobSpec, device: torch.device, *, reduced: bool) -> nn.Module:
     """A run's own copy of the initial model, on ``device`` in the spec's memory format, with the
     reduced-pass BatchNorm set when bn="separate" (before any optimizer is built over it)."""
@@ -321,16 +288,6 @@ def _model_copy(init_model: nn.Module, spec: JobSpec, device: torch.device, *, r
     if reduced and spec.dynds.bn == "separate":
         attach_separate_bn(model)
     return model
-
-
-def step_clock(device: torch.device) -> Any:
-    """A step boundary: ``time.perf_counter()`` on the CPU; on CUDA an event recorded on the current
-    stream of ``device`` (not of the current device: with ``cuda:1`` they differ)."""
-    if device.type == "cuda":
-        ev = torch.cuda.Event(enable_timing=True)
-        ev.record(torch.cuda.current_stream(device))
-        return ev
-    return time.perf_counter()
 
 
 def forward(model: nn.Module, x: torch.Tensor, batch_type: str, d: DynDSSpec) -> torch.Tensor:
@@ -368,23 +325,3 @@ def warm_up(spec: JobSpec, init_model: nn.Module, dataset: Any, device: torch.de
         torch.cuda.synchronize(device)
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, loader: Any, device: torch.device, amp: bool) -> tuple[float, float]:
-    """Validation loss (plain cross-entropy) and top-1 accuracy (percent): eval mode, full resolution."""
-    was_training = model.training
-    model.eval()
-    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    correct = torch.zeros((), device=device, dtype=torch.int64)
-    seen = 0
-    try:
-        for x, y in loader.epoch(0):
-            with autocast(device, amp):
-                out = model(x)
-            loss_sum += F.cross_entropy(out.float(), y, reduction="sum").double()
-            correct += (out.argmax(1) == y).sum()
-            seen += len(y)
-    finally:
-        model.train(was_training)
-    if seen == 0:
-        return float("nan"), float("nan")
-    return loss_sum.item() / seen, 100.0 * correct.item() / seen

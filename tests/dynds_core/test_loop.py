@@ -1,10 +1,9 @@
 """The training loop (dynds_core.training.loop) pinned down: what is timed, lockstep pairing under a
-changing load, evaluation, and that the spec's reduced-pass settings reach every reduced step."""
+changing load, and that the spec's reduced-pass settings reach every reduced step."""
 
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from test_trainer import BATCH, tiny_spec
 
 from dynds_core.callbacks import Callback
@@ -12,7 +11,7 @@ from dynds_core.ops import downsample_input
 from dynds_core.schedules import make_schedule
 from dynds_core.spec import AdaptiveSchedule
 from dynds_core.trainer import train
-from dynds_core.training import loop
+from dynds_core.training import timing
 
 
 class Machine:
@@ -57,7 +56,7 @@ def cnn() -> nn.Module:
 
 
 def simulated_job(monkeypatch, machine: Machine, **over):
-    monkeypatch.setattr(loop, "time", machine)
+    monkeypatch.setattr(timing, "time", machine)
     model = cnn()
     model.register_forward_pre_hook(lambda m, a: machine.charge(m, a))  # a closure: the run's deep copies share it
     # 32 steps per run, every other one reduced (8x8 input: a quarter of a full step's cost)
@@ -119,7 +118,7 @@ class SlowStopCheck(Callback):
 @pytest.mark.parametrize("pairing", ["lockstep", "sequential"])
 def test_should_stop_runs_outside_the_timed_interval(monkeypatch, pairing):
     machine = Machine()
-    monkeypatch.setattr(loop, "time", machine)
+    monkeypatch.setattr(timing, "time", machine)
     model = cnn()
     model.register_forward_pre_hook(lambda m, a: machine.charge(m, a))
     stop = SlowStopCheck(machine)
@@ -181,42 +180,6 @@ def test_reduced_steps_update_running_statistics_only_when_bn_is_shared(bn):
     assert all(changed) if bn == "shared" else not any(changed)
 
 
-class _Batches:
-    def __init__(self, batches):
-        self.batches = batches
-
-    def epoch(self, epoch):
-        return iter(self.batches)
-
-
-def test_evaluation_runs_in_eval_mode_and_restores_training_mode():
-    modes = []
-    model = cnn().train()
-    model.register_forward_pre_hook(lambda m, a: modes.append(m.training))
-    x = torch.randn(6, 3, 16, 16)
-    loop.evaluate(model, _Batches([(x, torch.arange(6))]), torch.device("cpu"), amp=False)
-    assert modes == [False]  # BatchNorm normalises with its running statistics
-    assert model.training
-
-
-def test_validation_loss_is_averaged_over_samples_not_batches():
-    torch.manual_seed(1)
-    model = cnn().eval()
-    x, y = torch.randn(7, 3, 16, 16), torch.randint(0, 10, (7,))
-    loss, acc = loop.evaluate(model, _Batches([(x[:6], y[:6]), (x[6:], y[6:])]), torch.device("cpu"), amp=False)
-    with torch.no_grad():
-        out = model(x)
-    assert loss == pytest.approx(F.cross_entropy(out, y).item(), rel=1e-6)  # a batch mean would weight the 7th sample 6x
-    assert acc == pytest.approx(100.0 * (out.argmax(1) == y).sum().item() / 7)
-
-
-def test_cuda_reads_step_signals_in_batches_for_every_schedule():
-    """On CUDA the adaptive schedule gets its timings up to CUDA_FLUSH_EVERY steps late, like its
-    baseline, rather than a synchronisation every step that its baseline does not pay."""
-    assert loop.flush_interval(torch.device("cuda")) == loop.CUDA_FLUSH_EVERY > 1
-    assert loop.flush_interval(torch.device("cpu")) == 1
-
-
 def test_adaptive_schedule_adapts_from_lagged_timings():
     """Signals arriving in batches of CUDA_FLUSH_EVERY still steer it: reduced steps that buy the same
     loss drop in a tenth of the time push p towards p_max."""
@@ -227,7 +190,7 @@ def test_adaptive_schedule_adapts_from_lagged_timings():
         kind = sched.decide(step, 0)
         loss[kind] *= 0.999
         pending.append((kind, loss[kind], 0.01 if kind == "reduced" else 0.1))
-        if len(pending) == loop.CUDA_FLUSH_EVERY:
+        if len(pending) == timing.CUDA_FLUSH_EVERY:
             for p in pending:
                 sched.observe(*p)
             pending.clear()

@@ -356,34 +356,14 @@ class SlowListener(Callback):
 
 
 def test_callback_time_is_not_train_time(monkeypatch):
-    from dynds_core.training import loop
+    from dynds_core.training import timing
 
     clock = FakeClock()
-    monkeypatch.setattr(loop, "time", clock)
+    monkeypatch.setattr(timing, "time", clock)
     res = train(tiny_spec(baseline=False, dynds={"schedule": {"kind": "none"}}), SlowListener(clock))
     assert res.dynds.steps == 8
     # the 8 callbacks took 800 (fake) seconds; the steps themselves none
     assert res.dynds.train_time_s == 0.0
-
-
-def test_cuda_step_boundaries_are_recorded_on_the_training_devices_stream(monkeypatch):
-    """With device cuda:1 the current device may be cuda:0: an event there would not see the step's kernels."""
-    from dynds_core.training import loop
-
-    recorded, streams = [], {}
-
-    class FakeEvent:
-        def __init__(self, enable_timing=False):
-            assert enable_timing
-
-        def record(self, stream=None):
-            recorded.append(stream)
-
-    monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
-    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: streams.setdefault(str(device), object()))
-    ev = loop.step_clock(torch.device("cuda:1"))
-    assert isinstance(ev, FakeEvent) and recorded == [streams["cuda:1"]]
-    assert isinstance(loop.step_clock(torch.device("cpu")), float)
 
 
 class GcRecorder(Callback):
@@ -396,37 +376,6 @@ class GcRecorder(Callback):
 
         self.steps += 1
         self.enabled_in_steps.append(gc.isenabled())
-
-
-def test_the_cyclic_collector_is_off_during_steps_and_on_again_after(monkeypatch):
-    import gc
-
-    from dynds_core.training import loop
-
-    rec = GcRecorder()
-    calls = []
-    real_collect = gc.collect
-    monkeypatch.setattr(loop, "COLLECT_EVERY_STEPS", 3)
-    monkeypatch.setattr(loop.gc, "collect", lambda generation=2: calls.append((rec.steps, generation)) or real_collect(generation))
-    assert gc.isenabled()
-    train(tiny_spec(baseline=False), rec, process=ProcessSettings(pause_collector=True))
-    assert rec.steps == 8 and not any(rec.enabled_in_steps)  # no full collection can land inside a timed step
-    assert gc.isenabled()
-    # a full collection before the first step; young ones after steps 3 and 6 and at both epochs' ends (4, 8)
-    run_calls = [c for c in calls if c[0] > 0 or c[1] == 2]
-    assert (0, 2) in run_calls
-    assert [c for c in run_calls if c[1] == 1] == [(3, 1), (4, 1), (6, 1), (8, 1)]
-
-
-def test_a_caller_that_turned_the_collector_off_finds_it_off():
-    import gc
-
-    gc.disable()
-    try:
-        train(tiny_spec(baseline=False), process=ProcessSettings.measured())
-        assert not gc.isenabled()
-    finally:
-        gc.enable()
 
 
 def test_a_library_call_leaves_the_process_as_it_found_it(monkeypatch):
@@ -460,7 +409,7 @@ def test_train_gives_back_the_trained_model_loadable_into_create_model(bn):
     from dynds_core.data import load_dataset, make_loaders
     from dynds_core.models import create_model
     from dynds_core.reduced import full_state_dict
-    from dynds_core.training.loop import evaluate
+    from dynds_core.training.evaluation import evaluate
 
     spec = tiny_spec(dynds={"bn": bn})
     res = train(spec, keep_baseline_model=True)
