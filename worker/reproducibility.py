@@ -58,15 +58,6 @@ def git_state(repo_dir: Path = PROJECT_DIR) -> tuple[str | None, bool | None]:
     return head.strip(), (None if status is None else bool(status.strip()))
 
 
-def resolve_device(requested: str) -> str:
-    """The device a spec's ``train.device`` lands on ('auto' -> cuda when present, else cpu)."""
-    import torch
-
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return requested
-
-
 def device_name(device: str) -> str:
     import torch
 
@@ -110,7 +101,13 @@ def reproducibility_record(spec: Any, *, repo_dir: Path = PROJECT_DIR) -> dict[s
     """The record stored with a job (see docs/api.md, ``reproducibility``)."""
     import torch
 
-    device = resolve_device(spec.train.device)
+    from dynds_core.spec import SpecError
+    from dynds_core.training.recipe import resolve_device
+
+    try:
+        device = str(resolve_device(spec.train.device))  # where training lands ('auto' -> cuda when present, else cpu)
+    except SpecError:  # a device this machine cannot use: recorded as asked (training refuses the job, saying why)
+        device = spec.train.device
     revision, dirty = git_state(repo_dir)
     return {
         "packages": package_versions(),
