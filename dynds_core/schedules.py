@@ -21,7 +21,17 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .spec import AdaptiveSchedule, NoneSchedule, PeriodicSchedule, PhaseSchedule, StochasticSchedule
+
 BatchType = Literal["full", "reduced"]
+
+# Each kind's settings and their defaults, as the spec's schedule sections declare them (the one
+# definition): a plain dict that leaves a setting out gets the spec's default.
+SCHEDULE_DEFAULTS: dict[str, dict[str, Any]] = {
+    section.model_fields["kind"].default: section().model_dump()
+    for section in (NoneSchedule, StochasticSchedule, PeriodicSchedule, PhaseSchedule, AdaptiveSchedule)
+}
+_PERIODIC, _ADAPTIVE = SCHEDULE_DEFAULTS["periodic"], SCHEDULE_DEFAULTS["adaptive"]
 
 _MASK64 = (1 << 64) - 1
 # Salts keep the schedule's random stream apart from any other use of the same seed.
@@ -77,7 +87,7 @@ def stochastic_reduced(step: int, total_steps: int, seed: int, p: float, p_end: 
     return uniform(seed, step, _STREAM_STOCHASTIC) < stochastic_p(step, total_steps, p, p_end)
 
 
-def periodic_pattern(every: int | None = 3, pattern: str | None = None) -> str:
+def periodic_pattern(every: int | None = _PERIODIC["every"], pattern: str | None = None) -> str:
     """The repeating pattern of R (reduced) and F (full): ``every: 3`` -> ``"RRF"``; ``pattern`` overrides."""
     if pattern is not None:
         if not pattern or set(pattern) - {"R", "F"}:
@@ -88,7 +98,7 @@ def periodic_pattern(every: int | None = 3, pattern: str | None = None) -> str:
     return "R" * (every - 1) + "F"
 
 
-def periodic_reduced(step: int, total_steps: int, every: int | None = 3, pattern: str | None = None) -> bool:
+def periodic_reduced(step: int, total_steps: int, every: int | None = _PERIODIC["every"], pattern: str | None = None) -> bool:
     _check_step(step, total_steps)
     pat = periodic_pattern(every, pattern)
     return pat[step % len(pat)] == "R"
@@ -142,7 +152,7 @@ class AdaptiveState:
     same-type pairs keep occurring for both types, so neither estimate starves.
     """
 
-    window: int = 50
+    window: int = _ADAPTIVE["window"]
     rate: dict[str, float | None] = field(default_factory=lambda: {"full": None, "reduced": None})
     pairs: dict[str, int] = field(default_factory=lambda: {"full": 0, "reduced": 0})
     _last: tuple[str, float, float] | None = None  # (type, loss, step time) of the previous step
@@ -177,8 +187,15 @@ class AdaptiveState:
 # ---------------------------------------------------------------------------------------------
 
 
-def _get(spec: Any, name: str, default: Any = None) -> Any:
-    return spec.get(name, default) if isinstance(spec, dict) else getattr(spec, name, default)
+def _settings(spec: Any) -> tuple[str, dict[str, Any]]:
+    """(kind, every setting of that kind) of a schedule section or a plain dict, defaults filled in."""
+    kind = spec.get("kind", "none") if isinstance(spec, dict) else getattr(spec, "kind", "none")
+    if kind not in SCHEDULE_DEFAULTS:
+        raise ValueError(f"unknown schedule kind {kind!r}; allowed: {', '.join(SCHEDULE_DEFAULTS)}")
+    defaults = SCHEDULE_DEFAULTS[kind]
+    if isinstance(spec, dict):
+        return kind, {**defaults, **spec}
+    return kind, {name: getattr(spec, name, default) for name, default in defaults.items()}
 
 
 class Schedule:
@@ -187,30 +204,28 @@ class Schedule:
     def __init__(self, spec: Any, total_steps: int, seed: int):
         if total_steps < 1:
             raise ValueError(f"total_steps must be at least 1: {total_steps}")
-        self.kind: str = _get(spec, "kind", "none")
+        self.kind, self.settings = _settings(spec)
         self.spec = spec
         self.total_steps = int(total_steps)
         self.seed = int(seed)
-        self.final_start = final_full_start(self.total_steps, float(_get(spec, "final_full_fraction", 0.0) or 0.0))
-        self.adaptive = AdaptiveState(window=int(_get(spec, "window", 50))) if self.kind == "adaptive" else None
+        self.final_start = final_full_start(self.total_steps, float(self.settings["final_full_fraction"] or 0.0))
+        self.adaptive = AdaptiveState(window=int(self.settings["window"])) if self.kind == "adaptive" else None
 
     # -- the scheduled (signal-free) kinds --------------------------------------------------------
     def _reduced(self, step: int) -> bool:
-        s, n, k = self.spec, self.total_steps, self.kind
+        s, n, k = self.settings, self.total_steps, self.kind
         _check_step(step, n)
         if step >= self.final_start:
             return False
-        if k == "none":
-            return False
         if k == "stochastic":
-            return stochastic_reduced(step, n, self.seed, _get(s, "p", 0.5), _get(s, "p_end"))
+            return stochastic_reduced(step, n, self.seed, s["p"], s["p_end"])
         if k == "periodic":
-            return periodic_reduced(step, n, _get(s, "every", 3), _get(s, "pattern"))
+            return periodic_reduced(step, n, s["every"], s["pattern"])
         if k == "phase":
-            return phase_reduced(step, n, _get(s, "start", 0.0), _get(s, "end", 0.5))
+            return phase_reduced(step, n, s["start"], s["end"])
         if k == "adaptive":
             return uniform(self.seed, step, _STREAM_ADAPTIVE) < self.current_p()
-        raise ValueError(f"unknown schedule kind {k!r}; allowed: none, stochastic, periodic, phase, adaptive")
+        return False  # none (_settings refused any other kind)
 
     def decide(self, step: int, epoch: int = 0) -> BatchType:
         """``"reduced"`` or ``"full"`` for this step (``epoch`` is informational: kinds work in steps)."""
@@ -226,7 +241,7 @@ class Schedule:
         if self.adaptive is None:
             raise ValueError(f"current_p is only defined for the adaptive schedule, not {self.kind!r}")
         r, f = self.adaptive.trusted_rates()
-        return adaptive_p(r, f, _get(self.spec, "p_min", 0.1), _get(self.spec, "p_max", 0.9))
+        return adaptive_p(r, f, self.settings["p_min"], self.settings["p_max"])
 
     @property
     def can_reduce(self) -> bool:
@@ -234,7 +249,7 @@ class Schedule:
         if self.kind == "none" or self.final_start == 0:
             return False
         if self.kind == "adaptive":
-            return _get(self.spec, "p_max", 0.9) > 0
+            return self.settings["p_max"] > 0
         return any(self._reduced(i) for i in range(self.final_start))
 
     def plan(self) -> list[BatchType] | None:
@@ -246,12 +261,12 @@ class Schedule:
     def expected_reduced_fraction(self) -> float:
         """Expected share of reduced steps: exact for the scheduled kinds (the stochastic kind's
         probabilities, not its draws), the midpoint of [p_min, p_max] for the adaptive one."""
-        n, k, s = self.total_steps, self.kind, self.spec
+        n, k, s = self.total_steps, self.kind, self.settings
         head = self.final_start
         if k == "stochastic":
-            return sum(stochastic_p(i, n, _get(s, "p", 0.5), _get(s, "p_end")) for i in range(head)) / n
+            return sum(stochastic_p(i, n, s["p"], s["p_end"]) for i in range(head)) / n
         if k == "adaptive":
-            return 0.5 * (_get(s, "p_min", 0.1) + _get(s, "p_max", 0.9)) * head / n
+            return 0.5 * (s["p_min"] + s["p_max"]) * head / n
         return sum(self._reduced(i) for i in range(head)) / n
 
     def __repr__(self) -> str:

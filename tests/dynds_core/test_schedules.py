@@ -12,7 +12,7 @@ from dynds_core.schedules import (
     stochastic_p,
     uniform,
 )
-from dynds_core.spec import JobSpec
+from dynds_core.spec import AdaptiveSchedule, JobSpec, NoneSchedule, PeriodicSchedule, PhaseSchedule, StochasticSchedule
 
 
 def reduced_steps(plan):
@@ -177,3 +177,22 @@ def test_adaptive_has_no_plan_and_expects_the_midpoint():
     assert s.can_reduce
     with pytest.raises(ValueError, match="only defined for the adaptive"):
         make_schedule({"kind": "none"}, 10).current_p()
+
+
+@pytest.mark.parametrize("section", [NoneSchedule, StochasticSchedule, PeriodicSchedule, PhaseSchedule, AdaptiveSchedule])
+def test_a_dict_that_leaves_settings_out_gets_the_specs_defaults(section):
+    """One definition of each kind's defaults (the spec's sections): a plain dict schedules as the section does."""
+    defaults = section()
+    from_dict, from_spec = make_schedule({"kind": defaults.kind}, 100, seed=3), make_schedule(defaults, 100, seed=3)
+    assert from_dict.settings == from_spec.settings == defaults.model_dump()
+    assert from_dict.plan() == from_spec.plan()
+    assert from_dict.expected_reduced_fraction() == from_spec.expected_reduced_fraction()
+    if defaults.kind == "adaptive":
+        assert from_dict.current_p() == pytest.approx(0.5 * (defaults.p_min + defaults.p_max))
+        assert from_dict.adaptive.window == AdaptiveState().window == defaults.window
+    assert periodic_pattern() == periodic_pattern(PeriodicSchedule().every)
+
+
+def test_an_unknown_kind_is_refused_when_the_schedule_is_built():
+    with pytest.raises(ValueError, match="unknown schedule kind 'cyclic'; allowed: none, stochastic, periodic, phase, adaptive"):
+        make_schedule({"kind": "cyclic"}, 10)
