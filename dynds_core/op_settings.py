@@ -91,6 +91,12 @@ KernelArg = KernelSettings | KernelFields | Mapping[str, Any] | None
 KERNEL_FIELDS = tuple(f.name for f in dataclasses.fields(KernelSettings))
 DEFAULT_KERNEL = KernelSettings()
 
+# KernelSettings by the field values of the spec sections they were built from: a training step passes the
+# same section every time and pays a lookup, not a rebuild and check. Bounded: a server sees few settings.
+_FROM_FIELDS: dict[tuple, KernelSettings] = {}
+_FROM_FIELDS_MAX = 256
+_MISSING = object()
+
 
 def kernel_settings(kernel: KernelArg) -> KernelSettings:
     """Normalise a ``kernel`` argument: None (the defaults), a KernelSettings, an object with its fields
@@ -108,6 +114,15 @@ def kernel_settings(kernel: KernelArg) -> KernelSettings:
             return KernelSettings(**kernel)
         except ValueError as exc:
             raise ValueError(f"invalid kernel settings {dict(kernel)!r}: {exc}") from None
-    if all(hasattr(kernel, name) for name in KERNEL_FIELDS):
-        return KernelSettings(**{name: getattr(kernel, name) for name in KERNEL_FIELDS})
-    raise TypeError(f"kernel must be None, a KernelSettings, a spec's KernelPooling or a dict of their fields, got {type(kernel).__name__}")
+    values: tuple[Any, ...] = tuple(getattr(kernel, name, _MISSING) for name in KERNEL_FIELDS)
+    if any(v is _MISSING for v in values):
+        raise TypeError(f"kernel must be None, a KernelSettings, a spec's KernelPooling or a dict of their fields, got {type(kernel).__name__}")
+    try:
+        settings = _FROM_FIELDS.get(values)
+    except TypeError:  # an unhashable value (a list size): built every time
+        return KernelSettings(*values)
+    if settings is None:
+        settings = KernelSettings(*values)
+        if len(_FROM_FIELDS) < _FROM_FIELDS_MAX:
+            _FROM_FIELDS[values] = settings
+    return settings

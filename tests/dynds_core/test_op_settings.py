@@ -61,3 +61,10 @@ def test_the_op_layer_does_not_import_the_spec_and_the_spec_does_not_import_torc
     op_layer = _imported_after("import dynds_core.reduced, dynds_core.ops")
     assert "dynds_core.spec" not in op_layer and "pydantic" not in op_layer
     assert "torch" not in _imported_after("import dynds_core.spec")  # the service reads specs without torch
+
+
+def test_a_spec_section_is_converted_once_per_value_not_per_step():
+    section = KernelPooling(stride=2)
+    assert kernel_settings(section) is kernel_settings(KernelPooling(stride=2))  # a step pays a lookup
+    section.window = 3  # a section changed in place is read again
+    assert kernel_settings(section) == KernelSettings(window=3, stride=2)
