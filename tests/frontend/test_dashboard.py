@@ -189,6 +189,7 @@ def test_cancel_a_job_then_retry_and_cancel_again(page, server):
     job_id = resp.json()["id"]
     goto(page, server, f"jobs/{job_id}", "job")
     page.click("#cancel-btn")
+    page.click("#cancel-confirm")  # the page asks first
     page.wait_for_selector("#job-head .badge.cancelled", timeout=60_000)
     assert server.api("GET", f"/jobs/{job_id}").json()["status"] == "cancelled"
     assert page.is_enabled("#retry-btn") and not page.is_enabled("#cancel-btn")
@@ -198,6 +199,7 @@ def test_cancel_a_job_then_retry_and_cancel_again(page, server):
     wait_rendered(page, "job")
     assert "retry of" in page.locator("#job-head").inner_text()
     page.click("#cancel-btn")
+    page.click("#cancel-confirm")
     page.wait_for_selector("#job-head .badge.cancelled", timeout=60_000)
 
 

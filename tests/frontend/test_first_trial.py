@@ -9,6 +9,7 @@ import re
 from urllib.parse import parse_qs, urlparse
 
 from .conftest import fulfil_json, goto, no_sideways_scroll, shot, wait_js, wait_rendered
+from .test_trust import SENTENCE, run_result
 
 TRACK = "resnet20/cifar10/e12-n10000"
 LONG_ERROR = ("RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 15.78 GiB total capacity; "
@@ -17,6 +18,11 @@ LONG_ERROR = ("RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB (GPU
               "Management and PYTORCH_CUDA_ALLOC_CONF")
 
 TRACEBACK = 'Traceback (most recent call last):\n  File "worker/runner.py", line 88, in run\n    result = train(spec)\n' + LONG_ERROR
+
+
+def prog(run: str, fraction: float, epoch: int = 0, epochs: int = 12, step: int = 90, total_steps: int = 948) -> dict:
+    """A running job's progress record: the current run's own (docs/api.md)."""
+    return {"run": run, "fraction": fraction, "epoch": epoch, "epochs": epochs, "step": step, "total_steps": total_steps}
 
 
 def query_of(url: str) -> dict[str, str]:
@@ -43,8 +49,8 @@ def jobs_list() -> list[dict]:
         listed_job(31, "cifar-p05", ts=0.31, acc=-0.4, verdict="beats_equal_time", created="2026-11-25T21:05:00.000000Z"),
         listed_job(32, "oom-on-gpu", "failed", error=TRACEBACK, created="2026-11-25T21:04:00.000000Z"),
         listed_job(33, "slow-setting", ts=-0.20, acc=-2.5, verdict="loses_to_equal_time", created="2026-11-25T21:03:00.000000Z"),
-        listed_job(34, "running-one", "running", progress={"run": "equal_time", "fraction": 0.5, "epoch": 3, "epochs": 12, "step": 300,
-                                                             "total_steps": 600}, job_spec=spec(equal_time=True), created="2026-11-25T21:02:00.000000Z"),
+        listed_job(34, "running-one", "running", progress=prog("equal_time", 0.5, 3, 12, 300, 600), job_spec=spec(equal_time=True),
+                   created="2026-11-25T21:02:00.000000Z"),
         listed_job(35, "a-tie", ts=0.12, acc=-0.1, verdict="tie", created="2026-11-25T21:01:00.000000Z"),
     ]
 
@@ -273,3 +279,228 @@ def test_submit_sticky_bar_never_covers_a_focused_field(vpage, server):
     # one whose label was above the top edge is scrolled down to show the label
     assert_clear_of_the_bar(tab_into(page, "#f-train-batch_size", "#f-train-seed", "top"))
     assert_clear_of_the_bar(tab_into(page, "#f-model-arch", "#f-data-dataset", "top"))
+
+
+# --- the job page -----------------------------------------------------------------------------------------
+
+LEGEND_RUNS = """([id, label]) => {
+    // How many separate strokes the legend entry's symbol has along its middle row: 1 for a solid line or
+    // a filled box, 2 or more for a dashed line. Read from the canvas's pixels (what a person sees).
+    const c = Chart.getChart(document.getElementById(id));
+    const L = c.legend, i = L.legendItems.findIndex((it) => it.text === label);
+    if (i < 0) return null;
+    const hb = L.legendHitBoxes[i], o = L.options.labels, fs = (o.font && o.font.size) || Chart.defaults.font.size;
+    const bw = o.usePointStyle ? (o.pointStyleWidth || Math.min(o.boxWidth ?? fs, fs)) : (o.boxWidth ?? fs);
+    const dpr = c.currentDevicePixelRatio, ctx = c.ctx;
+    let best = null;
+    for (let y = Math.floor(hb.top); y <= hb.top + hb.height; y++) {
+      const d = ctx.getImageData(Math.round(hb.left * dpr), Math.round(y * dpr), Math.round(bw * dpr), 1).data;
+      const ink = []; for (let k = 3; k < d.length; k += 4) ink.push(d[k] > 100);
+      const n = ink.filter(Boolean).length;
+      if (!best || n > best.n) best = { n, ink };
+    }
+    let runs = 0; best.ink.forEach((v, k) => { if (v && !best.ink[k - 1]) runs++; });
+    return runs;
+}"""
+
+
+def legend_strokes(page, canvas_id: str, label: str) -> int:
+    return page.evaluate(LEGEND_RUNS, [canvas_id, label])
+
+def full_job(job_id: int, status: str = "succeeded", **extra) -> dict:
+    """A job as GET /jobs/{id} answers, with the canonical spec of a cifar10 run (12 epochs, 10k images)."""
+    defaults = extra.pop("defaults")
+    job_spec = json.loads(json.dumps(defaults))
+    job_spec["name"] = f"page-{job_id}"
+    job_spec["data"].update(dataset="cifar10", train_subset=10000)
+    job_spec["train"].update(epochs=12)
+    job_spec["equal_time_baseline"] = True
+    job = listed_job(job_id, f"page-{job_id}", status, ts=0.31, acc=-0.4, verdict="beats_equal_time", job_spec=job_spec)
+    result = {"dynds": run_result("dynds", 70.1, 250.0, 400, 548), "baseline": run_result("baseline", 70.5, 362.3, 948, 0),
+              "equal_time": run_result("equal_time", 68.9, 249.0, 650, 0), "time_saving": 0.31, "acc_delta": -0.4, "flop_saving": 0.55,
+              "time_saving_interleaved": 0.30, "equal_time_gap": 1.2, "equal_time_sizing": "own_full_steps", "pairing": "lockstep",
+              "timing_noisy": False, "timing_noise": None, "verdict": "beats_equal_time", "verdict_sentence": SENTENCE}
+    finished = None if status in ("queued", "running") else "2026-11-25T21:11:00.000000Z"
+    job |= {"result": result if status == "succeeded" else None, "reproducibility": None, "finished_at": finished}
+    job["summary"] |= {"flop_saving": 0.55, "equal_time_gap": 1.2, "dynds_acc": 70.1, "baseline_acc": 70.5, "equal_time_acc": 68.9,
+                       "dynds_time_s": 250.0, "baseline_time_s": 362.3, "time_saving_interleaved": 0.3}
+    return job | extra
+
+
+def loss_points(n: int = 40) -> list[dict]:
+    """Noisy per-step losses of two runs (a zigzag), in step order."""
+    pts = []
+    for run_i, run in enumerate(("dynds", "baseline")):
+        for k in range(n):
+            pts.append({"id": run_i * n + k + 1, "run": run, "kind": "step", "step": k, "epoch": 0, "train_time_s": (0.5 + 0.2 * run_i) * (k + 1),
+                        "values": {"loss": 2.2 - 0.025 * k - 0.1 * run_i + (0.3 if k % 2 else -0.3), "acc": 0.1, "lr": 0.1, "batch_type": "full"}})
+    return pts
+
+
+def route_job_page(page, job: dict, points: list[dict] | None = None, posted: list[str] | None = None) -> None:
+    jid = job["id"]
+    page.route(f"**/api/v1/jobs/{jid}", lambda r: fulfil_json(r, job))
+    page.route(f"**/api/v1/jobs/{jid}/metrics*", lambda r: fulfil_json(
+        r, {"data": (points or []) if "after=" not in r.request.url else [], "next_cursor": None}))
+    page.route(f"**/api/v1/jobs/{jid}/logs*", lambda r: fulfil_json(r, {"data": [], "next_cursor": None}))
+    # the live stream ends at once (the page then reads the job again)
+    page.route(f"**/api/v1/jobs/{jid}/events*", lambda r: r.fulfill(status=200, content_type="text/event-stream", body="event: end\ndata: {}\n\n"))
+
+    def cancel(route):
+        posted.append(route.request.method)
+        if len(posted) == 1 and job.get("fail_first_cancel"):
+            fulfil_json(route, {"type": "about:blank", "title": "Service Unavailable", "status": 503, "detail": "the database is busy; try again"}, 503)
+        else:
+            fulfil_json(route, job | {"cancel_requested": True})
+
+    if posted is not None:
+        page.route(f"**/api/v1/jobs/{jid}/cancel", cancel)
+
+
+def defaults_of(server) -> dict:
+    return server.api("GET", "/meta").json()["defaults"]
+
+
+def test_job_result_tiles_leave_no_tile_alone_on_a_row(vpage, server):
+    page = vpage
+    route_job_page(page, full_job(9201, defaults=defaults_of(server)))
+    goto(page, server, "jobs/9201", "job")
+    rows = page.evaluate("""() => { const rows = {};
+        for (const t of document.querySelectorAll('#headline-stats .stat')) {
+          const y = Math.round(t.getBoundingClientRect().top); rows[y] = (rows[y] || 0) + 1; }
+        return Object.values(rows); }""")
+    assert sum(rows) == 10 and len(rows) >= 2
+    assert min(rows) >= 2 and len(set(rows)) == 1, f"tiles per row: {rows}"
+    no_sideways_scroll(page)
+    page.locator("#headline-stats").scroll_into_view_if_needed()
+    shot(page, f"trial-job-tiles-{page.size_name}", full_page=False)
+
+
+def test_job_progress_bar_runs_once_over_all_the_runs(vpage, server):
+    page = vpage
+    defaults = defaults_of(server)
+    # lockstep (the default): DynDS and its baseline together are 2 of 3 runs, then the equal-time run
+    job = full_job(9202, "running", defaults=defaults, progress=prog("dynds", 0.5, 5, 12, 474))
+    route_job_page(page, job)
+    goto(page, server, "jobs/9202", "job")
+    bar = page.locator("#job-progress [role=progressbar]")
+    assert bar.get_attribute("aria-valuenow") == "33"  # half of 2 runs out of 3
+    assert "runs 1–2 of 3: baseline and DynDS in lockstep" in page.locator("#job-progress").inner_text()
+    page.unroute("**/api/v1/jobs/9202")
+    # the equal-time run half way: 2.5 of 3, the bar does not start again at 0
+    page.route("**/api/v1/jobs/9202", lambda r: fulfil_json(r, job | {"progress": prog("equal_time", 0.5, 2, 4, 150, 300)}))
+    page.evaluate("window.__dyndsRendered = null")
+    page.reload()
+    wait_rendered(page, "job")
+    assert page.locator("#job-progress [role=progressbar]").get_attribute("aria-valuenow") == "83"
+    assert "run 3 of 3: equal-time baseline" in page.locator("#job-progress").inner_text()
+    shot(page, f"trial-job-progress-{page.size_name}", full_page=False)
+
+
+def test_job_progress_sequential_runs_count_one_each(vpage, server):
+    page = vpage
+    defaults = defaults_of(server)
+    job = full_job(9203, "running", defaults=defaults, progress=prog("dynds", 0.25, 2, 12, 237))
+    job["spec"]["train"]["pairing"] = "sequential"
+    route_job_page(page, job)
+    goto(page, server, "jobs/9203", "job")
+    # baseline first (1 of 3 done), DynDS a quarter through: 1.25 / 3
+    assert page.locator("#job-progress [role=progressbar]").get_attribute("aria-valuenow") == "42"
+    assert "run 2 of 3: DynDS" in page.locator("#job-progress").inner_text()
+
+
+def test_job_loss_chart_can_be_smoothed(vpage, server):
+    page = vpage
+    route_job_page(page, full_job(9204, defaults=defaults_of(server)), points=loss_points())
+    goto(page, server, "jobs/9204", "job")
+    series = """() => Chart.getChart(document.getElementById('chart-loss')).data.datasets.map(d => ({label: d.label, y: d.data.map(p => p.y)}))"""
+    wait_js(page, "() => { const c = Chart.getChart(document.getElementById('chart-loss')); return c && c.data.datasets.length === 2; }")
+    raw = {d["label"]: d["y"] for d in page.evaluate(series)}
+    assert page.locator("#loss-smooth").input_value() == "0"
+    page.select_option("#loss-smooth", "0.9")
+    smoothed = {d["label"]: d["y"] for d in page.evaluate(series)}
+    for label, ys in raw.items():
+        # the debiased EMA of each run's own losses, point for point
+        acc, debias, want = 0.0, 1.0, []
+        for y in ys:
+            acc = acc * 0.9 + 0.1 * y
+            debias *= 0.9
+            want.append(acc / (1 - debias))
+        assert smoothed[label] == [round(w, 9) for w in want] or all(abs(a - b) < 1e-9 for a, b in zip(smoothed[label], want, strict=True))
+        assert max(ys) - min(ys) > 2 * (max(smoothed[label]) - min(smoothed[label])) * 0.5  # the zigzag is gone
+    assert "smoothed" in page.locator("#loss-caption").inner_text()
+    # the legend draws the dashed baseline as a dashed line, DynDS as a solid one
+    assert legend_strokes(page, "chart-loss", "Baseline") >= 2 and legend_strokes(page, "chart-loss", "DynDS") == 1
+    page.select_option("#loss-smooth", "0")
+    assert {d["label"]: d["y"] for d in page.evaluate(series)} == raw
+    page.select_option("#loss-smooth", "0.6")
+    page.locator("#chart-loss").scroll_into_view_if_needed()
+    shot(page, f"trial-job-smoothing-{page.size_name}", full_page=False)
+
+
+def test_job_spec_is_shown_as_its_difference_from_the_defaults(vpage, server):
+    page = vpage
+    route_job_page(page, full_job(9205, defaults=defaults_of(server)))
+    goto(page, server, "jobs/9205", "job")
+    diff = page.locator("#spec-diff")
+    keys = diff.locator("dt").all_inner_texts()
+    assert sorted(keys) == ["data.dataset", "data.train_subset", "equal_time_baseline", "train.epochs"], keys
+    assert "(default 2)" in diff.locator("dt:text-is('train.epochs') + dd").inner_text()
+    text = page.locator("#job-details").inner_text()
+    assert "other settings keep their defaults" in text
+    # the whole spec is still there, folded
+    whole = json.loads(page.locator("#job-details pre.spec").text_content())
+    assert whole["train"]["epochs"] == 12 and whole["train"]["lr"] == 0.1
+    page.locator("#spec-title").scroll_into_view_if_needed()
+    shot(page, f"trial-job-spec-{page.size_name}", full_page=False)
+
+
+def test_finished_job_does_not_say_shown_when_finished(vpage, server):
+    page = vpage
+    defaults = defaults_of(server)
+    for jid, status in ((9206, "failed"), (9207, "cancelled"), (9208, "succeeded")):
+        # a succeeded job whose result holds no runs (as an old server's may), a failed and a cancelled one
+        route_job_page(page, full_job(jid, status, defaults=defaults, error="RuntimeError: boom" if status == "failed" else None, result=None))
+        goto(page, server, f"jobs/{jid}", "job")
+        text = page.locator("#job-details").inner_text()
+        assert "Shown when the job has finished" not in text, status
+        assert ("failed before any run finished" if status == "failed" else "cancelled before any run finished" if status == "cancelled"
+                else "Not recorded in this job's result") in page.locator("#job-details section[aria-labelledby=split-title]").inner_text()
+    route_job_page(page, full_job(9209, "running", defaults=defaults, progress=prog("dynds", 0.1)))
+    goto(page, server, "jobs/9209", "job")
+    assert "Shown when the job has finished" in page.locator("#job-details").inner_text()
+
+
+def test_cancel_asks_first_in_the_page(vpage, server):
+    page = vpage
+    posted: list[str] = []
+    job = full_job(9210, "running", defaults=defaults_of(server), progress=prog("dynds", 0.1), fail_first_cancel=True)
+    route_job_page(page, job, posted=posted)
+    goto(page, server, "jobs/9210", "job")
+    dialog = page.locator("#cancel-dialog")
+    page.click("#cancel-btn")
+    assert dialog.is_visible() and dialog.evaluate("d => d.open && d.matches(':modal')")
+    assert page.evaluate("document.activeElement.id") == "cancel-keep"  # the safe answer is the default
+    shot(page, f"trial-job-cancel-confirm-{page.size_name}", full_page=False)
+    page.click("#cancel-keep")
+    dialog.wait_for(state="hidden")
+    # Escape is a no too
+    page.click("#cancel-btn")
+    page.keyboard.press("Escape")
+    dialog.wait_for(state="hidden")
+    # yes: the cancel goes out (this server refuses the first one)
+    page.click("#cancel-btn")
+    with page.expect_request(lambda r: r.url.endswith("/api/v1/jobs/9210/cancel") and r.method == "POST"):
+        page.click("#cancel-confirm")
+    page.wait_for_selector("#job-alerts .alert.error")
+    assert "database is busy" in page.locator("#job-alerts").inner_text() and page.is_enabled("#cancel-btn")
+    # after a yes, Escape is still a no (the dialog remembers its last answer)
+    page.click("#cancel-btn")
+    page.keyboard.press("Escape")
+    dialog.wait_for(state="hidden")
+    page.click("#cancel-btn")
+    with page.expect_request(lambda r: r.url.endswith("/api/v1/jobs/9210/cancel") and r.method == "POST"):
+        page.click("#cancel-confirm")
+    page.wait_for_selector("#cancel-btn:disabled")
+    assert posted == ["POST", "POST"], posted  # one per yes: "Keep it running" and Escape sent nothing
+    assert page.locator("#cancel-btn").inner_text() == "Cancelling…"

@@ -29,6 +29,51 @@ export function shapeCurves(points, axis) {
   return out;
 }
 
+/**
+ * Exponential moving average of a curve, debiased so it starts at the first value (as TensorBoard's
+ * smoothing): y_i = EMA_i / (1 - weight^(i+1)). weight 0 returns the points as they are.
+ * ema([{x: 1, y: 2}, {x: 2, y: 0}], 0.5) -> [{x: 1, y: 2}, {x: 2, y: 0.667}]
+ */
+export function ema(points, weight) {
+  if (!(weight > 0 && weight < 1)) return points;
+  let acc = 0, debias = 1;
+  return points.map((p, i) => {
+    acc = acc * weight + (1 - weight) * p.y;
+    debias *= weight;
+    return { x: p.x, y: acc / (1 - debias) };
+  });
+}
+
+/** The curves with one metric smoothed per run (each run on its own: runs never blend). */
+export function smoothCurves(curves, metric, weight) {
+  const out = {};
+  for (const [run, c] of Object.entries(curves)) out[run] = { ...c, [metric]: ema(c[metric] || [], weight) };
+  return out;
+}
+
+/**
+ * Legend entries drawn as what they stand for: a line series as a line (dashed when it is dashed: a
+ * filled box hid the dash), a filled band as a box, points as their point style. `lineWidth`: how long
+ * the lines are drawn, only for charts of lines alone (Chart.js gives every entry that width).
+ */
+export function legendLabels({ lineWidth = null } = {}) {
+  return {
+    usePointStyle: true, boxHeight: 10, ...(lineWidth ? { pointStyleWidth: lineWidth } : {}),
+    generateLabels: (chart) => chartLib().defaults.plugins.legend.labels.generateLabels(chart).map((item) => {
+      const ds = chart.data.datasets[item.datasetIndex] || {};
+      const type = ds.type || chart.config.type;
+      if (type === "line" && ds.fill && ds.fill !== false) item.pointStyle = "rect";
+      else if (type === "line") {
+        item.pointStyle = "line";
+        item.lineDash = ds.borderDash || [];
+        item.lineWidth = Math.max(2, ds.borderWidth || 2);
+        item.strokeStyle = ds.borderColor;
+      }
+      return item;
+    }),
+  };
+}
+
 const axisTitle = (axis) => (axis === "time" ? "train time (s)" : "steps");
 
 export function lineChart(canvas, { yTitle, yMax, axis, legend = true }) {
@@ -40,7 +85,7 @@ export function lineChart(canvas, { yTitle, yMax, axis, legend = true }) {
       animation: false, parsing: false, normalized: true, responsive: true, maintainAspectRatio: false,
       interaction: { mode: "nearest", intersect: false, axis: "x" },
       plugins: {
-        legend: { display: legend, position: "bottom", labels: { boxWidth: 14, boxHeight: 2 } },
+        legend: { display: legend, position: "bottom", labels: legendLabels({ lineWidth: 30 }) },
         decimation: { enabled: true, algorithm: "lttb", samples: 800 },
         tooltip: { callbacks: { title: (items) => items.length ? (chartAxis(items[0].chart) === "time" ? secs(items[0].parsed.x) : `step ${items[0].parsed.x}`) : "" } },
       },

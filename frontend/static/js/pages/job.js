@@ -1,11 +1,14 @@
 // Job: the spec, live curves of the DynDS run and its baselines, time split, FLOPs, reproducibility.
-import { get, post, followEvents } from "../api.js";
+import { get, post, meta, followEvents } from "../api.js";
 import { html, raw, pct, pctOf, pt, secs, gflops, int, when, duration, signClass, esc } from "../format.js";
 import { statusBadge, kindDot, markRendered, loadingBox, errorBox, ACTIVE, RUN_STYLES, VERDICTS, verdictBadge, noisyBadge } from "../common.js";
-import { shapeCurves, lineChart, setSeries } from "../curves.js";
+import { shapeCurves, lineChart, setSeries, smoothCurves } from "../curves.js";
+import { overallProgress, phaseWords } from "../progress.js";
 import { apiUrl, getToken } from "../api.js";
 
 const RUN_LABEL = { dynds: "DynDS", baseline: "Baseline", equal_time: "Equal-time baseline" };
+// The loss chart's smoothing: [EMA weight, words]; 0 draws every step as recorded.
+const SMOOTHING = [[0, "none"], [0.6, "light (EMA 0.6)"], [0.9, "medium (EMA 0.9)"], [0.98, "strong (EMA 0.98)"]];
 // What the equal-time run's length came from (JobResult.equal_time_sizing).
 const SIZED_BY = { own_full_steps: "own full steps", paired_baseline: "baseline run", flop_ratio: "FLOP ratio" };
 // How the DynDS run and its paired baseline were timed (JobResult.pairing).
@@ -16,7 +19,7 @@ export const PAIRING = {
 
 export function render(root, { params }) {
   const id = Number(params[0]);
-  const st = { id, job: null, points: [], seen: new Set(), cursor: null, axis: "time", charts: {}, stop: null, dirty: false, raf: null, alive: true,
+  const st = { id, job: null, points: [], seen: new Set(), cursor: null, axis: "time", smooth: 0, charts: {}, stop: null, dirty: false, raf: null, alive: true,
     logSeen: new Set(), logCursor: 0, logTimer: null };
   root.innerHTML = String(loadingBox(`job #${id}`));
   start(root, st);
@@ -31,7 +34,10 @@ export function render(root, { params }) {
 
 async function start(root, st) {
   try {
-    st.job = await get(`/jobs/${st.id}`);
+    // The defaults (GET /meta, asked for by the page frame already) let the spec show what differs from them.
+    const [job, m] = await Promise.all([get(`/jobs/${st.id}`), meta().catch(() => null)]);
+    st.job = job;
+    st.defaults = (m && m.defaults) || null;
   } catch (err) {
     root.innerHTML = String(err.status === 404
       ? html`<div class="empty"><strong>Job #${st.id} does not exist.</strong><a href="#/jobs">Back to the jobs list</a></div>`
@@ -115,7 +121,9 @@ function layout(root, st) {
       </div>
       <div id="curves-msg"></div>
       <div class="grid grid-2">
-        <figure style="margin:0"><figcaption class="muted">Training loss (per step)</figcaption><div class="chart-box"><canvas id="chart-loss" role="img" aria-label="training loss of each run"></canvas><p class="chart-empty" id="empty-loss">No training steps recorded yet</p></div></figure>
+        <figure style="margin:0"><div class="chart-head"><figcaption class="muted" id="loss-caption">Training loss (per step)</figcaption>
+          <span class="chart-control"><label for="loss-smooth">Smoothing</label><select id="loss-smooth" aria-describedby="loss-caption">
+            ${SMOOTHING.map(([v, words]) => html`<option value="${v}">${words}</option>`)}</select></span></div><div class="chart-box"><canvas id="chart-loss" role="img" aria-label="training loss of each run"></canvas><p class="chart-empty" id="empty-loss">No training steps recorded yet</p></div></figure>
         <figure style="margin:0"><figcaption class="muted">Validation accuracy (per epoch)</figcaption><div class="chart-box"><canvas id="chart-acc" role="img" aria-label="validation accuracy of each run"></canvas><p class="chart-empty" id="empty-acc">No epoch finished yet</p></div></figure>
       </div>
     </section>
@@ -124,7 +132,25 @@ function layout(root, st) {
       <div id="job-logs" role="log" aria-label="the job's log lines" tabindex="0"
         style="max-height:320px;overflow:auto;font-family:var(--mono);font-size:.82rem;line-height:1.4;background:var(--bg);border:1px solid var(--border);border-radius:6px;padding:6px 8px"></div>
     </section>
-    <div id="job-details"></div>`);
+    <div id="job-details"></div>
+    <dialog id="cancel-dialog" aria-labelledby="cancel-title" aria-describedby="cancel-text">
+      <form method="dialog">
+        <h2 id="cancel-title">Cancel job #${st.id}?</h2>
+        <p id="cancel-text">Training stops at its next step and the job ends as cancelled. Retry starts a new attempt from the beginning.</p>
+        <div class="actions">
+          <button type="submit" class="btn btn-danger" value="confirm" id="cancel-confirm">Cancel the job</button>
+          <button type="submit" class="btn" value="keep" id="cancel-keep" autofocus>Keep it running</button>
+        </div>
+      </form>
+    </dialog>`);
+  const dialog = root.querySelector("#cancel-dialog");
+  // A real confirm step: nothing is sent until the dialog's own Cancel button is pressed.
+  dialog.addEventListener("close", () => { if (dialog.returnValue === "confirm") act(root, st, "cancel"); });
+  root.querySelector("#loss-smooth").addEventListener("change", (e) => {
+    st.smooth = Number(e.target.value) || 0;
+    st.dirty = true;
+    drawCharts(root, st);
+  });
   root.querySelectorAll("[data-axis]").forEach((b) => b.addEventListener("click", () => {
     st.axis = b.dataset.axis;
     root.querySelectorAll("[data-axis]").forEach((x) => x.setAttribute("aria-pressed", String(x === b)));
@@ -141,7 +167,9 @@ function drawCharts(root, st) {
     st.charts.acc = lineChart(root.querySelector("#chart-acc"), { yTitle: "val. accuracy (%)", axis: st.axis });
   }
   const curves = shapeCurves(st.points, st.axis);
-  setSeries(st.charts.loss, curves, "loss", st.axis);
+  setSeries(st.charts.loss, st.smooth ? smoothCurves(curves, "loss", st.smooth) : curves, "loss", st.axis);
+  root.querySelector("#loss-caption").textContent = st.smooth
+    ? `Training loss (per step, smoothed: exponential moving average, weight ${st.smooth})` : "Training loss (per step)";
   setSeries(st.charts.acc, curves, "val_acc", st.axis, { points: true });
   updateNote(root, st);
   for (const [id, chart] of [["loss", st.charts.loss], ["acc", st.charts.acc]]) {
@@ -176,7 +204,13 @@ function refresh(root, st) {
       <button type="button" class="btn" id="retry-btn" ${raw(canRetry ? "" : "disabled")}>Retry</button>
       <a class="btn btn-ghost" href="#/submit?from=${j.id}">Edit as new</a>
     </div>`);
-  root.querySelector("#cancel-btn").onclick = () => act(root, st, "cancel");
+  root.querySelector("#cancel-btn").onclick = () => {
+    const dialog = root.querySelector("#cancel-dialog");
+    dialog.returnValue = "";  // some browsers keep the last answer on Escape: a stale "confirm" must not cancel
+    dialog.showModal();
+  };
+  // The job ended while the question was open: nothing is left to cancel.
+  if (!canCancel && root.querySelector("#cancel-dialog").open) root.querySelector("#cancel-dialog").close("keep");
   root.querySelector("#retry-btn").onclick = () => act(root, st, "retry");
 
   const alerts = [];
@@ -186,7 +220,7 @@ function refresh(root, st) {
   root.querySelector("#job-alerts").innerHTML = alerts.map(String).join("");
   root.querySelector("#job-verdict").innerHTML = String(verdictPanel(j));
   root.querySelector("#job-summary").innerHTML = String(summary(j));
-  root.querySelector("#job-details").innerHTML = String(details(j));
+  root.querySelector("#job-details").innerHTML = String(details(j, st.defaults));
   weightsLine(root, st);
   if (root.querySelector("#curves-note") && st.charts.loss) updateNote(root, st);
 }
@@ -365,35 +399,51 @@ function summary(j) {
   const r = j.result || {};
   const p = j.progress;
   const parts = [];
-  if (j.status === "running" && p) {
-    const frac = Math.max(0, Math.min(1, p.fraction || 0));
-    parts.push(html`<section class="panel" aria-label="progress"><div class="progress">
-      <div class="bar" role="progressbar" aria-label="progress" aria-valuemin="0" aria-valuemax="100" aria-valuenow="${Math.round(frac * 100)}"><span style="width:${(frac * 100).toFixed(1)}%"></span></div>
-      <span>${pct(frac, 0)} · ${RUN_LABEL[p.run] || p.run || ""} run · epoch ${Math.min((p.epoch ?? 0) + 1, p.epochs ?? Infinity)} of ${p.epochs ?? "?"} · step ${int(p.step)} of ${int(p.total_steps)}</span></div></section>`);
+  const o = j.status === "running" ? overallProgress(j.spec, p) : null;
+  if (o) {
+    // One bar over every run the job trains (the API's fraction is the current run's and restarts for each).
+    const frac = o.fraction;
+    parts.push(html`<section class="panel" aria-label="progress"><div class="progress" id="job-progress">
+      <div class="bar" role="progressbar" aria-label="progress of the whole job" aria-valuemin="0" aria-valuemax="100" aria-valuenow="${Math.round(frac * 100)}" aria-valuetext="${pct(frac, 0)}, ${phaseWords(o)}"><span style="width:${(frac * 100).toFixed(1)}%"></span></div>
+      <span><strong>${pct(frac, 0)}</strong> of the job · ${phaseWords(o)} (${pct(o.runFraction, 0)}) · epoch ${Math.min((p.epoch ?? 0) + 1, p.epochs ?? Infinity)} of ${p.epochs ?? "?"} · step ${int(p.step)} of ${int(p.total_steps)}</span></div></section>`);
   }
   if (j.status === "succeeded" || Object.values(s).some((v) => v !== null && v !== undefined)) {
     const ts = has(r.time_saving) ? r.time_saving : s.time_saving;
     const tsi = has(r.time_saving_interleaved) ? r.time_saving_interleaved : s.time_saving_interleaved;
     const noBase = "no baseline ran";
     const sized = SIZED_BY[r.equal_time_sizing] ? ` (sized by ${SIZED_BY[r.equal_time_sizing]})` : "";
-    parts.push(html`<section class="panel" aria-label="headline figures"><div class="stats" id="headline-stats">
-      ${stat(`time saving (${r.pairing || "pairing not recorded"}, vs paired baseline)`, pct(ts, 1, noBase), signClass(ts),
-        "1 − DynDS train time ÷ its paired baseline's train time", !has(ts))}
-      ${stat("cross-check: vs its own full steps", pct(tsi, 1, "not measured"), signClass(tsi),
-        has(tsi) ? "1 − DynDS train time ÷ (its own full-step time × its steps); should agree with the time saving" : "needs both full and reduced steps in the DynDS run", !has(tsi))}
-      ${stat("accuracy Δ vs baseline", pt(s.acc_delta, 2, noBase), signClass(s.acc_delta), "DynDS − baseline final val. accuracy, in percentage points (pt)", !has(s.acc_delta))}
-      ${stat("FLOP saving", pct(s.flop_saving, 1, noBase), signClass(s.flop_saving), "1 − DynDS training FLOPs ÷ the baseline's", !has(s.flop_saving))}
-      ${stat("gap to equal-time baseline" + sized, pt(s.equal_time_gap, 2, "no equal-time baseline"), signClass(s.equal_time_gap),
-        has(s.equal_time_gap) ? "DynDS − the baseline trained for the same time, in pt; above 0: DynDS is worth it" : "set equal_time_baseline: true to get it", !has(s.equal_time_gap))}
-      ${stat("DynDS val. accuracy", pctOf(s.dynds_acc, 1, "not recorded"), "", "final validation accuracy", !has(s.dynds_acc))}
-      ${stat("baseline val. accuracy", pctOf(s.baseline_acc, 1, noBase), "", "final validation accuracy, full budget", !has(s.baseline_acc))}
-      ${stat("equal-time val. accuracy", pctOf(s.equal_time_acc, 1, "not run"), "", "the baseline cut to DynDS's train time", !has(s.equal_time_acc))}
-      ${stat("DynDS train time", secs(s.dynds_time_s, "not recorded"), "", "optimizer steps only (no evaluation)", !has(s.dynds_time_s))}
-      ${stat("baseline train time", secs(s.baseline_time_s, noBase), "", "optimizer steps only (no evaluation)", !has(s.baseline_time_s))}
+    const tiles = [
+      stat(`time saving (${r.pairing || "pairing not recorded"}, vs paired baseline)`, pct(ts, 1, noBase), signClass(ts),
+        "1 − DynDS train time ÷ its paired baseline's train time", !has(ts)),
+      stat("cross-check: vs its own full steps", pct(tsi, 1, "not measured"), signClass(tsi),
+        has(tsi) ? "1 − DynDS train time ÷ (its own full-step time × its steps); should agree with the time saving" : "needs both full and reduced steps in the DynDS run", !has(tsi)),
+      stat("accuracy Δ vs baseline", pt(s.acc_delta, 2, noBase), signClass(s.acc_delta), "DynDS − baseline final val. accuracy, in percentage points (pt)", !has(s.acc_delta)),
+      stat("FLOP saving", pct(s.flop_saving, 1, noBase), signClass(s.flop_saving), "1 − DynDS training FLOPs ÷ the baseline's", !has(s.flop_saving)),
+      stat("gap to equal-time baseline" + sized, pt(s.equal_time_gap, 2, "no equal-time baseline"), signClass(s.equal_time_gap),
+        has(s.equal_time_gap) ? "DynDS − the baseline trained for the same time, in pt; above 0: DynDS is worth it" : "set equal_time_baseline: true to get it", !has(s.equal_time_gap)),
+      stat("DynDS val. accuracy", pctOf(s.dynds_acc, 1, "not recorded"), "", "final validation accuracy", !has(s.dynds_acc)),
+      stat("baseline val. accuracy", pctOf(s.baseline_acc, 1, noBase), "", "final validation accuracy, full budget", !has(s.baseline_acc)),
+      stat("equal-time val. accuracy", pctOf(s.equal_time_acc, 1, "not run"), "", "the baseline cut to DynDS's train time", !has(s.equal_time_acc)),
+      stat("DynDS train time", secs(s.dynds_time_s, "not recorded"), "", "optimizer steps only (no evaluation)", !has(s.dynds_time_s)),
+      stat("baseline train time", secs(s.baseline_time_s, noBase), "", "optimizer steps only (no evaluation)", !has(s.baseline_time_s)),
+    ];
+    parts.push(html`<section class="panel" aria-label="headline figures"><div class="stats tiles" id="headline-stats" style="${tileStyle(tiles.length)}">
+      ${tiles}
     </div></section>`);
   }
   return html`${parts}`;
 }
+
+/**
+ * Columns for n tiles that leave none alone on a row: the most (up to max) that fill every row, else the
+ * most whose last row holds two or more. tileColumns(10, 6) -> 5; tileColumns(10, 2) -> 2; tileColumns(7, 4) -> 4.
+ */
+export function tileColumns(n, max) {
+  const options = [];
+  for (let c = Math.min(max, n); c >= 2; c--) options.push(c);
+  return options.find((c) => n % c === 0) || options.find((c) => n % c !== 1) || 1;
+}
+const tileStyle = (n) => `--tile-cols:${tileColumns(n, 5)};--tile-cols-mid:${tileColumns(n, 3)};--tile-cols-sm:${tileColumns(n, 2)}`;
 
 function runsOf(j) {
   const r = j.result;
@@ -401,9 +451,17 @@ function runsOf(j) {
   return ["dynds", "baseline", "equal_time"].filter((k) => r[k]).map((k) => [k, r[k]]);
 }
 
+/** Why a job shows no per-run figures, in words that fit its state. */
+function noRunsWords(j) {
+  if (ACTIVE.has(j.status)) return "Shown when the job has finished.";
+  if (j.status === "failed") return "None: the job failed before any run finished.";
+  if (j.status === "cancelled") return "None: the job was cancelled before any run finished.";
+  return "Not recorded in this job's result.";
+}
+
 function timeSplit(j) {
   const runs = runsOf(j);
-  if (!runs.length) return html`<p class="muted">Shown when the job has finished.</p>`;
+  if (!runs.length) return html`<p class="muted">${noRunsWords(j)}</p>`;
   const absent = ["baseline", "equal_time"].filter((k) => !j.result[k]);
   return html`${runs.map(([k, r]) => {
     if (!r.steps) return html`<div style="margin-bottom:10px"><strong>${RUN_LABEL[k]}</strong> <span class="muted">· did not run${r.cancelled || j.status === "cancelled" ? " (cancelled first)" : ""}</span></div>`;
@@ -421,35 +479,70 @@ function timeSplit(j) {
 
 function flops(j) {
   const runs = runsOf(j);
-  if (!runs.length) return html`<p class="muted">Shown when the job has finished.</p>`;
+  if (!runs.length) return html`<p class="muted">${noRunsWords(j)}</p>`;
   return html`<div class="table-wrap"><table><thead><tr><th scope="col">Run</th><th class="num" scope="col">Full step</th><th class="num" scope="col">Reduced step</th><th class="num" scope="col">Total</th></tr></thead><tbody>
     ${runs.map(([k, r]) => !r.steps ? html`<tr><td>${RUN_LABEL[k]}</td><td class="muted" colspan="3">did not run</td></tr>` : html`<tr><td>${RUN_LABEL[k]}</td><td class="num">${gflops(r.flops_full_step)}</td><td class="num">${r.steps_reduced ? gflops(r.flops_reduced_step, "not counted") : html`<span class="muted">no reduced steps</span>`}</td><td class="num">${gflops(r.total_flops)}</td></tr>`)}
     </tbody></table></div>
     <p class="muted">Forward + backward FLOPs of one training step. FLOP saving: <strong>${pct(j.summary && j.summary.flop_saving, 1, "none (no baseline ran)")}</strong></p>`;
 }
 
-function specList(spec) {
+const specValue = (v) => (v === null ? "null" : Array.isArray(v) || (v && typeof v === "object") ? JSON.stringify(v) : String(v));
+
+/**
+ * The spec's settings that differ from the defaults (GET /meta), each with the default it replaces:
+ * specDiff({train: {epochs: 12, seed: 0}}, {train: {epochs: 2, seed: 0}}) -> [{key: "train.epochs", value: 12, default: 2}].
+ * The name is left out (the page's title), so is the spec format's version.
+ */
+export function specDiff(spec, defaults) {
   const rows = [];
-  const walk = (obj, prefix) => {
-    for (const [k, v] of Object.entries(obj)) {
+  const walk = (obj, dflt, prefix) => {
+    for (const [k, v] of Object.entries(obj || {})) {
       const key = prefix ? `${prefix}.${k}` : k;
-      if (v && typeof v === "object" && !Array.isArray(v)) walk(v, key);
-      else rows.push(html`<dt>${key}</dt><dd class="mono">${v === null ? "null" : Array.isArray(v) ? JSON.stringify(v) : String(v)}</dd>`);
+      if (key === "name" || key === "version") continue;
+      const d = dflt && typeof dflt === "object" ? dflt[k] : undefined;
+      if (v && typeof v === "object" && !Array.isArray(v)) walk(v, d, key);
+      else if (JSON.stringify(v) !== JSON.stringify(d)) rows.push({ key, value: v, default: d });
     }
   };
-  walk(spec || {}, "");
-  return html`<dl class="kv">${rows}</dl>`;
+  walk(spec, defaults, "");
+  return rows;
 }
 
-function details(j) {
+function leafCount(obj) {
+  return Object.entries(obj || {}).reduce((n, [k, v]) => n + (v && typeof v === "object" && !Array.isArray(v) ? leafCount(v) : k === "name" || k === "version" ? 0 : 1), 0);
+}
+
+function specList(spec, defaults) {
+  if (!defaults) {  // no defaults to compare with (GET /meta failed): every setting
+    const rows = [];
+    const walk = (obj, prefix) => {
+      for (const [k, v] of Object.entries(obj)) {
+        const key = prefix ? `${prefix}.${k}` : k;
+        if (v && typeof v === "object" && !Array.isArray(v)) walk(v, key);
+        else rows.push(html`<dt>${key}</dt><dd class="mono">${specValue(v)}</dd>`);
+      }
+    };
+    walk(spec || {}, "");
+    return html`<p class="muted">Every setting (the server's defaults could not be read to compare with):</p><dl class="kv">${rows}</dl>`;
+  }
+  const diff = specDiff(spec, defaults);
+  const same = leafCount(spec) - diff.length;
+  const list = diff.length
+    ? html`<dl class="kv spec-diff" id="spec-diff">${diff.map((d) => html`<dt>${d.key}</dt><dd><span class="mono">${specValue(d.value)}</span>
+        <span class="muted">${d.default === undefined ? "(not in the defaults)" : html`(default ${specValue(d.default)})`}</span></dd>`)}</dl>`
+    : html`<p id="spec-diff">Every setting is at its default.</p>`;
+  return html`<p class="muted" style="margin-bottom:6px">What this job changed from the defaults${same > 0 ? html`; ${int(same)} other setting${same === 1 ? " keeps its default" : "s keep their defaults"}` : ""}:</p>${list}`;
+}
+
+function details(j, defaults) {
   const rep = j.reproducibility;
   const pkgs = rep && rep.packages ? Object.entries(rep.packages).map(([k, v]) => `${k} ${v}`).join(", ") : "not recorded";
   return html`<div class="grid grid-2">
     <section class="panel" aria-labelledby="split-title"><h2 id="split-title">Time by batch type</h2>${timeSplit(j)}</section>
     <section class="panel" aria-labelledby="flops-title"><h2 id="flops-title">FLOPs</h2>${flops(j)}</section>
     <section class="panel" aria-labelledby="spec-title"><h2 id="spec-title">Spec</h2>
-      <p class="muted">Hash <code>${j.spec_hash}</code></p>${specList(j.spec)}
-      <details><summary>As JSON</summary><pre class="spec">${JSON.stringify(j.spec, null, 2)}</pre></details></section>
+      <p class="muted">Hash <code>${j.spec_hash}</code></p>${specList(j.spec, defaults)}
+      <details><summary>The whole spec, as JSON</summary><pre class="spec">${JSON.stringify(j.spec, null, 2)}</pre></details></section>
     <section class="panel" aria-labelledby="rep-title"><h2 id="rep-title">Reproducibility</h2>
       ${rep ? html`<dl class="kv">
         <dt>git revision</dt><dd class="mono">${rep.git_revision || "unknown"}${rep.git_dirty ? " (dirty)" : ""}</dd>
