@@ -101,7 +101,7 @@ def main(argv=None) -> int:
         sink = timed = None
         if with_sink:
             with sessions() as s:
-                job, _ = crud.create_job(session=s, spec=spec, force=True)
+                job, _ = crud.submit_job(session=s, spec=spec, force=True)
                 crud.claim_job(session=s, job_id=job.id, worker="bench")
             # The service's defaults (Settings.metrics_flush_every / metrics_flush_interval_s, 0.5 s cancel polls).
             sink = MetricsSink(job_id=job.id, session_factory=sessions, flush_every=200, flush_interval_s=2.0)

@@ -15,11 +15,15 @@ import socket
 import threading
 from typing import Any
 
+from sqlmodel import col
+
 from app import crud
+from app.crud.transitions import GIVE_UP, sources
 from app.logs import job_context, one_line, start_job_log
 from app.artifacts import store_result
 from app.core.config import Settings, get_settings
 from app.core.db import get_engine, session_factory as make_session_factory
+from app.models import Job
 from dynds_core.spec import JobSpec
 
 from .reproducibility import reproducibility_record
@@ -76,7 +80,7 @@ def recover_if_orphaned(session, job_id: int, settings: Settings) -> str | None:
     be checked; a reused pid keeps the job as it is (its heartbeat then decides).
     """
     job = crud.get_job(session=session, job_id=job_id)
-    if job is None or job.status != "running" or not job.worker:
+    if job is None or job.status not in sources(*GIVE_UP) or not job.worker:
         return None
     host, _, rest = job.worker.partition(":")
     pid = rest.split(":", 1)[0]
@@ -84,7 +88,7 @@ def recover_if_orphaned(session, job_id: int, settings: Settings) -> str | None:
         return None
     status = crud.give_up_run(session=session, job_id=job_id, error=crud.INTERRUPTED_ERROR.format(id=job_id),
                               policy=settings.recover_policy, max_attempts=settings.max_attempts,
-                              where=(crud.col(crud.Job.worker) == job.worker,))
+                              where=(col(Job.worker) == job.worker,))
     if status:
         log.warning("job %s was left running by process %s, which is gone: %s", job_id, pid, status)
     return status

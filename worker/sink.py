@@ -32,6 +32,19 @@ log = logging.getLogger(__name__)
 SessionFactory = Callable[[], ContextManager[Any]]
 
 
+def metric_point(m: StepMetrics | EpochMetrics) -> dict[str, Any]:
+    """A training callback's metrics as a point for ``crud.flush_metrics`` / ``crud.append_metrics``."""
+    if isinstance(m, StepMetrics):
+        values = {"loss": m.loss, "acc": m.acc, "lr": m.lr, "batch_type": m.batch_type, "step_time_s": m.step_time_s}
+        return {"run": m.run, "kind": "step", "step": m.step, "epoch": m.epoch, "train_time_s": m.train_time_s, "values": values}
+    values = {
+        "train_loss": m.train_loss, "train_acc": m.train_acc, "val_loss": m.val_loss, "val_acc": m.val_acc,
+        "time_full_s": m.time_full_s, "time_reduced_s": m.time_reduced_s,
+        "steps_full": m.steps_full, "steps_reduced": m.steps_reduced, "epochs": m.epochs,
+    }
+    return {"run": m.run, "kind": "epoch", "step": None, "epoch": m.epoch, "train_time_s": m.train_time_s, "values": values}
+
+
 def progress(run: str, *, step: int, total_steps: int, epoch: int, epochs: int) -> dict[str, Any]:
     """The job's ``progress`` field; ``step`` counts the steps done."""
     return {
@@ -94,7 +107,7 @@ class MetricsSink(Callback):
         self.flush()
 
     def on_step(self, m: StepMetrics) -> None:
-        self._buffer.append(crud.metric_point(m))
+        self._buffer.append(metric_point(m))
         self._last_step[m.run] = m.step
         if self._progress is not None:  # cheaper than rebuilding the dict on every step
             self._progress["step"] = m.step + 1
@@ -105,7 +118,7 @@ class MetricsSink(Callback):
             self.flush()
 
     def on_epoch(self, m: EpochMetrics) -> None:
-        point = crud.metric_point(m)
+        point = metric_point(m)
         point["step"] = self._last_step.get(m.run)  # the run's last step in this epoch: plots share one x axis
         self._buffer.append(point)
         self.flush()

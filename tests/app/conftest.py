@@ -204,6 +204,32 @@ def failing_dispatcher() -> RecordingDispatcher:
 
 
 @pytest.fixture
+def new_job(session):
+    """new_job(**spec_data) -> Job: a newly created queued job (its spec's parts as keyword arguments)."""
+    from app import crud
+    from dynds_core.spec import JobSpec
+
+    def make(**spec):
+        job, outcome = crud.submit_job(session=session, spec=JobSpec.parse(spec))
+        assert outcome == "created"
+        return job
+
+    return make
+
+
+@pytest.fixture
+def set_columns(session):
+    """set_columns(job_id, **values): write a job's columns directly (a state or a time a test needs), bypassing app.crud."""
+    from app.models import Job
+
+    def write(job_id: int, **values) -> None:
+        session.execute(Job.__table__.update().where(Job.id == job_id).values(**values))
+        session.commit()
+
+    return write
+
+
+@pytest.fixture
 def finished_job(session):
     """finished_job(spec_data, **figures) -> job id: a job submitted, claimed and finished with those figures."""
     from app import crud
@@ -211,7 +237,7 @@ def finished_job(session):
 
     def make(data: dict | None = None, **figures) -> int:
         spec = JobSpec.parse(data or {})
-        job, _ = crud.create_job(session=session, spec=spec, force=True)
+        job, _ = crud.submit_job(session=session, spec=spec, force=True)
         assert crud.claim_job(session=session, job_id=job.id, worker="test") is not None
         assert crud.finish_job(session=session, job_id=job.id, result=make_result(spec, **figures))
         return job.id

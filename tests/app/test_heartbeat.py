@@ -18,7 +18,7 @@ from worker.sink import MetricsSink
 
 
 def running_job(session, seed=0, worker="gpu1:4242:MainThread") -> int:
-    job, _ = crud.create_job(session=session, spec=JobSpec.parse({"train": {"seed": seed}}), force=True)
+    job, _ = crud.submit_job(session=session, spec=JobSpec.parse({"train": {"seed": seed}}), force=True)
     assert crud.claim_job(session=session, job_id=job.id, worker=worker) is not None
     return job.id
 
@@ -69,10 +69,10 @@ def test_a_stale_job_is_failed_with_the_reason_and_a_fresh_one_is_not(session, e
     assert job.error == f"interrupted: no heartbeat from worker gpu1:4242:MainThread for 700 s; retry it with POST /jobs/{stale}/retry"
     assert job_row(engine, fresh).status == "running" and job_row(engine, legacy).status == "running"
     # The failed job can be retried; a second check finds nothing more to do.
-    assert crud.retry_job(session=session, job=job_row(engine, stale)).attempt == 2
+    assert crud.retry_job_once(session=session, job=job_row(engine, stale))[0].attempt == 2
     assert crud.fail_stale_jobs(session=session, older_than=timedelta(seconds=600), now=now) == []
     # Only running jobs are judged: a queued one has no worker to hear from.
-    queued, _ = crud.create_job(session=session, spec=JobSpec.parse({"train": {"seed": 4}}), force=True)
+    queued, _ = crud.submit_job(session=session, spec=JobSpec.parse({"train": {"seed": 4}}), force=True)
     set_heartbeat(engine, queued.id, now - timedelta(days=1))
     assert crud.fail_stale_jobs(session=session, older_than=timedelta(seconds=600), now=now) == []
     assert job_row(engine, queued.id).status == "queued"

@@ -11,11 +11,11 @@ from dynds_core.spec import JobSpec
 
 def test_startup_touches_no_running_job_unless_it_holds_the_serve_lock(settings, engine, dispatcher):
     with Session(engine, expire_on_commit=False) as s:
-        job, _ = crud.create_job(session=s, spec=JobSpec())
+        job, _ = crud.submit_job(session=s, spec=JobSpec())
         crud.claim_job(session=s, job_id=job.id, worker="host:123:dynds-executor")
-        celery_job, _ = crud.create_job(session=s, spec=JobSpec.parse({"train": {"seed": 5}}))
+        celery_job, _ = crud.submit_job(session=s, spec=JobSpec.parse({"train": {"seed": 5}}))
         crud.claim_job(session=s, job_id=celery_job.id, worker="gpu1:77:MainThread")
-        queued, _ = crud.create_job(session=s, spec=JobSpec.parse({"train": {"seed": 3}}))
+        queued, _ = crud.submit_job(session=s, spec=JobSpec.parse({"train": {"seed": 3}}))
     # Just starting is no reason: a second app on the database leaves every running job alone.
     app = create_app(settings, dispatcher=dispatcher)
     with TestClient(app) as c:
@@ -35,7 +35,7 @@ def test_startup_touches_no_running_job_unless_it_holds_the_serve_lock(settings,
 
 def test_celery_mode_leaves_running_jobs_alone(settings, engine, dispatcher):
     with Session(engine, expire_on_commit=False) as s:
-        job, _ = crud.create_job(session=s, spec=JobSpec())
+        job, _ = crud.submit_job(session=s, spec=JobSpec())
         crud.claim_job(session=s, job_id=job.id, worker="celery@elsewhere")
     app = create_app(settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0"}), dispatcher=dispatcher)
     with TestClient(app) as c:
@@ -129,8 +129,8 @@ def test_celery_mode_resends_queued_jobs_at_startup_and_after_redispatch_after_s
 
     with Session(engine, expire_on_commit=False) as s:
         # Committed, never sent (an API that died in between), and one already running (never re-sent).
-        lost, _ = crud.create_job(session=s, spec=JobSpec.parse({"train": {"seed": 1}}))
-        running, _ = crud.create_job(session=s, spec=JobSpec.parse({"train": {"seed": 2}}))
+        lost, _ = crud.submit_job(session=s, spec=JobSpec.parse({"train": {"seed": 1}}))
+        running, _ = crud.submit_job(session=s, spec=JobSpec.parse({"train": {"seed": 2}}))
         crud.claim_job(session=s, job_id=running.id, worker="w")
     celery = settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0", "redispatch_after_s": 0.3, "redispatch_check_interval_s": 0.05})
     with TestClient(create_app(celery, dispatcher=dispatcher)) as c:

@@ -65,7 +65,7 @@ def make_job(sessions):
 
     def make(spec: dict | None = None, **kw):
         with sessions() as s:
-            job, created = crud.create_job(session=s, spec=JobSpec.parse(spec or TINY_SPEC), force=True, **kw)
+            job, _ = crud.submit_job(session=s, spec=JobSpec.parse(spec or TINY_SPEC), force=True, **kw)
             return job.id
 
     return make

@@ -128,7 +128,7 @@ def test_jobs_queued_through_a_redis_restart_each_run_once(tmp_path, redis_serve
     init_db(sessions.engine)
     # An API that died between committing a job and sending it: in the database, never in the broker.
     with sessions() as s:
-        orphan, _ = crud.create_job(session=s, spec=JobSpec.parse(tiny_spec(seed=99)))
+        orphan, _ = crud.submit_job(session=s, spec=JobSpec.parse(tiny_spec(seed=99)))
     env = dict(DYNDS_BROKER_URL=redis.url, DYNDS_QUEUE=QUEUE, DYNDS_REDISPATCH_AFTER_S="2", DYNDS_REDISPATCH_CHECK_INTERVAL_S="0.5")
     serve, url = start_serve(tmp_path, db_url, **env)
     try:
@@ -309,7 +309,7 @@ def test_sigkill_of_a_whole_worker_requeues_its_job_onto_another_by_heartbeat(tm
 def test_fifty_concurrent_retries_of_one_job_make_one_new_job(tmp_path, database_url):
     sessions = db_sessions(database_url)
     with sessions() as s:
-        job, _ = crud.create_job(session=s, spec=JobSpec.parse(tiny_spec(seed=7)))
+        job, _ = crud.submit_job(session=s, spec=JobSpec.parse(tiny_spec(seed=7)))
         crud.fail_job(session=s, job_id=job.id, error="boom")
     serve, url = start_serve(tmp_path, database_url)
     answers: list[httpx.Response] = []

@@ -41,7 +41,7 @@ def _check(url):
         cfg = Config(str(MIGRATIONS_DIR / "alembic.ini"))
         cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
         with Session(engine) as s:  # a job running across the 0002 down and up again
-            job, _ = crud.create_job(session=s, spec=JobSpec())
+            job, _ = crud.submit_job(session=s, spec=JobSpec())
             assert crud.claim_job(session=s, job_id=job.id, worker="w") is not None
             job_id = job.id
         with engine.begin() as conn:  # 0002 down: the heartbeat column goes, the rest stays
@@ -127,8 +127,8 @@ def _check_0003(url):
             assert {r["recipe_hash"] for r in rows} == {f.recipe_hash, a.recipe_hash}
             assert all(r["recipe"] and "seed" not in r["recipe"]["train"] for r in rows)
             # A new submission of the adaptive spec runs again (the old succeeded one gave up its hold).
-            _, created = crud.create_job(session=s, spec=adaptive)
-            assert created
+            _, outcome = crud.submit_job(session=s, spec=adaptive)
+            assert outcome == "created"
         with engine.begin() as conn:
             cfg.attributes["connection"] = conn
             command.downgrade(cfg, "0002")

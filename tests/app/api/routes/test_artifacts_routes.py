@@ -135,7 +135,7 @@ def test_delete_removes_the_job_its_points_artifacts_and_files(client, session, 
 
 def test_delete_keeps_a_retry_of_the_job(client, session):
     spec = JobSpec.parse(TINY)
-    job, _ = crud.create_job(session=session, spec=spec, force=True)
+    job, _ = crud.submit_job(session=session, spec=spec, force=True)
     crud.fail_job(session=session, job_id=job.id, error="boom")
     retry = client.post(f"{API}/jobs/{job.id}/retry").json()["id"]
     crud.fail_job(session=session, job_id=retry, error="boom again")

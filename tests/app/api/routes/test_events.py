@@ -25,7 +25,7 @@ VALUES = {"loss": 2.0, "acc": 10.0, "lr": 0.1, "batch_type": "reduced"}
 
 def running_job(session, n_points: int) -> int:
     """A running job with ``n_points`` step points (steps 0..n-1), bulk-inserted."""
-    job, _ = crud.create_job(session=session, spec=JobSpec.parse({}), force=True)
+    job, _ = crud.submit_job(session=session, spec=JobSpec.parse({}), force=True)
     assert crud.claim_job(session=session, job_id=job.id, worker="test") is not None
     rows = [{"job_id": job.id, "run": "dynds", "kind": "step", "step": i, "epoch": i // 100, "train_time_s": 0.01 * i, "values": VALUES}
             for i in range(n_points)]

@@ -5,9 +5,11 @@ import threading
 
 import httpx
 import pytest
+from sqlmodel import select
 
 from app import crud
 from app.main import create_app
+from app.models import Job
 from app.security import create_token
 
 API = "/api/v1"
@@ -141,7 +143,7 @@ def test_a_dispatcher_that_cannot_take_the_job_fails_it(settings, failing_dispat
     with TestClient(create_app(settings, dispatcher=failing_dispatcher)) as c:
         r = submit(c)
         assert r.status_code == 503 and "redis://nowhere" in r.json()["detail"]
-    (job,) = crud.list_jobs(session=session)[0]
+    (job,) = session.exec(select(Job)).all()
     assert job.status == "failed" and "could not dispatch" in job.error
 
 
@@ -223,7 +225,7 @@ def test_cancel_queued_at_once_running_by_flag_finished_409(client, session):
     crud.claim_job(session=session, job_id=running["id"], worker="w")
     r = client.post(f"{API}/jobs/{running['id']}/cancel")
     assert r.status_code == 200 and r.json()["status"] == "running" and r.json()["cancel_requested"]
-    assert crud.is_cancel_requested(session=session, job_id=running["id"])
+    assert crud.job_control(session=session, job_id=running["id"]) == (True, "running")
 
     assert client.post(f"{API}/jobs/{queued['id']}/cancel").status_code == 409
     assert client.post(f"{API}/jobs/424242/cancel").status_code == 404
@@ -328,7 +330,7 @@ def test_a_list_item_is_the_job_without_its_result(client, session, finished_job
     done = finished_job({"train": {"seed": 5}}, time_saving=0.2, acc_delta=-0.1)
     crud.set_reproducibility(session=session, job_id=done, record={"host": "h", "git_dirty": False})
     queued = submit(client, {"train": {"seed": 6}}).json()["id"]
-    crud.update_progress(session=session, job_id=queued, progress={"run": "dynds", "fraction": 0.25})
+    crud.record_heartbeat(session=session, job_id=queued, progress={"run": "dynds", "fraction": 0.25})
     items = {j["id"]: j for j in client.get(f"{API}/jobs").json()["data"]}
     for job_id in (done, queued):
         full = client.get(f"{API}/jobs/{job_id}").json()

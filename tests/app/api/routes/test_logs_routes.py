@@ -20,7 +20,7 @@ API = "/api/v1"
 
 
 def _job(session: Session, **spec) -> int:
-    job, _ = crud.create_job(session=session, spec=JobSpec.parse(spec or {"train": {"epochs": 1}}), force=True)
+    job, _ = crud.submit_job(session=session, spec=JobSpec.parse(spec or {"train": {"epochs": 1}}), force=True)
     return job.id
 
 

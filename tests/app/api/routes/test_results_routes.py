@@ -169,8 +169,8 @@ def test_export_is_cached_until_a_job_succeeds(client, app, finished_job, sessio
     # Served from the cache: the very same bytes, without reading the rows again.
     assert client.get(f"{API}/export", params={"format": "json"}).content == first.content and builds == []
     # Jobs that are only queued or running change nothing the export shows: still cached.
-    crud.create_job(session=session, spec=JobSpec.parse(seeded(0.3, 0)))
-    running, _ = crud.create_job(session=session, spec=JobSpec.parse(seeded(0.4, 0)))
+    crud.submit_job(session=session, spec=JobSpec.parse(seeded(0.3, 0)))
+    running, _ = crud.submit_job(session=session, spec=JobSpec.parse(seeded(0.4, 0)))
     crud.claim_job(session=session, job_id=running.id, worker="w")
     assert client.get(f"{API}/export", params={"format": "json"}).content == first.content and builds == []
     csv_before = client.get(f"{API}/export", params={"format": "csv", "track": TRACK}).text

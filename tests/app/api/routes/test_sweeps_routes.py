@@ -101,6 +101,7 @@ def test_frontier_preset_queues_the_baseline_at_four_budgets_per_seed(client, di
 
 def test_a_sweep_is_one_transaction(session, monkeypatch):
     from app import crud
+    from app.crud import submission
     from app.models import Job, Sweep
     from dynds_core.spec import JobSpec
     from sqlmodel import select
@@ -115,7 +116,7 @@ def test_a_sweep_is_one_transaction(session, monkeypatch):
             raise RuntimeError("the database went away")
         return real(spec)
 
-    monkeypatch.setattr(crud, "job_columns", flaky)
+    monkeypatch.setattr(submission, "job_columns", flaky)
     try:
         crud.create_sweep(session=session, name="s", base={}, grid={"train.seed": [0, 1, 2, 3]}, specs=specs)
     except RuntimeError:
@@ -123,7 +124,7 @@ def test_a_sweep_is_one_transaction(session, monkeypatch):
     else:
         raise AssertionError("expected the failure")
     assert session.exec(select(Job)).all() == [] and session.exec(select(Sweep)).all() == []
-    monkeypatch.setattr(crud, "job_columns", real)
+    monkeypatch.setattr(submission, "job_columns", real)
     sweep, jobs = crud.create_sweep(session=session, name="s", base={}, grid={"train.seed": [0, 1, 2, 3, 0]}, specs=specs + specs[:1])
     assert [created for _, created in jobs] == [True, True, True, True, False]  # the repeated point: the job made above
     assert sweep.job_ids[4] == sweep.job_ids[0] and len(session.exec(select(Job)).all()) == 4
