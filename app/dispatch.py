@@ -1,11 +1,12 @@
-"""How the API starts work: it hands a job id to the registered dispatcher, and nothing else.
+"""How the API starts work: it hands a job id to its dispatcher, and nothing else.
 
-    set_dispatcher(CeleryDispatcher("redis://localhost:6379/0"))   # or the embedded executor
-    dispatch(job_id)
+    app = create_app(settings, dispatcher=CeleryDispatcher("redis://localhost:6379/0"))  # or the embedded executor
+    dispatch(job_id, app.state.dispatcher)                                              # what the routes do
 
 A dispatcher is any object with ``dispatch(job_id: int) -> None``; if it also has ``start()`` and
-``stop()``, the app calls them at start-up (after the database is migrated) and shutdown. With no
-dispatcher registered, jobs simply wait in the database queue until an executor picks them up.
+``stop()``, the app calls them at start-up (after the database is migrated) and shutdown. The app's
+one dispatcher is the one ``create_app`` was given (by default a CeleryDispatcher when a broker is
+set); with none, jobs simply wait in the database queue until an executor picks them up.
 """
 
 from __future__ import annotations
@@ -37,21 +38,8 @@ class CeleryDispatcher:
         self.celery.send_task(TASK_NAME, args=[job_id], queue=self.queue)
 
 
-_dispatcher: Dispatcher | None = None
-
-
-def set_dispatcher(dispatcher: Dispatcher | None) -> None:
-    global _dispatcher
-    _dispatcher = dispatcher
-
-
-def get_dispatcher() -> Dispatcher | None:
-    return _dispatcher
-
-
-def dispatch(job_id: int, dispatcher: Dispatcher | None = None) -> None:
-    d = dispatcher or _dispatcher
-    if d is None:
-        log.info("no dispatcher registered; job %s waits in the database queue", job_id)
+def dispatch(job_id: int, dispatcher: Dispatcher | None) -> None:
+    if dispatcher is None:
+        log.info("no dispatcher; job %s waits in the database queue", job_id)
         return
-    d.dispatch(job_id)
+    dispatcher.dispatch(job_id)

@@ -43,7 +43,7 @@ from app.api.routes.results import ResultsCache
 from app.api.routes import logs as log_routes
 from app.core.config import Settings, get_settings
 from app.core.db import init_db, make_engine
-from app.dispatch import CeleryDispatcher, Dispatcher, get_dispatcher
+from app.dispatch import CeleryDispatcher, Dispatcher
 
 log = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
@@ -214,8 +214,9 @@ async def watch_queue(engine: Engine, settings: Settings, dispatcher: Dispatcher
 def create_app(
     settings: Settings | None = None, *, dispatcher: Dispatcher | None = None, engine: Engine | None = None, recover_executor_jobs: bool = False
 ) -> FastAPI:
-    """The API. ``dispatcher``: who runs new jobs (default: Celery when a broker is set, else whatever
-    was registered with ``app.dispatch.set_dispatcher``, e.g. the embedded executor).
+    """The API. ``dispatcher``: who runs new jobs, the app's only one (``app.state.dispatcher``; `dynds serve`
+    passes the embedded executor). Default: a CeleryDispatcher when a broker is set, else none (jobs wait
+    in the database queue for an executor of another process).
     ``recover_executor_jobs``: this process holds the serve lock (see ``startup``)."""
     settings = settings or get_settings()
     engine = engine or make_engine(settings.database_url)
@@ -225,7 +226,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.recovered = startup(engine, settings, recover_executor_jobs=recover_executor_jobs)
-        d = app.state.dispatcher or get_dispatcher()
+        d = app.state.dispatcher
         if hasattr(d, "start"):
             d.start()
         watches = [asyncio.create_task(watch_heartbeats(engine, settings, None if settings.embedded else d), name="dynds-heartbeat-check")]

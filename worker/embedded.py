@@ -1,10 +1,9 @@
 """The embedded executor: runs jobs on one background thread of the serving process.
 
     executor = EmbeddedExecutor(settings)
-    app.dispatch.set_dispatcher(executor)
-    executor.start()
+    app = create_app(settings, dispatcher=executor)   # the app starts it after migrating, stops it at shutdown
     ...                              # POST /jobs -> dispatch(job_id) -> the thread wakes up
-    executor.stop()                  # the running job ends its current step and is requeued (SIGTERM to `dynds serve`)
+                                     # at shutdown the running job ends its current step and is requeued (SIGTERM to `dynds serve`)
 
 The database is the queue: the thread takes the oldest queued job (``next_queued_job_id``) until
 none is left, then sleeps until ``dispatch`` wakes it or ``idle_poll_s`` passes (which also picks

@@ -64,6 +64,20 @@ def test_dispatcher_is_started_after_migration_and_stopped(settings):
     assert d.events == ["start", ("dispatch", job["id"]), "stop"]
 
 
+def test_the_app_has_one_dispatcher_the_one_create_app_was_given(settings, session):
+    """No registry beside it: an embedded app given none dispatches nothing (its jobs wait in the queue)."""
+    import inspect
+
+    from app import dispatch
+
+    assert [name for name, f in vars(dispatch).items() if inspect.isfunction(f) and f.__module__ == dispatch.__name__] == ["dispatch"]
+    app = create_app(settings)
+    assert settings.embedded and app.state.dispatcher is None
+    with TestClient(app) as c:
+        job = c.post("/api/v1/jobs", json={"spec": {"train": {"seed": 9}}}).json()
+    assert job["status"] == "queued" and crud.next_queued_job_id(session=session) == job["id"]
+
+
 def test_startup_objects_are_frozen_out_of_the_garbage_collector(settings, dispatcher):
     import gc
 
