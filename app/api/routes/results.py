@@ -57,9 +57,6 @@ class ResultsCache:
             return key in self._entries
 
 
-LeaderboardCache = ResultsCache  # its first name
-
-
 def cached_body(request: Request, session, key: tuple, build: Callable[[], bytes]) -> bytes:
     """The cached body for ``key`` if no job has succeeded since it was built, else ``build()`` (and cache it).
 

@@ -1,4 +1,4 @@
-"""The leaderboard and the budget frontier as pure functions over constructed summary rows."""
+"""app/leaderboard/cells.py: cells over seeds, their statistics and verdicts, ranking, the Pareto front, on constructed rows."""
 
 import math
 import statistics
@@ -6,18 +6,8 @@ import statistics
 import pytest
 
 from app.leaderboard import (
-    build_frontier,
     build_leaderboard,
-    frontier_epochs,
-    frontier_key,
-    position,
-    recipe_hash,
-    recipe_of,
-    setting_key,
-    track_labels,
-    track_of,
 )
-from dynds_core.spec import JobSpec
 from dynds_core.verdict import judge
 
 TRACK = "resnet20/cifar10/e12-n10000"
@@ -42,62 +32,6 @@ def entries_of(board, track=TRACK):
 
 
 # ---------------------------------------------------------------- recipes
-
-
-def test_recipe_drops_only_name_seed_dynds_and_baseline_flags():
-    spec = JobSpec.parse({"name": "x", "train": {"seed": 7, "lr": 0.05, "num_threads": 2, "pairing": "sequential"},
-                          "dynds": {"schedule": {"kind": "periodic"}}, "baseline": False, "equal_time_baseline": True}).canonical()
-    recipe = recipe_of(spec)
-    assert set(recipe) == set(spec) - {"name", "dynds", "baseline", "equal_time_baseline"}
-    assert "seed" not in recipe["train"] and recipe["train"]["lr"] == 0.05
-    assert recipe["train"]["pairing"] == "sequential" and recipe["train"]["num_threads"] == 2 and recipe["train"]["device"] == "auto"
-    assert recipe["data"] == spec["data"] and recipe["model"] == spec["model"]
-    assert spec["train"]["seed"] == 7  # the spec itself is left as it was
-    h = recipe_hash(spec)
-    assert len(h) == 16 and int(h, 16) >= 0
-    same = JobSpec.parse({"name": "y", "train": {"seed": 1, "lr": 0.05, "num_threads": 2, "pairing": "sequential"}}).canonical()
-    assert recipe_hash(same) == h  # another name, seed, setting and flags: the same recipe
-    for change in ({"train": {"lr": 0.1}}, {"data": {"image_size": 16}}, {"train": {"pairing": "lockstep"}}, {"train": {"epochs": 3}}):
-        other = JobSpec.parse({"train": {"seed": 7, "lr": 0.05, "num_threads": 2, "pairing": "sequential"}})
-        data = other.canonical()
-        for section, values in change.items():
-            data[section].update(values)
-        assert recipe_hash(data) != h, change
-    assert recipe_of(recipe) == recipe  # idempotent
-
-
-def test_frontier_key_ignores_epochs_only():
-    a = JobSpec.parse({"train": {"epochs": 12}}).canonical()
-    b = JobSpec.parse({"train": {"epochs": 3, "seed": 4}, "baseline": False, "dynds": {"schedule": {"kind": "none"}}}).canonical()
-    c = JobSpec.parse({"train": {"epochs": 12, "lr": 0.01}}).canonical()
-    assert frontier_key(a) == frontier_key(b) != frontier_key(c)
-    assert recipe_hash(a) != recipe_hash(b)
-    assert frontier_epochs(12) == [3, 6, 9, 12] and frontier_epochs(2) == [1, 2] and frontier_epochs(1) == [1] and frontier_epochs(10) == [3, 5, 8, 10]
-
-
-def test_labels_are_unique_where_recipes_share_one():
-    def rec(data):
-        return recipe_of(JobSpec.parse(data).canonical())
-
-    a, b, c = rec({"train": {"lr": 0.1}}), rec({"train": {"lr": 0.05}}), rec({"data": {"image_size": 16}, "train": {"lr": 0.1}})
-    alone = rec({"train": {"epochs": 3}})
-    labels = track_labels({"a": a, "b": b, "c": c, "z": alone})
-    assert labels["z"] == "resnet20/synthetic/e3-nall"
-    assert len({labels["a"], labels["b"], labels["c"]}) == 3
-    assert all(labels[k].startswith("resnet20/synthetic/e2-nall · ") for k in "abc")
-    assert "train.lr=0.05" in labels["b"] and "data.image_size=16" in labels["c"]
-    # Other differing keys are named too; rows without a stored recipe fall back to the hash (see below).
-    assert track_labels({"h1": {"x": 1, **a}, "h2": {"x": 2, **a}}) == {"h1": "resnet20/synthetic/e2-nall · x=1", "h2": "resnet20/synthetic/e2-nall · x=2"}
-
-
-def test_track_and_setting_key_from_a_spec():
-    spec = JobSpec.parse({"model": {"arch": "resnet32"}, "data": {"dataset": "cifar10", "train_subset": 5000}, "train": {"epochs": 12}})
-    assert track_of(spec.canonical()) == "resnet32/cifar10/e12-n5000"
-    assert track_of(JobSpec().canonical()) == "resnet20/synthetic/e2-nall"
-    assert setting_key(spec.canonical()["dynds"]) == "stochastic p=0.5 | avg k2s1 sum | in/2 avg | bn frozen"
-    periodic = JobSpec.parse({"dynds": {"schedule": {"kind": "periodic", "pattern": "RRF"}, "kernel": {"mode": "max", "scale": "none"}}})
-    assert setting_key(periodic.canonical()["dynds"]) == "periodic RRF | max k2s1 none | in/2 avg | bn frozen"
-
 
 # ---------------------------------------------------------------- cells: pooling, seeds, statistics
 
@@ -240,100 +174,3 @@ def test_bad_bounds_are_refused():
         build_leaderboard([], max_acc_drop=-1)
     with pytest.raises(ValueError, match="min_seeds"):
         build_leaderboard([], min_seeds=0)
-
-
-# ---------------------------------------------------------------- the budget frontier
-
-BASE = {"model": {"arch": "resnet20"}, "data": {"dataset": "cifar10", "train_subset": 1000}, "train": {"epochs": 12}}
-
-
-def srow(job_id, *, epochs=12, seed=0, schedule=None, lr=None, **figures):
-    data = {**BASE, "train": {"epochs": epochs, "seed": seed, **({"lr": lr} if lr else {})}}
-    if schedule is not None:
-        data["dynds"] = {"schedule": schedule}
-        if schedule["kind"] == "none":
-            data["baseline"] = False
-    spec = JobSpec.parse(data).canonical()
-    r = {"job_id": job_id, "track": track_of(spec), "recipe_hash": recipe_hash(spec), "recipe": recipe_of(spec),
-         "arch": "resnet20", "dataset": "cifar10", "seed": seed, "setting_key": setting_key(spec["dynds"]), "setting": spec["dynds"],
-         "schedule_kind": spec["dynds"]["schedule"]["kind"], "time_saving": None, "acc_delta": None, "equal_time_gap": None,
-         "dynds_acc": None, "baseline_acc": None, "equal_time_acc": None, "timing_noisy": False}
-    r.update(figures)
-    return r
-
-
-# Baseline accuracy per budget (12 epochs = 1.0) for seeds 0, 1, 2: each band is mean +- 2.484 (t(2) / sqrt 3).
-CURVE = {3: (50, 51, 52), 6: (60, 61, 62), 9: (70, 71, 72), 12: (72, 73, 74)}
-
-
-def frontier_rows():
-    rows, i = [], 0
-    for epochs, accs in CURVE.items():
-        for seed, acc in enumerate(accs):
-            i += 1
-            rows.append(srow(i, epochs=epochs, seed=seed, schedule={"kind": "none"}, dynds_acc=acc, dynds_steps=100 * epochs))
-    rows.append(srow(99, epochs=6, seed=0, schedule={"kind": "none"}, lr=0.01, dynds_acc=0.0))  # another frontier: left out
-    cells = {  # p: (time saving, DynDS accuracies per seed) -> expected position
-        0.2: (0.5, (66, 67, 68)),  # x 0.5, band 58.5..63.5: above
-        0.3: (0.375, (65, 66, 67)),  # x 0.625, interpolated band 63.5..68.5 (above 0.5's, below 0.75's): within
-        0.4: (0.25, (55, 56, 57)),  # x 0.75, band 68.5..73.5: below
-        0.9: (0.9, (40, 41, 42)),  # x 0.1: left of the curve
-    }
-    for p, (ts, accs) in cells.items():
-        for seed, acc in enumerate(accs):
-            i += 1
-            extra = {}
-            if p == 0.4:  # an equal-time run cut to half the steps, at the 6-epoch baseline's accuracy
-                extra = {"equal_time_acc": CURVE[6][seed], "equal_time_steps": 600, "baseline_steps": 1200}
-            rows.append(srow(100 + i, seed=seed, schedule={"kind": "stochastic", "p": p}, time_saving=ts, acc_delta=acc - CURVE[12][seed],
-                             dynds_acc=acc, baseline_acc=CURVE[12][seed], dynds_steps=1200, **extra))
-    return rows
-
-
-def test_frontier_positions_above_within_below_and_unknown():
-    rows = frontier_rows()
-    track = srow(0)["track"]
-    front = build_frontier(rows, track=track)
-    assert front["track"] == track and front["full_epochs"] == 12 and front["recipe_hash"] == srow(0)["recipe_hash"]
-    assert front["frontier_key"] == frontier_key(JobSpec.parse(BASE).canonical())
-    xs = [p["time_fraction"] for p in front["baseline"]]
-    assert xs == [0.25, 0.5, 0.75, 1.0]
-    by_x = {p["time_fraction"]: p for p in front["baseline"]}
-    half = T2 / math.sqrt(3)
-    assert by_x[0.25]["acc_mean"] == pytest.approx(51) and by_x[0.25]["acc_ci95"] == pytest.approx([51 - half, 51 + half], abs=1e-3)
-    assert by_x[0.25]["n_seeds"] == 3 and by_x[0.25]["sources"] == ["baseline_only"]
-    assert by_x[0.5]["sources"] == ["baseline_only", "equal_time"] and by_x[0.5]["acc_mean"] == pytest.approx(61)
-    assert by_x[1.0]["sources"] == ["baseline_only", "paired_baseline"] and by_x[1.0]["n_seeds"] == 3
-    assert 99 not in by_x[0.5]["job_ids"]
-    points = {p["setting_key"].split(" |")[0]: p for p in front["dynds"]}
-    assert {k: p["position"] for k, p in points.items()} == {
-        "stochastic p=0.2": "above", "stochastic p=0.3": "within", "stochastic p=0.4": "below", "stochastic p=0.9": "unknown",
-    }
-    p = points["stochastic p=0.3"]
-    assert p["time_fraction"] == pytest.approx(0.625) and p["time_fraction_ci95"] == pytest.approx([0.625, 0.625])
-    assert p["acc_mean"] == pytest.approx(66) and p["n_seeds"] == 3 and p["verdict"] == "no_equal_time"
-    assert build_frontier(rows, track=front["recipe_hash"]) == front
-    assert build_frontier(rows, track="nope") is None
-
-
-def test_band_position_uses_the_mean_where_a_point_has_no_interval():
-    pts = [{"time_fraction": 0.5, "acc_mean": 60.0, "acc_ci95": None}, {"time_fraction": 1.0, "acc_mean": 70.0, "acc_ci95": [69.0, 71.0]}]
-    assert position(pts, 0.5, 60.0) == "within" and position(pts, 0.5, 60.1) == "above" and position(pts, 0.5, 59.9) == "below"
-    # At 0.75: band (60 + 69) / 2 .. (60 + 71) / 2 = 64.5 .. 65.5
-    assert position(pts, 0.75, 64.4) == "below" and position(pts, 0.75, 65.0) == "within" and position(pts, 0.75, 65.6) == "above"
-    assert position(pts, 1.01, 70.0) == "unknown" and position([], 0.5, 1.0) == "unknown" and position(pts, 0.5, None) == "unknown"
-
-
-def test_equal_time_runs_of_one_setting_across_seeds_form_one_frontier_point():
-    """Their budgets differ a little per seed (0.62, 0.63, 0.64): one point with a band over 3 seeds, not
-    three one-seed points; the swept budgets stay apart."""
-    rows = frontier_rows()
-    for seed, (cut, acc) in enumerate(((62, 66.0), (63, 67.0), (64, 68.0))):
-        rows.append(srow(200 + seed, seed=seed, schedule={"kind": "stochastic", "p": 0.5}, time_saving=0.37, acc_delta=-5.0,
-                         equal_time_gap=-1.0, dynds_acc=67.0, baseline_acc=73.0, equal_time_acc=acc,
-                         equal_time_steps=cut * 12, baseline_steps=100 * 12, dynds_steps=100 * 12))
-    front = build_frontier(rows, track=rows[-1]["recipe_hash"], min_seeds=3)  # the 12-epoch recipe
-    near = [p for p in front["baseline"] if 0.6 < p["time_fraction"] < 0.7]
-    assert len(near) == 1 and near[0]["time_fraction"] == pytest.approx(0.63)
-    assert near[0]["n_seeds"] == 3 and near[0]["acc_mean"] == pytest.approx(67.0) and near[0]["acc_ci95"] is not None
-    assert [p["time_fraction"] for p in front["baseline"] if p not in near] == [0.25, 0.5, 0.75, 1.0]

@@ -1,0 +1,188 @@
+"""Recipes and tracks: what makes two jobs comparable (a recipe: the spec but its name, seed, DynDS setting
+and baseline flags), their hashes, and the unique track label of each recipe."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections import defaultdict
+from typing import Any
+
+
+def track_of(spec: dict[str, Any]) -> str:
+    """``arch/dataset/e{epochs}-n{train_subset or 'all'}`` from a canonical spec."""
+    subset = spec["data"].get("train_subset")
+    return f"{spec['model']['arch']}/{spec['data']['dataset']}/e{spec['train']['epochs']}-n{subset if subset else 'all'}"
+
+
+def _num(x: float) -> str:
+    return f"{x:g}"
+
+
+def schedule_label(schedule: dict[str, Any]) -> str:
+    kind = schedule["kind"]
+    if kind == "stochastic":
+        label = f"stochastic p={_num(schedule['p'])}"
+        if schedule.get("p_end") is not None:
+            label += f"->{_num(schedule['p_end'])}"
+    elif kind == "periodic":
+        label = f"periodic {schedule['pattern']}" if schedule.get("pattern") else f"periodic every={schedule['every']}"
+    elif kind == "phase":
+        label = f"phase {_num(schedule['start'])}-{_num(schedule['end'])}"
+    elif kind == "adaptive":
+        label = f"adaptive p={_num(schedule['p_min'])}-{_num(schedule['p_max'])} w={schedule['window']}"
+    else:
+        label = kind
+    if schedule.get("final_full_fraction"):
+        label += f" ff={_num(schedule['final_full_fraction'])}"
+    return label
+
+
+def kernel_label(kernel: dict[str, Any]) -> str:
+    mode = kernel["mode"]
+    if mode == "none":
+        return "kernel none"
+    if mode == "resize":
+        h, w = kernel["size"]
+        label = f"resize {h}x{w} {kernel['scale']}"
+    else:
+        label = f"{mode} k{kernel['window']}s{kernel['stride']} {kernel['scale']}"
+    if kernel.get("pad_side", "alternate") != "alternate":
+        label += f" pad-{kernel['pad_side']}"
+    return label
+
+
+def setting_key(dynds: dict[str, Any]) -> str:
+    """A readable, unique name for a DynDS setting, e.g. ``stochastic p=0.5 | avg k2s1 sum | in/2 avg | bn frozen``."""
+    inp = dynds["input"]
+    return " | ".join(
+        (schedule_label(dynds["schedule"]), kernel_label(dynds["kernel"]), f"in/{inp['factor']} {inp['mode']}", f"bn {dynds['bn']}")
+    )
+
+
+# ---------------------------------------------------------------- recipes: what makes numbers comparable
+
+# Spec keys that are not part of the recipe: the job's name, the DynDS setting (the cell's other half)
+# and which comparison runs were asked for. train.seed is dropped from the train section.
+_NOT_RECIPE = ("name", "dynds", "baseline", "equal_time_baseline")
+
+
+def _canon(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(_canon(obj).encode()).hexdigest()[:16]
+
+
+def recipe_of(spec: dict[str, Any]) -> dict[str, Any]:
+    """The recipe of a canonical spec: model, all of data, all of train but the seed.
+
+    Two jobs with equal recipes trained the same network on the same data the same way (but for
+    the seed and the DynDS setting), so their numbers may be pooled and compared. Idempotent:
+    ``recipe_of(recipe_of(spec)) == recipe_of(spec)``.
+    """
+    recipe = {k: copy.deepcopy(v) for k, v in spec.items() if k not in _NOT_RECIPE}
+    if isinstance(recipe.get("train"), dict):
+        recipe["train"].pop("seed", None)
+    return recipe
+
+
+def recipe_hash(spec: dict[str, Any]) -> str:
+    """sha256 of the recipe's canonical JSON (sorted keys, no spaces), first 16 hex digits."""
+    return _hash(recipe_of(spec))
+
+
+def frontier_recipe(spec: dict[str, Any]) -> dict[str, Any]:
+    """The recipe without ``train.epochs``: every budget of one recipe lies on one budget frontier."""
+    recipe = recipe_of(spec)
+    if isinstance(recipe.get("train"), dict):
+        recipe["train"].pop("epochs", None)
+    return recipe
+
+
+def frontier_key(spec: dict[str, Any]) -> str:
+    """The hash (16 hex) of ``frontier_recipe(spec)``: equal for the budgets of one recipe."""
+    return _hash(frontier_recipe(spec))
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def _value(v: Any) -> str:
+    if v is None:
+        return "unset"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return _num(v)
+    if isinstance(v, (list, dict)):
+        return _canon(v)
+    return str(v)
+
+
+def track_labels(recipes: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """A unique track label per recipe hash: ``track_of(recipe)``, and where recipes share that label,
+    `` · `` plus the train/data (then model) settings in which they differ (at most three), or the
+    hash's first 8 hex digits when that does not tell them apart."""
+    by_label: dict[str, list[str]] = defaultdict(list)
+    for h, recipe in recipes.items():
+        by_label[track_of(recipe)].append(h)
+    labels: dict[str, str] = {}
+    for base, hashes in by_label.items():
+        if len(hashes) == 1:
+            labels[hashes[0]] = base
+            continue
+        flat = {h: _flat(recipes[h]) for h in hashes}
+        paths = sorted({p for f in flat.values() for p in f}, key=lambda p: ({"train": 0, "data": 1}.get(p.split(".")[0], 2), p))
+        differ = [p for p in paths if len({_canon(flat[h].get(p, None)) if p in flat[h] else "\0missing" for h in hashes}) > 1][:3]
+        cand = {h: f"{base} · " + ", ".join(f"{p}={_value(flat[h].get(p))}" for p in differ) for h in hashes}
+        unique = differ and len(set(cand.values())) == len(hashes)
+        for h in hashes:
+            labels[h] = cand[h] if unique else f"{base} · {h[:8]}"
+    return labels
+
+
+def recipe_key(row: dict[str, Any]) -> str:
+    """The key a row's recipe goes by: its recipe hash, or ``track:<label>`` for a row without one."""
+    return row.get("recipe_hash") or f"track:{row['track']}"
+
+
+def recipes_and_labels(rows: list[dict[str, Any]]) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """Recipe (by key) and unique label (by key) of every recipe in ``rows``."""
+    recipes: dict[str, dict[str, Any]] = {}
+    bases: dict[str, str] = {}
+    for r in rows:
+        k = recipe_key(r)
+        if k not in bases:
+            bases[k] = r["track"]
+            recipes[k] = r.get("recipe") or {}
+    full = {k: rec for k, rec in recipes.items() if rec.get("model") and rec.get("train") and rec.get("data")}
+    labels = track_labels(full)
+    for k, base in bases.items():
+        if k not in labels:
+            labels[k] = base
+    # Recipes without a stored recipe dict cannot be told apart by their settings: by their key.
+    seen: dict[str, list[str]] = defaultdict(list)
+    for k, label in labels.items():
+        seen[label].append(k)
+    for label, ks in seen.items():
+        if len(ks) > 1:
+            for k in ks:
+                labels[k] = f"{bases[k]} · {k.removeprefix('track:')[:8]}"
+    return recipes, labels
+
+
+def resolve_track(rows: list[dict[str, Any]], track: str) -> str | None:
+    """The recipe key that ``track`` (a label or a recipe hash) names among ``rows``; None if none."""
+    _, labels = recipes_and_labels(rows)
+    if track in labels:
+        return track
+    return next((k for k, label in labels.items() if label == track), None)
