@@ -9,7 +9,7 @@ import re
 from urllib.parse import parse_qs, urlparse
 
 from .conftest import fulfil_json, goto, no_sideways_scroll, shot, wait_js, wait_rendered
-from .test_trust import SENTENCE, run_result
+from .test_trust import SENTENCE, export_rows, frontier_body, leaderboard_body, run_result
 
 TRACK = "resnet20/cifar10/e12-n10000"
 LONG_ERROR = ("RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 15.78 GiB total capacity; "
@@ -504,3 +504,123 @@ def test_cancel_asks_first_in_the_page(vpage, server):
     page.wait_for_selector("#cancel-btn:disabled")
     assert posted == ["POST", "POST"], posted  # one per yes: "Keep it running" and Escape sent nothing
     assert page.locator("#cancel-btn").inner_text() == "Cancelling…"
+
+
+# --- leaderboard and compare ------------------------------------------------------------------------------
+
+def test_leaderboard_names_settings_in_words(vpage, server):
+    page = vpage
+    page.route("**/api/v1/leaderboard*", lambda r: fulfil_json(r, leaderboard_body()))
+    goto(page, server, "leaderboard", "leaderboard")
+    names = page.locator("#lb-body tbody tr .setting-name")
+    shown = dict(zip(page.locator("#lb-body tbody tr").evaluate_all("rs => rs.map(r => r.dataset.setting)"), names.all_inner_texts(), strict=True))
+    assert shown == {
+        "stochastic p=0.5 | avg k2s1 sum | in/2 avg | bn frozen": "p=0.5 · 2×2 avg · input /2",
+        "periodic every=4 | avg k2s1 sum | in/2 avg | bn frozen": "3 of 4 reduced · 2×2 avg · input /2",
+        "stochastic p=0.3 | avg k2s1 sum | in/2 avg | bn frozen": "p=0.3 · 2×2 avg · input /2",
+    }
+    # the exact key on hover, the kind in words for screen readers
+    first = page.locator("#lb-body tbody tr").first
+    assert first.locator(".setting-name").get_attribute("title") == "stochastic p=0.5 | avg k2s1 sum | in/2 avg | bn frozen"
+    assert first.locator(".legend-dot").get_attribute("aria-label") == "stochastic schedule"
+    assert "|" not in page.locator("#lb-body tbody").inner_text()
+    if page.size_name == "phone":
+        # legible: the name in the page's font at a readable size, on lines of its own under its label
+        cell = first.locator("td.setting-cell")
+        style = cell.locator(".setting-name").evaluate("e => ({size: parseFloat(getComputedStyle(e).fontSize), font: getComputedStyle(e).fontFamily})")
+        assert style["size"] >= 14 and "mono" not in style["font"].lower(), style
+        assert cell.evaluate("e => getComputedStyle(e).textAlign") in ("left", "start")
+    no_sideways_scroll(page)
+    shot(page, f"trial-leaderboard-{page.size_name}")
+
+
+def test_setting_label_reads_every_kind(page, server):
+    goto(page, server, "jobs", "jobs")
+    out = page.evaluate("""async () => { const { settingLabel } = await import('/static/js/setting.js');
+        return ["stochastic p=0.5->0.1 ff=0.1 | max k3s2 none pad-end | in/4 bilinear | bn shared",
+                "periodic RRF | kernel none | in/2 avg | bn frozen", "phase 0-0.5 | resize 3x3 sum | in/2 nearest | bn separate",
+                "adaptive p=0.1-0.9 w=50 | avg k2s1 sum | in/2 avg | bn frozen", "none | avg k2s1 sum | in/2 avg | bn frozen",
+                "something | new | from | the server"].map((k) => settingLabel(k)); }""")
+    assert out == [
+        "p=0.5→0.1 · last 10 % full · 3×3 max stride 2 unscaled pad end · input /4 bilinear · BN shared",
+        "pattern RRF · full kernels · input /2",
+        "reduced 0–50 % of training · kernels resized to 3×3 · input /2 nearest · BN separate",
+        "adaptive p 0.1–0.9, window 50 · 2×2 avg · input /2",
+        "never reduced · 2×2 avg · input /2",
+        "something | new | from | the server",  # a key it cannot read is shown as it is
+    ]
+
+
+POINTS_INSIDE = """(id) => {
+    // Every point (and error bar end) of a chart, in pixels, against its plot area: how far inside it lies.
+    const c = Chart.getChart(document.getElementById(id)), a = c.chartArea, out = [];
+    c.data.datasets.forEach((d, di) => {
+      if (!c.isDatasetVisible(di)) return;
+      const r = d.pointRadius ?? 3;
+      for (const p of d.data) {
+        const xs = [p.x, p.xLo, p.xHi].filter(Number.isFinite), ys = [p.y, p.yLo, p.yHi].filter(Number.isFinite);
+        for (const x of xs) for (const y of ys) {
+          const px = c.scales.x.getPixelForValue(x), py = c.scales.y.getPixelForValue(y);
+          out.push({label: d.label, x, y, margin: Math.min(px - a.left, a.right - px, py - a.top, a.bottom - py) - (x === p.x && y === p.y ? r : 0)});
+        }
+      }
+    });
+    return out;
+}"""
+
+
+def assert_no_point_clipped(page, canvas_id: str) -> None:
+    points = page.evaluate(POINTS_INSIDE, canvas_id)
+    assert points, f"no points on {canvas_id}"
+    cut = [p for p in points if p["margin"] < 2]
+    assert not cut, f"points on the edge of {canvas_id} (drawn cut off): {cut}"
+
+
+def route_compare(page) -> None:
+    page.route("**/api/v1/export*", lambda r: fulfil_json(r, export_rows()))
+    page.route("**/api/v1/frontier*", lambda r: fulfil_json(r, frontier_body()))
+    page.route("**/api/v1/leaderboard*", lambda r: fulfil_json(r, leaderboard_body()))
+
+
+def test_compare_axes_hold_every_point_and_dashed_lines_show_dashed(vpage, server):
+    page = vpage
+    route_compare(page)
+    goto(page, server, f"compare?track={TRACK}", "compare")
+    wait_js(page, "() => Chart.getChart(document.getElementById('frontier'))")
+    xs = page.evaluate("() => Chart.getChart(document.getElementById('scatter')).data.datasets.flatMap(d => d.data.map(p => p.x))")
+    assert min(xs) == -20  # the run at −20 % time saving is on the chart, not cut
+    assert_no_point_clipped(page, "scatter")
+    assert_no_point_clipped(page, "frontier")
+    # the dashed baseline's legend entry is a dashed line, not a filled box; the Pareto front a solid line
+    assert legend_strokes(page, "frontier", "baseline trained for less time (mean)") >= 2
+    assert legend_strokes(page, "scatter", "Pareto front (1)") == 1
+    # tooltips name settings in words
+    label = page.evaluate("""() => { const c = Chart.getChart(document.getElementById('frontier'));
+        const d = c.data.datasets.find(d => d.label.startsWith('DynDS above'));
+        return c.options.plugins.tooltip.callbacks.label({raw: d.data[0]}); }""")
+    assert label[0] == "p=0.5"
+    page.locator("#frontier-box").scroll_into_view_if_needed()
+    shot(page, f"trial-compare-frontier-{page.size_name}", full_page=False)
+
+
+def test_compare_overlay_holds_its_points_and_dashes_the_baseline(vpage, server):
+    page = vpage
+    route_compare(page)
+    def epochs(jid: int) -> list[dict]:
+        # accuracies and times on round numbers: where an axis that only fits the data puts its edge
+        return [{"id": k + 1, "run": run, "kind": "epoch", "step": None, "epoch": k, "train_time_s": (k + 1) * (50.0 if run == "dynds" else 100.0),
+                 "values": {"val_acc": [40.0, 60.0, 70.0 + jid - 100][k]}} for run in ("dynds", "baseline") for k in range(3)]
+
+    for jid in (100, 101):
+        job = listed_job(jid, f"run-{jid - 100}")
+        page.route(f"**/api/v1/jobs/{jid}", lambda r, _req=None, job=job: fulfil_json(r, job))
+        page.route(f"**/api/v1/jobs/{jid}/metrics*", lambda r, _req=None, pts=epochs(jid): fulfil_json(r, {"data": pts, "next_cursor": None}))
+    goto(page, server, "compare", "compare")
+    for jid in (100, 101):
+        page.fill("#add-job-id", str(jid))
+        page.click("#add-job button[type=submit]")
+    wait_js(page, "() => { const c = Chart.getChart(document.getElementById('overlay')); return c && c.data.datasets.length === 4; }")
+    assert_no_point_clipped(page, "overlay")
+    assert legend_strokes(page, "overlay", "#100 baseline") >= 2 and legend_strokes(page, "overlay", "#100 DynDS") == 1
+    page.locator("#overlay-box").scroll_into_view_if_needed()
+    shot(page, f"trial-compare-overlay-{page.size_name}", full_page=False)

@@ -7,6 +7,8 @@ import { get, apiUrl } from "../api.js";
 import { html, raw, pct, pt, int, secs, pctOfCI, pctCI } from "../format.js";
 import { SCHEDULE_COLORS, markRendered, loadingBox, emptyBox, errorBox, chartLib, setHashQuery, verdictWord } from "../common.js";
 import { paretoFront } from "../pareto.js";
+import { legendLabels } from "../curves.js";
+import { settingLabel } from "../setting.js";
 
 // Where a DynDS cell lies against the baseline's band (GET /frontier points[].position).
 export const POSITION = {
@@ -195,7 +197,7 @@ function draw(st) {
       animation: false, parsing: false, normalized: true, responsive: true, maintainAspectRatio: false,
       interaction: { mode: "nearest", intersect: true },
       plugins: {
-        legend: { position: "bottom" },
+        legend: { position: "bottom", labels: legendLabels() },
         tooltip: { callbacks: { label: (item) => tooltipLines(item.raw.row) } },
       },
       scales: {
@@ -282,7 +284,7 @@ async function drawFrontier(st) {
       animation: false, parsing: false, responsive: true, maintainAspectRatio: false,
       interaction: { mode: "nearest", intersect: true },
       plugins: {
-        legend: { position: "bottom", labels: { filter: (item, data) => !/\(lower\)$/.test(data.datasets[item.datasetIndex].label) } },
+        legend: { position: "bottom", labels: { ...legendLabels(), filter: (item, data) => !/\(lower\)$/.test(data.datasets[item.datasetIndex].label) } },
         tooltip: { filter: (item) => !item.dataset.band, callbacks: { label: (item) => frontierTooltip(item.raw) } },
       },
       scales: {
@@ -301,7 +303,7 @@ function frontierTooltip(p) {
   if (p.cell) {
     const c = p.cell;
     return [
-      c.setting_key || "DynDS setting",
+      c.setting_key ? settingLabel(c.setting_key) : "DynDS setting",
       `train time ${pctCI(c.time_fraction_mean, c.time_fraction_ci95, 0)} of the full baseline's`,
       `val. accuracy ${pctOfCI(c.acc_mean, c.acc_ci95, 1)}`,
       `${int(c.n_seeds)} seed${c.n_seeds === 1 ? "" : "s"} · verdict: ${verdictWord(c.verdict)}`,
@@ -318,7 +320,7 @@ function frontierTooltip(p) {
 function tooltipLines(r) {
   return [
     `#${r.id} ${r.name || ""}`,
-    `${r.setting_key || r.schedule_kind}`,
+    `${r.setting_key ? settingLabel(r.setting_key) : r.schedule_kind}`,
     `seed ${r.seed ?? "not recorded"} · ${r.track}`,
     `time saving ${pct(r.time_saving, 1, "not measured")} · acc Δ ${pt(r.acc_delta, 2, "not measured")}`,
     `DynDS ${secs(r.dynds_time_s, "time not recorded")} vs baseline ${secs(r.baseline_time_s, "not run")}`,
@@ -386,15 +388,19 @@ function drawOverlay(st) {
   msg.innerHTML = errors.length ? String(html`<div class="alert error">${errors.join("; ")}</div>`) : datasets.length || !st.selected.size ? (st.selected.size ? "" : String(html`<p class="muted">Select jobs on the chart (tick the box above) or add them by id to compare their validation accuracy over train time.</p>`)) : String(html`<p class="muted">The selected jobs have no epoch metrics yet.</p>`);
   box.hidden = !datasets.length;
   if (!datasets.length) return;
+  // Axes that hold every point with a margin (a point on the edge is drawn half cut off).
+  const pts = datasets.flatMap((d) => d.data);
+  const x = { type: "linear", ...paddedRange(pts.map((p) => p.x), { minSpan: 1, pad: 0.05 }), title: { display: true, text: "train time (s)" } };
+  const y = { type: "linear", ...paddedRange(pts.map((p) => p.y), { minSpan: 2 }), title: { display: true, text: "val. accuracy (%)" } };
   const Chart = chartLib();
-  if (st.overlay) { st.overlay.data.datasets = datasets; st.overlay.update("none"); return; }
+  if (st.overlay) { st.overlay.data.datasets = datasets; st.overlay.options.scales = { x, y }; st.overlay.update("none"); return; }
   st.overlay = new Chart(st.root.querySelector("#overlay"), {
     type: "line", data: { datasets },
     options: {
       animation: false, parsing: false, responsive: true, maintainAspectRatio: false,
       interaction: { mode: "nearest", intersect: false },
-      plugins: { legend: { position: "bottom" } },
-      scales: { x: { type: "linear", title: { display: true, text: "train time (s)" } }, y: { title: { display: true, text: "val. accuracy (%)" } } },
+      plugins: { legend: { position: "bottom", labels: legendLabels({ lineWidth: 30 }) } },
+      scales: { x, y },
     },
   });
 }

@@ -1,7 +1,8 @@
 // Leaderboard: per track, schedule settings ranked as the API ranks them: means over seeds with their
 // 95 % intervals, the verdict against the equal-time baseline, unranked cells after ranked ones (greyed,
 // with the reason).
-import { get, apiUrl } from "../api.js";
+import { get, meta, apiUrl } from "../api.js";
+import { settingLabel, labelDefaults } from "../setting.js";
 import { html, raw, pct, pt, int, signClass, pm, pctCI, ptCI } from "../format.js";
 import { kindDot, markRendered, loadingBox, emptyBox, errorBox, setHashQuery, verdictDetails } from "../common.js";
 
@@ -48,17 +49,19 @@ export async function update(root, { query }) {
     <a class="btn" href="${apiUrl("/export", { format: "csv", track: query.track })}" download="dynds-results.csv" id="export-csv">Export CSV</a>
     <a class="btn" href="${apiUrl("/export", { format: "json", track: query.track })}" download="dynds-results.json" id="export-json">Export JSON</a>`);
   const opts = { max_acc_drop: query.max_acc_drop, min_seeds: query.min_seeds, include_noisy: query.include_noisy };
-  let lb, all;
+  let lb, all, m;
   try {
-    [lb, all] = await Promise.all([
+    [lb, all, m] = await Promise.all([
       get("/leaderboard", { track: query.track, ...opts }),
       st.tracksKnown || !query.track ? Promise.resolve(null) : get("/leaderboard", opts),
+      meta().catch(() => null),  // the defaults a setting's short name leaves out
     ]);
   } catch (err) {
     if (st.alive && seq === st.seq) { root.querySelector("#lb-body").innerHTML = String(errorBox(err)); markRendered("leaderboard"); }
     return;
   }
   if (!st.alive || seq !== st.seq) return;
+  st.labelDefaults = labelDefaults(m && m.defaults && m.defaults.dynds);
   if (!st.tracksKnown) {
     const sel = form.elements.track;
     for (const t of (all || lb).tracks || []) sel.add(new Option(`${t.track} (${int(t.entries.length)} settings)`, t.track));
@@ -71,7 +74,7 @@ export async function update(root, { query }) {
   // A server that does not know the track filter yet answers with every track: keep the chosen one.
   const tracks = (lb.tracks || []).filter((t) => !query.track || t.track === query.track || t.recipe_hash === query.track || (lb.tracks || []).length === 1);
   body.innerHTML = tracks.length
-    ? tracks.map((t) => String(trackTable(t, lb))).join("")
+    ? tracks.map((t) => String(trackTable(t, lb, st.labelDefaults))).join("")
     : String(emptyBox("Nothing ranked yet.", " Settings appear here when jobs with a baseline have succeeded.", '<a href="#/submit">Submit a job</a>'));
   markRendered("leaderboard");
 }
@@ -85,7 +88,7 @@ function rankedOf(e, bound) {
 
 const ciOr = (mean, ci, std, withCI, withStd) => (hasCI(ci) || std === undefined || std === null ? withCI(mean, ci) : pm(mean, std, withStd));
 
-function trackTable(t, lb) {
+function trackTable(t, lb, defaults) {
   const bound = lb.max_acc_drop;
   const jobsLinks = (ids) => {
     const shown = ids.slice(0, 5).map((id) => html`<a href="#/jobs/${id}">#${id}</a>`);
@@ -99,7 +102,7 @@ function trackTable(t, lb) {
     const noisyNote = e.n_noisy ? html` <span class="badge noisy" title="${int(e.n_noisy)} of its jobs had noisy timing">${int(e.n_noisy)} noisy</span>` : "";
     return html`<tr class="${ranked ? "ranked" : "unranked"}" data-setting="${e.setting_key}">
     <td data-label="Rank" class="num">${ranked && e.rank !== null && e.rank !== undefined ? e.rank : html`<span class="muted">unranked</span>`}</td>
-    <td data-label="Setting" class="wrap">${kindDot(e.schedule_kind)}<span class="mono">${e.setting_key}</span>${e.pareto ? raw(' <span class="badge pareto" title="no other setting of this track has both a higher time saving and a higher accuracy delta">Pareto</span>') : ""}
+    <td data-label="Setting" class="wrap setting-cell">${kindDot(e.schedule_kind, { named: true })}<span class="setting-name" title="${e.setting_key}">${settingLabel(e.setting_key, defaults)}</span>${e.pareto ? raw(' <span class="badge pareto" title="no other setting of this track has both a higher time saving and a higher accuracy delta">Pareto</span>') : ""}
       ${!ranked && why ? html`<span class="why">not ranked: ${why}</span>` : ""}</td>
     <td data-label="Verdict" class="wrap">${e.verdict || e.verdict_sentence ? verdictDetails(e.verdict, e.verdict_sentence) : html`<span class="muted">no verdict</span>`}</td>
     <td data-label="Seeds" class="num" title="${e.seeds ? `seeds ${e.seeds.join(", ")}` : ""}">${seeds}${noisyNote}</td>
