@@ -455,6 +455,16 @@ def test_job_spec_is_shown_as_its_difference_from_the_defaults(vpage, server):
     shot(page, f"trial-job-spec-{page.size_name}", full_page=False)
 
 
+def test_job_spec_without_the_defaults_lists_every_setting(page, server):
+    route_job_page(page, full_job(9211, defaults=defaults_of(server)))
+    page.route("**/api/v1/meta", lambda r: fulfil_json(r, {"type": "about:blank", "title": "Service Unavailable", "status": 503,
+                                                          "detail": "try again"}, 503))
+    goto(page, server, "jobs/9211", "job")
+    assert "defaults could not be read" in page.locator("#job-details").inner_text()
+    keys = page.locator("#spec-diff dt").all_inner_texts()
+    assert "train.lr" in keys and "train.epochs" in keys and len(keys) > 30
+
+
 def test_finished_job_does_not_say_shown_when_finished(vpage, server):
     page = vpage
     defaults = defaults_of(server)

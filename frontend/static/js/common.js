@@ -1,5 +1,6 @@
 // Pieces shared by the pages: colours, badges, render marks, the error/empty/loading states.
-import { html, raw, esc } from "./format.js";
+import { html, raw, esc, pct } from "./format.js";
+import { phaseWords } from "./progress.js";
 
 export const SCHEDULE_COLORS = {
   none: "#57606a", stochastic: "#1f5fbf", periodic: "#c2410c", phase: "#0f9d76", adaptive: "#8b3fd9",
@@ -47,6 +48,13 @@ export function markRendered(page) {
     window.__dyndsRendered = { page, t, at: location.hash };
     document.body.dataset.rendered = page;
   });
+}
+
+/** A job's bar over all its runs (progress.js overallProgress); `label` names it for screen readers. */
+export function jobProgressBar(o, label) {
+  const v = (o.fraction * 100).toFixed(1);
+  return html`<div class="bar" role="progressbar" aria-label="${label}" aria-valuemin="0" aria-valuemax="100" aria-valuenow="${Math.round(o.fraction * 100)}"
+    aria-valuetext="${pct(o.fraction, 0)}, ${phaseWords(o)}"><span style="width:${v}%"></span></div>`;
 }
 
 export const loadingBox = (what) => html`<p class="loading" role="status">Loading ${what}…</p>`;

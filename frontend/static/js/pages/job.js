@@ -1,7 +1,7 @@
 // Job: the spec, live curves of the DynDS run and its baselines, time split, FLOPs, reproducibility.
 import { get, post, meta, followEvents } from "../api.js";
 import { html, raw, pct, pctOf, pt, secs, gflops, int, when, duration, signClass, esc } from "../format.js";
-import { statusBadge, kindDot, markRendered, loadingBox, errorBox, ACTIVE, RUN_STYLES, VERDICTS, verdictBadge, noisyBadge } from "../common.js";
+import { statusBadge, kindDot, markRendered, loadingBox, errorBox, ACTIVE, RUN_STYLES, VERDICTS, verdictBadge, noisyBadge, jobProgressBar } from "../common.js";
 import { shapeCurves, lineChart, setSeries, smoothCurves } from "../curves.js";
 import { overallProgress, phaseWords } from "../progress.js";
 import { apiUrl, getToken } from "../api.js";
@@ -404,7 +404,7 @@ function summary(j) {
     // One bar over every run the job trains (the API's fraction is the current run's and restarts for each).
     const frac = o.fraction;
     parts.push(html`<section class="panel" aria-label="progress"><div class="progress" id="job-progress">
-      <div class="bar" role="progressbar" aria-label="progress of the whole job" aria-valuemin="0" aria-valuemax="100" aria-valuenow="${Math.round(frac * 100)}" aria-valuetext="${pct(frac, 0)}, ${phaseWords(o)}"><span style="width:${(frac * 100).toFixed(1)}%"></span></div>
+      ${jobProgressBar(o, "progress of the whole job")}
       <span><strong>${pct(frac, 0)}</strong> of the job · ${phaseWords(o)} (${pct(o.runFraction, 0)}) · epoch ${Math.min((p.epoch ?? 0) + 1, p.epochs ?? Infinity)} of ${p.epochs ?? "?"} · step ${int(p.step)} of ${int(p.total_steps)}</span></div></section>`);
   }
   if (j.status === "succeeded" || Object.values(s).some((v) => v !== null && v !== undefined)) {
@@ -508,30 +508,18 @@ export function specDiff(spec, defaults) {
   return rows;
 }
 
-function leafCount(obj) {
-  return Object.entries(obj || {}).reduce((n, [k, v]) => n + (v && typeof v === "object" && !Array.isArray(v) ? leafCount(v) : k === "name" || k === "version" ? 0 : 1), 0);
-}
-
 function specList(spec, defaults) {
-  if (!defaults) {  // no defaults to compare with (GET /meta failed): every setting
-    const rows = [];
-    const walk = (obj, prefix) => {
-      for (const [k, v] of Object.entries(obj)) {
-        const key = prefix ? `${prefix}.${k}` : k;
-        if (v && typeof v === "object" && !Array.isArray(v)) walk(v, key);
-        else rows.push(html`<dt>${key}</dt><dd class="mono">${specValue(v)}</dd>`);
-      }
-    };
-    walk(spec || {}, "");
-    return html`<p class="muted">Every setting (the server's defaults could not be read to compare with):</p><dl class="kv">${rows}</dl>`;
-  }
-  const diff = specDiff(spec, defaults);
-  const same = leafCount(spec) - diff.length;
+  const every = specDiff(spec, {});  // against nothing: every setting
+  const diff = defaults ? specDiff(spec, defaults) : every;
+  const same = every.length - diff.length;
   const list = diff.length
     ? html`<dl class="kv spec-diff" id="spec-diff">${diff.map((d) => html`<dt>${d.key}</dt><dd><span class="mono">${specValue(d.value)}</span>
-        <span class="muted">${d.default === undefined ? "(not in the defaults)" : html`(default ${specValue(d.default)})`}</span></dd>`)}</dl>`
+        ${defaults ? html`<span class="muted">${d.default === undefined ? "(not in the defaults)" : html`(default ${specValue(d.default)})`}</span>` : ""}</dd>`)}</dl>`
     : html`<p id="spec-diff">Every setting is at its default.</p>`;
-  return html`<p class="muted" style="margin-bottom:6px">What this job changed from the defaults${same > 0 ? html`; ${int(same)} other setting${same === 1 ? " keeps its default" : "s keep their defaults"}` : ""}:</p>${list}`;
+  const head = defaults
+    ? html`What this job changed from the defaults${same > 0 ? html`; ${int(same)} other setting${same === 1 ? " keeps its default" : "s keep their defaults"}` : ""}:`
+    : "Every setting (the server's defaults could not be read to compare with):";
+  return html`<p class="muted" style="margin-bottom:6px">${head}</p>${list}`;
 }
 
 function details(j, defaults) {

@@ -1,7 +1,7 @@
 // Jobs: every job with its state, live progress and (when done) time saving and accuracy delta.
 import { get, meta } from "../api.js";
 import { html, raw, esc, pct, pt, when, signClass, int } from "../format.js";
-import { statusBadge, kindDot, markRendered, loadingBox, emptyBox, errorBox, STATUSES, ACTIVE, setHashQuery, verdictBadge, noisyBadge } from "../common.js";
+import { statusBadge, kindDot, markRendered, loadingBox, emptyBox, errorBox, STATUSES, ACTIVE, setHashQuery, verdictBadge, noisyBadge, jobProgressBar } from "../common.js";
 import { overallProgress, phaseWords } from "../progress.js";
 
 const PAGE = 50;
@@ -165,7 +165,7 @@ function progressCell(j) {
   if (o) {
     const frac = o.fraction;
     return html`<div class="progress" title="${pct(frac, 0)} of the job; ${phaseWords(o)}: ${pct(o.runFraction, 0)}, epoch ${Math.min((p.epoch ?? 0) + 1, p.epochs ?? Infinity)} of ${p.epochs ?? "?"}, step ${p.step ?? 0} of ${p.total_steps ?? "?"}">
-      <div class="bar" role="progressbar" aria-label="progress of job ${j.id}, all its runs" aria-valuemin="0" aria-valuemax="100" aria-valuenow="${Math.round(frac * 100)}" aria-valuetext="${pct(frac, 0)}, ${phaseWords(o)}"><span style="width:${(frac * 100).toFixed(1)}%"></span></div>
+      ${jobProgressBar(o, `progress of job ${j.id}, all its runs`)}
       <span class="muted">${pct(frac, 0)} · ${o.first === o.last ? `run ${o.first}/${o.runs}` : `runs ${o.first}–${o.last}/${o.runs}`}</span></div>`;
   }
   if (j.status === "running") return html`<span class="muted">starting…</span>`;
