@@ -263,7 +263,7 @@ def create_app(
     app.state.leaderboard_cache = ResultsCache() if settings.leaderboard_cache else None
     app.state.recovered = []
     # Outermost last: Gatekeeper (request id, security headers, the 500 of last resort), the body size
-    # limit, the token (before anything reads the body), strict input (app/api/errors.py).
+    # limit, the token (before anything reads the body), strict input (app/api/gates.py, app/api/validation.py).
     app.add_middleware(errors.InputGate)
     app.add_middleware(errors.AuthGate, prefix=API_PREFIX)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     noisy_saving_gap: float = Field(default=0.05, gt=0, le=1)
     noisy_step_cv: float = Field(default=0.25, gt=0, le=10)
 
-    # Jobs left `running` by a process that died: "fail" (default) or "requeue" (see app/crud.give_up_run).
+    # Jobs left `running` by a process that died: "fail" (default) or "requeue" (see app.crud.give_up_run).
     recover_policy: Literal["fail", "requeue"] = "fail"
     # With "requeue": a job is started at most this many times (job.attempts), then failed with the reason.
     # A graceful stop (SIGTERM) requeues without using up an attempt.
