@@ -480,8 +480,8 @@ function timeSplit(j) {
 function flops(j) {
   const runs = runsOf(j);
   if (!runs.length) return html`<p class="muted">${noRunsWords(j)}</p>`;
-  return html`<div class="table-wrap"><table><thead><tr><th scope="col">Run</th><th class="num" scope="col">Full step</th><th class="num" scope="col">Reduced step</th><th class="num" scope="col">Total</th></tr></thead><tbody>
-    ${runs.map(([k, r]) => !r.steps ? html`<tr><td>${RUN_LABEL[k]}</td><td class="muted" colspan="3">did not run</td></tr>` : html`<tr><td>${RUN_LABEL[k]}</td><td class="num">${gflops(r.flops_full_step)}</td><td class="num">${r.steps_reduced ? gflops(r.flops_reduced_step, "not counted") : html`<span class="muted">no reduced steps</span>`}</td><td class="num">${gflops(r.total_flops)}</td></tr>`)}
+  return html`<div class="table-wrap"><table class="cards"><thead><tr><th scope="col">Run</th><th class="num" scope="col">Full step</th><th class="num" scope="col">Reduced step</th><th class="num" scope="col">Total</th></tr></thead><tbody>
+    ${runs.map(([k, r]) => !r.steps ? html`<tr><td data-label="Run">${RUN_LABEL[k]}</td><td class="muted" colspan="3" data-label="FLOPs">did not run</td></tr>` : html`<tr><td data-label="Run"><strong>${RUN_LABEL[k]}</strong></td><td class="num" data-label="Full step">${gflops(r.flops_full_step)}</td><td class="num" data-label="Reduced step">${r.steps_reduced ? gflops(r.flops_reduced_step, "not counted") : html`<span class="muted">no reduced steps</span>`}</td><td class="num" data-label="Total">${gflops(r.total_flops)}</td></tr>`)}
     </tbody></table></div>
     <p class="muted">Forward + backward FLOPs of one training step. FLOP saving: <strong>${pct(j.summary && j.summary.flop_saving, 1, "none (no baseline ran)")}</strong></p>`;
 }
