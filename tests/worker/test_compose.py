@@ -114,7 +114,7 @@ def test_dockerfile_installs_the_package_from_python_311_slim():
 def test_dependencies_are_installed_in_a_layer_before_the_sources():
     instructions = _instructions()
     runs = [(i, args) for i, (instr, args) in enumerate(instructions) if instr == "RUN"]
-    deps = [(i, args) for i, args in runs if "pip install -r" in args]
+    deps = [(i, args) for i, args in runs if re.search(r"pip install (-c \S+ )?-r", args)]
     package = [(i, args) for i, args in runs if re.search(r"pip install --no-deps \.(\s|$)", args)]
     assert len(deps) == 1 and len(package) == 1, "one RUN installs the dependencies, one the package (--no-deps)"
     assert not [args for _, args in runs if re.search(r"pip install (?!--no-deps)[^&]*(^|\s)\.(\s|$)", args)], \
@@ -130,14 +130,17 @@ def test_dependencies_are_installed_in_a_layer_before_the_sources():
 
 
 def test_the_dependency_layer_installs_exactly_pyprojects_dependencies(tmp_path):
-    """Run the layer's list-making command on pyproject.toml: it gives [project].dependencies, no more, no less."""
-    run = next(args for instr, args in _instructions() if instr == "RUN" and "pip install -r" in args)
+    """Run the layer's list-making command on pyproject.toml: it gives [project].dependencies and the service
+    extra (the image runs the server and the workers), no more, no less."""
+    run = next(args for instr, args in _instructions() if instr == "RUN" and "-r /tmp/requirements.txt" in args)
     script = run.split(">", 1)[0].strip()
     argv = shlex.split(script)
     assert argv[:2] == ["python", "-c"], script
     (tmp_path / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text())
     out = subprocess.run([sys.executable, "-c", argv[2]], cwd=tmp_path, capture_output=True, text=True, check=True)
-    assert out.stdout.split() == _pyproject()["project"]["dependencies"]
+    project = _pyproject()["project"]
+    assert out.stdout.split() == project["dependencies"] + project["optional-dependencies"]["service"]
+    assert "-c constraints.txt" in run  # the exact releases the project is tested with
 
 
 def test_the_image_ships_the_examples_and_dockerignore_drops_nothing_it_copies():
@@ -183,7 +186,8 @@ def test_every_program_and_file_the_compose_commands_use_is_in_the_image(compose
     dockerfile = (ROOT / "Dockerfile").read_text()
     apt = set(re.search(r"apt-get install -y --no-install-recommends ([^&\\]+)", dockerfile).group(1).split())
     scripts = set(_pyproject()["project"]["scripts"])
-    dependencies = {re.split(r"[\[<>=!~ ;]", d, maxsplit=1)[0].lower() for d in _pyproject()["project"]["dependencies"]}
+    project = _pyproject()["project"]
+    dependencies = {re.split(r"[\[<>=!~ ;]", d, maxsplit=1)[0].lower() for d in project["dependencies"] + project["optional-dependencies"]["service"]}
     # Console scripts of the dependencies (as installed here, where the same requirements are installed).
     dep_scripts = {ep.name for ep in metadata.entry_points(group="console_scripts")
                    if ep.dist is not None and ep.dist.metadata["Name"].lower() in dependencies}
