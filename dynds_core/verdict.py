@@ -79,7 +79,7 @@ def judge(
     """The verdict and its sentence for one job (``n_seeds=1``) or one leaderboard cell."""
     kind = classify(gap_mean, gap_ci95, n_seeds, min_seeds)
     cost = _cost(time_saving, acc_delta)
-    noise = "; its timing was noisy (paired and interleaved savings disagree), so the time saving is not reliable" if timing_noisy else ""
+    noise = "; its timing was noisy (the savings disagreed or the step times varied), so the time saving is not reliable" if timing_noisy else ""
     if kind == "no_equal_time":
         return Verdict(
             kind,

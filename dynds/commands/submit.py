@@ -96,7 +96,7 @@ def format_summary(job: dict[str, Any]) -> str:
             f"dynds_acc {fmt('dynds_acc', '{:.2f}%')}, baseline_acc {fmt('baseline_acc', '{:.2f}%')}, "
             f"equal_time_gap {fmt('equal_time_gap', '{:+.2f} pt')}")
     if s.get("timing_noisy"):
-        line += f"\ntiming noisy: {result.get('timing_noise') or 'paired and interleaved savings disagree'}; do not rely on time_saving"
+        line += f"\ntiming noisy: {result.get('timing_noise') or 'the savings disagreed or the step times varied'}; do not rely on time_saving"
     if result.get("verdict_sentence"):
         line += f"\nverdict: {result['verdict_sentence']}"
     return line
