@@ -12,10 +12,12 @@ from .conftest import fulfil_json, goto, no_sideways_scroll, shot, wait_js, wait
 from .test_trust import SENTENCE, export_rows, frontier_body, leaderboard_body, run_result
 
 TRACK = "resnet20/cifar10/e12-n10000"
-LONG_ERROR = ("RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 15.78 GiB total capacity; "
-              "13.20 GiB already allocated; 1.10 GiB free; 13.40 GiB reserved in total by PyTorch) If reserved memory is "
-              ">> allocated memory try setting max_split_size_mb to avoid fragmentation. See documentation for Memory "
-              "Management and PYTORCH_CUDA_ALLOC_CONF")
+LONG_ERROR = (
+    "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 15.78 GiB total capacity; "
+    "13.20 GiB already allocated; 1.10 GiB free; 13.40 GiB reserved in total by PyTorch) If reserved memory is "
+    ">> allocated memory try setting max_split_size_mb to avoid fragmentation. See documentation for Memory "
+    "Management and PYTORCH_CUDA_ALLOC_CONF"
+)
 
 TRACEBACK = 'Traceback (most recent call last):\n  File "worker/runner.py", line 88, in run\n    result = train(spec)\n' + LONG_ERROR
 
@@ -30,18 +32,52 @@ def query_of(url: str) -> dict[str, str]:
 
 
 def spec(*, baseline: bool = True, equal_time: bool = False, pairing: str = "lockstep", **train) -> dict:
-    return {"name": "s", "model": {"arch": "resnet20"}, "data": {"dataset": "cifar10", "train_subset": 10000},
-            "train": {"epochs": 12, "batch_size": 128, "seed": 0, "pairing": pairing, **train},
-            "baseline": baseline, "equal_time_baseline": equal_time}
+    return {
+        "name": "s",
+        "model": {"arch": "resnet20"},
+        "data": {"dataset": "cifar10", "train_subset": 10000},
+        "train": {"epochs": 12, "batch_size": 128, "seed": 0, "pairing": pairing, **train},
+        "baseline": baseline,
+        "equal_time_baseline": equal_time,
+    }
 
 
-def listed_job(job_id: int, name: str, status: str = "succeeded", *, ts=None, acc=None, verdict=None, error=None,
-               progress=None, created="2026-11-25T21:00:00.000000Z", job_spec=None) -> dict:
+def listed_job(
+    job_id: int,
+    name: str,
+    status: str = "succeeded",
+    *,
+    ts=None,
+    acc=None,
+    verdict=None,
+    error=None,
+    progress=None,
+    created="2026-11-25T21:00:00.000000Z",
+    job_spec=None,
+) -> dict:
     summary = {"time_saving": ts, "acc_delta": acc, "verdict": verdict, "timing_noisy": False}
-    return {"id": job_id, "name": name, "status": status, "spec": job_spec or spec(), "spec_hash": f"h{job_id}", "arch": "resnet20",
-            "dataset": "cifar10", "schedule_kind": "stochastic", "track": TRACK, "attempt": 1, "retry_of": None,
-            "deduplicated": False, "created_at": created, "started_at": created, "finished_at": None, "heartbeat_at": None,
-            "cancel_requested": False, "progress": progress, "summary": summary, "error": error}
+    return {
+        "id": job_id,
+        "name": name,
+        "status": status,
+        "spec": job_spec or spec(),
+        "spec_hash": f"h{job_id}",
+        "arch": "resnet20",
+        "dataset": "cifar10",
+        "schedule_kind": "stochastic",
+        "track": TRACK,
+        "attempt": 1,
+        "retry_of": None,
+        "deduplicated": False,
+        "created_at": created,
+        "started_at": created,
+        "finished_at": None,
+        "heartbeat_at": None,
+        "cancel_requested": False,
+        "progress": progress,
+        "summary": summary,
+        "error": error,
+    }
 
 
 def jobs_list() -> list[dict]:
@@ -49,9 +85,16 @@ def jobs_list() -> list[dict]:
         listed_job(31, "cifar-p05", ts=0.31, acc=-0.4, verdict="beats_equal_time", created="2026-11-25T21:05:00.000000Z"),
         listed_job(32, "oom-on-gpu", "failed", error=TRACEBACK, created="2026-11-25T21:04:00.000000Z"),
         listed_job(33, "slow-setting", ts=-0.20, acc=-2.5, verdict="loses_to_equal_time", created="2026-11-25T21:03:00.000000Z"),
-        listed_job(34, "running-one", "running", progress=prog("equal_time", 0.5, 3, 12, 300, 600), job_spec=spec(equal_time=True),
-                   created="2026-11-25T21:02:00.000000Z"),
+        listed_job(
+            34,
+            "running-one",
+            "running",
+            progress=prog("equal_time", 0.5, 3, 12, 300, 600),
+            job_spec=spec(equal_time=True),
+            created="2026-11-25T21:02:00.000000Z",
+        ),
         listed_job(35, "a-tie", ts=0.12, acc=-0.1, verdict="tie", created="2026-11-25T21:01:00.000000Z"),
+        listed_job(36, "no-equal-time", ts=0.05, acc=0.1, verdict="no_equal_time", created="2026-11-25T21:00:00.000000Z"),
     ]
 
 
@@ -70,11 +113,11 @@ def route_jobs_list(page, jobs: list[dict], asked: list[dict]) -> None:
 
 
 def row_names(page) -> list[str]:
-    return page.locator("#jobs-table tbody tr td.c-name a").evaluate_all(
-        "els => els.map(a => a.textContent.replace(/^#\\d+\\s*/, '').trim())")
+    return page.locator("#jobs-table tbody tr td.c-name a").evaluate_all("els => els.map(a => a.textContent.replace(/^#\\d+\\s*/, '').trim())")
 
 
 # --- jobs ---------------------------------------------------------------------------------------------
+
 
 def test_jobs_failed_error_is_cut_to_its_column_with_the_whole_text_on_hover(vpage, server):
     page = vpage
@@ -106,6 +149,10 @@ def test_jobs_phone_cards_keep_the_figures_and_verdict_on_screen(vpage, server):
     for cell in (ts, acc, verdict):
         box = cell.bounding_box()
         assert cell.is_visible() and box["x"] >= 0 and box["x"] + box["width"] <= width + 1
+    # every verdict word (the longest too) stays inside its card
+    for badge in page.locator("#jobs-table .c-verdict .verdict").all():
+        b, card = badge.bounding_box(), badge.locator("xpath=ancestor::tr").bounding_box()
+        assert b["x"] + b["width"] <= card["x"] + card["width"] + 1, badge.inner_text()
     if page.size_name == "phone":
         # a card: the three figures side by side on one line, each with its label, the table's header hidden
         tops = {round(c.bounding_box()["y"]) for c in (ts, acc, verdict)}
@@ -133,13 +180,13 @@ def test_jobs_sort_by_a_header_and_say_it_in_aria_sort(vpage, server):
     th = page.locator("#jobs-table th[aria-sort]")
     assert th.get_attribute("aria-sort") == "descending" and page.locator("#jobs-table th[aria-sort]").count() == 1
     # highest first; jobs without a figure last
-    assert row_names(page) == ["cifar-p05", "a-tie", "slow-setting", "running-one", "oom-on-gpu"]
+    assert row_names(page) == ["cifar-p05", "a-tie", "no-equal-time", "slow-setting", "running-one", "oom-on-gpu"]
     assert "sorted by time saving, highest first" in page.locator("#jobs-table caption").inner_text()
     if page.size_name == "desktop":
         assert page.evaluate("document.activeElement.dataset.sort") == "time_saving"  # focus kept across the redraw
         page.click("#jobs-table th button[data-sort=time_saving]")
         wait_js(page, "() => document.querySelector('#jobs-table th[aria-sort]').getAttribute('aria-sort') === 'ascending'")
-        assert row_names(page)[:3] == ["slow-setting", "a-tie", "cifar-p05"]
+        assert row_names(page)[:4] == ["slow-setting", "no-equal-time", "a-tie", "cifar-p05"]
     # a column the server orders by is asked of the server (so the order holds across pages)
     with page.expect_request(lambda r: "/api/v1/jobs?" in r.url and query_of(r.url).get("order") == "name"):
         if page.size_name == "phone":
@@ -164,8 +211,18 @@ def test_jobs_progress_is_over_all_the_runs(vpage, server):
 
 # --- submit ---------------------------------------------------------------------------------------------
 
-BASIC_IDS = ("#f-name", "#f-model-arch", "#f-data-dataset", "#f-train-epochs", "#f-train-batch_size", "#f-train-seed",
-             "#f-dynds-schedule-kind", "#f-dynds-schedule-p", "#f-baseline", "#f-equal_time_baseline")
+BASIC_IDS = (
+    "#f-name",
+    "#f-model-arch",
+    "#f-data-dataset",
+    "#f-train-epochs",
+    "#f-train-batch_size",
+    "#f-train-seed",
+    "#f-dynds-schedule-kind",
+    "#f-dynds-schedule-p",
+    "#f-baseline",
+    "#f-equal_time_baseline",
+)
 ADVANCED_IDS = ("#f-train-lr", "#f-train-optimizer", "#f-train-device", "#f-dynds-kernel-mode", "#f-dynds-bn", "#f-dynds-input-factor")
 
 
@@ -181,7 +238,8 @@ def covered_by_sticky_bar(page, selector: str) -> dict:
                       const r = (e) => e.getBoundingClientRect();
                       return {barTop: bar.top, inputTop: r(el).top, inputBottom: r(el).bottom, labelTop: r(label).top,
                               labelBottom: r(label).bottom, focused: document.activeElement === el}; }""",
-        selector)
+        selector,
+    )
 
 
 def assert_clear_of_the_bar(where: dict) -> None:
@@ -262,7 +320,8 @@ def tab_into(page, prev: str, selector: str, place: str) -> dict:
              const label = document.querySelector(sel).closest('.field').querySelector('label').getBoundingClientRect();
              const bar = document.querySelector('#sticky-submit').getBoundingClientRect();
              return {covered: document.querySelector(sel).getBoundingClientRect().bottom > bar.top, cut: label.top < 0}; }""",
-        [prev, selector, place])
+        [prev, selector, place],
+    )
     assert before["covered" if place == "bottom" else "cut"], f"{selector} could not be put {place}: {before}"
     page.keyboard.press("Tab")
     return covered_by_sticky_bar(page, selector)
@@ -307,6 +366,7 @@ LEGEND_RUNS = """([id, label]) => {
 def legend_strokes(page, canvas_id: str, label: str) -> int:
     return page.evaluate(LEGEND_RUNS, [canvas_id, label])
 
+
 def full_job(job_id: int, status: str = "succeeded", **extra) -> dict:
     """A job as GET /jobs/{id} answers, with the canonical spec of a cifar10 run (12 epochs, 10k images)."""
     defaults = extra.pop("defaults")
@@ -316,14 +376,34 @@ def full_job(job_id: int, status: str = "succeeded", **extra) -> dict:
     job_spec["train"].update(epochs=12)
     job_spec["equal_time_baseline"] = True
     job = listed_job(job_id, f"page-{job_id}", status, ts=0.31, acc=-0.4, verdict="beats_equal_time", job_spec=job_spec)
-    result = {"dynds": run_result("dynds", 70.1, 250.0, 400, 548), "baseline": run_result("baseline", 70.5, 362.3, 948, 0),
-              "equal_time": run_result("equal_time", 68.9, 249.0, 650, 0), "time_saving": 0.31, "acc_delta": -0.4, "flop_saving": 0.55,
-              "time_saving_interleaved": 0.30, "equal_time_gap": 1.2, "equal_time_sizing": "own_full_steps", "pairing": "lockstep",
-              "timing_noisy": False, "timing_noise": None, "verdict": "beats_equal_time", "verdict_sentence": SENTENCE}
+    result = {
+        "dynds": run_result("dynds", 70.1, 250.0, 400, 548),
+        "baseline": run_result("baseline", 70.5, 362.3, 948, 0),
+        "equal_time": run_result("equal_time", 68.9, 249.0, 650, 0),
+        "time_saving": 0.31,
+        "acc_delta": -0.4,
+        "flop_saving": 0.55,
+        "time_saving_interleaved": 0.30,
+        "equal_time_gap": 1.2,
+        "equal_time_sizing": "own_full_steps",
+        "pairing": "lockstep",
+        "timing_noisy": False,
+        "timing_noise": None,
+        "verdict": "beats_equal_time",
+        "verdict_sentence": SENTENCE,
+    }
     finished = None if status in ("queued", "running") else "2026-11-25T21:11:00.000000Z"
     job |= {"result": result if status == "succeeded" else None, "reproducibility": None, "finished_at": finished}
-    job["summary"] |= {"flop_saving": 0.55, "equal_time_gap": 1.2, "dynds_acc": 70.1, "baseline_acc": 70.5, "equal_time_acc": 68.9,
-                       "dynds_time_s": 250.0, "baseline_time_s": 362.3, "time_saving_interleaved": 0.3}
+    job["summary"] |= {
+        "flop_saving": 0.55,
+        "equal_time_gap": 1.2,
+        "dynds_acc": 70.1,
+        "baseline_acc": 70.5,
+        "equal_time_acc": 68.9,
+        "dynds_time_s": 250.0,
+        "baseline_time_s": 362.3,
+        "time_saving_interleaved": 0.3,
+    }
     return job | extra
 
 
@@ -332,16 +412,27 @@ def loss_points(n: int = 40) -> list[dict]:
     pts = []
     for run_i, run in enumerate(("dynds", "baseline")):
         for k in range(n):
-            pts.append({"id": run_i * n + k + 1, "run": run, "kind": "step", "step": k, "epoch": 0, "train_time_s": (0.5 + 0.2 * run_i) * (k + 1),
-                        "values": {"loss": 2.2 - 0.025 * k - 0.1 * run_i + (0.3 if k % 2 else -0.3), "acc": 0.1, "lr": 0.1, "batch_type": "full"}})
+            pts.append(
+                {
+                    "id": run_i * n + k + 1,
+                    "run": run,
+                    "kind": "step",
+                    "step": k,
+                    "epoch": 0,
+                    "train_time_s": (0.5 + 0.2 * run_i) * (k + 1),
+                    "values": {"loss": 2.2 - 0.025 * k - 0.1 * run_i + (0.3 if k % 2 else -0.3), "acc": 0.1, "lr": 0.1, "batch_type": "full"},
+                }
+            )
     return pts
 
 
 def route_job_page(page, job: dict, points: list[dict] | None = None, posted: list[str] | None = None) -> None:
     jid = job["id"]
     page.route(f"**/api/v1/jobs/{jid}", lambda r: fulfil_json(r, job))
-    page.route(f"**/api/v1/jobs/{jid}/metrics*", lambda r: fulfil_json(
-        r, {"data": (points or []) if "after=" not in r.request.url else [], "next_cursor": None}))
+    page.route(
+        f"**/api/v1/jobs/{jid}/metrics*",
+        lambda r: fulfil_json(r, {"data": (points or []) if "after=" not in r.request.url else [], "next_cursor": None}),
+    )
     page.route(f"**/api/v1/jobs/{jid}/logs*", lambda r: fulfil_json(r, {"data": [], "next_cursor": None}))
     # the live stream ends at once (the page then reads the job again)
     page.route(f"**/api/v1/jobs/{jid}/events*", lambda r: r.fulfill(status=200, content_type="text/event-stream", body="event: end\ndata: {}\n\n"))
@@ -349,7 +440,9 @@ def route_job_page(page, job: dict, points: list[dict] | None = None, posted: li
     def cancel(route):
         posted.append(route.request.method)
         if len(posted) == 1 and job.get("fail_first_cancel"):
-            fulfil_json(route, {"type": "about:blank", "title": "Service Unavailable", "status": 503, "detail": "the database is busy; try again"}, 503)
+            fulfil_json(
+                route, {"type": "about:blank", "title": "Service Unavailable", "status": 503, "detail": "the database is busy; try again"}, 503
+            )
         else:
             fulfil_json(route, job | {"cancel_requested": True})
 
@@ -457,8 +550,9 @@ def test_job_spec_is_shown_as_its_difference_from_the_defaults(vpage, server):
 
 def test_job_spec_without_the_defaults_lists_every_setting(page, server):
     route_job_page(page, full_job(9211, defaults=defaults_of(server)))
-    page.route("**/api/v1/meta", lambda r: fulfil_json(r, {"type": "about:blank", "title": "Service Unavailable", "status": 503,
-                                                          "detail": "try again"}, 503))
+    page.route(
+        "**/api/v1/meta", lambda r: fulfil_json(r, {"type": "about:blank", "title": "Service Unavailable", "status": 503, "detail": "try again"}, 503)
+    )
     goto(page, server, "jobs/9211", "job")
     assert "defaults could not be read" in page.locator("#job-details").inner_text()
     keys = page.locator("#spec-diff dt").all_inner_texts()
@@ -474,8 +568,13 @@ def test_finished_job_does_not_say_shown_when_finished(vpage, server):
         goto(page, server, f"jobs/{jid}", "job")
         text = page.locator("#job-details").inner_text()
         assert "Shown when the job has finished" not in text, status
-        assert ("failed before any run finished" if status == "failed" else "cancelled before any run finished" if status == "cancelled"
-                else "Not recorded in this job's result") in page.locator("#job-details section[aria-labelledby=split-title]").inner_text()
+        assert (
+            "failed before any run finished"
+            if status == "failed"
+            else "cancelled before any run finished"
+            if status == "cancelled"
+            else "Not recorded in this job's result"
+        ) in page.locator("#job-details section[aria-labelledby=split-title]").inner_text()
     route_job_page(page, full_job(9209, "running", defaults=defaults, progress=prog("dynds", 0.1)))
     goto(page, server, "jobs/9209", "job")
     assert "Shown when the job has finished" in page.locator("#job-details").inner_text()
@@ -518,6 +617,7 @@ def test_cancel_asks_first_in_the_page(vpage, server):
 
 # --- leaderboard and compare ------------------------------------------------------------------------------
 
+
 def test_leaderboard_names_settings_in_words(vpage, server):
     page = vpage
     page.route("**/api/v1/leaderboard*", lambda r: fulfil_json(r, leaderboard_body()))
@@ -537,7 +637,9 @@ def test_leaderboard_names_settings_in_words(vpage, server):
     if page.size_name == "phone":
         # legible: the name in the page's font at a readable size, on lines of its own under its label
         cell = first.locator("td.setting-cell")
-        style = cell.locator(".setting-name").evaluate("e => ({size: parseFloat(getComputedStyle(e).fontSize), font: getComputedStyle(e).fontFamily})")
+        style = cell.locator(".setting-name").evaluate(
+            "e => ({size: parseFloat(getComputedStyle(e).fontSize), font: getComputedStyle(e).fontFamily})"
+        )
         assert style["size"] >= 14 and "mono" not in style["font"].lower(), style
         assert cell.evaluate("e => getComputedStyle(e).textAlign") in ("left", "start")
     no_sideways_scroll(page)
@@ -616,15 +718,27 @@ def test_compare_axes_hold_every_point_and_dashed_lines_show_dashed(vpage, serve
 def test_compare_overlay_holds_its_points_and_dashes_the_baseline(vpage, server):
     page = vpage
     route_compare(page)
+
     def epochs(jid: int) -> list[dict]:
         # accuracies and times on round numbers: where an axis that only fits the data puts its edge
-        return [{"id": k + 1, "run": run, "kind": "epoch", "step": None, "epoch": k, "train_time_s": (k + 1) * (50.0 if run == "dynds" else 100.0),
-                 "values": {"val_acc": [40.0, 60.0, 70.0 + jid - 100][k]}} for run in ("dynds", "baseline") for k in range(3)]
+        return [
+            {
+                "id": k + 1,
+                "run": run,
+                "kind": "epoch",
+                "step": None,
+                "epoch": k,
+                "train_time_s": (k + 1) * (50.0 if run == "dynds" else 100.0),
+                "values": {"val_acc": [40.0, 60.0, 70.0 + jid - 100][k]},
+            }
+            for run in ("dynds", "baseline")
+            for k in range(3)
+        ]
 
     for jid in (100, 101):
         job = listed_job(jid, f"run-{jid - 100}")
         page.route(f"**/api/v1/jobs/{jid}", lambda r, _req=None, job=job: fulfil_json(r, job))
-        page.route(f"**/api/v1/jobs/{jid}/metrics*", lambda r, _req=None, pts=epochs(jid): fulfil_json(r, {"data": pts, "next_cursor": None}))
+        page.route(f"**/api/v1/jobs/{jid}/metrics*", lambda r, _req=None, pts=epochs(jid): fulfil_json(r, {"data": pts, "next_cursor": None}))  # noqa: B008 (binds this job's points)
     goto(page, server, "compare", "compare")
     for jid in (100, 101):
         page.fill("#add-job-id", str(jid))
