@@ -29,9 +29,10 @@ import logging
 import logging.config
 import sys
 import threading
-from contextlib import contextmanager
-from datetime import datetime, timezone
-from typing import Any, Callable, ContextManager, Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from datetime import UTC, datetime
+from typing import Any
 
 LEVELS = ("critical", "error", "warning", "info", "debug")
 FORMATS = ("text", "json")
@@ -91,7 +92,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "time": datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -135,8 +136,7 @@ def logging_config(level: str = "info", fmt: str = "text") -> dict[str, Any]:
         "filters": {"job": {"()": JobContextFilter}},
         "formatters": {"text": {"()": TextFormatter}, "json": {"()": JsonFormatter}},
         "handlers": {
-            "console": {"()": StderrHandler, "formatter": fmt,
-                        "filters": ["job"], "level": console},
+            "console": {"()": StderrHandler, "formatter": fmt, "filters": ["job"], "level": console},
             "jobs": {"()": job_log_handler},
         },
         "loggers": {
@@ -184,8 +184,16 @@ def clip(text: str, max_chars: int, *, keep_end: bool = False) -> str:
 class JobLogCollector:
     """One job's log lines in this process: buffered, written in batches (see the module docstring)."""
 
-    def __init__(self, job_id: int, session_factory: Callable[[], ContextManager[Any]], *, max_lines: int = 2000,
-                 max_chars: int = 1000, flush_interval_s: float = 2.0, start_seq: int = 0):
+    def __init__(
+        self,
+        job_id: int,
+        session_factory: Callable[[], AbstractContextManager[Any]],
+        *,
+        max_lines: int = 2000,
+        max_chars: int = 1000,
+        flush_interval_s: float = 2.0,
+        start_seq: int = 0,
+    ):
         if max_lines < 2 or max_chars < 40:
             raise ValueError(f"a job log needs at least 2 lines of 40 characters: {max_lines}, {max_chars}")
         self.job_id = job_id
@@ -210,8 +218,12 @@ class JobLogCollector:
         message = record.getMessage()
         if record.exc_info:
             message += "\n" + self._formatter.formatException(record.exc_info)
-        row = {"job_id": self.job_id, "created_at": datetime.fromtimestamp(record.created, timezone.utc),
-               "level": record.levelname[:8], "logger": record.name[:200]}
+        row = {
+            "job_id": self.job_id,
+            "created_at": datetime.fromtimestamp(record.created, UTC),
+            "level": record.levelname[:8],
+            "logger": record.name[:200],
+        }
         with self._lock:
             if self.kept < self.max_lines - 1:
                 self.kept += 1
@@ -323,7 +335,7 @@ def job_context(job_id: int) -> Iterator[None]:
             current_job.reset(token)
 
 
-def start_job_log(job_id: int, session_factory: Callable[[], ContextManager[Any]], settings=None) -> JobLogCollector:
+def start_job_log(job_id: int, session_factory: Callable[[], AbstractContextManager[Any]], settings=None) -> JobLogCollector:
     """Store job ``job_id``'s lines (those logged in its ``job_context``) from now on, numbered after its
     earlier runs' lines; call it only once this process has claimed the job."""
     from app import crud
@@ -336,9 +348,14 @@ def start_job_log(job_id: int, session_factory: Callable[[], ContextManager[Any]
             start = crud.last_job_log_seq(session=session, job_id=job_id)
     except Exception:
         start = 0
-    collector = JobLogCollector(job_id, session_factory, max_lines=settings.job_log_max_lines,
-                                max_chars=settings.job_log_max_line_chars, flush_interval_s=settings.metrics_flush_interval_s,
-                                start_seq=start)
+    collector = JobLogCollector(
+        job_id,
+        session_factory,
+        max_lines=settings.job_log_max_lines,
+        max_chars=settings.job_log_max_line_chars,
+        flush_interval_s=settings.metrics_flush_interval_s,
+        start_seq=start,
+    )
     _attach()
     _HANDLER.collectors[job_id] = collector
     return collector
@@ -356,6 +373,20 @@ def one_line(text: str) -> str:
     return "; ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
-__all__ = ["configure_logging", "logging_config", "job_context", "start_job_log", "stop_job_log", "current_job",
-           "JobContextFilter", "JsonFormatter", "TextFormatter", "JobLogCollector", "JobLogHandler", "clip", "one_line",
-           "LEVELS", "FORMATS"]
+__all__ = [
+    "configure_logging",
+    "logging_config",
+    "job_context",
+    "start_job_log",
+    "stop_job_log",
+    "current_job",
+    "JobContextFilter",
+    "JsonFormatter",
+    "TextFormatter",
+    "JobLogCollector",
+    "JobLogHandler",
+    "clip",
+    "one_line",
+    "LEVELS",
+    "FORMATS",
+]

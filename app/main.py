@@ -37,10 +37,10 @@ from sqlmodel import Session
 import dynds_core
 from app import crud
 from app.api import errors
-from app.api.routes import health, jobs, meta, results, sweeps
 from app.api.routes import artifacts as artifact_routes
-from app.api.routes.results import ResultsCache
+from app.api.routes import health, jobs, meta, results, sweeps
 from app.api.routes import logs as log_routes
+from app.api.routes.results import ResultsCache
 from app.core.config import Settings, get_settings
 from app.core.db import init_db, make_engine
 from app.dispatch import CeleryDispatcher, Dispatcher
@@ -102,10 +102,18 @@ def spec_schemas() -> dict:
 
     schema = JobSpec.model_json_schema(ref_template="#/components/schemas/{model}")
     defs = schema.pop("$defs", {})
-    return {**defs, "JobSpec": schema, "AllDefaults": {
-        "title": "AllDefaults", "type": "object", "description": "every default: an explicit request (an empty spec is refused)",
-        "properties": {"defaults": {"const": True}}, "required": ["defaults"], "additionalProperties": False,
-    }}
+    return {
+        **defs,
+        "JobSpec": schema,
+        "AllDefaults": {
+            "title": "AllDefaults",
+            "type": "object",
+            "description": "every default: an explicit request (an empty spec is refused)",
+            "properties": {"defaults": {"const": True}},
+            "required": ["defaults"],
+            "additionalProperties": False,
+        },
+    }
 
 
 def _static_dir() -> Path | None:
@@ -121,9 +129,11 @@ def _static_dir() -> Path | None:
 def _mount_dashboard(app: FastAPI) -> None:
     static = _static_dir()
     if static is None:
+
         @app.get("/", include_in_schema=False)
         def root() -> dict:
             return {"service": "dynds", "api": API_PREFIX, "docs": "/docs"}
+
         return
 
     @app.get("/", include_in_schema=False)
@@ -151,8 +161,10 @@ def check_heartbeats(engine: Engine, settings: Settings, dispatcher: Dispatcher 
     ``settings.stale_job_after_s``; the requeued ones are dispatched again. Returns their ids."""
     with Session(engine) as session:
         outcome = crud.recover_stale_jobs(
-            session=session, older_than=timedelta(seconds=settings.stale_job_after_s),
-            policy=settings.recover_policy, max_attempts=settings.max_attempts,
+            session=session,
+            older_than=timedelta(seconds=settings.stale_job_after_s),
+            policy=settings.recover_policy,
+            max_attempts=settings.max_attempts,
         )
     if outcome:
         log.warning("jobs %s: no heartbeat from their worker for %g s", outcome, settings.stale_job_after_s)

@@ -6,11 +6,11 @@ A Job row keeps, besides its spec and full result, the columns lists and the lea
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import Field as PydField
 from pydantic import BaseModel, ConfigDict, StrictBool, WithJsonSchema, field_serializer, field_validator, model_validator
+from pydantic import Field as PydField
 from pydantic_core import PydanticCustomError
 from sqlalchemy import JSON, BigInteger, Column, ForeignKey, Index, Integer, String, Text
 from sqlmodel import Field, SQLModel
@@ -20,9 +20,18 @@ FINAL_STATES = ("succeeded", "failed", "cancelled")
 # A job in one of these states answers an identical submission instead of a new job being made.
 DEDUP_STATES = ("queued", "running", "succeeded")
 SUMMARY_FIELDS = (
-    "time_saving", "acc_delta", "flop_saving", "equal_time_gap",
-    "dynds_acc", "baseline_acc", "equal_time_acc", "dynds_time_s", "baseline_time_s",
-    "time_saving_interleaved", "timing_noisy", "verdict",
+    "time_saving",
+    "acc_delta",
+    "flop_saving",
+    "equal_time_gap",
+    "dynds_acc",
+    "baseline_acc",
+    "equal_time_acc",
+    "dynds_time_s",
+    "baseline_time_s",
+    "time_saving_interleaved",
+    "timing_noisy",
+    "verdict",
 )
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit metric id.
@@ -30,20 +39,20 @@ MetricId = BigInteger().with_variant(Integer(), "sqlite")
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def as_utc(dt: datetime | None) -> datetime | None:
     """SQLite hands datetimes back naive; they were stored as UTC."""
     if dt is not None and dt.tzinfo is None:
-        return dt.replace(tzinfo=timezone.utc)
+        return dt.replace(tzinfo=UTC)
     return dt
 
 
 def iso_utc(dt: datetime | None) -> str | None:
     """How the API writes times: ISO 8601 in UTC with a Z, e.g. 2026-11-25T21:00:00.000000Z."""
     dt = as_utc(dt)
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if dt else None
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if dt else None
 
 
 class _UTCModel(SQLModel):
@@ -141,8 +150,12 @@ _JOB_BASE_FIELDS = tuple(JobBase.model_fields)
 # JobSpec (or {"defaults": true}) in the OpenAPI.
 SpecBody = Annotated[
     dict[str, Any],
-    WithJsonSchema({"anyOf": [{"$ref": "#/components/schemas/JobSpec"}, {"$ref": "#/components/schemas/AllDefaults"}],
-                    "description": "a JobSpec (docs/api.md); {\"defaults\": true} for every default"}),
+    WithJsonSchema(
+        {
+            "anyOf": [{"$ref": "#/components/schemas/JobSpec"}, {"$ref": "#/components/schemas/AllDefaults"}],
+            "description": 'a JobSpec (docs/api.md); {"defaults": true} for every default',
+        }
+    ),
 ]
 SPEC_SECTIONS = ("version", "name", "model", "data", "train", "dynds", "baseline", "equal_time_baseline", "defaults")
 WRAP_HINT = 'the body of POST /jobs is {"spec": {...}, "force": false}: wrap the spec in {"spec": ...}'
@@ -176,7 +189,7 @@ class JobPublic(JobBase):
     reproducibility: dict[str, Any] | None = None
 
     @classmethod
-    def from_job(cls, job: Job, *, deduplicated: bool = False, with_result: bool = True) -> "JobPublic":
+    def from_job(cls, job: Job, *, deduplicated: bool = False, with_result: bool = True) -> JobPublic:
         summary = {f: getattr(job, f) for f in SUMMARY_FIELDS} if job.status == "succeeded" else None
         # Built from a stored row (already valid): constructed without a second validation.
         return cls.model_construct(

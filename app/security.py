@@ -98,9 +98,7 @@ def revoke_token(*, session: Session, name: str, close_writes: bool = False, ope
     if name == CLOSED_MARKER:
         return 0
     named = session.exec(select(func.count()).select_from(ApiToken).where(col(ApiToken.name) == name)).one()
-    others = session.exec(
-        select(func.count()).select_from(ApiToken).where(col(ApiToken.name) != name, col(ApiToken.name) != CLOSED_MARKER)
-    ).one()
+    others = session.exec(select(func.count()).select_from(ApiToken).where(col(ApiToken.name) != name, col(ApiToken.name) != CLOSED_MARKER)).one()
     if named and not others:
         if not (close_writes or open_writes):
             raise LastToken(f"{name!r} is the last API token")

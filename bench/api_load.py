@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -49,26 +49,48 @@ def job_rows(n: int) -> list[dict]:
     from dynds_core.spec import JobSpec
 
     rng = random.Random(0)
-    rows, t0 = [], datetime(2026, 1, 1, tzinfo=timezone.utc)
+    rows, t0 = [], datetime(2026, 1, 1, tzinfo=UTC)
     for i in range(n):
         kind = KINDS[i % 3]
-        sched = {"kind": kind, **({"p": PS[(i // 3) % 5]} if kind == "stochastic" else {"every": 2 + (i // 3) % 5} if kind == "periodic" else {"end": PS[(i // 3) % 5]})}
-        spec = JobSpec.parse({
-            "name": f"bench-{i}",
-            "model": {"arch": ARCHS[(i // 15) % 4]},
-            "data": {"dataset": DATASETS[(i // 60) % 2], "train_subset": 10000},
-            "train": {"epochs": EPOCHS[(i // 120) % 2], "seed": i // 240},
-            "dynds": {"schedule": sched},
-        })
+        sched = {
+            "kind": kind,
+            **({"p": PS[(i // 3) % 5]} if kind == "stochastic" else {"every": 2 + (i // 3) % 5} if kind == "periodic" else {"end": PS[(i // 3) % 5]}),
+        }
+        spec = JobSpec.parse(
+            {
+                "name": f"bench-{i}",
+                "model": {"arch": ARCHS[(i // 15) % 4]},
+                "data": {"dataset": DATASETS[(i // 60) % 2], "train_subset": 10000},
+                "train": {"epochs": EPOCHS[(i // 120) % 2], "seed": i // 240},
+                "dynds": {"schedule": sched},
+            }
+        )
         cols = job_columns(spec)
         status = "succeeded" if i % 10 else rng.choice(("failed", "queued", "cancelled"))
         created = t0 + timedelta(seconds=i)
-        row = {**cols, "status": status, "active_hash": None, "attempt": 1, "created_at": created, "cancel_requested": False,
-               "started_at": created, "finished_at": created + timedelta(minutes=5) if status in ("succeeded", "failed", "cancelled") else None}
+        row = {
+            **cols,
+            "status": status,
+            "active_hash": None,
+            "attempt": 1,
+            "created_at": created,
+            "cancel_requested": False,
+            "started_at": created,
+            "finished_at": created + timedelta(minutes=5) if status in ("succeeded", "failed", "cancelled") else None,
+        }
         if status == "succeeded":
             ts, ad = rng.uniform(0.1, 0.6), rng.gauss(-0.4, 0.5)
-            row.update(time_saving=ts, acc_delta=ad, flop_saving=ts + 0.1, equal_time_gap=rng.gauss(0.8, 0.4),
-                       dynds_acc=70 + ad, baseline_acc=70.0, equal_time_acc=69.0, dynds_time_s=100 * (1 - ts), baseline_time_s=100.0)
+            row.update(
+                time_saving=ts,
+                acc_delta=ad,
+                flop_saving=ts + 0.1,
+                equal_time_gap=rng.gauss(0.8, 0.4),
+                dynds_acc=70 + ad,
+                baseline_acc=70.0,
+                equal_time_acc=69.0,
+                dynds_time_s=100 * (1 - ts),
+                baseline_time_s=100.0,
+            )
         rows.append(row)
     return rows
 
@@ -130,9 +152,26 @@ def start_server(url: str, port: int, home: str) -> subprocess.Popen:
     env = {**os.environ, "DYNDS_DATABASE_URL": url, "DYNDS_HOME": home, "OMP_NUM_THREADS": "1"}
     env.pop("DYNDS_BROKER_URL", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--log-level", "warning", "--no-access-log", "--timeout-keep-alive", "30"],
-        cwd=REPO, env=env,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "app.main:create_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--log-level",
+            "warning",
+            "--no-access-log",
+            "--timeout-keep-alive",
+            "30",
+        ],
+        cwd=REPO,
+        env=env,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -153,6 +192,7 @@ async def run_clients(base: str, n_clients: int, duration_s: float, think_ms: fl
     limits = httpx.Limits(max_connections=n_clients, max_keepalive_connections=n_clients)
 
     async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as client:
+
         async def one(i: int):
             rng = random.Random(i)
             k = i % 3
@@ -222,8 +262,10 @@ def bench_one(kind: str, args) -> bool:
     total = sum(len(v) for v in res["lat"].values())
     print(f"[{kind}] {args.clients} clients, {args.duration:.0f} s, think {args.think_ms:g} ms: {total / args.duration:.0f} req/s")
     # Whether the server was starved: a saturated server that used well under one core was waiting for CPU.
-    print(f"  server used {server_cpu / args.duration:.2f} cores ({1000 * server_cpu / max(total, 1):.2f} ms CPU per request), "
-          f"clients {client_cpu / args.duration:.2f} cores; load average {load0:.1f} on {os.cpu_count()} cores at the start")
+    print(
+        f"  server used {server_cpu / args.duration:.2f} cores ({1000 * server_cpu / max(total, 1):.2f} ms CPU per request), "
+        f"clients {client_cpu / args.duration:.2f} cores; load average {load0:.1f} on {os.cpu_count()} cores at the start"
+    )
     print(f"  {'endpoint':<14}{'n':>7}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
     for name, xs in res["lat"].items():
         errs = res["errors"][name]
@@ -245,8 +287,10 @@ def main(argv=None) -> int:
     p.add_argument("--target-p99-ms", type=float, default=50.0)
     p.add_argument("--postgres-url", default=os.environ.get("DYNDS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
     args = p.parse_args(argv)
-    print(f"api_load: {args.jobs} jobs, {args.points} metric points, {args.clients} clients, 1 uvicorn worker, "
-          f"{os.cpu_count()} CPU cores shared by server and clients, python {sys.version.split()[0]}")
+    print(
+        f"api_load: {args.jobs} jobs, {args.points} metric points, {args.clients} clients, 1 uvicorn worker, "
+        f"{os.cpu_count()} CPU cores shared by server and clients, python {sys.version.split()[0]}"
+    )
     kinds = ("sqlite", "postgresql") if args.db == "both" else (args.db,)
     results = [bench_one(k, args) for k in kinds]
     return 0 if all(results) else 1

@@ -63,11 +63,14 @@ def main(argv=None) -> int:
         for reduced in (False, True):
             variants[(backend, "reduced" if reduced else "full")] = make_step(model, forward, opt, x, y, reduced)
     t0 = time.perf_counter()
-    for name, step in variants.items():  # compile (inductor) and warm up every variant, untimed
+    for step in variants.values():  # compile (inductor) and warm up every variant, untimed
         for _ in range(3):
             step()
-    print(f"# {args.arch}, batch {args.batch}, channels_last, {args.threads} threads, torch {torch.__version__}; "
-          f"compile + warm-up {time.perf_counter() - t0:.0f} s", flush=True)
+    print(
+        f"# {args.arch}, batch {args.batch}, channels_last, {args.threads} threads, torch {torch.__version__}; "
+        f"compile + warm-up {time.perf_counter() - t0:.0f} s",
+        flush=True,
+    )
     times: dict[tuple[str, str], list[float]] = {k: [] for k in variants}
     for _ in range(args.rounds):
         for name, step in variants.items():
@@ -78,11 +81,15 @@ def main(argv=None) -> int:
     med = {k: statistics.median(v) * 1000 for k, v in times.items()}
     for kind in ("full", "reduced"):
         e, i = med[("eager", kind)], med[("inductor", kind)]
-        print(f"{kind:8s} step: eager {e:7.1f} ms, inductor {i:7.1f} ms, inductor speed-up {e / i:.2f}x "
-              f"(rounds: eager {', '.join(f'{t * 1000:.0f}' for t in times[('eager', kind)])}; "
-              f"inductor {', '.join(f'{t * 1000:.0f}' for t in times[('inductor', kind)])})")
-    print(f"reduced over full: eager {med[('eager', 'full')] / med[('eager', 'reduced')]:.2f}x, "
-          f"inductor {med[('inductor', 'full')] / med[('inductor', 'reduced')]:.2f}x")
+        print(
+            f"{kind:8s} step: eager {e:7.1f} ms, inductor {i:7.1f} ms, inductor speed-up {e / i:.2f}x "
+            f"(rounds: eager {', '.join(f'{t * 1000:.0f}' for t in times[('eager', kind)])}; "
+            f"inductor {', '.join(f'{t * 1000:.0f}' for t in times[('inductor', kind)])})"
+        )
+    print(
+        f"reduced over full: eager {med[('eager', 'full')] / med[('eager', 'reduced')]:.2f}x, "
+        f"inductor {med[('inductor', 'full')] / med[('inductor', 'reduced')]:.2f}x"
+    )
     return 0
 
 

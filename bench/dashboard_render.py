@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,17 +32,31 @@ sys.path.insert(0, str(ROOT))
 from tests.frontend.conftest import wait_js  # noqa: E402  (the browser tests' CSP-proof wait)
 
 CHROMIUM = os.environ.get("DYNDS_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run", "--disable-sync", "--disable-dev-shm-usage"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 TARGET_MS = 1000.0
 PAGES = (("jobs", "jobs"), ("leaderboard", "leaderboard"), ("compare", "compare"))
 
 # Budgets (model, data set, epochs, training subset) and the settings swept on each.
-TRACKS = [("resnet20", "cifar10", 12, 10000), ("resnet32", "cifar10", 30, None), ("resnet56", "cifar10", 12, 10000), ("resnet18", "cifar100", 20, None)]
-SCHEDULES = ([{"kind": "stochastic", "p": p} for p in (0.3, 0.5, 0.7, 0.9)]
-             + [{"kind": "periodic", "every": e} for e in (2, 3, 4)]
-             + [{"kind": "phase", "start": 0.0, "end": e} for e in (0.3, 0.5, 0.7)]
-             + [{"kind": "adaptive"}])
+TRACKS = [
+    ("resnet20", "cifar10", 12, 10000),
+    ("resnet32", "cifar10", 30, None),
+    ("resnet56", "cifar10", 12, 10000),
+    ("resnet18", "cifar100", 20, None),
+]
+SCHEDULES = (
+    [{"kind": "stochastic", "p": p} for p in (0.3, 0.5, 0.7, 0.9)]
+    + [{"kind": "periodic", "every": e} for e in (2, 3, 4)]
+    + [{"kind": "phase", "start": 0.0, "end": e} for e in (0.3, 0.5, 0.7)]
+    + [{"kind": "adaptive"}]
+)
 FACTORS = (2, 4)
 BN = ("frozen", "shared", "separate")
 
@@ -65,16 +79,19 @@ def synthetic_rows(n: int, seed: int = 0) -> list[dict]:
 
     rng = random.Random(seed)
     combos = list(itertools.product(TRACKS, SCHEDULES, FACTORS, BN))
-    start = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    start = datetime(2026, 11, 1, tzinfo=UTC)
     rows = []
     for i in range(n):
         (arch, dataset, epochs, subset), schedule, factor, bn = combos[i % len(combos)]
-        spec = JobSpec.parse({
-            "name": f"bench-{i}", "model": {"arch": arch},
-            "data": {"dataset": dataset, "train_subset": subset},
-            "train": {"epochs": epochs, "seed": i // len(combos)},
-            "dynds": {"input": {"factor": factor}, "schedule": schedule, "bn": bn},
-        })
+        spec = JobSpec.parse(
+            {
+                "name": f"bench-{i}",
+                "model": {"arch": arch},
+                "data": {"dataset": dataset, "train_subset": subset},
+                "train": {"epochs": epochs, "seed": i // len(combos)},
+                "dynds": {"input": {"factor": factor}, "schedule": schedule, "bn": bn},
+            }
+        )
         cols = job_columns(spec)
         r = reduced_fraction(schedule)
         saving = r * (0.55 if factor == 2 else 0.75) + rng.gauss(0, 0.02)
@@ -82,17 +99,27 @@ def synthetic_rows(n: int, seed: int = 0) -> list[dict]:
         base_acc = 91.0 - (8 if dataset == "cifar100" else 0) - (3 if subset else 0) + rng.gauss(0, 0.2)
         base_time = epochs * (40 if subset else 160) * (1 + rng.gauss(0, 0.02))
         created = start + timedelta(seconds=60 * i)
-        rows.append(cols | {
-            "status": "succeeded", "active_hash": cols["spec_hash"],
-            "created_at": created, "started_at": created + timedelta(seconds=5),
-            "finished_at": created + timedelta(seconds=5 + base_time * (2 - saving)),
-            "time_saving": saving, "acc_delta": acc_delta, "flop_saving": min(0.95, saving * 1.3),
-            "equal_time_gap": -acc_delta * 0.5 + rng.gauss(0.4, 0.2), "dynds_acc": base_acc + acc_delta,
-            "baseline_acc": base_acc, "equal_time_acc": base_acc - 1.0, "dynds_time_s": base_time * (1 - saving),
-            "baseline_time_s": base_time,
-            "progress": {"run": "baseline", "epoch": epochs - 1, "epochs": epochs, "fraction": 1.0},
-            "reproducibility": {"device": "cuda", "device_name": "bench", "seed": spec.train.seed},
-        })
+        rows.append(
+            cols
+            | {
+                "status": "succeeded",
+                "active_hash": cols["spec_hash"],
+                "created_at": created,
+                "started_at": created + timedelta(seconds=5),
+                "finished_at": created + timedelta(seconds=5 + base_time * (2 - saving)),
+                "time_saving": saving,
+                "acc_delta": acc_delta,
+                "flop_saving": min(0.95, saving * 1.3),
+                "equal_time_gap": -acc_delta * 0.5 + rng.gauss(0.4, 0.2),
+                "dynds_acc": base_acc + acc_delta,
+                "baseline_acc": base_acc,
+                "equal_time_acc": base_acc - 1.0,
+                "dynds_time_s": base_time * (1 - saving),
+                "baseline_time_s": base_time,
+                "progress": {"run": "baseline", "epoch": epochs - 1, "epochs": epochs, "fraction": 1.0},
+                "reproducibility": {"device": "cuda", "device_name": "bench", "seed": spec.train.seed},
+            }
+        )
     return rows
 
 
@@ -109,7 +136,7 @@ def seed_database(url: str, n: int) -> float:
     rows = synthetic_rows(n)
     with Session(engine) as session:
         for i in range(0, len(rows), 2000):
-            session.execute(insert(Job), rows[i:i + 2000])
+            session.execute(insert(Job), rows[i : i + 2000])
         session.commit()
     engine.dispose()
     return time.perf_counter() - t0
@@ -161,11 +188,17 @@ def measure(base: str, repeat: int) -> dict[str, list[float]]:
                 wait_js(page, f"window.__dyndsRendered && window.__dyndsRendered.page === {name!r}", 60_000)
                 times.append(page.evaluate("window.__dyndsRendered.t"))
                 # The slowest API response the page waited for: what the server contributes.
-                api.setdefault(name, []).append(page.evaluate(
-                    "Math.max(0, ...performance.getEntriesByType('resource').filter(e => e.name.includes('/api/v1/'))"
-                    ".map(e => e.responseEnd - e.startTime))"))
+                api.setdefault(name, []).append(
+                    page.evaluate(
+                        "Math.max(0, ...performance.getEntriesByType('resource').filter(e => e.name.includes('/api/v1/'))"
+                        ".map(e => e.responseEnd - e.startTime))"
+                    )
+                )
                 if name == "compare":
-                    drawn = page.evaluate("Chart.getChart(document.getElementById('scatter')).data.datasets.reduce((n, d) => n + (d.type === 'scatter' ? d.data.length : 0), 0)")
+                    drawn = page.evaluate(
+                        "Chart.getChart(document.getElementById('scatter')).data.datasets"
+                        ".reduce((n, d) => n + (d.type === 'scatter' ? d.data.length : 0), 0)"
+                    )
                     assert drawn > 0, "the scatter drew no points"
                     out["compare_points"] = [drawn]
                 page.close()
@@ -197,8 +230,10 @@ def main(argv: list[str] | None = None) -> int:
         proc.wait(timeout=15)
         if args.keep is None:
             shutil.rmtree(home, ignore_errors=True)
-    print(f"\ndashboard render time, {args.jobs:,} jobs, headless Chromium, navigation start -> drawn "
-          f"(first load / median of {args.repeat}); target < {TARGET_MS:.0f} ms")
+    print(
+        f"\ndashboard render time, {args.jobs:,} jobs, headless Chromium, navigation start -> drawn "
+        f"(first load / median of {args.repeat}); target < {TARGET_MS:.0f} ms"
+    )
     ok = True
     for _, name in PAGES:
         t = res[name]
@@ -206,8 +241,10 @@ def main(argv: list[str] | None = None) -> int:
         ok &= med < TARGET_MS
         extra = f"  ({res['compare_points'][0]:,} points)" if name == "compare" else ""
         api_med = statistics.median(res["api"][name])
-        print(f"  {name:<12} first {t[0]:7.0f} ms   median {med:7.0f} ms (API response {api_med:5.0f} ms)   "
-              f"{'OK' if med < TARGET_MS else 'SLOW'}{extra}")
+        print(
+            f"  {name:<12} first {t[0]:7.0f} ms   median {med:7.0f} ms (API response {api_med:5.0f} ms)   "
+            f"{'OK' if med < TARGET_MS else 'SLOW'}{extra}"
+        )
     print(f"  machine load average while measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     return 0 if ok else 1
 

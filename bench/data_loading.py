@@ -74,13 +74,14 @@ def decode_compare(archive: Path, repeats: int, workers: int | None) -> None:
             t = time.perf_counter()
             out[jpeg] = imagefolder.decode_all(files, workers=workers, jpeg=jpeg)
             times[jpeg].append(time.perf_counter() - t)
-    same = all(np.array_equal(a, b) for a, b in zip(out["pillow"], out["torchvision"]))
-    print(f"  {archive.name}: {len(files)} images read from the archive in {scan_s:.1f} s; decode with {workers} "
-          f"worker(s), {repeats} alternating repeats, load average {os.getloadavg()[0]:.1f}:")
+    same = all(np.array_equal(a, b) for a, b in zip(out["pillow"], out["torchvision"], strict=True))
+    print(
+        f"  {archive.name}: {len(files)} images read from the archive in {scan_s:.1f} s; decode with {workers} "
+        f"worker(s), {repeats} alternating repeats, load average {os.getloadavg()[0]:.1f}:"
+    )
     for jpeg, ts in times.items():
         print(f"    {jpeg:12s} median {statistics.median(ts):5.2f} s  ({', '.join(f'{v:.2f}' for v in ts)})")
-    print(f"    speed-up {statistics.median(times['pillow']) / statistics.median(times['torchvision']):.2f}x; "
-          f"pixels identical: {same}")
+    print(f"    speed-up {statistics.median(times['pillow']) / statistics.median(times['torchvision']):.2f}x; pixels identical: {same}")
 
 
 def main() -> None:
@@ -98,8 +99,10 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (50_000, 3, 32, 32), dtype=torch.uint8, generator=g)
     y = torch.randint(0, 10, (50_000,), generator=g)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread, batch 128 of 3x32x32, 50,000 images, "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (shared machines: other work inflates these)")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} thread, batch 128 of 3x32x32, 50,000 images, "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (shared machines: other work inflates these)"
+    )
     for label, options in [
         ("augment (reflect pad) NCHW", dict(augment=True)),
         ("augment (reflect pad) channels_last", dict(augment=True, channels_last=True)),
@@ -120,8 +123,10 @@ def main() -> None:
             load_dataset(spec, cache_dir=cache)
             cached_s = time.perf_counter() - t
         means = ", ".join(f"{255 * m:.1f}" for m in ds.mean)
-        print(f"  {args.archive.name}: decode + cache {decode_s:.1f} s, cached load {cached_s:.2f} s "
-              f"({len(ds.train_x)} + {len(ds.val_x)} images, channel means {means})")
+        print(
+            f"  {args.archive.name}: decode + cache {decode_s:.1f} s, cached load {cached_s:.2f} s "
+            f"({len(ds.train_x)} + {len(ds.val_x)} images, channel means {means})"
+        )
 
 
 if __name__ == "__main__":

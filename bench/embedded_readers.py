@@ -50,6 +50,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
 
 from service_process import start_serve, stop  # noqa: E402
+
 API = "/api/v1"
 JOB = {
     "name": "embedded-readers",
@@ -80,6 +81,7 @@ async def readers_main(base: str, job_id: int, n: int, think_ms: float, duration
     stop_at = time.monotonic() + duration_s
     done, errors, lat = 0, 0, []
     async with httpx.AsyncClient(base_url=base, timeout=30, limits=httpx.Limits(max_connections=n, max_keepalive_connections=n)) as c:
+
         async def one(i: int) -> None:
             nonlocal done, errors
             rng = random.Random(i)
@@ -110,8 +112,7 @@ async def readers_main(base: str, job_id: int, n: int, think_ms: float, duration
 
         await asyncio.gather(*(one(i) for i in range(n)))
     lat.sort()
-    return {"requests": done, "errors": errors, "p50_ms": lat[len(lat) // 2] if lat else None,
-            "p99_ms": lat[int(len(lat) * 0.99)] if lat else None}
+    return {"requests": done, "errors": errors, "p50_ms": lat[len(lat) // 2] if lat else None, "p99_ms": lat[int(len(lat) * 0.99)] if lat else None}
 
 
 # ---------------------------------------------------------------- the session
@@ -158,7 +159,9 @@ def session(args) -> int:
                     think = args.think_ms if kind == "think" else 0
                     readers = subprocess.Popen(
                         [sys.executable, __file__, "--_readers", base, str(job_id), str(args.readers), str(think), str(args.phase_s)],
-                        stdout=subprocess.PIPE, text=True, start_new_session=True,
+                        stdout=subprocess.PIPE,
+                        text=True,
+                        start_new_session=True,
                     )
                 while time.monotonic() - t0 < args.phase_s:
                     time.sleep(0.25)
@@ -182,9 +185,11 @@ def session(args) -> int:
         return [st for t, st in seen if t0 + 1.5 <= t <= t1]
 
     med = [statistics.mean(steps(t0, t1)) if steps(t0, t1) else float("nan") for _, t0, t1, _ in phases]
-    print(f"embedded_readers: {args.readers} readers, phases of {args.phase_s:g} s interleaved ({' '.join(k for k, *_ in phases)}), "
-          f"server env {extra or 'defaults'}; job status at the end: {status}; torch threads {repro.get('torch_threads', '?')}; "
-          f"{os.cpu_count()} cores, load average {load0:.1f} at the start; python {sys.version.split()[0]}")
+    print(
+        f"embedded_readers: {args.readers} readers, phases of {args.phase_s:g} s interleaved ({' '.join(k for k, *_ in phases)}), "
+        f"server env {extra or 'defaults'}; job status at the end: {status}; torch threads {repro.get('torch_threads', '?')}; "
+        f"{os.cpu_count()} cores, load average {load0:.1f} at the start; python {sys.version.split()[0]}"
+    )
     print(f"  {'phase':<8}{'steps':>7}{'mean step ms':>16}{'slowdown':>10}{'reader req/s':>14}{'req p50 ms':>12}{'req p99 ms':>12}{'errors':>8}")
     worst: dict[str, list[float]] = {"think": [], "closed": []}
     for i, (kind, t0, t1, res) in enumerate(phases):
@@ -205,8 +210,10 @@ def session(args) -> int:
         if ratios:
             mean = statistics.mean(ratios)
             ok &= mean <= args.target_slowdown
-            print(f"  {kind:<7} readers: step-time slowdown {mean:.2f}x (mean of {len(ratios)} phases; worst {max(ratios):.2f}x); "
-                  f"target <= {args.target_slowdown:g}x: {'met' if mean <= args.target_slowdown else 'MISSED'}")
+            print(
+                f"  {kind:<7} readers: step-time slowdown {mean:.2f}x (mean of {len(ratios)} phases; worst {max(ratios):.2f}x); "
+                f"target <= {args.target_slowdown:g}x: {'met' if mean <= args.target_slowdown else 'MISSED'}"
+            )
     return 0 if ok else 1
 
 

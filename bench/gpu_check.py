@@ -56,9 +56,8 @@ def find_archive(explicit: str | None) -> Path | None:
 
 
 def step_speedups(args, device) -> None:
-    import torch
-
     import reduced_step as rs
+    import torch
 
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
@@ -66,8 +65,9 @@ def step_speedups(args, device) -> None:
         sync()
         return time.perf_counter()
 
-    print(f"\n## reduced vs full training step on {device.type} ({args.steps_per_sample} steps per sample, "
-          f"median of {args.repeats} interleaved rounds)")
+    print(
+        f"\n## reduced vs full training step on {device.type} ({args.steps_per_sample} steps per sample, median of {args.repeats} interleaved rounds)"
+    )
     print(f"{'model':<10}{'batch':>6}  {'precision':<20}{'step':<30}{'ms/step':>9}{'speed-up':>10}{'vs best full':>14}{'FLOP ratio':>12}")
     for arch in args.models:
         for batch in args.batches:
@@ -80,10 +80,12 @@ def step_speedups(args, device) -> None:
                 setups[label] = s
                 cast = (lambda dt=dtype: torch.autocast(device.type, dtype=getattr(torch, dt))) if dtype else contextlib.nullcontext
                 for step in STEPS:
+
                     def run(s=s, k=rs.STEP_TYPES[step], cast=cast):
                         for _ in range(args.steps_per_sample):
                             with cast():
                                 rs.train_step(s, k)
+
                     runs[f"{label}|{step}"] = run
             times = rs.interleaved_times(runs, args.repeats, args.warmup, clock)
             ms = {k: statistics.median(v) / args.steps_per_sample * 1e3 for k, v in times.items()}
@@ -93,8 +95,11 @@ def step_speedups(args, device) -> None:
             for label, _, _ in PRECISIONS:
                 for step in STEPS:
                     m = ms[f"{label}|{step}"]
-                    print(f"{arch:<10}{batch:>6}  {label:<20}{step:<30}{m:>9.2f}{ms[f'{label}|full'] / m:>9.2f}x"
-                          f"{best_full / m:>13.2f}x{flops['full'] / flops[step]:>11.2f}x", flush=True)
+                    print(
+                        f"{arch:<10}{batch:>6}  {label:<20}{step:<30}{m:>9.2f}{ms[f'{label}|full'] / m:>9.2f}x"
+                        f"{best_full / m:>13.2f}x{flops['full'] / flops[step]:>11.2f}x",
+                        flush=True,
+                    )
             del setups, runs
             if device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -111,22 +116,37 @@ def lockstep_job(args, device) -> None:
     else:
         data = {"dataset": "synthetic", "synthetic_size": args.job_subset or 2048}
         where = "no CIFAR-10 archive found (set DYNDS_CIFAR10_ARCHIVE or --data): SYNTHETIC data"
-    spec = JobSpec.parse({
-        "name": "gpu-check-lockstep",
-        "model": {"arch": "resnet20"},
-        "data": data,
-        "train": {
-            "epochs": args.job_epochs, "batch_size": args.job_batch, "optimizer": "sgd", "lr": 0.2, "momentum": 0.9, "nesterov": True,
-            "weight_decay": 5e-4, "lr_schedule": "onecycle", "seed": 0, "device": "cuda" if device.type == "cuda" else "cpu",
-            "channels_last": True, "num_threads": args.threads, "pairing": "lockstep",
-        },
-        "dynds": {"schedule": {"kind": "stochastic", "p": 0.5}},
-        "baseline": True,
-        "equal_time_baseline": True,
-    })
+    spec = JobSpec.parse(
+        {
+            "name": "gpu-check-lockstep",
+            "model": {"arch": "resnet20"},
+            "data": data,
+            "train": {
+                "epochs": args.job_epochs,
+                "batch_size": args.job_batch,
+                "optimizer": "sgd",
+                "lr": 0.2,
+                "momentum": 0.9,
+                "nesterov": True,
+                "weight_decay": 5e-4,
+                "lr_schedule": "onecycle",
+                "seed": 0,
+                "device": "cuda" if device.type == "cuda" else "cpu",
+                "channels_last": True,
+                "num_threads": args.threads,
+                "pairing": "lockstep",
+            },
+            "dynds": {"schedule": {"kind": "stochastic", "p": 0.5}},
+            "baseline": True,
+            "equal_time_baseline": True,
+        }
+    )
     n = "all" if args.job_subset is None else args.job_subset
-    print(f"\n## one lockstep job: resnet20, {where}, train images {n}, test images {args.job_val_subset or 'all'}, "
-          f"{args.job_epochs} epochs, batch {args.job_batch}", flush=True)
+    print(
+        f"\n## one lockstep job: resnet20, {where}, train images {n}, test images {args.job_val_subset or 'all'}, "
+        f"{args.job_epochs} epochs, batch {args.job_batch}",
+        flush=True,
+    )
     t0 = time.perf_counter()
     res = train(spec, process=ProcessSettings.measured())
 
@@ -140,14 +160,20 @@ def lockstep_job(args, device) -> None:
     print(f"pairing: {res.pairing}")
     print(f"time_saving: {pct(res.time_saving)}")
     print(f"time_saving_interleaved: {pct(res.time_saving_interleaved)}")
-    print(f"acc_delta: {pt(res.acc_delta)} (DynDS {res.dynds.final_val_acc:.2f}%, baseline "
-          f"{res.baseline.final_val_acc if res.baseline else float('nan'):.2f}%)")
-    print(f"equal_time_gap: {pt(res.equal_time_gap)} (equal-time {res.equal_time.final_val_acc if res.equal_time else float('nan'):.2f}%, "
-          f"sized by {res.equal_time_sizing})")
+    print(
+        f"acc_delta: {pt(res.acc_delta)} (DynDS {res.dynds.final_val_acc:.2f}%, baseline "
+        f"{res.baseline.final_val_acc if res.baseline else float('nan'):.2f}%)"
+    )
+    print(
+        f"equal_time_gap: {pt(res.equal_time_gap)} (equal-time {res.equal_time.final_val_acc if res.equal_time else float('nan'):.2f}%, "
+        f"sized by {res.equal_time_sizing})"
+    )
     print(f"timing_noisy: {res.timing_noisy}{f' ({res.timing_noise})' if res.timing_noise else ''}")
     print(f"verdict: {res.verdict}: {res.verdict_sentence}")
-    print(f"train time: DynDS {res.dynds.train_time_s:.1f} s, baseline {res.baseline.train_time_s if res.baseline else float('nan'):.1f} s; "
-          f"job wall {time.perf_counter() - t0:.0f} s")
+    print(
+        f"train time: DynDS {res.dynds.train_time_s:.1f} s, baseline {res.baseline.train_time_s if res.baseline else float('nan'):.1f} s; "
+        f"job wall {time.perf_counter() - t0:.0f} s"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,10 +198,28 @@ def main(argv: list[str] | None = None) -> int:
 
     cuda = torch.cuda.is_available() and not args.cpu
     device = torch.device("cuda" if cuda else "cpu")
-    fallback = {"threads": 2, "models": "resnet20", "batches": "8", "repeats": 1, "warmup": 1, "steps_per_sample": 1,
-                "job_epochs": 1, "job_subset": 512, "job_val_subset": 200}
-    full = {"threads": 8, "models": "resnet20,resnet56", "batches": "128,512", "repeats": 7, "warmup": 3, "steps_per_sample": 10,
-            "job_epochs": 5, "job_subset": None, "job_val_subset": None}
+    fallback = {
+        "threads": 2,
+        "models": "resnet20",
+        "batches": "8",
+        "repeats": 1,
+        "warmup": 1,
+        "steps_per_sample": 1,
+        "job_epochs": 1,
+        "job_subset": 512,
+        "job_val_subset": 200,
+    }
+    full = {
+        "threads": 8,
+        "models": "resnet20,resnet56",
+        "batches": "128,512",
+        "repeats": 7,
+        "warmup": 3,
+        "steps_per_sample": 10,
+        "job_epochs": 5,
+        "job_subset": None,
+        "job_val_subset": None,
+    }
     for key, value in (full if cuda else fallback).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -187,8 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     retain_freed_memory()  # as train() does
     if cuda:
         torch.backends.cudnn.benchmark = True
-        print(f"# gpu_check: CUDA {torch.version.cuda}, card {torch.cuda.get_device_name(0)}, torch {torch.__version__}, "
-              f"cuDNN {torch.backends.cudnn.version()}, {args.threads} CPU threads")
+        print(
+            f"# gpu_check: CUDA {torch.version.cuda}, card {torch.cuda.get_device_name(0)}, torch {torch.__version__}, "
+            f"cuDNN {torch.backends.cudnn.version()}, {args.threads} CPU threads"
+        )
     else:
         why = "--cpu given" if torch.cuda.is_available() else "torch.cuda.is_available() is False"
         print(f"no CUDA: CPU fallback ({why}): a smoke run at tiny sizes, torch threads {args.threads}; its figures mean nothing")

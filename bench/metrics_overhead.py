@@ -49,18 +49,19 @@ def main(argv=None) -> int:
     from app import crud
     from app.core.db import init_db, make_engine, session_factory
     from dynds_core import train
-    from dynds_core.trainer import ProcessSettings
     from dynds_core.spec import JobSpec
+    from dynds_core.trainer import ProcessSettings
     from worker.sink import MetricsSink
 
-    spec = JobSpec.parse({
-        "name": "metrics-overhead",
-        "model": {"arch": "resnet20"},
-        "data": {"dataset": "synthetic", "image_size": args.image_size, "synthetic_size": args.steps * args.batch_size,
-                 "val_subset": 64},
-        "train": {"epochs": 1, "batch_size": args.batch_size, "num_threads": args.threads},
-        "baseline": False,
-    })
+    spec = JobSpec.parse(
+        {
+            "name": "metrics-overhead",
+            "model": {"arch": "resnet20"},
+            "data": {"dataset": "synthetic", "image_size": args.image_size, "synthetic_size": args.steps * args.batch_size, "val_subset": 64},
+            "train": {"epochs": 1, "batch_size": args.batch_size, "num_threads": args.threads},
+            "baseline": False,
+        }
+    )
     tmp = Path(tempfile.mkdtemp(prefix="dynds-bench-"))
     engine = make_engine(f"sqlite:///{tmp / 'bench.db'}")
     init_db(engine)
@@ -114,32 +115,40 @@ def main(argv=None) -> int:
         wall = time.perf_counter() - t0
         return result.dynds.train_time_s, wall, (sink.points_written if sink else 0), (timed.seconds if timed else 0.0)
 
-    print(f"# metrics overhead: resnet20 synthetic {args.image_size}x{args.image_size}, batch {args.batch_size}, "
-          f"{args.steps} steps, {args.threads} threads, torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cpus", flush=True)
+    print(
+        f"# metrics overhead: resnet20 synthetic {args.image_size}x{args.image_size}, batch {args.batch_size}, "
+        f"{args.steps} steps, {args.threads} threads, torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cpus",
+        flush=True,
+    )
     run(False)  # warm-up: allocator, caches, synthetic data generation code paths
     times: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
     in_sink: list[float] = []
     for r in range(args.repeats):
-        for with_sink in ((False, True) if r % 2 == 0 else (True, False)):
+        for with_sink in (False, True) if r % 2 == 0 else (True, False):
             train_s, wall_s, points, sink_s = run(with_sink)
             times[with_sink].append((train_s, wall_s))
             if with_sink:
                 in_sink.append(sink_s / train_s)
-            print(f"repeat {r} {'sink   ' if with_sink else 'no sink'}: train {train_s:7.3f} s  wall {wall_s:7.3f} s"
-                  + (f"  ({points} points written, {1000 * sink_s:.1f} ms inside the sink)" if with_sink else ""),
-                  flush=True)
+            print(
+                f"repeat {r} {'sink   ' if with_sink else 'no sink'}: train {train_s:7.3f} s  wall {wall_s:7.3f} s"
+                + (f"  ({points} points written, {1000 * sink_s:.1f} ms inside the sink)" if with_sink else ""),
+                flush=True,
+            )
 
     def med(with_sink: bool, i: int) -> float:
         return statistics.median(t[i] for t in times[with_sink])
 
-    pair_ratios = [a[0] / b[0] for a, b in zip(times[True], times[False])]
+    pair_ratios = [a[0] / b[0] for a, b in zip(times[True], times[False], strict=True)]
     ratio_train, ratio_wall = med(True, 0) / med(False, 0), med(True, 1) / med(False, 1)
-    print(f"median train time: no sink {med(False, 0):.3f} s, sink {med(True, 0):.3f} s; per-pair ratios "
-          + ", ".join(f"{r:.4f}" for r in pair_ratios))
-    print(f"RESULT ratio_train={ratio_train:.4f} ratio_wall={ratio_wall:.4f} "
-          f"median_pair_ratio={statistics.median(pair_ratios):.4f} "
-          f"time_in_sink={100 * statistics.median(in_sink):.3f}% of train time (target: ratio < 1.02)")
+    print(
+        f"median train time: no sink {med(False, 0):.3f} s, sink {med(True, 0):.3f} s; per-pair ratios " + ", ".join(f"{r:.4f}" for r in pair_ratios)
+    )
+    print(
+        f"RESULT ratio_train={ratio_train:.4f} ratio_wall={ratio_wall:.4f} "
+        f"median_pair_ratio={statistics.median(pair_ratios):.4f} "
+        f"time_in_sink={100 * statistics.median(in_sink):.3f}% of train time (target: ratio < 1.02)"
+    )
     return 0
 
 

@@ -101,9 +101,19 @@ def job_spec(args, pairing: str) -> dict:
         "model": {"arch": args.arch},
         "data": {"dataset": "imagefolder", "root": str(args.data), "train_subset": args.subset, "val_subset": args.val_subset},
         "train": {
-            "epochs": args.epochs, "batch_size": 128, "optimizer": "sgd", "lr": 0.2, "momentum": 0.9, "nesterov": True,
-            "weight_decay": 5e-4, "lr_schedule": "onecycle", "seed": 0, "device": "cpu", "channels_last": True,
-            "num_threads": args.threads, "pairing": pairing,
+            "epochs": args.epochs,
+            "batch_size": 128,
+            "optimizer": "sgd",
+            "lr": 0.2,
+            "momentum": 0.9,
+            "nesterov": True,
+            "weight_decay": 5e-4,
+            "lr_schedule": "onecycle",
+            "seed": 0,
+            "device": "cpu",
+            "channels_last": True,
+            "num_threads": args.threads,
+            "pairing": pairing,
         },
         "dynds": {"schedule": {"kind": "stochastic", "p": 0.5}},
         "baseline": True,
@@ -133,8 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--arch", default="resnet20")
     p.add_argument("--data", type=Path, default=ARCHIVE)
-    p.add_argument("--burn-start", default="0.2,0.5,0.8",
-                   help="fractions of the job's steps (baseline and DynDS together) after which the burner starts, cycled over repeats")
+    p.add_argument(
+        "--burn-start",
+        default="0.2,0.5,0.8",
+        help="fractions of the job's steps (baseline and DynDS together) after which the burner starts, cycled over repeats",
+    )
     p.add_argument("--burn-seconds", type=float, default=12.0, help="how long the burner spins (wall clock; default 12)")
     p.add_argument("--burn-procs", type=int, default=None, help="spinning processes (default: one per core)")
     p.add_argument("--out", type=Path, default=None, help="append every job's JobResult as one JSON line")
@@ -148,17 +161,19 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from dynds_core import JobSpec, train
-    from dynds_core.trainer import ProcessSettings
     from dynds_core.data import load_dataset
+    from dynds_core.trainer import ProcessSettings
 
     torch.set_num_threads(args.threads)
     spec0 = JobSpec.parse(job_spec(args, "lockstep"))
     ds = load_dataset(spec0.data, seed=spec0.train.seed)
     job_steps = 2 * args.epochs * (len(ds.train_y) // 128)  # baseline + DynDS
-    print(f"# pairing: {args.arch}, CIFAR-10 JPEG, train_subset={args.subset}, val={args.val_subset}, epochs={args.epochs}, "
-          f"threads={args.threads}, torch {torch.__version__}, {os.cpu_count()} cores; burner: {procs} spinning processes for "
-          f"{args.burn_seconds:g} s from {', '.join(f'{s:.0%}' for s in starts)} of the job's {job_steps} steps (cycled over repeats)",
-          flush=True)
+    print(
+        f"# pairing: {args.arch}, CIFAR-10 JPEG, train_subset={args.subset}, val={args.val_subset}, epochs={args.epochs}, "
+        f"threads={args.threads}, torch {torch.__version__}, {os.cpu_count()} cores; burner: {procs} spinning processes for "
+        f"{args.burn_seconds:g} s from {', '.join(f'{s:.0%}' for s in starts)} of the job's {job_steps} steps (cycled over repeats)",
+        flush=True,
+    )
     rows: dict[str, list[dict]] = {o: [] for o in ORDERS}
     out = args.out.open("a") if args.out else None
     try:
@@ -175,19 +190,30 @@ def main(argv: list[str] | None = None) -> int:
                 wall = time.perf_counter() - t0
                 used = res.pairing or "?"
                 row = {
-                    "order": order, "repeat": r, "burn_start": start, "pairing_used": used, "time_saving": res.time_saving,
-                    "time_saving_interleaved": res.time_saving_interleaved, "acc_delta": res.acc_delta,
-                    "dynds_time_s": res.dynds.train_time_s, "baseline_time_s": res.baseline.train_time_s if res.baseline else None,
-                    "timing_noisy": res.timing_noisy, "wall_s": wall, "burned": burner.started_at is not None,
+                    "order": order,
+                    "repeat": r,
+                    "burn_start": start,
+                    "pairing_used": used,
+                    "time_saving": res.time_saving,
+                    "time_saving_interleaved": res.time_saving_interleaved,
+                    "acc_delta": res.acc_delta,
+                    "dynds_time_s": res.dynds.train_time_s,
+                    "baseline_time_s": res.baseline.train_time_s if res.baseline else None,
+                    "timing_noisy": res.timing_noisy,
+                    "wall_s": wall,
+                    "burned": burner.started_at is not None,
                 }
                 rows[order].append(row)
                 if out:
                     out.write(json.dumps({**row, "result": res.model_dump(mode="json")}) + "\n")
                     out.flush()
                 warn = "" if used == order else f"  (train() reported pairing {used!r}: it ignored the option)"
-                print(f"repeat {r} {order:>10} (burn from {start:.0%}): saving {_pct(row['time_saving'])}, interleaved "
-                      f"{_pct(row['time_saving_interleaved'])}, baseline {row['baseline_time_s']:.1f} s, DynDS {row['dynds_time_s']:.1f} s, "
-                      f"acc delta {row['acc_delta']:+.2f} pt, noisy={row['timing_noisy']}, wall {wall:.0f} s{warn}", flush=True)
+                print(
+                    f"repeat {r} {order:>10} (burn from {start:.0%}): saving {_pct(row['time_saving'])}, interleaved "
+                    f"{_pct(row['time_saving_interleaved'])}, baseline {row['baseline_time_s']:.1f} s, DynDS {row['dynds_time_s']:.1f} s, "
+                    f"acc delta {row['acc_delta']:+.2f} pt, noisy={row['timing_noisy']}, wall {wall:.0f} s{warn}",
+                    flush=True,
+                )
     finally:
         if out:
             out.close()
@@ -204,15 +230,19 @@ def report(rows: dict[str, list[dict]]) -> int:
         sav = [x["time_saving"] for x in rs]
         il = [x["time_saving_interleaved"] for x in rs]
         spreads[order] = spread_pt(sav)
-        print(f"| {order} | {', '.join(_pct(v)[:-1] for v in sav)} | {_pt(spreads[order])} | "
-              f"{', '.join(_pct(v)[:-1] for v in il)} | {_pt(spread_pt(il))} |")
+        print(
+            f"| {order} | {', '.join(_pct(v)[:-1] for v in sav)} | {_pt(spreads[order])} | "
+            f"{', '.join(_pct(v)[:-1] for v in il)} | {_pt(spread_pt(il))} |"
+        )
     lock, seq = spreads["lockstep"], spreads["sequential"]
     if lock is None or seq is None:
         print("target: needs at least 2 repeats per order")
         return 2
     ok = lock <= TARGET_LOCKSTEP_SPREAD_PT and seq >= TARGET_SEQUENTIAL_SPREAD_PT
-    print(f"target: lockstep spread <= {TARGET_LOCKSTEP_SPREAD_PT:g} pt where sequential spreads >= {TARGET_SEQUENTIAL_SPREAD_PT:g} pt: "
-          f"lockstep {lock:.1f} pt, sequential {seq:.1f} pt -> {'MET' if ok else 'NOT MET'}")
+    print(
+        f"target: lockstep spread <= {TARGET_LOCKSTEP_SPREAD_PT:g} pt where sequential spreads >= {TARGET_SEQUENTIAL_SPREAD_PT:g} pt: "
+        f"lockstep {lock:.1f} pt, sequential {seq:.1f} pt -> {'MET' if ok else 'NOT MET'}"
+    )
     return 0 if ok else 1
 
 

@@ -46,11 +46,17 @@ def main(argv=None) -> int:
         return 0
     peaks = {}
     for pairing in ("sequential", "lockstep"):
-        out = subprocess.run([sys.executable, __file__, "--one", pairing, "--arch", args.arch, "--images", str(args.images),
-                              "--threads", str(args.threads)], capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            [sys.executable, __file__, "--one", pairing, "--arch", args.arch, "--images", str(args.images), "--threads", str(args.threads)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         peaks[pairing] = float(out.strip().splitlines()[-1])
-    print(f"{args.arch}, {args.images} synthetic 32x32 images, batch 128, 1 epoch: peak RSS sequential "
-          f"{peaks['sequential']:,.0f} MB, lockstep {peaks['lockstep']:,.0f} MB ({peaks['lockstep'] - peaks['sequential']:+,.0f} MB)")
+    print(
+        f"{args.arch}, {args.images} synthetic 32x32 images, batch 128, 1 epoch: peak RSS sequential "
+        f"{peaks['sequential']:,.0f} MB, lockstep {peaks['lockstep']:,.0f} MB ({peaks['lockstep'] - peaks['sequential']:+,.0f} MB)"
+    )
     return 0
 
 

@@ -30,8 +30,8 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -117,7 +117,15 @@ def saved_activation_bytes(s: Setup, kernel: dict | None) -> int:
 OP_CLASSES = {
     "convolution": ("aten::mkldnn_convolution", "aten::convolution_backward", "aten::_convolution", "aten::convolution"),
     "batch norm": ("aten::native_batch_norm", "aten::native_batch_norm_backward", "aten::batch_norm"),
-    "relu + residual add": ("aten::relu", "aten::relu_", "aten::clamp_min", "aten::clamp_min_", "aten::threshold_backward", "aten::add", "aten::add_"),
+    "relu + residual add": (
+        "aten::relu",
+        "aten::relu_",
+        "aten::clamp_min",
+        "aten::clamp_min_",
+        "aten::threshold_backward",
+        "aten::add",
+        "aten::add_",
+    ),
     "pads and copies": ("aten::constant_pad_nd", "aten::fill_", "aten::copy_"),
     "kernel pooling": ("aten::bmm", "aten::matmul", "aten::mm"),
     "input downsampling": ("aten::avg_pool2d",),
@@ -190,7 +198,9 @@ def bench_model(
     best_full = min(medians[f"{f}|full"] for f in formats)
     clock = "CPU time of the main thread" if cpu_time else "wall time"
     print(f"\n{arch}, batch {batch}, {torch.get_num_threads()} threads, {repeats} interleaved rounds (medians of {clock})")
-    print(f"{'format':<14}{'step':<30}{'ms/step':>9}{'speed-up':>10}{'vs best full':>14}{'GFLOP':>8}{'FLOP ratio':>12}{'act. MB':>9}{'mem ratio':>11}")
+    print(
+        f"{'format':<14}{'step':<30}{'ms/step':>9}{'speed-up':>10}{'vs best full':>14}{'GFLOP':>8}{'FLOP ratio':>12}{'act. MB':>9}{'mem ratio':>11}"
+    )
     for f in formats:
         for t in step_types:
             m = medians[f"{f}|{t}"]
@@ -218,7 +228,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="smoke test: resnet20, batch 8, one round")
     parser.add_argument("--breakdown", action="store_true", help="also profile where a step's time goes, by operator class")
     parser.add_argument(
-        "--allocator", choices=("retained", "plain"), default="retained",
+        "--allocator",
+        choices=("retained", "plain"),
+        default="retained",
         help="retained: keep freed memory as dynds_core.train does (default); plain: glibc's adaptive thresholds",
     )
     args = parser.parse_args(argv)

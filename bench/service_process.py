@@ -1,9 +1,9 @@
 """What the service benchmarks share: a real `dynds serve` process, and a throwaway PostgreSQL database.
 
-    with pg_database(admin_url, "dynds_sse_bench") as url:
-        proc = start_serve({"DYNDS_DATABASE_URL": url, "DYNDS_HOME": home}, port)
-        ...
-        stop(proc)
+with pg_database(admin_url, "dynds_sse_bench") as url:
+    proc = start_serve({"DYNDS_DATABASE_URL": url, "DYNDS_HOME": home}, port)
+    ...
+    stop(proc)
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 

@@ -38,7 +38,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -48,7 +48,6 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from service_process import pg_database, settle_bulk_load, start_serve, stop  # noqa: E402
-
 
 # ---------------------------------------------------------------- seeding
 
@@ -67,9 +66,16 @@ def seed(url: str, n_points: int) -> int:
     init_db(engine)
     t = time.perf_counter()
     spec = JobSpec.parse({"name": "sse-load", "train": {"epochs": 30}})
-    now = datetime.now(timezone.utc)
-    row = {**job_columns(spec), "status": "succeeded", "active_hash": None, "created_at": now - timedelta(hours=1),
-           "started_at": now - timedelta(hours=1), "finished_at": now, "cancel_requested": False}
+    now = datetime.now(UTC)
+    row = {
+        **job_columns(spec),
+        "status": "succeeded",
+        "active_hash": None,
+        "created_at": now - timedelta(hours=1),
+        "started_at": now - timedelta(hours=1),
+        "finished_at": now,
+        "cancel_requested": False,
+    }
     with Session(engine) as s:
         job_id = s.execute(insert(Job).returning(Job.id), [row]).scalar_one()
         s.commit()
@@ -125,6 +131,7 @@ async def clients_main(base: str, job_id: int, n: int, duration_s: float) -> dic
     timeout = httpx.Timeout(30.0, read=60.0)
 
     async with httpx.AsyncClient(base_url=base, limits=limits, timeout=timeout) as client:
+
         async def one(i: int) -> None:
             nonlocal done, points
             await asyncio.sleep(i * 0.005)  # a 1 s ramp, as page loads would come
@@ -153,10 +160,16 @@ async def clients_main(base: str, job_id: int, n: int, duration_s: float) -> dic
         for t in pending:  # the deadline: the rest leave now
             t.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-    return {"finished": done, "left_early": len(pending), "points": points, "statuses": statuses,
-            "errors": sorted(set(errors))[:5], "n_errors": len(errors),
-            "replay_s_p50": statistics.median(times) if times else None,
-            "client_cores": (time.process_time() - cpu0) / (time.monotonic() - t0)}
+    return {
+        "finished": done,
+        "left_early": len(pending),
+        "points": points,
+        "statuses": statuses,
+        "errors": sorted(set(errors))[:5],
+        "n_errors": len(errors),
+        "replay_s_p50": statistics.median(times) if times else None,
+        "client_cores": (time.process_time() - cpu0) / (time.monotonic() - t0),
+    }
 
 
 # ---------------------------------------------------------------- measuring
@@ -216,7 +229,9 @@ def bench(args) -> bool:
     server = clients = None
     try:
         with contextlib.ExitStack() as stack:
-            url = f"sqlite:///{home}/bench.db" if args.database == "sqlite" else stack.enter_context(pg_database(args.postgres_url, "dynds_sse_bench"))
+            url = (
+                f"sqlite:///{home}/bench.db" if args.database == "sqlite" else stack.enter_context(pg_database(args.postgres_url, "dynds_sse_bench"))
+            )
             print(f"[{args.database}] seeding ...", flush=True)
             job_id = seed(url, args.points)
             port = free_port()
@@ -229,7 +244,9 @@ def bench(args) -> bool:
             probe.phase = "during"
             clients = subprocess.Popen(
                 [sys.executable, __file__, "--_clients", base, str(job_id), str(args.clients), str(args.duration)],
-                stdout=subprocess.PIPE, text=True, start_new_session=True,
+                stdout=subprocess.PIPE,
+                text=True,
+                start_new_session=True,
             )
             try:
                 out, _ = clients.communicate(timeout=args.duration + 30)
@@ -249,17 +266,23 @@ def bench(args) -> bool:
         shutil.rmtree(home, ignore_errors=True)
 
     total = args.points * args.clients
-    print(f"[{args.database}] {args.clients} clients replaying {args.points} points each, at most {args.duration:g} s; "
-          f"load average {load0:.1f} on {os.cpu_count()} cores as the load started; /healthz every {args.probe_ms:g} ms")
-    print(f"  clients: {res.get('finished', 0)} replayed the whole history (median {res.get('replay_s_p50') or float('nan'):.1f} s), "
-          f"{res.get('left_early', '?')} left at the deadline; {res.get('points', 0):,} of {total:,} points delivered; "
-          f"HTTP statuses {res.get('statuses')}; {res.get('n_errors', '?')} client errors {res.get('errors') or ''}; "
-          f"the server used {server_cores:.2f} cores meanwhile, the clients {res.get('client_cores', float('nan')):.2f}")
+    print(
+        f"[{args.database}] {args.clients} clients replaying {args.points} points each, at most {args.duration:g} s; "
+        f"load average {load0:.1f} on {os.cpu_count()} cores as the load started; /healthz every {args.probe_ms:g} ms"
+    )
+    print(
+        f"  clients: {res.get('finished', 0)} replayed the whole history (median {res.get('replay_s_p50') or float('nan'):.1f} s), "
+        f"{res.get('left_early', '?')} left at the deadline; {res.get('points', 0):,} of {total:,} points delivered; "
+        f"HTTP statuses {res.get('statuses')}; {res.get('n_errors', '?')} client errors {res.get('errors') or ''}; "
+        f"the server used {server_cores:.2f} cores meanwhile, the clients {res.get('client_cores', float('nan')):.2f}"
+    )
     print(f"  {'phase':<8}{'probes':>7}{'fails':>6}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'RSS MB (last)':>15}{'peak':>8}")
     for phase in ("before", "during", "after"):
         xs, rss = probe.lat.get(phase, []), probe.rss.get(phase, [])
-        print(f"  {phase:<8}{len(xs):>7}{probe.fail.get(phase, 0):>6}{pct(xs, 50):>9.1f}{pct(xs, 99):>9.1f}{max(xs, default=float('nan')):>9.1f}"
-              f"{(rss[-1] if rss else float('nan')):>15.0f}{max(rss, default=float('nan')):>8.0f}")
+        print(
+            f"  {phase:<8}{len(xs):>7}{probe.fail.get(phase, 0):>6}{pct(xs, 50):>9.1f}{pct(xs, 99):>9.1f}{max(xs, default=float('nan')):>9.1f}"
+            f"{(rss[-1] if rss else float('nan')):>15.0f}{max(rss, default=float('nan')):>8.0f}"
+        )
     during = probe.lat.get("during", [])
     p99 = pct(during, 99)
     before_rss = (probe.rss.get("before") or [float("nan")])[-1]
@@ -267,8 +290,11 @@ def bench(args) -> bool:
     ok_lat = p99 < args.target_p99_ms and not probe.fail.get("during")
     ok_mem = after_rss <= before_rss * (1 + args.rss_tolerance)
     print(f"  target /healthz p99 during the load < {args.target_p99_ms:g} ms (no failed probe): {p99:.1f} ms, {'met' if ok_lat else 'MISSED'}")
-    print(f"  target RSS {args.quiet_s:g} s after the clients left within {100 * args.rss_tolerance:g} % of before: "
-          f"{before_rss:.0f} -> {after_rss:.0f} MB ({100 * (after_rss / before_rss - 1):+.1f} %), {'met' if ok_mem else 'MISSED'}", flush=True)
+    print(
+        f"  target RSS {args.quiet_s:g} s after the clients left within {100 * args.rss_tolerance:g} % of before: "
+        f"{before_rss:.0f} -> {after_rss:.0f} MB ({100 * (after_rss / before_rss - 1):+.1f} %), {'met' if ok_mem else 'MISSED'}",
+        flush=True,
+    )
     return ok_lat and ok_mem
 
 

@@ -78,9 +78,19 @@ def base_spec(args, seed: int, epochs: int) -> dict:
         "model": {"arch": args.arch},
         "data": {"dataset": "imagefolder", "root": str(args.data), "train_subset": args.subset, "val_subset": args.val_subset},
         "train": {
-            "epochs": epochs, "batch_size": 128, "optimizer": "sgd", "lr": 0.2, "momentum": 0.9, "nesterov": True,
-            "weight_decay": 5e-4, "lr_schedule": "onecycle", "seed": seed, "device": args.device,
-            "channels_last": True, "num_threads": args.threads, "pairing": "lockstep",
+            "epochs": epochs,
+            "batch_size": 128,
+            "optimizer": "sgd",
+            "lr": 0.2,
+            "momentum": 0.9,
+            "nesterov": True,
+            "weight_decay": 5e-4,
+            "lr_schedule": "onecycle",
+            "seed": seed,
+            "device": args.device,
+            "channels_last": True,
+            "num_threads": args.threads,
+            "pairing": "lockstep",
         },
     }
 
@@ -97,13 +107,23 @@ def plan_jobs(args) -> list[dict]:
         for name in args.settings:
             if SETTINGS[name] is None:
                 continue
-            spec = {**base_spec(args, seed, args.epochs), "name": f"tradeoff-{name}-s{seed}", "dynds": SETTINGS[name],
-                    "baseline": True, "equal_time_baseline": True}
+            spec = {
+                **base_spec(args, seed, args.epochs),
+                "name": f"tradeoff-{name}-s{seed}",
+                "dynds": SETTINGS[name],
+                "baseline": True,
+                "equal_time_baseline": True,
+            }
             jobs.append({"key": f"{name}/s{seed}/e{args.epochs}", "setting": name, "seed": seed, "epochs": args.epochs, "spec": spec})
         if "baseline" in args.settings:
             for e in sorted(frontier_epochs(args.epochs), reverse=True):
-                spec = {**base_spec(args, seed, e), "name": f"tradeoff-baseline-e{e}-s{seed}", "dynds": {"schedule": {"kind": "none"}},
-                        "baseline": False, "equal_time_baseline": False}
+                spec = {
+                    **base_spec(args, seed, e),
+                    "name": f"tradeoff-baseline-e{e}-s{seed}",
+                    "dynds": {"schedule": {"kind": "none"}},
+                    "baseline": False,
+                    "equal_time_baseline": False,
+                }
                 jobs.append({"key": f"baseline/s{seed}/e{e}", "setting": "baseline", "seed": seed, "epochs": e, "spec": spec})
     return jobs
 
@@ -122,8 +142,12 @@ def run_job(job: dict) -> dict:
 
     t0 = time.perf_counter()
     res = train(JobSpec.parse(job["spec"]), process=ProcessSettings.measured())  # as a Celery worker runs it
-    return {**{k: job[k] for k in ("key", "setting", "seed", "epochs")}, "wall_s": time.perf_counter() - t0,
-            "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "result": res.model_dump(mode="json")}
+    return {
+        **{k: job[k] for k in ("key", "setting", "seed", "epochs")},
+        "wall_s": time.perf_counter() - t0,
+        "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "result": res.model_dump(mode="json"),
+    }
 
 
 def done_keys(path: Path | None) -> set[str]:
@@ -162,9 +186,11 @@ def one_line(rec: dict) -> str:
     def pt(x):
         return "n/a" if x is None else f"{x:+.2f} pt"
 
-    return (f"{rec['key']:>24}: {d['final_val_acc']:.2f}% in {d['train_time_s']:.0f} s, saving {pct(r['time_saving'])} "
-            f"(interleaved {pct(r['time_saving_interleaved'])}, pairing {r.get('pairing')}), delta {pt(r['acc_delta'])}, "
-            f"equal-time gap {pt(r['equal_time_gap'])}{', NOISY' if r.get('timing_noisy') else ''} (wall {rec['wall_s']:.0f} s)")
+    return (
+        f"{rec['key']:>24}: {d['final_val_acc']:.2f}% in {d['train_time_s']:.0f} s, saving {pct(r['time_saving'])} "
+        f"(interleaved {pct(r['time_saving_interleaved'])}, pairing {r.get('pairing')}), delta {pt(r['acc_delta'])}, "
+        f"equal-time gap {pt(r['equal_time_gap'])}{', NOISY' if r.get('timing_noisy') else ''} (wall {rec['wall_s']:.0f} s)"
+    )
 
 
 # ---------------------------------------------------------------- rows and cells
@@ -191,17 +217,32 @@ def row_of(rec: dict, job_id: int, lb) -> dict:
     res = JobResult.model_validate(rec["result"])
     spec = res.spec
     row = {
-        "id": job_id, "job_id": job_id, "name": spec["name"], "arch": spec["model"]["arch"], "dataset": spec["data"]["dataset"],
-        "schedule_kind": spec["dynds"]["schedule"]["kind"], "setting": spec["dynds"], "seed": spec["train"]["seed"],
+        "id": job_id,
+        "job_id": job_id,
+        "name": spec["name"],
+        "arch": spec["model"]["arch"],
+        "dataset": spec["data"]["dataset"],
+        "schedule_kind": spec["dynds"]["schedule"]["kind"],
+        "setting": spec["dynds"],
+        "seed": spec["train"]["seed"],
         **res.summary(),
-        "dynds_steps": res.dynds.steps, "baseline_steps": res.baseline.steps if res.baseline else None,
+        "dynds_steps": res.dynds.steps,
+        "baseline_steps": res.baseline.steps if res.baseline else None,
         "equal_time_steps": res.equal_time.steps if res.equal_time else None,
         "reduced_fraction": res.dynds.steps_reduced / max(res.dynds.steps, 1),
-        "study_setting": rec["setting"], "epochs": rec["epochs"],
+        "study_setting": rec["setting"],
+        "epochs": rec["epochs"],
     }
     if lb is not None:
-        row.update({"track": lb.track_of(spec), "recipe_hash": lb.recipe_hash(spec), "recipe": lb.recipe_of(spec),
-                    "frontier_key": lb.frontier_key(spec), "setting_key": lb.setting_key(spec["dynds"])})
+        row.update(
+            {
+                "track": lb.track_of(spec),
+                "recipe_hash": lb.recipe_hash(spec),
+                "recipe": lb.recipe_of(spec),
+                "frontier_key": lb.frontier_key(spec),
+                "setting_key": lb.setting_key(spec["dynds"]),
+            }
+        )
     else:
         row.update({"track": f"{spec['model']['arch']}/{spec['data']['dataset']}/e{spec['train']['epochs']}", "setting_key": rec["setting"]})
     return row
@@ -216,13 +257,24 @@ def _direct_cells(rows: list[dict], min_seeds: int) -> dict[str, dict]:
     for name in {r["study_setting"] for r in rows if r["time_saving"] is not None}:
         rs = [r for r in rows if r["study_setting"] == name and r["time_saving"] is not None]
         cell = {"n_seeds": len({r["seed"] for r in rs}), "n_noisy": sum(bool(r["timing_noisy"]) for r in rs)}
-        for field, key in (("time_saving", "time_saving"), ("acc_delta", "acc_delta"), ("equal_time_gap", "equal_time_gap"), ("dynds_acc", "dynds_acc")):
+        for field, key in (
+            ("time_saving", "time_saving"),
+            ("acc_delta", "acc_delta"),
+            ("equal_time_gap", "equal_time_gap"),
+            ("dynds_acc", "dynds_acc"),
+        ):
             mean, ci = mean_ci95([r[field] for r in rs if r[field] is not None])
             cell[f"{key}_mean"], cell[f"{key}_ci95"] = mean, list(ci) if ci else None
         gaps = [r["equal_time_gap"] for r in rs if r["equal_time_gap"] is not None]
-        v = judge(time_saving=cell["time_saving_mean"], acc_delta=cell["acc_delta_mean"], gap_mean=cell["equal_time_gap_mean"],
-                  gap_ci95=tuple(cell["equal_time_gap_ci95"]) if cell["equal_time_gap_ci95"] else None, n_seeds=len(gaps),
-                  min_seeds=min_seeds, timing_noisy=cell["n_noisy"] > 0)
+        v = judge(
+            time_saving=cell["time_saving_mean"],
+            acc_delta=cell["acc_delta_mean"],
+            gap_mean=cell["equal_time_gap_mean"],
+            gap_ci95=tuple(cell["equal_time_gap_ci95"]) if cell["equal_time_gap_ci95"] else None,
+            n_seeds=len(gaps),
+            min_seeds=min_seeds,
+            timing_noisy=cell["n_noisy"] > 0,
+        )
         cell["verdict"], cell["verdict_sentence"] = v.kind, v.sentence
         cells[name] = cell
     return cells
@@ -236,8 +288,15 @@ def _direct_frontier(rows: list[dict], full_epochs: int, cells: dict[str, dict])
         accs = [r["dynds_acc"] for r in rows if r["study_setting"] == "baseline" and r["epochs"] == e]
         if accs:
             mean, ci = mean_ci95(accs)
-            points.append({"time_fraction": e / full_epochs, "acc_mean": mean, "acc_ci95": list(ci) if ci else None,
-                           "n_seeds": len(accs), "sources": ["baseline_only"]})
+            points.append(
+                {
+                    "time_fraction": e / full_epochs,
+                    "acc_mean": mean,
+                    "acc_ci95": list(ci) if ci else None,
+                    "n_seeds": len(accs),
+                    "sources": ["baseline_only"],
+                }
+            )
     positions = {}
     for name, c in cells.items():
         x, acc = 1 - c["time_saving_mean"], c["dynds_acc_mean"]
@@ -264,15 +323,25 @@ def aggregate(records: list[dict], *, min_seeds: int, include_noisy: bool, max_a
     main_rows = [r for r in rows if r["epochs"] == full_epochs]
     extra = {}  # figures the leaderboard's cells do not carry: from the rows directly
     for name in {r["study_setting"] for r in main_rows}:
-        rs = [r for r in main_rows if r["study_setting"] == name and (include_noisy or not r["timing_noisy"] or all(x["timing_noisy"] for x in main_rows if x["study_setting"] == name))]
+        rs = [
+            r
+            for r in main_rows
+            if r["study_setting"] == name
+            and (include_noisy or not r["timing_noisy"] or all(x["timing_noisy"] for x in main_rows if x["study_setting"] == name))
+        ]
         extra[name] = {
             "interleaved": mean_ci95([r["time_saving_interleaved"] for r in rs if r["time_saving_interleaved"] is not None]),
             "reduced": mean_ci95([r["reduced_fraction"] for r in rs])[0],
             "flop_saving": mean_ci95([r["flop_saving"] for r in rs if r["flop_saving"] is not None])[0],
         }
     base_accs = [r["dynds_acc"] for r in main_rows if r["study_setting"] == "baseline"]
-    out = {"rows": rows, "full_epochs": full_epochs, "extra": extra, "aggregation": None,
-           "baseline_acc": mean_ci95(base_accs) + (len(base_accs),) if base_accs else None}
+    out = {
+        "rows": rows,
+        "full_epochs": full_epochs,
+        "extra": extra,
+        "aggregation": None,
+        "baseline_acc": mean_ci95(base_accs) + (len(base_accs),) if base_accs else None,
+    }
     if lb is not None:
         board = lb.build_leaderboard(main_rows, max_acc_drop=max_acc_drop, min_seeds=min_seeds, include_noisy=include_noisy)
         by_key = {r["setting_key"]: r["study_setting"] for r in main_rows}
@@ -282,14 +351,19 @@ def aggregate(records: list[dict], *, min_seeds: int, include_noisy: bool, max_a
                 cells[by_key[e["setting_key"]]] = e
         out["cells"] = cells
         tracks = board["tracks"]
-        frontier = lb.build_frontier(rows, track=tracks[0]["recipe_hash"], max_acc_drop=max_acc_drop, min_seeds=min_seeds,
-                                     include_noisy=include_noisy) if len(tracks) == 1 else None
+        frontier = (
+            lb.build_frontier(rows, track=tracks[0]["recipe_hash"], max_acc_drop=max_acc_drop, min_seeds=min_seeds, include_noisy=include_noisy)
+            if len(tracks) == 1
+            else None
+        )
         if frontier is not None:
             out["frontier"] = frontier["baseline"]
             out["positions"] = {by_key[p["setting_key"]]: p["position"] for p in frontier["dynds"]}
         else:
             out["frontier"], out["positions"] = _direct_frontier(rows, full_epochs, cells)
-        out["aggregation"] = "app.leaderboard.build_leaderboard and build_frontier" + ("" if frontier is not None else " (frontier: dynds_core.stats, more than one track)")
+        out["aggregation"] = "app.leaderboard.build_leaderboard and build_frontier" + (
+            "" if frontier is not None else " (frontier: dynds_core.stats, more than one track)"
+        )
     else:
         out["cells"] = _direct_cells(main_rows, min_seeds)
         out["frontier"], out["positions"] = _direct_frontier(rows, full_epochs, out["cells"])
@@ -313,8 +387,10 @@ def print_table(agg: dict, names: list[str], command: str) -> None:
     rows = agg["rows"]
     seeds = sorted({r["seed"] for r in rows})
     print(f"\n    {command}\n")
-    print("| setting | seeds | reduced batches | FLOP saving | time saving, lockstep (%) | time saving, interleaved (%) | test acc (%) "
-          "| acc delta (pt) | gap to equal-time (pt) | verdict | frontier |")
+    print(
+        "| setting | seeds | reduced batches | FLOP saving | time saving, lockstep (%) | time saving, interleaved (%) | test acc (%) "
+        "| acc delta (pt) | gap to equal-time (pt) | verdict | frontier |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     if agg.get("baseline_acc"):
         mean, ci, n = agg["baseline_acc"]
@@ -325,10 +401,12 @@ def print_table(agg: dict, names: list[str], command: str) -> None:
         c, x = cells[name], extra.get(name, {})
         il = x.get("interleaved", (None, None))
         noisy = f" ({c['n_noisy']} noisy)" if c.get("n_noisy") else ""
-        print(f"| {LABELS.get(name, name)} | {c['n_seeds']}{noisy} | {x.get('reduced') or 0:.0%} | {x.get('flop_saving') or 0:.0%} "
-              f"| {_ci(c['time_saving_mean'], c['time_saving_ci95'], 100)} | {_ci(il[0], il[1], 100)} "
-              f"| {_ci(c['dynds_acc_mean'], c['dynds_acc_ci95'], digits=2)} | {_ci(c['acc_delta_mean'], c['acc_delta_ci95'], digits=2)} "
-              f"| {_ci(c['equal_time_gap_mean'], c['equal_time_gap_ci95'], digits=2)} | {c['verdict']} | {pos.get(name, 'unknown')} |")
+        print(
+            f"| {LABELS.get(name, name)} | {c['n_seeds']}{noisy} | {x.get('reduced') or 0:.0%} | {x.get('flop_saving') or 0:.0%} "
+            f"| {_ci(c['time_saving_mean'], c['time_saving_ci95'], 100)} | {_ci(il[0], il[1], 100)} "
+            f"| {_ci(c['dynds_acc_mean'], c['dynds_acc_ci95'], digits=2)} | {_ci(c['acc_delta_mean'], c['acc_delta_ci95'], digits=2)} "
+            f"| {_ci(c['equal_time_gap_mean'], c['equal_time_gap_ci95'], digits=2)} | {c['verdict']} | {pos.get(name, 'unknown')} |"
+        )
     print(f"\n(mean [95 % interval, Student t over seeds {', '.join(map(str, seeds))}]; cells by {agg['aggregation']}.)")
     for name in names:
         if name in cells:
@@ -338,12 +416,16 @@ def print_table(agg: dict, names: list[str], command: str) -> None:
         print("| time fraction | test acc (%) | seeds | from |")
         print("|---|---|---|---|")
         for p in agg["frontier"]:
-            print(f"| {p['time_fraction']:.2f} | {_ci(p['acc_mean'], p['acc_ci95'], digits=2)} | {p['n_seeds']} | {', '.join(p.get('sources', []))} |")
+            print(
+                f"| {p['time_fraction']:.2f} | {_ci(p['acc_mean'], p['acc_ci95'], digits=2)} | {p['n_seeds']} | {', '.join(p.get('sources', []))} |"
+            )
         for name in names:
             if name in cells and cells[name]["time_saving_mean"] is not None:
                 c = cells[name]
-                print(f"- {LABELS.get(name, name)}: ({1 - c['time_saving_mean']:.2f}, {c['dynds_acc_mean']:.2f}%): "
-                      f"{pos.get(name, 'unknown')} the baseline's band")
+                print(
+                    f"- {LABELS.get(name, name)}: ({1 - c['time_saving_mean']:.2f}, {c['dynds_acc_mean']:.2f}%): "
+                    f"{pos.get(name, 'unknown')} the baseline's band"
+                )
 
 
 def table_from(path: Path, args, command: str | None = None) -> int:
@@ -358,10 +440,12 @@ def table_from(path: Path, args, command: str | None = None) -> int:
     walls = sum(r.get("wall_s", 0) for r in records)
     import torch
 
-    print(f"# tradeoff: {spec['model']['arch']}, CIFAR-10 JPEG, train_subset={spec['data']['train_subset']}, "
-          f"val={spec['data']['val_subset'] or 'all'}, epochs={agg['full_epochs']}, {len(records)} jobs, "
-          f"device {records[0]['result']['device']}, torch {torch.__version__}, measured {dates[0]}..{dates[-1]}, "
-          f"{walls / 60:.0f} job-minutes")
+    print(
+        f"# tradeoff: {spec['model']['arch']}, CIFAR-10 JPEG, train_subset={spec['data']['train_subset']}, "
+        f"val={spec['data']['val_subset'] or 'all'}, epochs={agg['full_epochs']}, {len(records)} jobs, "
+        f"device {records[0]['result']['device']}, torch {torch.__version__}, measured {dates[0]}..{dates[-1]}, "
+        f"{walls / 60:.0f} job-minutes"
+    )
     print_table(agg, names, command or f"python bench/tradeoff.py --table-only --out {path}")
     return 0
 
@@ -377,8 +461,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val-subset", type=int, default=None, help="test images (default: all 10,000)")
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--settings", default="baseline,input-only,phase-first50,default",
-                   help=f"comma-separated, from {', '.join(SETTINGS)} (baseline: the recipe alone at 25/50/75/100 %% of the epochs)")
+    p.add_argument(
+        "--settings",
+        default="baseline,input-only,phase-first50,default",
+        help=f"comma-separated, from {', '.join(SETTINGS)} (baseline: the recipe alone at 25/50/75/100 %% of the epochs)",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch threads per job (default: cores // jobs)")
     p.add_argument("--jobs", type=int, default=1, help="jobs run at once, in separate processes")
     p.add_argument("--device", default="cpu")
@@ -413,8 +500,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     done = done_keys(args.out) if args.resume else set()
     todo = [j for j in jobs if j["key"] not in done]
-    print(f"# tradeoff study: {len(jobs)} jobs ({len(jobs) - len(todo)} already in {args.out}), {args.jobs} at once, "
-          f"{args.threads} torch threads each; started {dt.datetime.now().isoformat(timespec='seconds')}", flush=True)
+    print(
+        f"# tradeoff study: {len(jobs)} jobs ({len(jobs) - len(todo)} already in {args.out}), {args.jobs} at once, "
+        f"{args.threads} torch threads each; started {dt.datetime.now().isoformat(timespec='seconds')}",
+        flush=True,
+    )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
     finished = []

@@ -28,9 +28,9 @@ import torch.nn as nn
 
 from dynds_core.data import BatchLoader, load_dataset
 from dynds_core.models import create_model
-from dynds_core.training.allocator import retain_freed_memory
 from dynds_core.spec import JobSpec
 from dynds_core.trainer import ProcessSettings, train
+from dynds_core.training.allocator import retain_freed_memory
 from dynds_core.training.loop import seed_everything
 from dynds_core.training.recipe import lr_at
 
@@ -134,8 +134,10 @@ def main() -> None:
                 wall.append(b)
         print(f"repeat {r}: hand {hand[-1]:.2f} s   train (reported) {reported[-1]:.2f} s   train call minus eval {wall[-1]:.2f} s")
     h, t_rep, t_wall = statistics.median(hand), statistics.median(reported), statistics.median(wall)
-    print(f"median: hand loop {h:.2f} s, train's epoch {t_rep:.2f} s ({t_rep / h - 1:+.1%}), "
-          f"whole train call minus eval {t_wall:.2f} s ({t_wall / h - 1:+.1%}; includes model build and FLOP counting)")
+    print(
+        f"median: hand loop {h:.2f} s, train's epoch {t_rep:.2f} s ({t_rep / h - 1:+.1%}), "
+        f"whole train call minus eval {t_wall:.2f} s ({t_wall / h - 1:+.1%}; includes model build and FLOP counting)"
+    )
     print(f"target: train's epoch within 5% of the hand loop -> {'met' if t_rep / h - 1 <= 0.05 else 'NOT met'}")
 
 

@@ -66,6 +66,7 @@ class _Watch(TorchDispatchMode):
                     self.output_bytes += t.numel() * t.element_size()
         return out
 
+
 # (C, H, W) and training-set size fixed by each data set's format, so estimates need no data on disk.
 # An image folder's come from the folder itself (:func:`spec_input_shape`) or from the caller.
 DATASET_SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {

@@ -67,7 +67,7 @@ class DynDS:
         return attach_separate_bn(model) if self.settings.bn == "separate" and self.schedule.can_reduce else model
 
     def decide(self, step: int, epoch: int = 0) -> str:
-        """"full" or "reduced" for this step."""
+        """ "full" or "reduced" for this step."""
         return self.schedule.decide(step, epoch)
 
     @contextlib.contextmanager

@@ -138,9 +138,7 @@ def pooling_matrix(
     return p
 
 
-def pooled_kernel_shape(
-    kh: int, kw: int, mode: str = "avg", window: int = 2, stride: int = 1, size: Sequence[int] | None = None
-) -> tuple[int, int]:
+def pooled_kernel_shape(kh: int, kw: int, mode: str = "avg", window: int = 2, stride: int = 1, size: Sequence[int] | None = None) -> tuple[int, int]:
     """Spatial size of a (kh, kw) kernel after :func:`pool_kernel` (unchanged when it is not pooled)."""
     if mode == "none" or kh < 2 or kw < 2:
         return kh, kw

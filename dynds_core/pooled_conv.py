@@ -52,9 +52,7 @@ class PooledConv:
     padding for each input size already worked out.
     """
 
-    def __init__(
-        self, kernel: tuple[int, int], stride: Any, padding: Any, dilation: Any, groups: int, settings: KernelSettings, extra_at_end: bool
-    ):
+    def __init__(self, kernel: tuple[int, int], stride: Any, padding: Any, dilation: Any, groups: int, settings: KernelSettings, extra_at_end: bool):
         # __call__ skips pool_kernel for the linear modes; its argument checks ran when the KernelSettings was built.
         self.mode, self.window, self.stride, self.scale = settings.mode, settings.window, settings.stride, settings.scale
         self.size = settings.size

@@ -47,7 +47,7 @@ _BN_DEFAULTS = (None, None, None, None, None, False, 0.1, 1e-5)
 
 
 def _bind(names: tuple[str, ...], defaults: tuple, args: tuple, kwargs: dict) -> list:
-    values = list(args) + list(defaults[len(args):])
+    values = list(args) + list(defaults[len(args) :])
     for i, name in enumerate(names):
         if name in kwargs:
             values[i] = kwargs[name]

@@ -33,9 +33,7 @@ def explain_failure(model: nn.Module, exc: RuntimeError) -> Exception:
             f"layer {name!r} (Linear, in_features={m.in_features}) needs a fixed spatial input size: "
             f"the reduced pass feeds it a smaller feature map ({exc}). To use DynDS, {fix}"
         )
-    return ReducedPassError(
-        f"layer {name!r} ({type(m).__name__}) failed in the reduced pass: {exc}. If it needs a fixed spatial input size, {fix}"
-    )
+    return ReducedPassError(f"layer {name!r} ({type(m).__name__}) failed in the reduced pass: {exc}. If it needs a fixed spatial input size, {fix}")
 
 
 def failing_layer(model: nn.Module, exc: BaseException) -> tuple[str, nn.Module] | None:

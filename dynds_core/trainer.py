@@ -245,8 +245,12 @@ def train(
             d = spec.dynds
             try:
                 check_reduced_pass(
-                    init_model, (dataset.in_channels, *dataset.image_size), factor=d.input.factor, kernel=d.kernel,
-                    input_mode=d.input.mode, bn="frozen",
+                    init_model,
+                    (dataset.in_channels, *dataset.image_size),
+                    factor=d.input.factor,
+                    kernel=d.kernel,
+                    input_mode=d.input.mode,
+                    bn="frozen",
                 )
             except ReducedPassError:  # a ValueError too, but already names the layer: keep it as it is
                 raise
@@ -328,8 +332,15 @@ def compare(
     for r in runs:
         r.time_to_target_s = time_to_target(r, target)
     res = JobResult(
-        spec_hash=spec.spec_hash, spec=spec.canonical(), device=device, dynds=dynds, baseline=baseline, equal_time=equal_time,
-        target_accuracy=target, cancelled=any(r.cancelled for r in runs), pairing=pairing if baseline is not None else None,
+        spec_hash=spec.spec_hash,
+        spec=spec.canonical(),
+        device=device,
+        dynds=dynds,
+        baseline=baseline,
+        equal_time=equal_time,
+        target_accuracy=target,
+        cancelled=any(r.cancelled for r in runs),
+        pairing=pairing if baseline is not None else None,
     )
     complete = not res.cancelled
     if complete and baseline is not None:

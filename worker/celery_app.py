@@ -115,6 +115,7 @@ def _preload(**_kwargs) -> None:
     import torch  # noqa: F401
 
     import dynds_core.trainer  # noqa: F401
+
     from . import runner  # noqa: F401
 
 

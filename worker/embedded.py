@@ -101,7 +101,7 @@ class EmbeddedExecutor:
     def dispatch(self, job_id: int) -> None:
         self._wake.set()
 
-    def start(self) -> "EmbeddedExecutor":
+    def start(self) -> EmbeddedExecutor:
         if self._thread is not None and self._thread.is_alive():
             return self
         import torch
@@ -114,8 +114,12 @@ class EmbeddedExecutor:
         self._wake.set()  # look at the queue at once: jobs may be waiting from before a restart
         self._thread = threading.Thread(target=self._loop, name="dynds-executor", daemon=True)
         self._thread.start()
-        log.info("embedded executor started (%d torch threads, API threads %s, switch interval %g ms)", self.threads,
-                 self.api_threads if limited else "unchanged", 1000 * sys.getswitchinterval())
+        log.info(
+            "embedded executor started (%d torch threads, API threads %s, switch interval %g ms)",
+            self.threads,
+            self.api_threads if limited else "unchanged",
+            1000 * sys.getswitchinterval(),
+        )
         return self
 
     def stop(self, timeout: float | None = 30.0) -> bool:

@@ -18,11 +18,12 @@ from typing import Any
 from sqlmodel import col
 
 from app import crud
-from app.crud.transitions import GIVE_UP, sources
-from app.logs import job_context, one_line, start_job_log
 from app.artifacts import store_result
 from app.core.config import Settings, get_settings
-from app.core.db import get_engine, session_factory as make_session_factory
+from app.core.db import get_engine
+from app.core.db import session_factory as make_session_factory
+from app.crud.transitions import GIVE_UP, sources
+from app.logs import job_context, one_line, start_job_log
 from app.models import Job
 from dynds_core.spec import JobSpec
 
@@ -46,7 +47,8 @@ def is_user_error(exc: BaseException) -> bool:
     logged as one line, without a traceback, which only unexpected errors keep."""
     for cls in type(exc).__mro__:
         if (cls.__name__ in USER_ERRORS and cls.__module__.startswith("dynds_core")) or (
-                cls.__name__ == "ValidationError" and cls.__module__.startswith("pydantic")):
+            cls.__name__ == "ValidationError" and cls.__module__.startswith("pydantic")
+        ):
             return True
     return False
 
@@ -86,13 +88,17 @@ def recover_if_orphaned(session, job_id: int, settings: Settings) -> str | None:
     pid = rest.split(":", 1)[0]
     if host != socket.gethostname() or not pid.isdigit() or pid_alive(int(pid)):
         return None
-    status = crud.give_up_run(session=session, job_id=job_id, error=crud.INTERRUPTED_ERROR.format(id=job_id),
-                              policy=settings.recover_policy, max_attempts=settings.max_attempts,
-                              where=(col(Job.worker) == job.worker,))
+    status = crud.give_up_run(
+        session=session,
+        job_id=job_id,
+        error=crud.INTERRUPTED_ERROR.format(id=job_id),
+        policy=settings.recover_policy,
+        max_attempts=settings.max_attempts,
+        where=(col(Job.worker) == job.worker,),
+    )
     if status:
         log.warning("job %s was left running by process %s, which is gone: %s", job_id, pid, status)
     return status
-
 
 
 def default_session_factory(settings: Settings) -> SessionFactory:

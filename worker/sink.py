@@ -21,7 +21,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable, ContextManager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
 
 from app import crud
 from dynds_core.callbacks import Callback
@@ -29,7 +31,7 @@ from dynds_core.result import EpochMetrics, RunResult, StepMetrics
 
 log = logging.getLogger(__name__)
 
-SessionFactory = Callable[[], ContextManager[Any]]
+SessionFactory = Callable[[], AbstractContextManager[Any]]
 
 
 def metric_point(m: StepMetrics | EpochMetrics) -> dict[str, Any]:
@@ -38,9 +40,15 @@ def metric_point(m: StepMetrics | EpochMetrics) -> dict[str, Any]:
         values = {"loss": m.loss, "acc": m.acc, "lr": m.lr, "batch_type": m.batch_type, "step_time_s": m.step_time_s}
         return {"run": m.run, "kind": "step", "step": m.step, "epoch": m.epoch, "train_time_s": m.train_time_s, "values": values}
     values = {
-        "train_loss": m.train_loss, "train_acc": m.train_acc, "val_loss": m.val_loss, "val_acc": m.val_acc,
-        "time_full_s": m.time_full_s, "time_reduced_s": m.time_reduced_s,
-        "steps_full": m.steps_full, "steps_reduced": m.steps_reduced, "epochs": m.epochs,
+        "train_loss": m.train_loss,
+        "train_acc": m.train_acc,
+        "val_loss": m.val_loss,
+        "val_acc": m.val_acc,
+        "time_full_s": m.time_full_s,
+        "time_reduced_s": m.time_reduced_s,
+        "steps_full": m.steps_full,
+        "steps_reduced": m.steps_reduced,
+        "epochs": m.epochs,
     }
     return {"run": m.run, "kind": "epoch", "step": None, "epoch": m.epoch, "train_time_s": m.train_time_s, "values": values}
 
@@ -164,8 +172,12 @@ class MetricsSink(Callback):
                 if not ours:
                     _cancel, status = crud.job_control(session=session, job_id=self.job_id)
                     self.no_longer_running = status or "deleted"
-                    log.warning("job %s is %s in the database: this run's %d points are dropped, training stops",
-                                self.job_id, self.no_longer_running, len(points))
+                    log.warning(
+                        "job %s is %s in the database: this run's %d points are dropped, training stops",
+                        self.job_id,
+                        self.no_longer_running,
+                        len(points),
+                    )
                     return
         except Exception:
             self._buffer = points + self._buffer  # retried at the next flush, in order
@@ -189,7 +201,5 @@ class MetricsSink(Callback):
 
     def _set_progress(self, run: str, *, step: int, epoch: int) -> None:
         info = self._run_info.get(run, {})
-        self._progress = progress(
-            run, step=step, total_steps=int(info.get("total_steps") or 0), epoch=epoch, epochs=int(info.get("epochs") or 0)
-        )
+        self._progress = progress(run, step=step, total_steps=int(info.get("total_steps") or 0), epoch=epoch, epochs=int(info.get("epochs") or 0))
         self._progress_dirty = True

@@ -1,7 +1,7 @@
 """What routes get injected: the session, the settings, and the token checks.
 
-    @router.post("/jobs")
-    def submit(body: JobCreate, session: SessionDep, _: WriteAuthDep): ...
+@router.post("/jobs")
+def submit(body: JobCreate, session: SessionDep, _: WriteAuthDep): ...
 """
 
 from __future__ import annotations
@@ -10,17 +10,17 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Path, Query, Request, Security, status
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.datastructures import Headers
 from fastapi.concurrency import run_in_threadpool
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
+from starlette.datastructures import Headers
 
 from app.api.errors import SCOPE_AUTHED
 from app.core.config import Settings
 from app.security import has_tokens, verify_token, writes_closed
 
-
 READ_METHODS = ("GET", "HEAD")
+
 
 # The light dependencies are async on purpose: FastAPI runs a sync dependency in the thread pool, and
 # those thread hops were a third of a small request's cost. A Session connects lazily, so making one
@@ -42,8 +42,12 @@ SessionDep = Annotated[Session, Depends(get_db)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 
 
-BEARER = HTTPBearer(auto_error=False, scheme_name="bearer", description="an API token (`dynds token create --name NAME`); needed for writes "
-                    "once the server has any token, and for reads when DYNDS_READ_REQUIRES_TOKEN=true")
+BEARER = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    description="an API token (`dynds token create --name NAME`); needed for writes "
+    "once the server has any token, and for reads when DYNDS_READ_REQUIRES_TOKEN=true",
+)
 
 
 def _check_token(request: Request | None, session: Session, what: str, headers=None) -> None:
@@ -54,7 +58,9 @@ def _check_token(request: Request | None, session: Session, what: str, headers=N
     header = headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        closed = " (writes are closed: the last token was revoked; no token is valid until a new one is created)" if writes_closed(session=session) else ""
+        closed = (
+            " (writes are closed: the last token was revoked; no token is valid until a new one is created)" if writes_closed(session=session) else ""
+        )
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             detail=f"{what} need an API token: send 'Authorization: Bearer <token>' "
@@ -81,7 +87,9 @@ async def require_write_token(request: Request, session: SessionDep, _: Annotate
         await run_in_threadpool(_check_token, request, session, "writes")
 
 
-async def require_read_token(request: Request, session: SessionDep, settings: SettingsDep, _: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]) -> None:
+async def require_read_token(
+    request: Request, session: SessionDep, settings: SettingsDep, _: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
+) -> None:
     if settings.read_requires_token and not _already_checked(request):
         await run_in_threadpool(_check_token, request, session, "reads on this server")
 

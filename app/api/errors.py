@@ -69,11 +69,39 @@ from app.api.validation import (
 log = logging.getLogger("app.api")
 
 __all__ = [
-    "CSP", "DESCRIPTIONS", "DOCS_CSP", "MAX_INT64", "MAX_JSON_DEPTH", "MIN_INT64", "PROBLEM_BASE", "PROBLEM_JSON", "PROBLEM_SCHEMA",
-    "PROBLEM_TYPES", "REQUEST_ID_HEADER", "SCOPE_AUTHED", "SCOPE_REQUEST_ID", "SECURITY_HEADERS", "TITLES", "WRITE_EXEMPT",
-    "AuthGate", "Gatekeeper", "InputGate", "InvalidJSON", "build_openapi", "check_json", "clean_errors", "http_exception_handler",
-    "install", "out_of_range_handler", "parse_strict_json", "problem_body", "problem_response", "problem_type", "problems",
-    "validation_exception_handler", "validation_problem",
+    "CSP",
+    "DESCRIPTIONS",
+    "DOCS_CSP",
+    "MAX_INT64",
+    "MAX_JSON_DEPTH",
+    "MIN_INT64",
+    "PROBLEM_BASE",
+    "PROBLEM_JSON",
+    "PROBLEM_SCHEMA",
+    "PROBLEM_TYPES",
+    "REQUEST_ID_HEADER",
+    "SCOPE_AUTHED",
+    "SCOPE_REQUEST_ID",
+    "SECURITY_HEADERS",
+    "TITLES",
+    "WRITE_EXEMPT",
+    "AuthGate",
+    "Gatekeeper",
+    "InputGate",
+    "InvalidJSON",
+    "build_openapi",
+    "check_json",
+    "clean_errors",
+    "http_exception_handler",
+    "install",
+    "out_of_range_handler",
+    "parse_strict_json",
+    "problem_body",
+    "problem_response",
+    "problem_type",
+    "problems",
+    "validation_exception_handler",
+    "validation_problem",
 ]
 
 
@@ -98,10 +126,16 @@ async def out_of_range_handler(request: Request, exc: Exception) -> Response:
     or string_data_right_truncation) came from the request: a 422, not a 500. Routes bound their
     parameters (app.api.deps.IdParam, ...); this covers one that does not."""
     log.warning("%s %s: a value out of the database's range: %s", request.method, request.url.path, str(exc).splitlines()[0][:200])
-    return validation_problem(request.scope, [{
-        "loc": ["request"], "type": "value_error.out_of_range",
-        "msg": "a value in this request is out of range for the database (integers: -2^63 .. 2^63-1)",
-    }])
+    return validation_problem(
+        request.scope,
+        [
+            {
+                "loc": ["request"],
+                "type": "value_error.out_of_range",
+                "msg": "a value in this request is out of range for the database (integers: -2^63 .. 2^63-1)",
+            }
+        ],
+    )
 
 
 def install(app: FastAPI, *, prefix: str, extra_schemas: dict[str, Any] | None = None) -> None:

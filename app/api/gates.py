@@ -26,8 +26,10 @@ CSP = (
 )
 DOCS_CSP = (
     "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data: https://fastapi.tiangolo.com https://cdn.redoc.ly; "
-    "worker-src 'self' blob:; font-src 'self' https://fonts.gstatic.com https://cdn.jsdelivr.net; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    "img-src 'self' data: https://fastapi.tiangolo.com https://cdn.redoc.ly; "
+    "worker-src 'self' blob:; font-src 'self' https://fonts.gstatic.com https://cdn.jsdelivr.net; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
 DOCS_PATHS = ("/docs", "/redoc")
 SECURITY_HEADERS = (
@@ -96,7 +98,7 @@ class AuthGate:
             return await self.app(scope, receive, send)
         path = scope.get("path", "")
         if path == self.prefix or path.startswith(self.prefix + "/"):
-            rest = path[len(self.prefix):]
+            rest = path[len(self.prefix) :]
             if rest not in WRITE_EXEMPT:
                 from app.api.deps import check_token
 

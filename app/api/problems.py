@@ -26,9 +26,18 @@ PROBLEM_TYPES = {
     503: "unavailable",
 }
 TITLES = {
-    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-    409: "Conflict", 413: "Content Too Large", 415: "Unsupported Media Type", 422: "Unprocessable Content",
-    429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
 }
 PROBLEM_JSON = "application/problem+json"
 SCOPE_REQUEST_ID = "dynds.request_id"
@@ -46,8 +55,15 @@ def _summary(errors: list[dict[str, Any]]) -> str:
     return f"{n} invalid field{'s' if n != 1 else ''}: {shown}{more}"
 
 
-def problem_body(status: int, detail: str | None, *, instance: str | None = None, request_id: str | None = None,
-                 errors: list[dict[str, Any]] | None = None, title: str | None = None) -> bytes:
+def problem_body(
+    status: int,
+    detail: str | None,
+    *,
+    instance: str | None = None,
+    request_id: str | None = None,
+    errors: list[dict[str, Any]] | None = None,
+    title: str | None = None,
+) -> bytes:
     body: dict[str, Any] = {"type": problem_type(status), "title": title or TITLES.get(status, "Error"), "status": status}
     if detail:
         body["detail"] = detail
@@ -65,8 +81,9 @@ def _request_id(scope) -> str | None:
     return scope.get(SCOPE_REQUEST_ID)
 
 
-def problem_response(scope, status: int, detail: str | None = None, *, errors: list[dict[str, Any]] | None = None,
-                     headers: dict[str, str] | None = None) -> Response:
+def problem_response(
+    scope, status: int, detail: str | None = None, *, errors: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None
+) -> Response:
     if errors is not None and not detail:
         detail = _summary(errors)
     body = problem_body(status, detail, instance=scope.get("path"), request_id=_request_id(scope), errors=errors)

@@ -23,10 +23,9 @@ from typing import Any
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from dynds_core.spec import DEFAULTS_KEY, JobSpec, SpecError, empty_spec_problem
-
 from app.core.config import Settings
 from app.leaderboard import frontier_epochs
+from dynds_core.spec import DEFAULTS_KEY, JobSpec, SpecError, empty_spec_problem
 
 SPEC_LOC = ("body", "spec")
 
@@ -97,7 +96,14 @@ def _policy_errors(data: dict[str, Any], settings: Settings) -> list[dict[str, A
     for path, limit in limits:
         value = _get(data, path)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value > limit:
-            errors.append({"loc": _split_path(path), "msg": f"must be at most {limit} on this server (got {value})", "type": "value_error.bound", "input": value})
+            errors.append(
+                {
+                    "loc": _split_path(path),
+                    "msg": f"must be at most {limit} on this server (got {value})",
+                    "type": "value_error.bound",
+                    "input": value,
+                }
+            )
     root = _get(data, "data.root")
     if isinstance(root, str):
         reason = data_root_error(root, settings)
@@ -206,7 +212,7 @@ def spec_errors(data: Any, settings: Settings) -> tuple[JobSpec | None, list[dic
         spec = JobSpec.model_validate(data)
     except ValidationError as exc:
         friendly = SpecError.from_validation("request", exc).errors
-        errors = [{"loc": _split_path(path), "msg": msg, "type": raw["type"]} for (path, msg), raw in zip(friendly, exc.errors())]
+        errors = [{"loc": _split_path(path), "msg": msg, "type": raw["type"]} for (path, msg), raw in zip(friendly, exc.errors(), strict=True)]
     seen = {tuple(e["loc"]) for e in errors}
     errors += [e for e in _policy_errors(data, settings) if tuple(e["loc"]) not in seen]
     if spec is not None and not errors:
@@ -239,8 +245,7 @@ def set_dotted(spec: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
     bad = next((k for k in keys if not _KEY.fullmatch(k)), None)
     if bad is not None:
         raise ValueError(
-            f"cannot set {path!r}: {bad!r} is not a spec key (ASCII letters, digits and _, not starting with a digit; "
-            "parts separated by single dots)"
+            f"cannot set {path!r}: {bad!r} is not a spec key (ASCII letters, digits and _, not starting with a digit; parts separated by single dots)"
         )
     out = copy.deepcopy(spec)
     node, default = out, _DEFAULTS
@@ -261,13 +266,15 @@ def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     >>> grid_points({"a": [1, 2], "b": [0]})
     [{'a': 1, 'b': 0}, {'a': 2, 'b': 0}]
     """
-    return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+    return [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
 
 
 FRONTIER_BASELINE = {"dynds.schedule": [{"kind": "none"}], "baseline": [False], "equal_time_baseline": [False]}
 
 
-def effective_grid(base: dict[str, Any], grid: dict[str, list[Any]], seeds: list[int] | None = None, preset: str | None = None) -> dict[str, list[Any]]:
+def effective_grid(
+    base: dict[str, Any], grid: dict[str, list[Any]], seeds: list[int] | None = None, preset: str | None = None
+) -> dict[str, list[Any]]:
     """The grid a sweep expands: ``grid``, then the preset's keys, then ``train.seed`` over ``seeds`` (innermost).
 
     preset "frontier": the base spec's baseline alone (schedule none, no paired or equal-time
@@ -276,9 +283,17 @@ def effective_grid(base: dict[str, Any], grid: dict[str, list[Any]], seeds: list
     """
     errors: list[dict[str, Any]] = []
     if preset is not None and grid:
-        errors.append({"loc": ["body", "grid"], "msg": f"a sweep with preset {preset!r} takes no grid (got keys {', '.join(grid)})", "type": "value_error.preset_grid"})
+        errors.append(
+            {
+                "loc": ["body", "grid"],
+                "msg": f"a sweep with preset {preset!r} takes no grid (got keys {', '.join(grid)})",
+                "type": "value_error.preset_grid",
+            }
+        )
     if seeds is not None and "train.seed" in grid:
-        errors.append({"loc": ["body", "seeds"], "msg": "give the seeds either as seeds or as the grid key train.seed, not both", "type": "value_error.seeds"})
+        errors.append(
+            {"loc": ["body", "seeds"], "msg": "give the seeds either as seeds or as the grid key train.seed, not both", "type": "value_error.seeds"}
+        )
     if errors:
         raise RequestValidationError(errors)
     out = dict(grid)
@@ -287,7 +302,15 @@ def effective_grid(base: dict[str, Any], grid: dict[str, list[Any]], seeds: list
         if epochs is None:
             epochs = _DEFAULTS["train"]["epochs"]
         if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
-            raise RequestValidationError([{"loc": ["body", "base", "train", "epochs"], "msg": f"the frontier preset needs train.epochs >= 1 (got {epochs!r})", "type": "value_error.preset"}])
+            raise RequestValidationError(
+                [
+                    {
+                        "loc": ["body", "base", "train", "epochs"],
+                        "msg": f"the frontier preset needs train.epochs >= 1 (got {epochs!r})",
+                        "type": "value_error.preset",
+                    }
+                ]
+            )
         out.update(FRONTIER_BASELINE)
         out["train.epochs"] = frontier_epochs(epochs)
     if seeds is not None:
@@ -322,7 +345,13 @@ def sweep_specs(base: Any, grid: dict[str, list[Any]], settings: Settings) -> li
     for values in grid.values():
         n *= max(len(values), 1)
     if n > settings.max_sweep_points:
-        errors.append({"loc": ["body", "grid"], "msg": f"the grid has {n} points; at most {settings.max_sweep_points} are allowed", "type": "value_error.too_many"})
+        errors.append(
+            {
+                "loc": ["body", "grid"],
+                "msg": f"the grid has {n} points; at most {settings.max_sweep_points} are allowed",
+                "type": "value_error.too_many",
+            }
+        )
     if errors:
         raise RequestValidationError(errors)
 

@@ -138,7 +138,9 @@ class InputGate:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         if "\x00" in scope.get("path", ""):
-            return await validation_problem(scope, [{"loc": ["path"], "msg": "must not contain NUL bytes (%00)", "type": "value_error.string"}])(scope, receive, send)
+            return await validation_problem(scope, [{"loc": ["path"], "msg": "must not contain NUL bytes (%00)", "type": "value_error.string"}])(
+                scope, receive, send
+            )
         qs = scope.get("query_string", b"")
         if qs and (b"%00" in qs or b"\x00" in qs):
             for name, value in parse_qsl(qs.decode("latin-1"), keep_blank_values=True):

@@ -149,7 +149,7 @@ class Settings(BaseSettings):
         return {"warn": "warning"}.get(value.strip().lower(), value.strip().lower()) if isinstance(value, str) else value
 
     @model_validator(mode="after")
-    def _fill_defaults(self) -> "Settings":
+    def _fill_defaults(self) -> Settings:
         self.home = Path(os.path.expanduser(str(self.home)))
         if self.database_url is None:
             self.database_url = f"sqlite:///{self.home / 'dynds.db'}"

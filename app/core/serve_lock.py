@@ -28,7 +28,7 @@ class ServeLock:
         self._conn = None
         self._engine = None
 
-    def acquire(self) -> "ServeLock":
+    def acquire(self) -> ServeLock:
         from sqlalchemy.engine import make_url
 
         from app.core.db import normalize_url
@@ -82,7 +82,9 @@ class ServeLock:
         ).first()
         conn.close()
         self._engine.dispose()
-        holder = f"{row[0] or 'a client'} (connected from {row[1] or 'a local socket'} since {row[2]:%Y-%m-%d %H:%M:%S})" if row else "another session"
+        holder = (
+            f"{row[0] or 'a client'} (connected from {row[1] or 'a local socket'} since {row[2]:%Y-%m-%d %H:%M:%S})" if row else "another session"
+        )
         raise ServeLockHeld(holder)
 
     def release(self) -> None:

@@ -91,7 +91,18 @@ def request_cancel(*, session: Session, job: Job) -> Job:
 
 
 RETRY_COLUMNS = (
-    "name", "spec", "spec_hash", "arch", "dataset", "schedule_kind", "track", "recipe_hash", "frontier_key", "setting", "setting_key", "seed",
+    "name",
+    "spec",
+    "spec_hash",
+    "arch",
+    "dataset",
+    "schedule_kind",
+    "track",
+    "recipe_hash",
+    "frontier_key",
+    "setting",
+    "setting_key",
+    "seed",
     "sweep_id",
 )
 
@@ -136,14 +147,18 @@ def requeue_job(*, session: Session, job_id: int, attempt: int | None = None) ->
     and the attempt given back (``attempts - 1``: a deploy restarting workers must not use up a job's
     requeue limit). Its points and progress are deleted in the same transaction: the rerun writes its own
     from step 0. False when the job is no longer this run's."""
-    res = session.execute(move(
-        "requeue", *this_run(job_id, attempt), **RUN_RESET,
-        heartbeat_at=utcnow(), attempts=case((col(Job.attempts) > 0, Job.attempts - 1), else_=0),
-    ))
+    res = session.execute(
+        move(
+            "requeue",
+            *this_run(job_id, attempt),
+            **RUN_RESET,
+            heartbeat_at=utcnow(),
+            attempts=case((col(Job.attempts) > 0, Job.attempts - 1), else_=0),
+        )
+    )
     if res.rowcount != 1:
         session.rollback()
         return False
     session.execute(delete(MetricPoint).where(col(MetricPoint.job_id) == job_id))
     session.commit()
     return True
-

@@ -29,11 +29,12 @@ def set_job_log_message(*, session: Session, job_id: int, seq: int, message: str
 
 def job_logs_after(*, session: Session, job_id: int, after: int = 0, limit: int = 1000, min_level: str | None = None) -> list[dict[str, Any]]:
     """The job's lines with seq > after, oldest first (keyset paging on the (job_id, seq) index), as the API sends them."""
-    stmt = select(JobLog.seq, JobLog.created_at, JobLog.level, JobLog.logger, JobLog.message).where(
-        JobLog.job_id == job_id, col(JobLog.seq) > after)
+    stmt = select(JobLog.seq, JobLog.created_at, JobLog.level, JobLog.logger, JobLog.message).where(JobLog.job_id == job_id, col(JobLog.seq) > after)
     if min_level is not None:
         order = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-        stmt = stmt.where(col(JobLog.level).in_(order[order.index(min_level.upper()):]))
+        stmt = stmt.where(col(JobLog.level).in_(order[order.index(min_level.upper()) :]))
     rows = session.execute(stmt.order_by(col(JobLog.seq), col(JobLog.id)).limit(limit)).all()
-    return [{"seq": seq, "created_at": iso_utc(created), "level": level, "logger": logger, "message": message}
-            for seq, created, level, logger, message in rows]
+    return [
+        {"seq": seq, "created_at": iso_utc(created), "level": level, "logger": logger, "message": message}
+        for seq, created, level, logger, message in rows
+    ]

@@ -31,8 +31,25 @@ def _job_filters(*, status=None, arch=None, dataset=None, schedule_kind=None, tr
 
 
 LIST_SCALARS = (
-    "id", "name", "status", "spec_hash", "arch", "dataset", "schedule_kind", "track", "recipe_hash", "attempt", "attempts", "retry_of", "sweep_id",
-    "created_at", "started_at", "finished_at", "cancel_requested", "error", "heartbeat_at",
+    "id",
+    "name",
+    "status",
+    "spec_hash",
+    "arch",
+    "dataset",
+    "schedule_kind",
+    "track",
+    "recipe_hash",
+    "attempt",
+    "attempts",
+    "retry_of",
+    "sweep_id",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "cancel_requested",
+    "error",
+    "heartbeat_at",
 )
 LIST_RAW_JSON = ("spec", "progress", "reproducibility")
 
@@ -54,21 +71,19 @@ def list_jobs_json(*, session: Session, limit: int = 50, offset: int = 0, order:
     n_scalar, n_summary = len(LIST_SCALARS), len(SUMMARY_FIELDS)
     items = []
     for row in rows:
-        head = dict(zip(LIST_SCALARS, row[:n_scalar]))
+        head = dict(zip(LIST_SCALARS, row[:n_scalar], strict=True))
         for key in ("created_at", "started_at", "finished_at", "heartbeat_at"):
             head[key] = iso_utc(head[key])
         head["deduplicated"] = False
         head["result"] = None
-        head["summary"] = dict(zip(SUMMARY_FIELDS, row[n_scalar : n_scalar + n_summary])) if head["status"] == "succeeded" else None
+        head["summary"] = dict(zip(SUMMARY_FIELDS, row[n_scalar : n_scalar + n_summary], strict=True)) if head["status"] == "succeeded" else None
         raw = row[n_scalar + n_summary :]
-        tail = ",".join(f'"{name}":{text if text is not None else "null"}' for name, text in zip(LIST_RAW_JSON, raw))
+        tail = ",".join(f'"{name}":{text if text is not None else "null"}' for name, text in zip(LIST_RAW_JSON, raw, strict=True))
         items.append(json.dumps(head, separators=(",", ":"))[:-1] + "," + tail + "}")
     return "[" + ",".join(items) + "]", count
 
 
-def metrics_after(
-    *, session: Session, job_id: int, after: int = 0, limit: int = 1000, kind: str | None = None
-) -> list[MetricPoint]:
+def metrics_after(*, session: Session, job_id: int, after: int = 0, limit: int = 1000, kind: str | None = None) -> list[MetricPoint]:
     """Points with id > after, oldest first (keyset pagination on the (job_id, id) index)."""
     stmt = select(MetricPoint).where(MetricPoint.job_id == job_id, col(MetricPoint.id) > after)
     if kind is not None:
@@ -89,8 +104,11 @@ def metrics_json_rows(*, session: Session, job_id: int, after: int = 0, limit: i
     rows = session.execute(stmt.order_by(col(MetricPoint.id)).limit(limit)).all()
     dumps = json.dumps
     return [
-        (i, f'{{"id":{i},"run":{dumps(run)},"kind":{dumps(k)},"step":{dumps(step)},"epoch":{dumps(epoch)},'
-            f'"train_time_s":{dumps(t)},"values":{values}}}')
+        (
+            i,
+            f'{{"id":{i},"run":{dumps(run)},"kind":{dumps(k)},"step":{dumps(step)},"epoch":{dumps(epoch)},'
+            f'"train_time_s":{dumps(t)},"values":{values}}}',
+        )
         for i, run, k, step, epoch, t, values in rows
     ]
 
@@ -102,10 +120,27 @@ def metrics_json_after(*, session: Session, job_id: int, after: int = 0, limit: 
 
 
 SUMMARY_ROW_COLUMNS = (
-    "id", "name", "track", "recipe_hash", "arch", "dataset", "schedule_kind", "setting_key", "seed",
-    "time_saving", "acc_delta", "flop_saving", "equal_time_gap",
-    "dynds_acc", "baseline_acc", "equal_time_acc", "dynds_time_s", "baseline_time_s",
-    "time_saving_interleaved", "timing_noisy", "verdict",
+    "id",
+    "name",
+    "track",
+    "recipe_hash",
+    "arch",
+    "dataset",
+    "schedule_kind",
+    "setting_key",
+    "seed",
+    "time_saving",
+    "acc_delta",
+    "flop_saving",
+    "equal_time_gap",
+    "dynds_acc",
+    "baseline_acc",
+    "equal_time_acc",
+    "dynds_time_s",
+    "baseline_time_s",
+    "time_saving_interleaved",
+    "timing_noisy",
+    "verdict",
 )
 _RECIPE_HASH = re.compile(r"[0-9a-f]{16}")
 
@@ -151,9 +186,9 @@ def summary_tuples(*, session: Session, track: str | None = None) -> list[tuple]
     if track is None:
         return _summary_tuples(session, [])
     tuples = _summary_tuples(session, [Job.track == _track_base(session, track)])
-    rows = _with_recipes(session, [dict(zip(SUMMARY_ROW_COLUMNS, t)) for t in tuples])
+    rows = _with_recipes(session, [dict(zip(SUMMARY_ROW_COLUMNS, t, strict=True)) for t in tuples])
     key = resolve_track(rows, track)
-    return [t for t, r in zip(tuples, rows) if key is not None and (r["recipe_hash"] or f"track:{r['track']}") == key]
+    return [t for t, r in zip(tuples, rows, strict=True) if key is not None and (r["recipe_hash"] or f"track:{r['track']}") == key]
 
 
 def summary_rows(*, session: Session, track: str | None = None, with_setting: bool = False) -> list[dict[str, Any]]:
@@ -161,7 +196,7 @@ def summary_rows(*, session: Session, track: str | None = None, with_setting: bo
     its ``recipe``. With ``track`` (a label or a recipe hash): the jobs under that track's stored label,
     every recipe sharing it included (so labels are made unique over the same recipes as the full board)."""
     conds = [] if track is None else [Job.track == _track_base(session, track)]
-    rows = _with_recipes(session, [dict(zip(SUMMARY_ROW_COLUMNS, row)) for row in _summary_tuples(session, conds)])
+    rows = _with_recipes(session, [dict(zip(SUMMARY_ROW_COLUMNS, row, strict=True)) for row in _summary_tuples(session, conds)])
     if with_setting and rows:
         # Equal setting_keys mean equal settings: parse one stored setting per key, not one per job.
         first_ids = select(func.min(Job.id)).where(Job.status == "succeeded").group_by(Job.setting_key)
@@ -192,7 +227,7 @@ def frontier_rows(*, session: Session, track: str) -> list[dict[str, Any]] | Non
         return rows
     fk = frontier_key(recipe)
     seen = {r["id"] for r in rows}
-    more = [dict(zip(SUMMARY_ROW_COLUMNS, t)) for t in _summary_tuples(session, [Job.frontier_key == fk]) if t[0] not in seen]
+    more = [dict(zip(SUMMARY_ROW_COLUMNS, t, strict=True)) for t in _summary_tuples(session, [Job.frontier_key == fk]) if t[0] not in seen]
     rows += _with_recipes(session, more)
     results = dict(session.execute(select(Job.id, Job.result).where(Job.status == "succeeded", Job.frontier_key == fk)).all())
     for row in rows:

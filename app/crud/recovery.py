@@ -116,8 +116,9 @@ def recover_stale_jobs(
     for job_id, worker, beat in stale:
         age = int((now - as_utc(beat)).total_seconds())
         error = STALE_ERROR.format(worker=worker or "unknown", age=age, id=job_id)
-        status = give_up_run(session=session, job_id=job_id, error=error, policy=policy, max_attempts=max_attempts,
-                             where=(col(Job.heartbeat_at) < cutoff,), now=now)
+        status = give_up_run(
+            session=session, job_id=job_id, error=error, policy=policy, max_attempts=max_attempts, where=(col(Job.heartbeat_at) < cutoff,), now=now
+        )
         if status:
             out[job_id] = status
     return out
@@ -144,7 +145,8 @@ def jobs_to_redispatch(*, session: Session, older_than: timedelta, now: datetime
     rows = session.execute(
         select(Job.id, Job.created_at, Job.heartbeat_at)
         .where(in_sources("mark_dispatched"), sent <= now - older_than)
-        .order_by(col(Job.created_at), col(Job.id)).limit(limit)
+        .order_by(col(Job.created_at), col(Job.id))
+        .limit(limit)
     ).all()
     session.rollback()
     due = []

@@ -1,6 +1,6 @@
 """Submitting jobs and sweeps: deduplication by spec hash, Idempotency-Keys, one transaction per sweep.
 
-    job, outcome = submit_job(session=session, spec=JobSpec.parse(data))   # "created", "deduplicated", "idempotent"
+job, outcome = submit_job(session=session, spec=JobSpec.parse(data))   # "created", "deduplicated", "idempotent"
 """
 
 from __future__ import annotations

@@ -32,7 +32,24 @@ from app.leaderboard.keys import (
 )
 
 __all__ = [
-    "FRONTIER_FRACTIONS", "FRONTIER_GAP", "build_frontier", "build_leaderboard", "dominates", "frontier_epochs", "frontier_key",
-    "frontier_recipe", "kernel_label", "mark_pareto", "per_seed", "position", "rank_track", "recipe_hash", "recipe_of", "resolve_track",
-    "schedule_label", "setting_key", "track_labels", "track_of",
+    "FRONTIER_FRACTIONS",
+    "FRONTIER_GAP",
+    "build_frontier",
+    "build_leaderboard",
+    "dominates",
+    "frontier_epochs",
+    "frontier_key",
+    "frontier_recipe",
+    "kernel_label",
+    "mark_pareto",
+    "per_seed",
+    "position",
+    "rank_track",
+    "recipe_hash",
+    "recipe_of",
+    "resolve_track",
+    "schedule_label",
+    "setting_key",
+    "track_labels",
+    "track_of",
 ]

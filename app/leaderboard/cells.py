@@ -50,8 +50,13 @@ def _cell(rows: list[dict[str, Any]], *, max_acc_drop: float, min_seeds: int, in
     gap_mean, gap_std, gap_ci = _stats(gaps)
     dacc_mean, _, dacc_ci = _stats(per_seed(used, "dynds_acc"))
     verdict = judge(
-        time_saving=ts_mean, acc_delta=acc_mean, gap_mean=gap_mean, gap_ci95=tuple(gap_ci) if gap_ci else None,
-        n_seeds=len(gaps) if gaps else len(seeds), min_seeds=min_seeds, timing_noisy=noisy_included,
+        time_saving=ts_mean,
+        acc_delta=acc_mean,
+        gap_mean=gap_mean,
+        gap_ci95=tuple(gap_ci) if gap_ci else None,
+        n_seeds=len(gaps) if gaps else len(seeds),
+        min_seeds=min_seeds,
+        timing_noisy=noisy_included,
     )
     why = []
     if noisy_included and not include_noisy:
@@ -156,14 +161,16 @@ def build_leaderboard(
     tracks = []
     for k, group in groups.items():
         recipe = recipes[k]
-        tracks.append({
-            "track": labels[k],
-            "recipe_hash": group[0].get("recipe_hash"),
-            "frontier_key": frontier_key(recipe) if recipe else None,
-            "recipe": recipe,
-            "arch": group[0]["arch"],
-            "dataset": group[0]["dataset"],
-            "entries": rank_track(group, max_acc_drop, min_seeds=min_seeds, include_noisy=include_noisy),
-        })
+        tracks.append(
+            {
+                "track": labels[k],
+                "recipe_hash": group[0].get("recipe_hash"),
+                "frontier_key": frontier_key(recipe) if recipe else None,
+                "recipe": recipe,
+                "arch": group[0]["arch"],
+                "dataset": group[0]["dataset"],
+                "entries": rank_track(group, max_acc_drop, min_seeds=min_seeds, include_noisy=include_noisy),
+            }
+        )
     tracks.sort(key=lambda t: t["track"])
     return {"max_acc_drop": max_acc_drop, "min_seeds": min_seeds, "include_noisy": include_noisy, "tracks": tracks}

@@ -43,7 +43,7 @@ def _band(points: list[dict[str, Any]], x: float) -> tuple[float, float] | None:
 
 
 def position(points: list[dict[str, Any]], x: float | None, acc: float | None) -> str:
-    """"above" / "within" / "below" the baseline band at ``x``; "unknown" outside its x range (or without numbers)."""
+    """ "above" / "within" / "below" the baseline band at ``x``; "unknown" outside its x range (or without numbers)."""
     if x is None or acc is None:
         return "unknown"
     band = _band(points, x)
@@ -121,24 +121,46 @@ def build_frontier(
     for x, items in sorted(groups.items()):
         accs = per_seed([{"seed": s, "acc": a} for _, _, s, _, a in items], "acc")
         mean, ci = mean_ci95(accs)
-        baseline.append({
-            "time_fraction": x, "acc_mean": mean, "acc_ci95": _ci(ci), "n_seeds": len(accs), "n_points": len(items),
-            "sources": sorted({src for _, src, _, _, _ in items}), "job_ids": sorted({j for _, _, _, j, _ in items}),
-        })
+        baseline.append(
+            {
+                "time_fraction": x,
+                "acc_mean": mean,
+                "acc_ci95": _ci(ci),
+                "n_seeds": len(accs),
+                "n_points": len(items),
+                "sources": sorted({src for _, src, _, _, _ in items}),
+                "job_ids": sorted({j for _, _, _, j, _ in items}),
+            }
+        )
 
     dynds = []
     for c in cells:
         ts, ts_ci = c["time_saving_mean"], c["time_saving_ci95"]
         x = 1 - ts if ts is not None else None
-        dynds.append({
-            "setting_key": c["setting_key"], "setting": c["setting"], "schedule_kind": c["schedule_kind"],
-            "time_fraction": x, "time_fraction_ci95": [1 - ts_ci[1], 1 - ts_ci[0]] if ts_ci else None,
-            "acc_mean": c["dynds_acc_mean"], "acc_ci95": c["dynds_acc_ci95"],
-            "position": position(baseline, x, c["dynds_acc_mean"]),
-            "n_seeds": c["n_seeds"], "job_ids": c["job_ids"], "rank": c["rank"], "ranked": c["ranked"],
-            "verdict": c["verdict"], "verdict_sentence": c["verdict_sentence"],
-        })
+        dynds.append(
+            {
+                "setting_key": c["setting_key"],
+                "setting": c["setting"],
+                "schedule_kind": c["schedule_kind"],
+                "time_fraction": x,
+                "time_fraction_ci95": [1 - ts_ci[1], 1 - ts_ci[0]] if ts_ci else None,
+                "acc_mean": c["dynds_acc_mean"],
+                "acc_ci95": c["dynds_acc_ci95"],
+                "position": position(baseline, x, c["dynds_acc_mean"]),
+                "n_seeds": c["n_seeds"],
+                "job_ids": c["job_ids"],
+                "rank": c["rank"],
+                "ranked": c["ranked"],
+                "verdict": c["verdict"],
+                "verdict_sentence": c["verdict_sentence"],
+            }
+        )
     return {
-        "track": labels[k], "recipe_hash": None if k.startswith("track:") else k, "frontier_key": fk,
-        "recipe": recipe, "full_epochs": full_epochs, "baseline": baseline, "dynds": dynds,
+        "track": labels[k],
+        "recipe_hash": None if k.startswith("track:") else k,
+        "frontier_key": fk,
+        "recipe": recipe,
+        "full_epochs": full_epochs,
+        "baseline": baseline,
+        "dynds": dynds,
     }

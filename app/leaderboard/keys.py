@@ -56,9 +56,7 @@ def kernel_label(kernel: dict[str, Any]) -> str:
 def setting_key(dynds: dict[str, Any]) -> str:
     """A readable, unique name for a DynDS setting, e.g. ``stochastic p=0.5 | avg k2s1 sum | in/2 avg | bn frozen``."""
     inp = dynds["input"]
-    return " | ".join(
-        (schedule_label(dynds["schedule"]), kernel_label(dynds["kernel"]), f"in/{inp['factor']} {inp['mode']}", f"bn {dynds['bn']}")
-    )
+    return " | ".join((schedule_label(dynds["schedule"]), kernel_label(dynds["kernel"]), f"in/{inp['factor']} {inp['mode']}", f"bn {dynds['bn']}"))
 
 
 # ---------------------------------------------------------------- recipes: what makes numbers comparable
@@ -173,7 +171,7 @@ def recipes_and_labels(rows: list[dict[str, Any]]) -> tuple[dict[str, dict[str, 
     seen: dict[str, list[str]] = defaultdict(list)
     for k, label in labels.items():
         seen[label].append(k)
-    for label, ks in seen.items():
+    for ks in seen.values():
         if len(ks) > 1:
             for k in ks:
                 labels[k] = f"{bases[k]} · {k.removeprefix('track:')[:8]}"

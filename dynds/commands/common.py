@@ -30,25 +30,40 @@ def redact(url: str | None) -> str:
 
 
 def add_database_argument(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--database-url", default=None, metavar="URL",
-                   help="the database, e.g. postgresql://user@host/dynds (default: $DYNDS_DATABASE_URL, else "
-                        "sqlite:///$DYNDS_HOME/dynds.db)")
+    p.add_argument(
+        "--database-url",
+        default=None,
+        metavar="URL",
+        help="the database, e.g. postgresql://user@host/dynds (default: $DYNDS_DATABASE_URL, else sqlite:///$DYNDS_HOME/dynds.db)",
+    )
 
 
 def add_broker_argument(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--broker-url", default=None, metavar="URL",
-                   help="the Celery broker, e.g. redis://host:6379/0 (default: $DYNDS_BROKER_URL, else none: "
-                        "`dynds serve` runs jobs itself)")
+    p.add_argument(
+        "--broker-url",
+        default=None,
+        metavar="URL",
+        help="the Celery broker, e.g. redis://host:6379/0 (default: $DYNDS_BROKER_URL, else none: `dynds serve` runs jobs itself)",
+    )
 
 
 def add_log_arguments(p: argparse.ArgumentParser, old_spelling: str | None = None) -> None:
     """--log-level and --log-format, the same on `dynds serve` and `dynds worker` (app/logs.py)."""
-    p.add_argument("--log-level", default=None, choices=LOG_LEVELS, type=str.lower,
-                   help="console log level (default: $DYNDS_LOG_LEVEL, else info); jobs store INFO and above regardless")
+    p.add_argument(
+        "--log-level",
+        default=None,
+        choices=LOG_LEVELS,
+        type=str.lower,
+        help="console log level (default: $DYNDS_LOG_LEVEL, else info); jobs store INFO and above regardless",
+    )
     if old_spelling:  # the earlier name, still accepted
         p.add_argument(old_spelling, dest="log_level", default=None, choices=LOG_LEVELS, type=str.lower, help=argparse.SUPPRESS)
-    p.add_argument("--log-format", default=None, choices=("text", "json"),
-                   help="console log format: text, or json (one object per line) (default: $DYNDS_LOG_FORMAT, else text)")
+    p.add_argument(
+        "--log-format",
+        default=None,
+        choices=("text", "json"),
+        help="console log format: text, or json (one object per line) (default: $DYNDS_LOG_FORMAT, else text)",
+    )
 
 
 def load_settings(args: argparse.Namespace) -> Any:

@@ -20,9 +20,12 @@ from dynds.commands.common import (
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="run the API and dashboard (and, with no broker configured, the job executor)",
-                       description="Run the REST API and the dashboard. With no broker configured, jobs run in this "
-                                   "process (the embedded executor, one server per database); with one, on `dynds worker`s.")
+    p = sub.add_parser(
+        "serve",
+        help="run the API and dashboard (and, with no broker configured, the job executor)",
+        description="Run the REST API and the dashboard. With no broker configured, jobs run in this "
+        "process (the embedded executor, one server per database); with one, on `dynds worker`s.",
+    )
     p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: %(default)s; 0.0.0.0 for all)")
     p.add_argument("--port", type=int, default=8000, help="the port to listen on (default: %(default)s)")
     add_database_argument(p)
@@ -49,8 +52,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         # One embedded server per database: a second one would run jobs beside the first and, stopping
         # (its port taken, say), interrupt them. It refuses to start instead, naming the first.
-        label = (f"dynds serve on {socket.gethostname()} pid {os.getpid()} port {args.port} "
-                 f"since {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC")
+        label = f"dynds serve on {socket.gethostname()} pid {os.getpid()} port {args.port} since {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC"
         try:
             lock = ServeLock(settings.database_url, label=label).acquire()
         except ServeLockHeld as held:

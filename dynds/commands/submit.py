@@ -18,22 +18,39 @@ DEFAULT_SERVER = "http://127.0.0.1:8000"
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("submit", help="submit a job spec to a server; with --wait, follow it (for CI)",
-                       description="Submit a job spec to a dynds server. With --wait, follow the job to its end; the "
-                                   "exit code then says whether it succeeded and met the thresholds.")
+    p = sub.add_parser(
+        "submit",
+        help="submit a job spec to a server; with --wait, follow it (for CI)",
+        description="Submit a job spec to a dynds server. With --wait, follow the job to its end; the "
+        "exit code then says whether it succeeded and met the thresholds.",
+    )
     p.add_argument("spec", help="the job spec, a YAML or JSON file (a relative data.root is made absolute here)")
-    p.add_argument("--server", default=None, metavar="URL",
-                   help=f"the server's URL (default: $DYNDS_SERVER, else {DEFAULT_SERVER})")
+    p.add_argument("--server", default=None, metavar="URL", help=f"the server's URL (default: $DYNDS_SERVER, else {DEFAULT_SERVER})")
     p.add_argument("--token", default=None, help="the API token (default: $DYNDS_TOKEN, else none)")
     p.add_argument("--force", action="store_true", help="run even if an identical job exists (default: reuse it)")
     p.add_argument("--wait", action="store_true", help="follow the job to its end; the exit code tells the outcome (default: return at once)")
-    p.add_argument("--min-time-saving", type=float, default=None, metavar="X",
-                   help="with --wait: fail unless time_saving >= X, a fraction, e.g. 0.1 (default: not checked)")
-    p.add_argument("--max-acc-drop", type=float, default=None, metavar="Y",
-                   help="with --wait: fail if accuracy drops by more than Y points against the baseline (default: not checked)")
+    p.add_argument(
+        "--min-time-saving",
+        type=float,
+        default=None,
+        metavar="X",
+        help="with --wait: fail unless time_saving >= X, a fraction, e.g. 0.1 (default: not checked)",
+    )
+    p.add_argument(
+        "--max-acc-drop",
+        type=float,
+        default=None,
+        metavar="Y",
+        help="with --wait: fail if accuracy drops by more than Y points against the baseline (default: not checked)",
+    )
     p.add_argument("--timeout", type=float, default=None, metavar="S", help="with --wait: give up after S seconds (default: none)")
-    p.add_argument("--retry-for", type=float, default=120.0, metavar="S",
-                   help="keep retrying an unreachable server (or 502/503/504) for S seconds in a row (default: %(default)s)")
+    p.add_argument(
+        "--retry-for",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="keep retrying an unreachable server (or 502/503/504) for S seconds in a row (default: %(default)s)",
+    )
     p.set_defaults(func=cmd_submit)
 
 
@@ -61,8 +78,7 @@ def validation_lines(problem: Any) -> list[str]:
     return lines
 
 
-def threshold_failures(summary: dict[str, Any] | None, *, min_time_saving: float | None,
-                       max_acc_drop: float | None) -> list[str]:
+def threshold_failures(summary: dict[str, Any] | None, *, min_time_saving: float | None, max_acc_drop: float | None) -> list[str]:
     """Which of the CI thresholds a finished job missed, in words (empty: all met)."""
     summary = summary or {}
     failures = []
@@ -89,12 +105,14 @@ def format_summary(job: dict[str, Any]) -> str:
 
     result = job.get("result") or {}
     pairing = result.get("pairing")
-    line = (f"job {job['id']} {job['status']}: time_saving {fmt('time_saving', '{:.1%}')}"
-            + (f" ({pairing})" if pairing else "")
-            + f", cross-check {fmt('time_saving_interleaved', '{:.1%}')}, "
-            f"acc_delta {fmt('acc_delta', '{:+.2f} pt')}, flop_saving {fmt('flop_saving', '{:.1%}')}, "
-            f"dynds_acc {fmt('dynds_acc', '{:.2f}%')}, baseline_acc {fmt('baseline_acc', '{:.2f}%')}, "
-            f"equal_time_gap {fmt('equal_time_gap', '{:+.2f} pt')}")
+    line = (
+        f"job {job['id']} {job['status']}: time_saving {fmt('time_saving', '{:.1%}')}"
+        + (f" ({pairing})" if pairing else "")
+        + f", cross-check {fmt('time_saving_interleaved', '{:.1%}')}, "
+        f"acc_delta {fmt('acc_delta', '{:+.2f} pt')}, flop_saving {fmt('flop_saving', '{:.1%}')}, "
+        f"dynds_acc {fmt('dynds_acc', '{:.2f}%')}, baseline_acc {fmt('baseline_acc', '{:.2f}%')}, "
+        f"equal_time_gap {fmt('equal_time_gap', '{:+.2f} pt')}"
+    )
     if s.get("timing_noisy"):
         line += f"\ntiming noisy: {result.get('timing_noise') or 'the savings disagreed or the step times varied'}; do not rely on time_saving"
     if result.get("verdict_sentence"):
@@ -106,8 +124,10 @@ def format_progress(job: dict[str, Any]) -> str:
     p = job.get("progress") or {}
     if not p:
         return f"job {job['id']}: {job['status']}"
-    return (f"job {job['id']}: {job['status']} {p.get('run', '')} epoch {p.get('epoch', 0) + 1}/{p.get('epochs', '?')} "
-            f"step {p.get('step', 0)}/{p.get('total_steps', '?')} ({p.get('fraction', 0):.0%})")
+    return (
+        f"job {job['id']}: {job['status']} {p.get('run', '')} epoch {p.get('epoch', 0) + 1}/{p.get('epochs', '?')} "
+        f"step {p.get('step', 0)}/{p.get('total_steps', '?')} ({p.get('fraction', 0):.0%})"
+    )
 
 
 def progress_printer() -> Any:

@@ -21,10 +21,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     t = tsub.add_parser("revoke", help="revoke (delete) every token with this name")
     _name_argument(t, "the name given to `dynds token create`")
     last = t.add_mutually_exclusive_group()
-    last.add_argument("--force", action="store_true",
-                      help="revoke the last token(s) too; writes then stay closed until `dynds token create` makes a new one")
-    last.add_argument("--open-writes", action="store_true",
-                      help="revoke the last token(s) and open writes to anyone without a token (as a fresh install)")
+    last.add_argument(
+        "--force", action="store_true", help="revoke the last token(s) too; writes then stay closed until `dynds token create` makes a new one"
+    )
+    last.add_argument(
+        "--open-writes", action="store_true", help="revoke the last token(s) and open writes to anyone without a token (as a fresh install)"
+    )
     add_database_argument(t)
     t.set_defaults(func=cmd_token_revoke)
 

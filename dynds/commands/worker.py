@@ -20,15 +20,21 @@ WORKER_NAME = "dynds@%h"  # docker-compose's health check pings dynds@$HOSTNAME
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("worker", help="run a Celery worker that executes jobs (needs a broker)",
-                       description="Run a Celery worker that takes jobs from the broker's queue and trains them, "
-                                   "writing metrics and results to the database the server uses.")
-    p.add_argument("--concurrency", type=int, default=1,
-                   help="jobs run at once, each in its own process (default: %(default)s, one per GPU)")
+    p = sub.add_parser(
+        "worker",
+        help="run a Celery worker that executes jobs (needs a broker)",
+        description="Run a Celery worker that takes jobs from the broker's queue and trains them, "
+        "writing metrics and results to the database the server uses.",
+    )
+    p.add_argument("--concurrency", type=int, default=1, help="jobs run at once, each in its own process (default: %(default)s, one per GPU)")
     p.add_argument("--queue", default=None, help="the queue to consume (default: $DYNDS_QUEUE, else 'dynds')")
-    p.add_argument("--name", default=WORKER_NAME, metavar="NAME",
-                   help="the worker's Celery node name (default: %(default)s, %%h: the host name); two workers on one host "
-                        "need different names, or they share one control queue and answer pings for each other")
+    p.add_argument(
+        "--name",
+        default=WORKER_NAME,
+        metavar="NAME",
+        help="the worker's Celery node name (default: %(default)s, %%h: the host name); two workers on one host "
+        "need different names, or they share one control queue and answer pings for each other",
+    )
     add_database_argument(p)
     add_broker_argument(p)
     add_log_arguments(p, old_spelling="--loglevel")
@@ -40,8 +46,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
         return fail(f"--concurrency must be at least 1: {args.concurrency}")
     settings = load_settings(args)
     if not settings.broker_url:
-        return fail("no broker configured: pass --broker-url or set DYNDS_BROKER_URL (e.g. redis://localhost:6379/0); "
-                    "without one, `dynds serve` runs jobs itself")
+        return fail(
+            "no broker configured: pass --broker-url or set DYNDS_BROKER_URL (e.g. redis://localhost:6379/0); "
+            "without one, `dynds serve` runs jobs itself"
+        )
     chosen = setup_logging(args, settings)  # the pool's children inherit it (worker/celery_app.py)
     problem = broker_problem(settings.broker_url)
     if problem:
@@ -56,12 +64,22 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     celery = make_celery(settings)
     queue = args.queue or settings.queue
-    print(f"dynds worker: queue {queue!r} on {redact(settings.broker_url)}, concurrency {args.concurrency}, "
-          f"{settings.worker_threads} torch threads per job", flush=True)
-    celery.worker_main([
-        "worker", f"--concurrency={args.concurrency}", f"--queues={queue}", f"--loglevel={chosen['level'].upper()}",
-        f"--hostname={args.name}", "--without-gossip", "--without-mingle",
-    ])
+    print(
+        f"dynds worker: queue {queue!r} on {redact(settings.broker_url)}, concurrency {args.concurrency}, "
+        f"{settings.worker_threads} torch threads per job",
+        flush=True,
+    )
+    celery.worker_main(
+        [
+            "worker",
+            f"--concurrency={args.concurrency}",
+            f"--queues={queue}",
+            f"--loglevel={chosen['level'].upper()}",
+            f"--hostname={args.name}",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
     return EXIT_OK
 
 

@@ -50,6 +50,7 @@ class CifarUnpickler(pickle.Unpickler):
             return super().find_class(module, name)
         raise UnsafePickle(f"it refers to {module}.{name}, which a CIFAR batch never holds")
 
+
 def _layout(cls, label_key: str) -> tuple:
     """(folder, training files, test file, meta file, label key, class-names key) of torchvision's class:
     the files its reader opens. Its reader itself is not used: it unpickles them with plain
@@ -180,8 +181,7 @@ def _unpickle(path: Path, *, allowed_roots: tuple[str, ...] | None = None, limit
         ) from None
     except Exception as exc:  # a truncated or foreign file fails in many ways inside pickle
         raise DataError(
-            f"{path} is not a readable CIFAR pickle ({type(exc).__name__}: {exc}); "
-            "replace it with the file from the original CIFAR python archive."
+            f"{path} is not a readable CIFAR pickle ({type(exc).__name__}: {exc}); replace it with the file from the original CIFAR python archive."
         ) from None
     if not isinstance(obj, dict):
         raise DataError(f"{path} is not a CIFAR pickle: it holds a {type(obj).__name__}, not a dict of arrays.")

@@ -57,8 +57,7 @@ def _check_expected(size: tuple[int, int], name: str, expect: tuple[tuple[int, i
     if size != expect[0]:
         (w, h), other = expect
         raise DataError(
-            f"the image {name} is {size[0]}x{size[1]} but {other} is {w}x{h}; "
-            "every image must have the same size: resize them beforehand."
+            f"the image {name} is {size[0]}x{size[1]} but {other} is {w}x{h}; every image must have the same size: resize them beforehand."
         )
 
 
@@ -79,8 +78,7 @@ def _check_pixels(size: tuple[int, int], name: str, max_pixels: int) -> None:
 
 def _unreadable(name: str, exc: Exception) -> DataError:
     return DataError(
-        f"cannot decode the image {name} ({exc}); replace or remove the file so that every file in the "
-        "class folders is a readable image."
+        f"cannot decode the image {name} ({exc}); replace or remove the file so that every file in the class folders is a readable image."
     )
 
 

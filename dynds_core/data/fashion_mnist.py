@@ -75,7 +75,9 @@ def load_fashion_mnist(root: Path | None, *, allowed_roots: tuple[str, ...] | No
     if found is None:
         outside = (
             f" The files in {', '.join(str(f) for f in skipped)} resolve outside the allowed data directories "
-            f"({', '.join(allowed_roots or ())}) and were not read." if skipped else ""
+            f"({', '.join(allowed_roots or ())}) and were not read."
+            if skipped
+            else ""
         )
         raise DataError(
             f"fashion-mnist not found: looked for {', '.join(FILES.values())} (each plain or .gz) in "
@@ -124,9 +126,7 @@ def read_idx(path: Path, magic: int, limits: DataLimits = DEFAULT_LIMITS) -> np.
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"cannot read {path}: {exc}; replace it with the original IDX file.") from None
     if len(raw) > limits.max_file_bytes:
-        raise DataError(
-            f"{path} expands to more than the limit of {limits.max_file_bytes} bytes per file; it is not read further."
-        )
+        raise DataError(f"{path} expands to more than the limit of {limits.max_file_bytes} bytes per file; it is not read further.")
     kind = "images" if magic == IMAGES_MAGIC else "labels"
     if len(raw) < 4:
         raise DataError(f"{path} is not an IDX file: it holds only {len(raw)} bytes; replace it with the original IDX {kind} file.")

@@ -253,9 +253,7 @@ def _check_one_top(tops: set[tuple[str, ...]], count: int, source: Path) -> None
         raise DataError(f"{source} holds no images in class folders; provide {_LAYOUT_HELP}.")
     if len(tops) > 1:
         listed = ", ".join("/".join(t) or "." for t in sorted(tops))
-        raise DataError(
-            f"{source} holds several data sets ({listed}); point data.root at one of them: {_LAYOUT_HELP}."
-        )
+        raise DataError(f"{source} holds several data sets ({listed}); point data.root at one of them: {_LAYOUT_HELP}.")
 
 
 def _member_parts(name: str) -> tuple[str, ...]:
@@ -280,9 +278,7 @@ def _check_member(path: Path, member: tarfile.TarInfo, limits: DataLimits) -> No
         )
 
 
-def _scan_archive(
-    path: Path, limits: DataLimits = DEFAULT_LIMITS, *, deadline: float | None = None, headers_only: bool = False
-) -> list[ImageFile]:
+def _scan_archive(path: Path, limits: DataLimits = DEFAULT_LIMITS, *, deadline: float | None = None, headers_only: bool = False) -> list[ImageFile]:
     """The archive's images, read in one streaming pass. ``headers_only``: the bytes of the first training
     image only (a probe's count and size; the rest are streamed past, unread)."""
     files: list[ImageFile] = []
@@ -325,9 +321,7 @@ def _scan_archive(
     except TimeoutError:  # an OSError, but not the archive's fault
         raise
     except (tarfile.TarError, OSError, EOFError) as exc:
-        raise DataError(
-            f"cannot read the archive {path} ({exc}); provide a readable .tar, .tar.gz or a directory: {_LAYOUT_HELP}."
-        ) from None
+        raise DataError(f"cannot read the archive {path} ({exc}); provide a readable .tar, .tar.gz or a directory: {_LAYOUT_HELP}.") from None
     _check_one_top(tops, len(files), path)
     return files
 

@@ -47,9 +47,7 @@ class DataLimits:
 
 DEFAULT_LIMITS = DataLimits()
 
-_POLICY: contextvars.ContextVar[tuple[tuple[str, ...] | None, DataLimits | None]] = contextvars.ContextVar(
-    "dynds_data_policy", default=(None, None)
-)
+_POLICY: contextvars.ContextVar[tuple[tuple[str, ...] | None, DataLimits | None]] = contextvars.ContextVar("dynds_data_policy", default=(None, None))
 
 
 @contextlib.contextmanager

@@ -153,8 +153,7 @@ class BatchLoader:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if drop_last and len(x) < batch_size:
             raise ValueError(
-                f"batch_size {batch_size} is larger than the {len(x)} images: with drop_last no batch is left; "
-                "lower the batch size or use more data"
+                f"batch_size {batch_size} is larger than the {len(x)} images: with drop_last no batch is left; lower the batch size or use more data"
             )
         if pad_mode not in PAD_MODES:
             raise ValueError(f"pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")

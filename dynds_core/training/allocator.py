@@ -26,6 +26,7 @@ M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 32 << 20  # glibc's ceiling on 64-bit: blocks up to 32 MB come from the heap
 TRIM_THRESHOLD = 1 << 30  # keep up to 1 GB of free heap top
 
+
 def _user_chose() -> bool:
     env = os.environ
     return (

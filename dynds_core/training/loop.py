@@ -138,8 +138,12 @@ class TrainingRun:
         callback.on_run_start(
             plan.kind,
             {
-                "total_steps": plan.total_steps, "epochs": plan.epochs, "steps_per_epoch": plan.steps_per_epoch,
-                "device": str(device), "flops_full_step": self.flops["full"], "flops_reduced_step": self.flops["reduced"],
+                "total_steps": plan.total_steps,
+                "epochs": plan.epochs,
+                "steps_per_epoch": plan.steps_per_epoch,
+                "device": str(device),
+                "flops_full_step": self.flops["full"],
+                "flops_reduced_step": self.flops["reduced"],
                 "expected_reduced_fraction": plan.schedule.expected_reduced_fraction(),
             },
         )
@@ -170,8 +174,15 @@ class TrainingRun:
             if self.wants_steps:
                 self.callback.on_step(
                     StepMetrics(
-                        run=plan.kind, step=p.step, epoch=p.epoch, batch_type=p.batch_type, loss=loss,
-                        acc=100.0 * correct / p.n, lr=p.lr, step_time_s=dt, train_time_s=tally.train_time,
+                        run=plan.kind,
+                        step=p.step,
+                        epoch=p.epoch,
+                        batch_type=p.batch_type,
+                        loss=loss,
+                        acc=100.0 * correct / p.n,
+                        lr=p.lr,
+                        step_time_s=dt,
+                        train_time_s=tally.train_time,
                         total_steps=plan.total_steps,
                     )
                 )
@@ -230,10 +241,18 @@ class TrainingRun:
             val_loss, val_acc = evaluate(self.model, self.val_loader, device, self.spec.train.amp)
             n = max(tally.epoch_seen, 1)
             m = EpochMetrics(
-                run=plan.kind, epoch=epoch, epochs=plan.epochs, train_loss=tally.epoch_loss / n,
-                train_acc=100.0 * tally.epoch_correct / n, val_loss=val_loss, val_acc=val_acc,
-                train_time_s=tally.train_time, time_full_s=tally.time["full"], time_reduced_s=tally.time["reduced"],
-                steps_full=tally.steps["full"], steps_reduced=tally.steps["reduced"],
+                run=plan.kind,
+                epoch=epoch,
+                epochs=plan.epochs,
+                train_loss=tally.epoch_loss / n,
+                train_acc=100.0 * tally.epoch_correct / n,
+                val_loss=val_loss,
+                val_acc=val_acc,
+                train_time_s=tally.train_time,
+                time_full_s=tally.time["full"],
+                time_reduced_s=tally.time["reduced"],
+                steps_full=tally.steps["full"],
+                steps_reduced=tally.steps["reduced"],
             )
             self.result.epochs.append(m)
             callback.on_epoch(m)
@@ -323,5 +342,3 @@ def warm_up(spec: JobSpec, init_model: nn.Module, dataset: Any, device: torch.de
             loss.backward()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-

@@ -12,22 +12,21 @@ import socket
 import threading
 import time
 import uuid
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
-
-import warnings
 
 import pytest
 
 # Starlette suggests the httpx2 fork for its TestClient; httpx is what the project depends on.
 warnings.filterwarnings("ignore", message=".*httpx2.*")
 from fastapi.testclient import TestClient  # noqa: E402
-from sqlalchemy import text
-from sqlmodel import Session
+from sqlalchemy import text  # noqa: E402
+from sqlmodel import Session  # noqa: E402
 
-from app.core.config import Settings
-from app.core.db import init_db, make_engine
-from app.main import create_app
+from app.core.config import Settings  # noqa: E402
+from app.core.db import init_db, make_engine  # noqa: E402
+from app.main import create_app  # noqa: E402
 
 PG_ADMIN_URL = os.environ.get("DYNDS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 TABLES = ("metric_point", "idempotency_key", "job", "sweep", "api_token")
@@ -172,8 +171,19 @@ def live_server(app):
 
 
 def make_result(
-    spec, *, time_saving=0.3, acc_delta=-0.2, equal_time_gap=None, cancelled=False, baseline=True,
-    baseline_acc=70.0, steps=100, equal_time_steps=None, timing_noisy=False, time_saving_interleaved=None, verdict=None,
+    spec,
+    *,
+    time_saving=0.3,
+    acc_delta=-0.2,
+    equal_time_gap=None,
+    cancelled=False,
+    baseline=True,
+    baseline_acc=70.0,
+    steps=100,
+    equal_time_steps=None,
+    timing_noisy=False,
+    time_saving_interleaved=None,
+    verdict=None,
 ):
     """A JobResult with the given headline figures (what a finished training job reports)."""
     from dynds_core.result import JobResult, RunResult
@@ -182,13 +192,23 @@ def make_result(
     base = RunResult(run="baseline", final_val_acc=baseline_acc, train_time_s=100.0, steps=steps) if baseline else None
     equal = (
         RunResult(run="equal_time", final_val_acc=baseline_acc + acc_delta - equal_time_gap, steps=equal_time_steps or steps)
-        if equal_time_gap is not None else None
+        if equal_time_gap is not None
+        else None
     )
     return JobResult(
-        spec_hash=spec.spec_hash, spec=spec.canonical(), device="cpu", dynds=dynds, baseline=base, equal_time=equal,
-        time_saving=time_saving if baseline else None, acc_delta=acc_delta if baseline else None,
-        equal_time_gap=equal_time_gap, cancelled=cancelled, timing_noisy=timing_noisy,
-        time_saving_interleaved=time_saving_interleaved, verdict=verdict,
+        spec_hash=spec.spec_hash,
+        spec=spec.canonical(),
+        device="cpu",
+        dynds=dynds,
+        baseline=base,
+        equal_time=equal,
+        time_saving=time_saving if baseline else None,
+        acc_delta=acc_delta if baseline else None,
+        equal_time_gap=equal_time_gap,
+        cancelled=cancelled,
+        timing_noisy=timing_noisy,
+        time_saving_interleaved=time_saving_interleaved,
+        verdict=verdict,
     )
 
 

@@ -38,7 +38,6 @@ SKIP = ("/events",)  # streams: open while the job runs (tests/app/api/routes/te
 
 def test_no_operation_answers_5xx_or_off_schema(app):
     from hypothesis import given
-
     from schemathesis.python import asgi
 
     loaded = schemathesis.openapi.from_asgi("/openapi.json", app)

@@ -35,8 +35,9 @@ def job_row(engine, job_id) -> Job:
 
 
 def step(i, total=100):
-    return StepMetrics(run="dynds", step=i, epoch=0, batch_type="full", loss=1.0, acc=50.0, lr=0.1,
-                       step_time_s=0.01, train_time_s=0.01 * (i + 1), total_steps=total)
+    return StepMetrics(
+        run="dynds", step=i, epoch=0, batch_type="full", loss=1.0, acc=50.0, lr=0.1, step_time_s=0.01, train_time_s=0.01 * (i + 1), total_steps=total
+    )
 
 
 class FakeClock:
@@ -159,9 +160,14 @@ def test_the_app_checks_heartbeats_periodically(settings, engine, dispatcher, br
 def test_with_requeue_a_stale_job_is_requeued_and_sent_again_until_its_attempts_run_out(settings, engine, dispatcher, session):
     job_id = running_job(session, seed=1)
     set_heartbeat(engine, job_id, utcnow() - timedelta(seconds=700))
-    app_settings = settings.model_copy(update={
-        "broker_url": "redis://127.0.0.1:1/0", "recover_policy": "requeue", "max_attempts": 2, "stale_check_interval_s": 0.05,
-    })
+    app_settings = settings.model_copy(
+        update={
+            "broker_url": "redis://127.0.0.1:1/0",
+            "recover_policy": "requeue",
+            "max_attempts": 2,
+            "stale_check_interval_s": 0.05,
+        }
+    )
     with TestClient(create_app(app_settings, dispatcher=dispatcher)):
         deadline = time.monotonic() + 10
         while job_id not in dispatcher.job_ids:

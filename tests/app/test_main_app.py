@@ -133,8 +133,16 @@ def test_dashboard_is_served_when_built(settings, tmp_path, monkeypatch, dispatc
 
 def test_openapi_documents_the_routes(client):
     paths = client.get("/openapi.json").json()["paths"]
-    for path in ("/api/v1/jobs", "/api/v1/jobs/{job_id}/events", "/api/v1/sweeps", "/api/v1/leaderboard", "/api/v1/export",
-                 "/api/v1/meta", "/api/v1/specs/validate", "/readyz"):
+    for path in (
+        "/api/v1/jobs",
+        "/api/v1/jobs/{job_id}/events",
+        "/api/v1/sweeps",
+        "/api/v1/leaderboard",
+        "/api/v1/export",
+        "/api/v1/meta",
+        "/api/v1/specs/validate",
+        "/readyz",
+    ):
         assert path in paths, path
 
 

@@ -5,7 +5,15 @@ from sqlmodel import select
 
 from app.models import ApiToken
 from app.security import (
-    CLOSED_MARKER, LastToken, create_token, has_tokens, hash_token, list_tokens, revoke_token, verify_token, writes_closed,
+    CLOSED_MARKER,
+    LastToken,
+    create_token,
+    has_tokens,
+    hash_token,
+    list_tokens,
+    revoke_token,
+    verify_token,
+    writes_closed,
 )
 
 

@@ -3,7 +3,6 @@
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -13,14 +12,22 @@ def test_gpu_check_cpu_fallback_prints_every_figure():
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GPU_CHECK_TIMEOUT_S": "150"}
     proc = subprocess.run(
         ["bash", str(ROOT / "bench" / "gpu_check.sh"), "--cpu", "--threads", "1"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     out = proc.stdout
     assert proc.returncode == 0, f"exit {proc.returncode}\n{out}\n{proc.stderr}"
     assert "no CUDA: CPU fallback" in out
     # Every precision x step type, with a speed-up and the FLOP ratio beside it.
-    rows = re.findall(r"^resnet20\s+8\s+(fp32 nchw|fp32 channels_last|bf16 channels_last)\s+(full|reduced .*?)\s+"
-                      r"([\d.]+)\s+([\d.]+)x\s+([\d.]+)x\s+([\d.]+)x$", out, re.M)
+    rows = re.findall(
+        r"^resnet20\s+8\s+(fp32 nchw|fp32 channels_last|bf16 channels_last)\s+(full|reduced .*?)\s+"
+        r"([\d.]+)\s+([\d.]+)x\s+([\d.]+)x\s+([\d.]+)x$",
+        out,
+        re.M,
+    )
     assert len(rows) == 9, out
     flop = {step.strip(): float(ratio) for _, step, _, _, _, ratio in rows}
     assert flop["full"] == 1.0

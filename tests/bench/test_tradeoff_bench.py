@@ -2,9 +2,9 @@
 
 import importlib.util
 import json
+from pathlib import Path
 
 import pytest
-from pathlib import Path
 
 from dynds_core import JobSpec
 from dynds_core.result import RunResult
@@ -20,10 +20,21 @@ spec.loader.exec_module(tradeoff)
 def _args(*argv):
     import argparse
 
-    ns = argparse.Namespace(data=Path("/nonexistent.tar.gz"), arch="resnet20", subset=10000, val_subset=None, epochs=12,
-                            seeds=[0, 1, 2], settings=["baseline", "input-only", "phase-first50", "default"], threads=1,
-                            device="cpu", min_seeds=3, include_noisy=False, max_acc_drop=0.5)
-    for k, v in zip(argv[::2], argv[1::2]):
+    ns = argparse.Namespace(
+        data=Path("/nonexistent.tar.gz"),
+        arch="resnet20",
+        subset=10000,
+        val_subset=None,
+        epochs=12,
+        seeds=[0, 1, 2],
+        settings=["baseline", "input-only", "phase-first50", "default"],
+        threads=1,
+        device="cpu",
+        min_seeds=3,
+        include_noisy=False,
+        max_acc_drop=0.5,
+    )
+    for k, v in zip(argv[::2], argv[1::2], strict=True):
         setattr(ns, k, v)
     return ns
 
@@ -45,20 +56,42 @@ def test_plan_has_every_setting_with_lockstep_baselines_and_the_frontier_budgets
 
 def _record(setting, seed, epochs, *, saving, acc, base_acc=None, eq_acc=None):
     dynds_section = tradeoff.SETTINGS[setting] or {"schedule": {"kind": "none"}}
-    s = JobSpec.parse({**tradeoff.base_spec(_args(), seed, epochs), "dynds": dynds_section,
-                       "baseline": base_acc is not None, "equal_time_baseline": eq_acc is not None})
+    s = JobSpec.parse(
+        {
+            **tradeoff.base_spec(_args(), seed, epochs),
+            "dynds": dynds_section,
+            "baseline": base_acc is not None,
+            "equal_time_baseline": eq_acc is not None,
+        }
+    )
     if base_acc is None:
         dynds = RunResult(run="dynds", steps=100, steps_full=100, train_time_s=90, time_full_s=90, final_val_acc=acc)
         res = compare(s, "cpu (1 threads)", dynds, None, None)
     else:
         t = 90 * (1 - saving)  # interleaved = paired: not noisy
-        dynds = RunResult(run="dynds", steps=100, steps_full=50, steps_reduced=50, train_time_s=t, time_full_s=45,
-                          time_reduced_s=t - 45, total_flops=55, final_val_acc=acc)
+        dynds = RunResult(
+            run="dynds",
+            steps=100,
+            steps_full=50,
+            steps_reduced=50,
+            train_time_s=t,
+            time_full_s=45,
+            time_reduced_s=t - 45,
+            total_flops=55,
+            final_val_acc=acc,
+        )
         base = RunResult(run="baseline", steps=100, steps_full=100, train_time_s=90, time_full_s=90, total_flops=100, final_val_acc=base_acc)
         eq = RunResult(run="equal_time", steps=round(100 * (1 - saving)), steps_full=round(100 * (1 - saving)), final_val_acc=eq_acc)
         res = compare(s, "cpu (1 threads)", dynds, base, eq, pairing="lockstep")
-    return {"key": f"{setting}/s{seed}/e{epochs}", "setting": setting, "seed": seed, "epochs": epochs, "wall_s": 1.0,
-            "finished_at": "2026-12-01T20:00:00+00:00", "result": res.model_dump(mode="json")}
+    return {
+        "key": f"{setting}/s{seed}/e{epochs}",
+        "setting": setting,
+        "seed": seed,
+        "epochs": epochs,
+        "wall_s": 1.0,
+        "finished_at": "2026-12-01T20:00:00+00:00",
+        "result": res.model_dump(mode="json"),
+    }
 
 
 def _study(tmp_path):

@@ -61,10 +61,17 @@ def clean_venv() -> Path:
         if not os.access(venv / "bin" / exe, os.X_OK):
             pytest.fail(f"the clean venv {venv} has no bin/{exe}; {hint}")
     probe = subprocess.run(
-        [str(venv / "bin" / "python"), "-c",
-         "import importlib.util as u, app, worker, dynds_core; "
-         "print(app.__file__); print(u.find_spec('pytest') is None and u.find_spec('playwright') is None)"],
-        capture_output=True, text=True, cwd="/", env=_clean_env(venv), timeout=60,
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import importlib.util as u, app, worker, dynds_core; "
+            "print(app.__file__); print(u.find_spec('pytest') is None and u.find_spec('playwright') is None)",
+        ],
+        capture_output=True,
+        text=True,
+        cwd="/",
+        env=_clean_env(venv),
+        timeout=60,
     )
     assert probe.returncode == 0, f"dynds does not import in the clean venv {venv}:\n{probe.stderr}"
     app_file, no_extras = probe.stdout.split()
@@ -78,8 +85,7 @@ def _clean_env(venv: Path, **extra: str) -> dict[str, str]:
     """This environment without our settings, virtualenv or Python path; the clean venv's bin first."""
     drop = ("DYNDS_", "VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
-    env.update(PATH=f"{venv / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}", PYTHONUNBUFFERED="1",
-               OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env.update(PATH=f"{venv / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     env.update(extra)
     return env
 
@@ -135,8 +141,7 @@ class Proc:
         self.name = name
         self.log_path = cwd / f"{name}.log"
         self._log = open(self.log_path, "wb")
-        self.popen = subprocess.Popen(args, env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
+        self.popen = subprocess.Popen(args, env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def output(self, tail: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-tail:]
@@ -192,9 +197,13 @@ def deployment(tmp_path, clean_venv, database_url, broker_url):
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     (tmp_path / "data").mkdir()
     overrides = {
-        "DYNDS_DATABASE_URL": database_url, "DYNDS_BROKER_URL": broker_url,
-        "DYNDS_DATA_DIRS": str(tmp_path / "data"), "DYNDS_CACHE_DIR": str(tmp_path / "cache"),
-        "DYNDS_HOME": str(tmp_path / "home"), "DYNDS_WORKER_THREADS": "1", "DYNDS_METRICS_FLUSH_INTERVAL_S": "0.5",
+        "DYNDS_DATABASE_URL": database_url,
+        "DYNDS_BROKER_URL": broker_url,
+        "DYNDS_DATA_DIRS": str(tmp_path / "data"),
+        "DYNDS_CACHE_DIR": str(tmp_path / "cache"),
+        "DYNDS_HOME": str(tmp_path / "home"),
+        "DYNDS_WORKER_THREADS": "1",
+        "DYNDS_METRICS_FLUSH_INTERVAL_S": "0.5",
     }
     procs: list[Proc] = []
     try:
@@ -235,7 +244,7 @@ def deployment(tmp_path, clean_venv, database_url, broker_url):
 def _set_option(command: list[str], option: str, value: str) -> list[str]:
     if option in command:
         i = command.index(option)
-        return command[: i + 1] + [value] + command[i + 2:]
+        return command[: i + 1] + [value] + command[i + 2 :]
     return command + [option, value]
 
 
@@ -276,8 +285,8 @@ def test_ten_jobs_over_http_run_on_both_workers_of_a_clean_install(deployment):
         assert record, f"job {job['id']} has no reproducibility record"
         name, _, pid = (record.get("worker") or "").rpartition(":")
         assert name == f"dynds@{host}" and pid.isdigit() and int(pid) in workers, (
-            f"job {job['id']}'s record names worker {record.get('worker')!r}, not one of "
-            f"{[f'dynds@{host}:{p}' for p in workers]}")
+            f"job {job['id']}'s record names worker {record.get('worker')!r}, not one of {[f'dynds@{host}:{p}' for p in workers]}"
+        )
         ran_on[int(pid)].append(job["id"])
         # What ran is the installed package: no checkout beside it, one torch thread per job.
         assert record["git_revision"] is None and record["packages"]["dynds"], record

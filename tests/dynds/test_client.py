@@ -35,20 +35,26 @@ class Script:
 def client(script: Script, **retry) -> tuple[Client, list[float], list[str]]:
     slept: list[float] = []
     notes: list[str] = []
-    api = Client("http://dynds.test", "tok", retry=Retry(**retry) if retry else None, transport=httpx.MockTransport(script),
-                 note=notes.append, sleep=slept.append)
+    api = Client(
+        "http://dynds.test",
+        "tok",
+        retry=Retry(**retry) if retry else None,
+        transport=httpx.MockTransport(script),
+        note=notes.append,
+        sleep=slept.append,
+    )
     return api, slept, notes
 
 
 def test_sse_events_are_parsed_and_heartbeats_skipped():
-    lines = [": heartbeat", "", "event: status", "data: {\"a\":", "data: 1}", "", "id: 3", "event: metric", "data: x", "", "event: end",
-             "data: {}", ""]
+    lines = [": heartbeat", "", "event: status", 'data: {"a":', "data: 1}", "", "id: 3", "event: metric", "data: x", "", "event: end", "data: {}", ""]
     assert list(sse_events(lines)) == [("status", '{"a":\n1}'), ("metric", "x"), ("end", "{}")]
 
 
 def test_a_submission_is_retried_through_refused_connections_with_one_idempotency_key():
-    script = Script(httpx.ConnectError("refused"), httpx.ReadTimeout("slow"), httpx.Response(503, headers={"Retry-After": "3"}),
-                    httpx.Response(201, json=JOB))
+    script = Script(
+        httpx.ConnectError("refused"), httpx.ReadTimeout("slow"), httpx.Response(503, headers={"Retry-After": "3"}), httpx.Response(201, json=JOB)
+    )
     api, slept, notes = client(script)
     assert api.submit({"train": {"epochs": 1}}) == JOB
     keys = {r.headers["Idempotency-Key"] for r in script.requests}

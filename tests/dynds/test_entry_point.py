@@ -98,12 +98,30 @@ def _run_blocking(modules: tuple[str, ...], argv: list[str], tmp_path: Path) -> 
         "from dynds.cli import main\n"
         f"sys.exit(main({argv!r}))\n"
     )
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT,
-                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DYNDS_HOME": str(tmp_path / "home")})
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DYNDS_HOME": str(tmp_path / "home")},
+    )
 
 
-SERVICE_AND_TORCH = ("fastapi", "starlette", "uvicorn", "sqlmodel", "sqlalchemy", "alembic", "celery", "redis", "torch",
-                     "torchvision", "app", "worker")
+SERVICE_AND_TORCH = (
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "sqlmodel",
+    "sqlalchemy",
+    "alembic",
+    "celery",
+    "redis",
+    "torch",
+    "torchvision",
+    "app",
+    "worker",
+)
 
 
 def test_submit_needs_neither_the_server_nor_torch(tmp_path):

@@ -23,24 +23,27 @@ from service_helpers import DYNDS, TINY_SPEC, Proc, free_port, serve, subprocess
 def test_threshold_failures_name_the_threshold_missed():
     summary = {"time_saving": 0.12, "acc_delta": -0.8}
     assert threshold_failures(summary, min_time_saving=0.1, max_acc_drop=1.0) == []
-    assert threshold_failures(summary, min_time_saving=0.2, max_acc_drop=None) == [
-        "time_saving 0.1200 is below --min-time-saving 0.2"]
-    assert threshold_failures(summary, min_time_saving=None, max_acc_drop=0.5) == [
-        "accuracy dropped by 0.80 points, more than --max-acc-drop 0.5"]
+    assert threshold_failures(summary, min_time_saving=0.2, max_acc_drop=None) == ["time_saving 0.1200 is below --min-time-saving 0.2"]
+    assert threshold_failures(summary, min_time_saving=None, max_acc_drop=0.5) == ["accuracy dropped by 0.80 points, more than --max-acc-drop 0.5"]
     no_baseline = threshold_failures({"time_saving": None, "acc_delta": None}, min_time_saving=0.1, max_acc_drop=0.5)
     assert len(no_baseline) == 2 and all("no baseline" in f for f in no_baseline)
 
 
 def test_validation_lines_show_each_key_path():
-    detail = [{"loc": ["body", "spec", "train", "epochs"], "msg": "must be >= 1"},
-              {"loc": ["body", "force"], "msg": "not a bool"}]
+    detail = [{"loc": ["body", "spec", "train", "epochs"], "msg": "must be >= 1"}, {"loc": ["body", "force"], "msg": "not a bool"}]
     assert validation_lines(detail) == ["  train.epochs: must be >= 1", "  force: not a bool"]
 
 
 def test_validation_lines_read_a_problem_body():
-    problem = {"type": "https://dynds.dev/problems/validation", "status": 422, "detail": "2 invalid fields: ...",
-               "errors": [{"loc": ["body", "spec", "train", "epochs"], "msg": "must be >= 1", "type": "x"},
-                          {"loc": ["body", "forse"], "msg": "Extra inputs are not permitted", "type": "extra_forbidden"}]}
+    problem = {
+        "type": "https://dynds.dev/problems/validation",
+        "status": 422,
+        "detail": "2 invalid fields: ...",
+        "errors": [
+            {"loc": ["body", "spec", "train", "epochs"], "msg": "must be >= 1", "type": "x"},
+            {"loc": ["body", "forse"], "msg": "Extra inputs are not permitted", "type": "extra_forbidden"},
+        ],
+    }
     assert validation_lines(problem) == ["  train.epochs: must be >= 1", "  forse: Extra inputs are not permitted"]
     assert validation_lines({"status": 422, "detail": "spec is required"}) == ["spec is required"]
 
@@ -115,8 +118,7 @@ def test_token_create_list_revoke(tmp_path, monkeypatch, capsys):
 
 
 def _submit(url, spec_path, *extra, env=None):
-    return subprocess.run([DYNDS, "submit", str(spec_path), "--server", url, *extra],
-                          capture_output=True, text=True, timeout=180, env=env)
+    return subprocess.run([DYNDS, "submit", str(spec_path), "--server", url, *extra], capture_output=True, text=True, timeout=180, env=env)
 
 
 def test_submit_exit_codes_against_a_live_server(tmp_path, serve):
@@ -156,8 +158,7 @@ def test_submit_exit_codes_against_a_live_server(tmp_path, serve):
     assert "retrying in" in r.stderr and "ConnectError" in r.stderr
 
     # Once a token exists, writes need it: 2 without, 0 with DYNDS_TOKEN.
-    token = subprocess.run([DYNDS, "token", "create", "ci"], capture_output=True, text=True, env=env,
-                           check=True).stdout.strip()
+    token = subprocess.run([DYNDS, "token", "create", "ci"], capture_output=True, text=True, env=env, check=True).stdout.strip()
     r = _submit(url, good, "--force", env=env)
     assert r.returncode == 2 and "401" in r.stderr and "DYNDS_TOKEN" in r.stderr
     r = _submit(url, good, "--force", env={**env, "DYNDS_TOKEN": token})
@@ -190,8 +191,13 @@ def test_submit_wait_rides_out_a_server_restart(tmp_path):
     server = start(1)
     spec = tmp_path / "job.yaml"
     spec.write_text(yaml.safe_dump(tiny_spec(epochs=15)))  # about 10 s of training, on one thread
-    submit = subprocess.Popen([DYNDS, "submit", str(spec), "--server", url, "--wait", "--retry-for", "120"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    submit = subprocess.Popen(
+        [DYNDS, "submit", str(spec), "--server", url, "--wait", "--retry-for", "120"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         wait_until(lambda: httpx.get(f"{url}/api/v1/jobs/1", timeout=2).json().get("status") == "running", 60, "the job to run")
         server.stop()

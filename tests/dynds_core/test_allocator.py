@@ -34,7 +34,11 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 def faults(mode: str, **env) -> int:
     out = subprocess.run(
-        [sys.executable, "-c", SCRIPT, mode], capture_output=True, text=True, timeout=120, cwd=ROOT,
+        [sys.executable, "-c", SCRIPT, mode],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
         env={"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **env},
     )
     assert out.returncode == 0, out.stderr
@@ -53,7 +57,11 @@ def test_a_user_allocator_choice_is_left_alone():
     # With the user's own malloc settings, nothing is changed and the caller is told so.
     script = "from dynds_core.training.allocator import retain_freed_memory; print(retain_freed_memory())"
     out = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT,
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1048576"},
     )
     assert out.stdout.strip() == "False", out.stderr

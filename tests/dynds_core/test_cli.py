@@ -176,8 +176,13 @@ def test_summary_names_what_sized_the_equal_time_run():
     from dynds_core.result import JobResult, RunResult
 
     res = JobResult(
-        spec_hash="x", spec={"name": "s"}, device="cpu", dynds=RunResult(run="dynds"), equal_time=RunResult(run="equal_time"),
-        equal_time_gap=-1.5, equal_time_sizing="own_full_steps",
+        spec_hash="x",
+        spec={"name": "s"},
+        device="cpu",
+        dynds=RunResult(run="dynds"),
+        equal_time=RunResult(run="equal_time"),
+        equal_time_gap=-1.5,
+        equal_time_sizing="own_full_steps",
     )
     console = Console(width=300, record=True, file=io.StringIO())
     console.print(summary_table(res))
@@ -195,11 +200,32 @@ def test_summary_explains_every_figure_and_gives_the_verdict():
     from dynds_core.trainer import compare
 
     def run(kind, acc, t, full, reduced):
-        e = EpochMetrics(run=kind, epoch=0, epochs=1, train_loss=1, train_acc=50, val_loss=1, val_acc=acc, train_time_s=t,
-                         time_full_s=t if not reduced else t * 0.6, time_reduced_s=0 if not reduced else t * 0.4,
-                         steps_full=full, steps_reduced=reduced)
-        return RunResult(run=kind, epochs=[e], steps=full + reduced, steps_full=full, steps_reduced=reduced, train_time_s=e.train_time_s,
-                         time_full_s=e.time_full_s, time_reduced_s=e.time_reduced_s, final_val_acc=acc, total_flops=9.0 * full + reduced)
+        e = EpochMetrics(
+            run=kind,
+            epoch=0,
+            epochs=1,
+            train_loss=1,
+            train_acc=50,
+            val_loss=1,
+            val_acc=acc,
+            train_time_s=t,
+            time_full_s=t if not reduced else t * 0.6,
+            time_reduced_s=0 if not reduced else t * 0.4,
+            steps_full=full,
+            steps_reduced=reduced,
+        )
+        return RunResult(
+            run=kind,
+            epochs=[e],
+            steps=full + reduced,
+            steps_full=full,
+            steps_reduced=reduced,
+            train_time_s=e.train_time_s,
+            time_full_s=e.time_full_s,
+            time_reduced_s=e.time_reduced_s,
+            final_val_acc=acc,
+            total_flops=9.0 * full + reduced,
+        )
 
     spec = JobSpec.parse({"equal_time_baseline": False})
     res = compare(spec, "cpu", run("dynds", 60.0, 6.4, 5, 5), run("baseline", 65.6, 10.0, 10, 0), None, pairing="lockstep")

@@ -455,8 +455,7 @@ def test_jpeg_headers_are_checked_before_torchvision_decodes_any(tmp_path, monke
 
     monkeypatch.setattr(decode, "decode_jpegs", no_decode)
     with pytest.raises(DataError, match=r"40x30 = 1200 pixels, more than the limit of 1000"):
-        load_dataset(DataSpec(dataset="imagefolder", root=str(tmp_path / "src")), cache_dir=tmp_path / "c",
-                     limits=DataLimits(max_image_pixels=1000))
+        load_dataset(DataSpec(dataset="imagefolder", root=str(tmp_path / "src")), cache_dir=tmp_path / "c", limits=DataLimits(max_image_pixels=1000))
     Image.fromarray(np.zeros((31, 40, 3), np.uint8)).save(tmp_path / "src" / "test" / "b" / "9.jpg")
     with pytest.raises(DataError, match=r"9\.jpg is 40x31 but .* is 40x30"):
         load_dataset(DataSpec(dataset="imagefolder", root=str(tmp_path / "src")), cache_dir=tmp_path / "c")

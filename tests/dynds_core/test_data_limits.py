@@ -96,7 +96,10 @@ def test_archive_total_past_the_limit_is_refused(tmp_path):
 @pytest.mark.parametrize(
     "kind, expected",
     [
-        ("symlink", "symbolic link"), ("hardlink", "hard link"), ("absolute", "absolute or '..'"), ("dotdot", "absolute or '..'"),
+        ("symlink", "symbolic link"),
+        ("hardlink", "hard link"),
+        ("absolute", "absolute or '..'"),
+        ("dotdot", "absolute or '..'"),
         ("fifo", "not a regular file"),
     ],
 )

@@ -1,6 +1,5 @@
 """DistributedDataParallel with the reduced pass: two real processes over gloo."""
 
-
 import pytest
 import torch
 import torch.distributed as dist

@@ -105,7 +105,7 @@ def test_unknown_name_lists_the_choices():
 
 @pytest.mark.parametrize("kwargs", [dict(num_classes=0), dict(in_channels=-1), dict(num_classes=2.5)])
 def test_bad_sizes_name_the_value(kwargs):
-    (label, value), = kwargs.items()
+    ((label, value),) = kwargs.items()
     with pytest.raises(ValueError, match=f"{label} must be a positive integer: {value!r}"):
         create_model("resnet20", **kwargs)
 

@@ -124,5 +124,3 @@ def test_reduced_pass_checks_kernel_settings_like_pool_kernel(kernel, match):
             model(torch.randn(1, 1, 8, 8))
     assert not isinstance(ei.value, ReducedPassError)  # a bad setting, not a model that needs a fixed size
     assert "_conv_forward" not in model[0].__dict__
-
-

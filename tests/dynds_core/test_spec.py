@@ -31,7 +31,15 @@ def test_every_bad_key_path_is_listed():
         JobSpec.parse(bad, source="bad.yaml")
     got = paths(ei.value)
     assert {
-        "model.arch", "train.epochs", "train.lr", "train.optimiser", "dynds.input.factor", "dynds.schedule.p", "dynds.bn", "extra", "train.device"
+        "model.arch",
+        "train.epochs",
+        "train.lr",
+        "train.optimiser",
+        "dynds.input.factor",
+        "dynds.schedule.p",
+        "dynds.bn",
+        "extra",
+        "train.device",
     } <= got
     assert "tpu" in dict(ei.value.errors)["train.device"]
     text = str(ei.value)

@@ -177,9 +177,15 @@ def test_equal_time_without_baseline_estimates_baseline_time():
 
 def _timed_run(steps_full: int, steps_reduced: int, full_s: float, reduced_s: float) -> RunResult:
     return RunResult(
-        run="dynds", steps=steps_full + steps_reduced, steps_full=steps_full, steps_reduced=steps_reduced,
-        time_full_s=full_s, time_reduced_s=reduced_s, train_time_s=full_s + reduced_s,
-        flops_full_step=9.0, flops_reduced_step=1.0,
+        run="dynds",
+        steps=steps_full + steps_reduced,
+        steps_full=steps_full,
+        steps_reduced=steps_reduced,
+        time_full_s=full_s,
+        time_reduced_s=reduced_s,
+        train_time_s=full_s + reduced_s,
+        flops_full_step=9.0,
+        flops_reduced_step=1.0,
     )
 
 

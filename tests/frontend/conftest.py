@@ -18,8 +18,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run", "--disable-sync", "--disable-dev-shm-usage"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 
 
 def chromium_path() -> str | None:
@@ -61,16 +68,18 @@ def dynds_command() -> list[str]:
 
 def server_env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DYNDS_")}
-    env.update({
-        "DYNDS_HOME": str(home),
-        "DYNDS_DATABASE_URL": f"sqlite:///{home / 'dynds.db'}",
-        "DYNDS_DATA_DIRS": str(home / "data"),
-        "DYNDS_WORKER_THREADS": "1",
-        "DYNDS_METRICS_FLUSH_INTERVAL_S": "0.3",
-        "DYNDS_METRICS_FLUSH_EVERY": "5",
-        "OMP_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-    })
+    env.update(
+        {
+            "DYNDS_HOME": str(home),
+            "DYNDS_DATABASE_URL": f"sqlite:///{home / 'dynds.db'}",
+            "DYNDS_DATA_DIRS": str(home / "data"),
+            "DYNDS_WORKER_THREADS": "1",
+            "DYNDS_METRICS_FLUSH_INTERVAL_S": "0.3",
+            "DYNDS_METRICS_FLUSH_EVERY": "5",
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+        }
+    )
     return env
 
 
@@ -86,10 +95,15 @@ class LiveServer:
         self.log_path = home / "serve.log"
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout_s: float = 60.0) -> "LiveServer":
+    def start(self, timeout_s: float = 60.0) -> LiveServer:
         self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(dynds_command() + ["serve", "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
-                                     cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            dynds_command() + ["serve", "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -12,7 +12,9 @@ import pytest
 from .conftest import LiveServer, server_env, shot
 
 TINY = {
-    "name": "weights", "model": {"arch": "resnet20"}, "data": {"dataset": "synthetic", "image_size": 16, "synthetic_size": 128},
+    "name": "weights",
+    "model": {"arch": "resnet20"},
+    "data": {"dataset": "synthetic", "image_size": 16, "synthetic_size": 128},
     "train": {"epochs": 1, "batch_size": 32, "num_threads": 1},
 }
 
@@ -61,13 +63,14 @@ def test_job_page_links_the_model_weights_with_size_and_sha256(page, server, tra
 
 def test_a_succeeded_job_without_weights_says_so(page, server, trained_job):
     job_id = trained_job["id"]
-    page.route(f"**/api/v1/jobs/{job_id}/artifacts", lambda r: r.fulfill(status=200, content_type="application/json",
-                                                                          body=json.dumps({"data": [], "count": 0})))
+    page.route(
+        f"**/api/v1/jobs/{job_id}/artifacts",
+        lambda r: r.fulfill(status=200, content_type="application/json", body=json.dumps({"data": [], "count": 0})),
+    )
     goto(page, server, f"jobs/{job_id}")
     line = page.locator("#job-weights")
     line.wait_for()
     assert "not stored for this job" in line.inner_text() and page.locator("#weights-download").count() == 0
-
 
 
 def test_with_read_tokens_the_link_downloads_with_the_token(browser, tmp_path_factory):

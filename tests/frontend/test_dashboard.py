@@ -119,7 +119,8 @@ def test_tiny_job_runs_live_and_lands_everywhere(page, server):
     wait_rendered(page, "job")
     # Followed live over the events stream, no reload: the status turns succeeded and the curves fill.
     page.wait_for_selector("#job-head .badge.succeeded", timeout=240_000)
-    wait_js(page, 
+    wait_js(
+        page,
         """() => { const c = Chart.getChart(document.getElementById('chart-acc'));
                    return c && c.data.datasets.length >= 2 && c.data.datasets.every(d => d.data.length >= 1); }""",
         timeout=20_000,
@@ -154,8 +155,11 @@ def test_tiny_job_runs_live_and_lands_everywhere(page, server):
     shot(page, "compare")
     # one track: the live server's frontier is drawn, or the page says in words why there is none
     page.select_option("#track", index=1)
-    wait_js(page, """() => Chart.getChart(document.getElementById('frontier'))
-                                || (document.querySelector('#frontier-msg .alert') && !document.querySelector('#frontier-msg .loading'))""")
+    wait_js(
+        page,
+        """() => Chart.getChart(document.getElementById('frontier'))
+                                || (document.querySelector('#frontier-msg .alert') && !document.querySelector('#frontier-msg .loading'))""",
+    )
     shot(page, "compare-track")
     page.select_option("#track", "")
     # click selection overlays the job's curves

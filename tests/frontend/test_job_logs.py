@@ -20,7 +20,8 @@ LONG_SPEC = {
 
 def _lines(page) -> list[dict]:
     return page.eval_on_selector_all(
-        "#job-logs .log-line", "els => els.map(e => ({level: e.dataset.level, text: e.textContent, color: getComputedStyle(e).color}))")
+        "#job-logs .log-line", "els => els.map(e => ({level: e.dataset.level, text: e.textContent, color: getComputedStyle(e).color}))"
+    )
 
 
 def _wait_for(server, job_id: int, statuses: tuple[str, ...], timeout_s: float = 120.0) -> dict:
@@ -56,22 +57,31 @@ def test_the_job_page_follows_a_running_jobs_log(page, server):
 
 
 def test_log_lines_are_coloured_by_level(page, server):
-    r = server.api("POST", "/jobs", json={"spec": {**LONG_SPEC, "name": "logs-colours", "train": {**LONG_SPEC["train"], "epochs": 1}},
-                                          "force": True})
+    r = server.api("POST", "/jobs", json={"spec": {**LONG_SPEC, "name": "logs-colours", "train": {**LONG_SPEC["train"], "epochs": 1}}, "force": True})
     job_id = r.json()["id"]
     _wait_for(server, job_id, ("succeeded", "failed", "cancelled"))
     lines = [
         {"seq": 1, "created_at": "2026-12-01T20:00:00.000000Z", "level": "INFO", "logger": "worker.runner", "message": "job claimed"},
-        {"seq": 2, "created_at": "2026-12-01T20:00:01.000000Z", "level": "WARNING", "logger": "worker.sink", "message": "cannot write 5 metric points; will retry"},
-        {"seq": 3, "created_at": "2026-12-01T20:00:02.000000Z", "level": "ERROR", "logger": "worker.runner",
-         "message": "job failed: no CIFAR-10 under /data/cifar10 <script>alert(1)</script>"},
+        {
+            "seq": 2,
+            "created_at": "2026-12-01T20:00:01.000000Z",
+            "level": "WARNING",
+            "logger": "worker.sink",
+            "message": "cannot write 5 metric points; will retry",
+        },
+        {
+            "seq": 3,
+            "created_at": "2026-12-01T20:00:02.000000Z",
+            "level": "ERROR",
+            "logger": "worker.runner",
+            "message": "job failed: no CIFAR-10 under /data/cifar10 <script>alert(1)</script>",
+        },
     ]
 
     def logs(route):
         after = int(dict(p.split("=") for p in (route.request.url.split("?", 1) + [""])[1].split("&") if "=" in p).get("after", 0))
         data = [line for line in lines if line["seq"] > after]
-        route.fulfill(status=200, content_type="application/json",
-                      body=json.dumps({"data": data, "next_cursor": data[-1]["seq"] if data else after}))
+        route.fulfill(status=200, content_type="application/json", body=json.dumps({"data": data, "next_cursor": data[-1]["seq"] if data else after}))
 
     page.route(f"**/api/v1/jobs/{job_id}/logs*", logs)
     page.goto(f"{server.url}/#/jobs/{job_id}")

@@ -25,44 +25,104 @@ from .conftest import (
 
 TRACK = "resnet20/cifar10/e12-n10000"
 OTHER_TRACK = "resnet20/cifar10/e30-n50000"
-SENTENCE = ("Worth it: 31 % less time for 0.4 pt less accuracy; the baseline trained for the same time is 1.2 pt worse "
-            "(95 % interval +0.6 to +1.8 pt over 3 seeds).")
+SENTENCE = (
+    "Worth it: 31 % less time for 0.4 pt less accuracy; the baseline trained for the same time is 1.2 pt worse "
+    "(95 % interval +0.6 to +1.8 pt over 3 seeds)."
+)
 NOISE = "paired and interleaved savings disagree by 14 points (0.31 vs 0.17)"
 
 
 # --- a succeeded job with a constructed result -------------------------------------------------------
 
+
 def run_result(run: str, acc: float, time_s: float, full: int, reduced: int) -> dict:
-    return {"run": run, "epochs": [], "steps": full + reduced, "steps_full": full, "steps_reduced": reduced,
-            "train_time_s": time_s, "time_full_s": time_s * full / (full + reduced * 0.3),
-            "time_reduced_s": time_s - time_s * full / (full + reduced * 0.3),
-            "flops_full_step": 4.1e10, "flops_reduced_step": 1.0e10 if reduced else 0.0,
-            "total_flops": 4.1e10 * full + 1.0e10 * reduced, "final_val_acc": acc, "final_val_loss": 0.9, "best_val_acc": acc}
+    return {
+        "run": run,
+        "epochs": [],
+        "steps": full + reduced,
+        "steps_full": full,
+        "steps_reduced": reduced,
+        "train_time_s": time_s,
+        "time_full_s": time_s * full / (full + reduced * 0.3),
+        "time_reduced_s": time_s - time_s * full / (full + reduced * 0.3),
+        "flops_full_step": 4.1e10,
+        "flops_reduced_step": 1.0e10 if reduced else 0.0,
+        "total_flops": 4.1e10 * full + 1.0e10 * reduced,
+        "final_val_acc": acc,
+        "final_val_loss": 0.9,
+        "best_val_acc": acc,
+    }
 
 
 def constructed_job(job_id: int, *, noisy: bool, pairing: str = "lockstep") -> dict:
     result = {
-        "spec_hash": "ab12cd34ef", "spec": {"name": "trust"}, "device": "cpu",
-        "dynds": run_result("dynds", 70.1, 250.0, 400, 548), "baseline": run_result("baseline", 70.5, 362.3, 948, 0),
+        "spec_hash": "ab12cd34ef",
+        "spec": {"name": "trust"},
+        "device": "cpu",
+        "dynds": run_result("dynds", 70.1, 250.0, 400, 548),
+        "baseline": run_result("baseline", 70.5, 362.3, 948, 0),
         "equal_time": run_result("equal_time", 68.9, 249.0, 650, 0),
-        "time_saving": 0.31, "acc_delta": -0.4, "flop_saving": 0.55, "time_saving_interleaved": 0.17 if noisy else 0.30,
-        "equal_time_gap": 1.2, "equal_time_sizing": "own_full_steps", "pairing": pairing,
-        "timing_noisy": noisy, "timing_noise": NOISE if noisy else None,
-        "verdict": "beats_equal_time", "verdict_sentence": SENTENCE, "target_accuracy": None, "cancelled": False,
+        "time_saving": 0.31,
+        "acc_delta": -0.4,
+        "flop_saving": 0.55,
+        "time_saving_interleaved": 0.17 if noisy else 0.30,
+        "equal_time_gap": 1.2,
+        "equal_time_sizing": "own_full_steps",
+        "pairing": pairing,
+        "timing_noisy": noisy,
+        "timing_noise": NOISE if noisy else None,
+        "verdict": "beats_equal_time",
+        "verdict_sentence": SENTENCE,
+        "target_accuracy": None,
+        "cancelled": False,
     }
-    summary = {"time_saving": 0.31, "acc_delta": -0.4, "flop_saving": 0.55, "equal_time_gap": 1.2, "dynds_acc": 70.1,
-               "baseline_acc": 70.5, "equal_time_acc": 68.9, "dynds_time_s": 250.0, "baseline_time_s": 362.3,
-               "time_saving_interleaved": result["time_saving_interleaved"], "timing_noisy": noisy, "verdict": "beats_equal_time"}
+    summary = {
+        "time_saving": 0.31,
+        "acc_delta": -0.4,
+        "flop_saving": 0.55,
+        "equal_time_gap": 1.2,
+        "dynds_acc": 70.1,
+        "baseline_acc": 70.5,
+        "equal_time_acc": 68.9,
+        "dynds_time_s": 250.0,
+        "baseline_time_s": 362.3,
+        "time_saving_interleaved": result["time_saving_interleaved"],
+        "timing_noisy": noisy,
+        "verdict": "beats_equal_time",
+    }
     return {
-        "id": job_id, "name": f"trust-{job_id}", "status": "succeeded",
+        "id": job_id,
+        "name": f"trust-{job_id}",
+        "status": "succeeded",
         "spec": {"name": f"trust-{job_id}", "model": {"arch": "resnet20"}, "train": {"epochs": 12, "seed": 0}},
-        "spec_hash": "ab12cd34ef", "arch": "resnet20", "dataset": "cifar10", "schedule_kind": "stochastic", "track": TRACK,
-        "attempt": 1, "retry_of": None, "deduplicated": False,
-        "created_at": "2026-11-25T21:00:00.000000Z", "started_at": "2026-11-25T21:00:01.000000Z",
-        "finished_at": "2026-11-25T21:11:00.000000Z", "heartbeat_at": "2026-11-25T21:11:00.000000Z",
-        "cancel_requested": False, "progress": None, "summary": summary, "result": result, "error": None,
-        "reproducibility": {"packages": {"torch": "2.14.1"}, "cuda": None, "device": "cpu", "device_name": "test CPU",
-                            "host": "ci", "seed": 0, "git_revision": "abc123", "git_dirty": False, "python": "3.11.7"},
+        "spec_hash": "ab12cd34ef",
+        "arch": "resnet20",
+        "dataset": "cifar10",
+        "schedule_kind": "stochastic",
+        "track": TRACK,
+        "attempt": 1,
+        "retry_of": None,
+        "deduplicated": False,
+        "created_at": "2026-11-25T21:00:00.000000Z",
+        "started_at": "2026-11-25T21:00:01.000000Z",
+        "finished_at": "2026-11-25T21:11:00.000000Z",
+        "heartbeat_at": "2026-11-25T21:11:00.000000Z",
+        "cancel_requested": False,
+        "progress": None,
+        "summary": summary,
+        "result": result,
+        "error": None,
+        "reproducibility": {
+            "packages": {"torch": "2.14.1"},
+            "cuda": None,
+            "device": "cpu",
+            "device_name": "test CPU",
+            "host": "ci",
+            "seed": 0,
+            "git_revision": "abc123",
+            "git_dirty": False,
+            "python": "3.11.7",
+        },
     }
 
 
@@ -71,20 +131,48 @@ def epoch_points() -> list[dict]:
     for run, accs, t in (("dynds", (40, 58, 70.1), 83), ("baseline", (42, 60, 70.5), 121), ("equal_time", (38, 55, 68.9), 83)):
         for e, acc in enumerate(accs):
             pid += 1
-            pts.append({"id": pid, "run": run, "kind": "epoch", "step": (e + 1) * 316, "epoch": e, "train_time_s": t * (e + 1),
-                        "values": {"val_acc": acc, "val_loss": 1.5 - e * 0.3, "train_loss": 1.4 - e * 0.3, "train_acc": acc,
-                                   "steps_full": (e + 1) * 150, "steps_reduced": (e + 1) * 166}})
+            pts.append(
+                {
+                    "id": pid,
+                    "run": run,
+                    "kind": "epoch",
+                    "step": (e + 1) * 316,
+                    "epoch": e,
+                    "train_time_s": t * (e + 1),
+                    "values": {
+                        "val_acc": acc,
+                        "val_loss": 1.5 - e * 0.3,
+                        "train_loss": 1.4 - e * 0.3,
+                        "train_acc": acc,
+                        "steps_full": (e + 1) * 150,
+                        "steps_reduced": (e + 1) * 166,
+                    },
+                }
+            )
             pid += 1
-            pts.append({"id": pid, "run": run, "kind": "step", "step": (e + 1) * 316 - 1, "epoch": e, "train_time_s": t * (e + 1) - 1,
-                        "values": {"loss": 1.6 - e * 0.35, "acc": acc, "lr": 0.1, "batch_type": "full"}})
+            pts.append(
+                {
+                    "id": pid,
+                    "run": run,
+                    "kind": "step",
+                    "step": (e + 1) * 316 - 1,
+                    "epoch": e,
+                    "train_time_s": t * (e + 1) - 1,
+                    "values": {"loss": 1.6 - e * 0.35, "acc": acc, "lr": 0.1, "batch_type": "full"},
+                }
+            )
     return pts
 
 
 def route_job(page, job: dict) -> None:
     jid = job["id"]
     page.route(f"**/api/v1/jobs/{jid}", lambda r: fulfil_json(r, job))
-    page.route(f"**/api/v1/jobs/{jid}/metrics*", lambda r: fulfil_json(
-        r, {"data": epoch_points() if "after=" not in r.request.url else [], "next_cursor": 6 if "after=" not in r.request.url else None}))
+    page.route(
+        f"**/api/v1/jobs/{jid}/metrics*",
+        lambda r: fulfil_json(
+            r, {"data": epoch_points() if "after=" not in r.request.url else [], "next_cursor": 6 if "after=" not in r.request.url else None}
+        ),
+    )
 
 
 def test_job_page_says_the_verdict_and_how_the_timing_was_paired(vpage, server):
@@ -155,27 +243,98 @@ def test_jobs_list_marks_noisy_timing_and_says_the_verdict(vpage, server):
 
 # --- leaderboard ----------------------------------------------------------------------------------------
 
+
 def cell(key: str, *, rank, ranked: bool, why, ts, ts_ci, acc, acc_ci, gap, gap_ci, verdict, sentence, n_seeds=3, n_noisy=0, ids=(1, 2, 3)):
-    return {"rank": rank, "ranked": ranked, "why_unranked": why, "setting": {"schedule": {"kind": "stochastic"}}, "setting_key": key,
-            "schedule_kind": "stochastic", "n_seeds": n_seeds, "n_jobs": n_seeds, "seeds": list(range(n_seeds)), "n_noisy": n_noisy,
-            "time_saving_mean": ts, "time_saving_ci95": ts_ci, "acc_delta_mean": acc, "acc_delta_ci95": acc_ci,
-            "equal_time_gap_mean": gap, "equal_time_gap_ci95": gap_ci, "verdict": verdict, "verdict_sentence": sentence,
-            "within_bound": True, "pareto": rank == 1, "job_ids": list(ids)}
+    return {
+        "rank": rank,
+        "ranked": ranked,
+        "why_unranked": why,
+        "setting": {"schedule": {"kind": "stochastic"}},
+        "setting_key": key,
+        "schedule_kind": "stochastic",
+        "n_seeds": n_seeds,
+        "n_jobs": n_seeds,
+        "seeds": list(range(n_seeds)),
+        "n_noisy": n_noisy,
+        "time_saving_mean": ts,
+        "time_saving_ci95": ts_ci,
+        "acc_delta_mean": acc,
+        "acc_delta_ci95": acc_ci,
+        "equal_time_gap_mean": gap,
+        "equal_time_gap_ci95": gap_ci,
+        "verdict": verdict,
+        "verdict_sentence": sentence,
+        "within_bound": True,
+        "pareto": rank == 1,
+        "job_ids": list(ids),
+    }
 
 
 def leaderboard_body(min_seeds: int = 3) -> dict:
     entries = [
-        cell("stochastic p=0.5 | avg k2s1 sum | in/2 avg | bn frozen", rank=1, ranked=True, why=None, ts=0.31, ts_ci=[0.27, 0.35],
-             acc=-0.3, acc_ci=[-0.8, 0.2], gap=1.2, gap_ci=[0.6, 1.8], verdict="beats_equal_time", sentence=SENTENCE),
-        cell("stochastic p=0.3 | avg k2s1 sum | in/2 avg | bn frozen", rank=None, ranked=False, why="1 seed (needs 3)", ts=0.45, ts_ci=None,
-             acc=-0.2, acc_ci=None, gap=0.4, gap_ci=None, verdict="needs_seeds", n_seeds=1, ids=(7,),
-             sentence="Worth it here: 45 % less time for 0.2 pt less accuracy; the baseline trained for the same time is 0.4 pt worse (1 seed: not conclusive, run at least 3)."),
-        cell("periodic every=4 | avg k2s1 sum | in/2 avg | bn frozen", rank=2, ranked=True, why=None, ts=0.22, ts_ci=[0.18, 0.26],
-             acc=-1.1, acc_ci=[-1.9, -0.3], gap=-0.5, gap_ci=[-1.4, 0.4], verdict="tie", n_noisy=1, ids=(4, 5, 6),
-             sentence="Not conclusive: 22 % less time for 1.1 pt less accuracy; the baseline trained for the same time is 0.5 pt better, and the interval spans zero: a tie."),
+        cell(
+            "stochastic p=0.5 | avg k2s1 sum | in/2 avg | bn frozen",
+            rank=1,
+            ranked=True,
+            why=None,
+            ts=0.31,
+            ts_ci=[0.27, 0.35],
+            acc=-0.3,
+            acc_ci=[-0.8, 0.2],
+            gap=1.2,
+            gap_ci=[0.6, 1.8],
+            verdict="beats_equal_time",
+            sentence=SENTENCE,
+        ),
+        cell(
+            "stochastic p=0.3 | avg k2s1 sum | in/2 avg | bn frozen",
+            rank=None,
+            ranked=False,
+            why="1 seed (needs 3)",
+            ts=0.45,
+            ts_ci=None,
+            acc=-0.2,
+            acc_ci=None,
+            gap=0.4,
+            gap_ci=None,
+            verdict="needs_seeds",
+            n_seeds=1,
+            ids=(7,),
+            sentence="Worth it here: 45 % less time for 0.2 pt less accuracy; the baseline trained for the same time is 0.4 pt worse "
+            "(1 seed: not conclusive, run at least 3).",
+        ),
+        cell(
+            "periodic every=4 | avg k2s1 sum | in/2 avg | bn frozen",
+            rank=2,
+            ranked=True,
+            why=None,
+            ts=0.22,
+            ts_ci=[0.18, 0.26],
+            acc=-1.1,
+            acc_ci=[-1.9, -0.3],
+            gap=-0.5,
+            gap_ci=[-1.4, 0.4],
+            verdict="tie",
+            n_noisy=1,
+            ids=(4, 5, 6),
+            sentence="Not conclusive: 22 % less time for 1.1 pt less accuracy; the baseline trained for the same time is 0.5 pt better, "
+            "and the interval spans zero: a tie.",
+        ),
     ]
-    return {"max_acc_drop": 0.5, "min_seeds": min_seeds, "tracks": [
-        {"track": TRACK, "recipe_hash": "9f8e7d6c5b", "recipe": {"optimizer": "sgd", "lr": 0.1}, "arch": "resnet20", "dataset": "cifar10", "entries": entries}]}
+    return {
+        "max_acc_drop": 0.5,
+        "min_seeds": min_seeds,
+        "tracks": [
+            {
+                "track": TRACK,
+                "recipe_hash": "9f8e7d6c5b",
+                "recipe": {"optimizer": "sgd", "lr": 0.1},
+                "arch": "resnet20",
+                "dataset": "cifar10",
+                "entries": entries,
+            }
+        ],
+    }
 
 
 def test_leaderboard_shows_intervals_verdicts_and_unranked_cells_last(vpage, server):
@@ -213,6 +372,7 @@ def test_leaderboard_shows_intervals_verdicts_and_unranked_cells_last(vpage, ser
     wait_js(page, "() => location.hash.includes('include_noisy=true')")
     wait_rendered(page, "leaderboard")
     page.fill("#lb-seeds", "2")
+
     # the hash changes before the fetch goes out: wait for the request itself, not for the hash
     def both_filters(request) -> bool:
         q = {k: v[0] for k, v in parse_qs(urlparse(request.url).query).items()}
@@ -226,35 +386,85 @@ def test_leaderboard_shows_intervals_verdicts_and_unranked_cells_last(vpage, ser
 
 # --- compare: the budget frontier ---------------------------------------------------------------------
 
+
 def export_rows() -> list[dict]:
     rows = []
-    for i, (track, ts, acc) in enumerate(((TRACK, 0.31, -0.3), (TRACK, -0.20, -2.5), (TRACK, 0.22, -1.1), (OTHER_TRACK, 0.40, 0.2), (OTHER_TRACK, 0.10, 0.5))):
-        rows.append({"id": 100 + i, "name": f"run-{i}", "track": track, "arch": "resnet20", "dataset": "cifar10", "schedule_kind": "stochastic",
-                     "setting_key": f"stochastic p=0.{i + 3}", "seed": 0, "time_saving": ts, "acc_delta": acc, "flop_saving": 0.5,
-                     "equal_time_gap": 0.4, "dynds_acc": 70.0, "baseline_acc": 70.3, "equal_time_acc": 69.6, "dynds_time_s": 250.0,
-                     "baseline_time_s": 360.0})
+    for i, (track, ts, acc) in enumerate(
+        ((TRACK, 0.31, -0.3), (TRACK, -0.20, -2.5), (TRACK, 0.22, -1.1), (OTHER_TRACK, 0.40, 0.2), (OTHER_TRACK, 0.10, 0.5))
+    ):
+        rows.append(
+            {
+                "id": 100 + i,
+                "name": f"run-{i}",
+                "track": track,
+                "arch": "resnet20",
+                "dataset": "cifar10",
+                "schedule_kind": "stochastic",
+                "setting_key": f"stochastic p=0.{i + 3}",
+                "seed": 0,
+                "time_saving": ts,
+                "acc_delta": acc,
+                "flop_saving": 0.5,
+                "equal_time_gap": 0.4,
+                "dynds_acc": 70.0,
+                "baseline_acc": 70.3,
+                "equal_time_acc": 69.6,
+                "dynds_time_s": 250.0,
+                "baseline_time_s": 360.0,
+            }
+        )
     return rows
 
 
 def frontier_body() -> dict:
-    return {"track": TRACK, "recipe_hash": "9f8e7d6c5b",
-            "baseline": [{"time_fraction": f, "acc_mean": a, "acc_ci95": [a - 0.9, a + 0.9], "n_seeds": 3, "sources": []}
-                         for f, a in ((0.25, 55.0), (0.5, 63.0), (0.75, 67.5), (1.0, 70.3))],
-            "points": [
-                {"setting_key": "stochastic p=0.5", "time_fraction_mean": 0.69, "time_fraction_ci95": [0.65, 0.73], "acc_mean": 70.0,
-                 "acc_ci95": [69.5, 70.5], "n_seeds": 3, "verdict": "beats_equal_time", "position": "above"},
-                {"setting_key": "periodic every=4", "time_fraction_mean": 0.78, "time_fraction_ci95": [0.74, 0.82], "acc_mean": 68.0,
-                 "acc_ci95": [67.0, 69.0], "n_seeds": 3, "verdict": "tie", "position": "within"},
-                {"setting_key": "stochastic p=0.9", "time_fraction_mean": 0.4, "time_fraction_ci95": None, "acc_mean": 52.0,
-                 "acc_ci95": None, "n_seeds": 1, "verdict": "needs_seeds", "position": "below"},
-            ]}
+    return {
+        "track": TRACK,
+        "recipe_hash": "9f8e7d6c5b",
+        "baseline": [
+            {"time_fraction": f, "acc_mean": a, "acc_ci95": [a - 0.9, a + 0.9], "n_seeds": 3, "sources": []}
+            for f, a in ((0.25, 55.0), (0.5, 63.0), (0.75, 67.5), (1.0, 70.3))
+        ],
+        "points": [
+            {
+                "setting_key": "stochastic p=0.5",
+                "time_fraction_mean": 0.69,
+                "time_fraction_ci95": [0.65, 0.73],
+                "acc_mean": 70.0,
+                "acc_ci95": [69.5, 70.5],
+                "n_seeds": 3,
+                "verdict": "beats_equal_time",
+                "position": "above",
+            },
+            {
+                "setting_key": "periodic every=4",
+                "time_fraction_mean": 0.78,
+                "time_fraction_ci95": [0.74, 0.82],
+                "acc_mean": 68.0,
+                "acc_ci95": [67.0, 69.0],
+                "n_seeds": 3,
+                "verdict": "tie",
+                "position": "within",
+            },
+            {
+                "setting_key": "stochastic p=0.9",
+                "time_fraction_mean": 0.4,
+                "time_fraction_ci95": None,
+                "acc_mean": 52.0,
+                "acc_ci95": None,
+                "n_seeds": 1,
+                "verdict": "needs_seeds",
+                "position": "below",
+            },
+        ],
+    }
 
 
 def frontier_datasets(page) -> list[dict]:
     return page.evaluate(
         """() => { const c = Chart.getChart(document.getElementById('frontier'));
                    return c ? c.data.datasets.map(d => ({label: d.label, n: d.data.length, fill: d.fill ?? null, type: d.type || c.config.type,
-                                                         color: d.borderColor})) : null; }""")
+                                                         color: d.borderColor})) : null; }"""
+    )
 
 
 def test_compare_draws_the_frontier_of_one_track_and_no_front_across_tracks(vpage, server):
@@ -297,7 +507,10 @@ def test_compare_draws_the_frontier_of_one_track_and_no_front_across_tracks(vpag
     # no point is clipped: the axes hold the run at -20 % and every interval
     scatter_x = page.evaluate("() => { const s = Chart.getChart(document.getElementById('scatter')).scales.x; return [s.min, s.max]; }")
     assert scatter_x[0] < -20 and scatter_x[1] > 31, scatter_x
-    fx = page.evaluate("() => { const c = Chart.getChart(document.getElementById('frontier')); return [c.scales.x.min, c.scales.x.max, c.scales.y.min, c.scales.y.max]; }")
+    fx = page.evaluate(
+        "() => { const c = Chart.getChart(document.getElementById('frontier'));"
+        " return [c.scales.x.min, c.scales.x.max, c.scales.y.min, c.scales.y.max]; }"
+    )
     assert fx[0] <= 25 and fx[1] >= 100 and fx[2] < 52 and fx[3] > 71.2, fx
     page.locator("#frontier-box").scroll_into_view_if_needed()
     no_sideways_scroll(page)
@@ -310,6 +523,7 @@ def test_compare_draws_the_frontier_of_one_track_and_no_front_across_tracks(vpag
 
 
 # --- submit: sweeps with seeds and the frontier preset ----------------------------------------------
+
 
 def test_sweep_form_sends_seeds_and_the_frontier_preset(vpage, server):
     page = vpage

@@ -46,8 +46,11 @@ def missing_service(what: str, reason: str) -> None:
 @pytest.fixture
 def settings(tmp_path) -> Settings:
     return Settings(
-        home=tmp_path / "home", database_url=f"sqlite:///{tmp_path / 'dynds.db'}", broker_url=None,
-        worker_threads=1, metrics_flush_interval_s=0.2,
+        home=tmp_path / "home",
+        database_url=f"sqlite:///{tmp_path / 'dynds.db'}",
+        broker_url=None,
+        worker_threads=1,
+        metrics_flush_interval_s=0.2,
     )
 
 
@@ -94,8 +97,12 @@ def free_port() -> int:
 def subprocess_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DYNDS_")}
     env.update(
-        OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", DYNDS_WORKER_THREADS="1", DYNDS_HOME=str(tmp_path / "home"),
-        DYNDS_DATABASE_URL=f"sqlite:///{tmp_path / 'dynds.db'}", DYNDS_METRICS_FLUSH_INTERVAL_S="0.2",
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        DYNDS_WORKER_THREADS="1",
+        DYNDS_HOME=str(tmp_path / "home"),
+        DYNDS_DATABASE_URL=f"sqlite:///{tmp_path / 'dynds.db'}",
+        DYNDS_METRICS_FLUSH_INTERVAL_S="0.2",
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)
@@ -108,8 +115,7 @@ class Proc:
     def __init__(self, args: list[str], env: dict[str, str], log_path: Path):
         self.log_path = log_path
         self._log = open(log_path, "wb")
-        self.popen = subprocess.Popen([DYNDS, *args], env=env, stdout=self._log, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
+        self.popen = subprocess.Popen([DYNDS, *args], env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -143,8 +149,7 @@ def serve(tmp_path):
 
     def start(**env_extra: str) -> str:
         port = free_port()
-        proc = Proc(["serve", "--port", str(port), "--log-level", "warning"], subprocess_env(tmp_path, **env_extra),
-                    tmp_path / f"serve-{port}.log")
+        proc = Proc(["serve", "--port", str(port), "--log-level", "warning"], subprocess_env(tmp_path, **env_extra), tmp_path / f"serve-{port}.log")
         procs.append(proc)
         url = f"http://127.0.0.1:{port}"
 
@@ -191,7 +196,9 @@ class RedisServer:
         log = open(self.dir / "redis.log", "ab")
         self.popen = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir), "--save", "", *persistence],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         log.close()
         wait_until(self._ping, 10, f"redis-server on port {self.port}")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from service_helpers import database_url, pg_database  # noqa: F401  (fixtures)
 from sqlalchemy import text
 
 import dynds_core
@@ -19,8 +20,6 @@ from app.models import Artifact, utcnow
 from dynds_core.models import create_model
 from dynds_core.reduced import full_state_dict
 from worker.runner import run_job
-
-from service_helpers import database_url, pg_database  # noqa: F401  (fixtures)
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dynds.cli import build_parser
 from app.core.config import Settings
+from dynds.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "dynds:latest"  # what `build: .` makes; the services running it run our Dockerfile's image
@@ -40,8 +40,7 @@ def test_services_health_checks_and_start_order(compose):
     assert set(services) == {"redis", "postgres", "api", "worker"}
     for name, service in services.items():
         assert service["healthcheck"]["test"], f"{name} needs a health check"
-    assert services["api"]["depends_on"] == {"postgres": {"condition": "service_healthy"},
-                                            "redis": {"condition": "service_healthy"}}
+    assert services["api"]["depends_on"] == {"postgres": {"condition": "service_healthy"}, "redis": {"condition": "service_healthy"}}
     assert services["worker"]["depends_on"]["api"] == {"condition": "service_healthy"}  # the API migrates first
     for name, volume in (("redis", "/data"), ("postgres", "/var/lib/postgresql/data")):
         assert any(v.split(":")[1] == volume and v.split(":")[0] in compose["volumes"] for v in services[name]["volumes"])
@@ -55,9 +54,9 @@ def test_every_variable_set_is_a_setting_with_a_valid_value(compose):
         env = _env(compose["services"][name])
         assert {"DYNDS_DATABASE_URL", "DYNDS_BROKER_URL"} <= set(env)
         for key in env:
-            assert key.startswith("DYNDS_") and key[len("DYNDS_"):].lower() in fields, f"{name}: {key} is no setting"
+            assert key.startswith("DYNDS_") and key[len("DYNDS_") :].lower() in fields, f"{name}: {key} is no setting"
         # Substitute Compose's ${VAR:-default} and build the settings the container would get.
-        values = {k[len("DYNDS_"):].lower(): re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", v) for k, v in env.items()}
+        values = {k[len("DYNDS_") :].lower(): re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", v) for k, v in env.items()}
         settings = Settings(**values)
         assert settings.database_url.startswith("postgresql://") and settings.broker_url.startswith("redis://")
         assert settings.queue == "gpu" and settings.data_dirs == ["/data"]
@@ -94,8 +93,7 @@ def _pyproject() -> dict:
 
 def _copies(instructions) -> list[tuple[int, list[str]]]:
     """(index, sources) of each COPY from the build context."""
-    return [(i, args.split()[:-1]) for i, (instr, args) in enumerate(instructions)
-            if instr == "COPY" and not args.startswith("--from")]
+    return [(i, args.split()[:-1]) for i, (instr, args) in enumerate(instructions) if instr == "COPY" and not args.startswith("--from")]
 
 
 def _source_paths() -> list[str]:
@@ -117,9 +115,10 @@ def test_dependencies_are_installed_in_a_layer_before_the_sources():
     deps = [(i, args) for i, args in runs if re.search(r"pip install (-c \S+ )?-r", args)]
     package = [(i, args) for i, args in runs if re.search(r"pip install --no-deps \.(\s|$)", args)]
     assert len(deps) == 1 and len(package) == 1, "one RUN installs the dependencies, one the package (--no-deps)"
-    assert not [args for _, args in runs if re.search(r"pip install (?!--no-deps)[^&]*(^|\s)\.(\s|$)", args)], \
+    assert not [args for _, args in runs if re.search(r"pip install (?!--no-deps)[^&]*(^|\s)\.(\s|$)", args)], (
         "the package is installed only with --no-deps (its dependencies come from the layer before)"
-    (i_deps, deps_run), (i_pkg, _) = deps[0], package[0]
+    )
+    (i_deps, _), (i_pkg, _) = deps[0], package[0]
     copies = _copies(instructions)
     before = [src for i, sources in copies if i < i_deps for src in sources]
     assert before == ["pyproject.toml", "constraints.txt"], f"only the dependency lists are copied before the dependencies: {before}"
@@ -146,15 +145,24 @@ def test_the_dependency_layer_installs_exactly_pyprojects_dependencies(tmp_path)
 def test_the_image_ships_the_examples_and_dockerignore_drops_nothing_it_copies():
     copies = _copies(_instructions())
     assert any("examples" in sources for _, sources in copies), "the image ships examples/"
-    patterns = [p.strip().lstrip("/") for p in (ROOT / ".dockerignore").read_text().splitlines()
-                if p.strip() and not p.strip().startswith(("#", "!"))]
+    patterns = [
+        p.strip().lstrip("/") for p in (ROOT / ".dockerignore").read_text().splitlines() if p.strip() and not p.strip().startswith(("#", "!"))
+    ]
     excluded = []
     for _, sources in copies:
         for src in sources:
             assert (ROOT / src).exists(), f"COPY {src}: no such file in the build context"
-            files = [src] if (ROOT / src).is_file() else [
-                os.path.relpath(os.path.join(d, f), ROOT) for d, dirs, fs in os.walk(ROOT / src)
-                if "__pycache__" not in d and "node_modules" not in d for f in fs if not f.endswith(".pyc")]
+            files = (
+                [src]
+                if (ROOT / src).is_file()
+                else [
+                    os.path.relpath(os.path.join(d, f), ROOT)
+                    for d, dirs, fs in os.walk(ROOT / src)
+                    if "__pycache__" not in d and "node_modules" not in d
+                    for f in fs
+                    if not f.endswith(".pyc")
+                ]
+            )
             for rel in files:
                 # Conservative: fnmatch's * also crosses "/", so this flags a superset of what Docker drops.
                 hit = [p for p in patterns if fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(rel, p.rstrip("/") + "/*")]
@@ -189,34 +197,36 @@ def test_every_program_and_file_the_compose_commands_use_is_in_the_image(compose
     project = _pyproject()["project"]
     dependencies = {re.split(r"[\[<>=!~ ;]", d, maxsplit=1)[0].lower() for d in project["dependencies"] + project["optional-dependencies"]["service"]}
     # Console scripts of the dependencies (as installed here, where the same requirements are installed).
-    dep_scripts = {ep.name for ep in metadata.entry_points(group="console_scripts")
-                   if ep.dist is not None and ep.dist.metadata["Name"].lower() in dependencies}
+    dep_scripts = {
+        ep.name for ep in metadata.entry_points(group="console_scripts") if ep.dist is not None and ep.dist.metadata["Name"].lower() in dependencies
+    }
     shipped_paths = [src for _, sources in _copies(_instructions()) for src in sources]
     for name, service in _image_services(compose).items():
         for argv in _command_lines(service):
             program = argv[0]
             if program in ("exit", "true", "false"):
                 continue
-            assert program in scripts | dep_scripts | apt, \
+            assert program in scripts | dep_scripts | apt, (
                 f"{name}: {program!r} is neither dynds' script, a dependency's, nor installed by apt-get in the image"
+            )
             for arg in argv[1:]:
                 path = arg.split("=", 1)[-1]
                 # A relative path is the working directory's (/srv/dynds: the build context's copies).
                 if "/" in path and "://" not in path and not path.startswith(("-", "/", "$")):
-                    assert (ROOT / path).exists() and any(
-                        path == s or path.startswith(s.rstrip("/") + "/") for s in shipped_paths), \
+                    assert (ROOT / path).exists() and any(path == s or path.startswith(s.rstrip("/") + "/") for s in shipped_paths), (
                         f"{name}: {path} is not copied into the image"
+                    )
 
 
 def test_the_health_checks_probe_what_the_services_answer(compose):
     from app.api.routes.health import router
-    from dynds.commands.worker import WORKER_NAME, cmd_worker
     from app.main import API_PREFIX
+    from dynds.commands.worker import WORKER_NAME, cmd_worker
 
     api, worker = (compose["services"][n]["healthcheck"]["test"] for n in ("api", "worker"))
     url = next(a for a in api if a.startswith("http://"))
     path = "/" + url.split("://", 1)[1].split("/", 1)[1]
-    assert path.startswith(API_PREFIX + "/") and path[len(API_PREFIX):] in {r.path for r in router.routes}, path
+    assert path.startswith(API_PREFIX + "/") and path[len(API_PREFIX) :] in {r.path for r in router.routes}, path
     # The worker is pinged by the nodename `dynds worker` gives it, in a container whose hostname is %h.
     assert "--destination dynds@$$HOSTNAME" in worker[1]
     assert WORKER_NAME == "dynds@%h" and "--hostname={args.name}" in inspect.getsource(cmd_worker)

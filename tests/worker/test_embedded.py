@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
+from service_helpers import TINY_SPEC, tiny_spec, wait_until
 
 from app import crud
 from app.main import create_app
 from worker.embedded import EmbeddedExecutor, embedded_threads
-
-from service_helpers import TINY_SPEC, tiny_spec, wait_until
 
 API = "/api/v1"
 
@@ -21,8 +20,7 @@ def _get(client, job_id):
 
 
 def _final(client, job_id, timeout=90):
-    return wait_until(lambda: (j := _get(client, job_id))["status"] in ("succeeded", "failed", "cancelled") and j,
-                      timeout, f"job {job_id} to finish")
+    return wait_until(lambda: (j := _get(client, job_id))["status"] in ("succeeded", "failed", "cancelled") and j, timeout, f"job {job_id} to finish")
 
 
 @pytest.fixture
@@ -43,8 +41,7 @@ def test_embedded_executor_runs_a_posted_job_end_to_end(served):
     assert job["status"] == "succeeded", job["error"]
     assert job["summary"]["time_saving"] is not None and job["reproducibility"]["device"] == "cpu"
     metrics = client.get(f"{API}/jobs/{job['id']}/metrics").json()["data"]
-    assert sorted({(m["run"], m["kind"]) for m in metrics}) == [
-        ("baseline", "epoch"), ("baseline", "step"), ("dynds", "epoch"), ("dynds", "step")]
+    assert sorted({(m["run"], m["kind"]) for m in metrics}) == [("baseline", "epoch"), ("baseline", "step"), ("dynds", "epoch"), ("dynds", "step")]
     assert executor.jobs_run == 1
 
 

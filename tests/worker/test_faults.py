@@ -16,13 +16,21 @@ from pathlib import Path
 
 import httpx
 import pytest
+from service_helpers import (  # noqa: F401  (fixtures)
+    Proc,
+    database_url,
+    db_sessions,
+    free_port,
+    pg_database,
+    redis_server,
+    subprocess_env,
+    tiny_spec,
+    wait_until,
+)
 
 from app import crud
 from app.models import Job
 from dynds_core.spec import JobSpec
-from service_helpers import (  # noqa: F401  (fixtures)
-    Proc, database_url, db_sessions, free_port, pg_database, redis_server, subprocess_env, tiny_spec, wait_until,
-)
 
 QUEUE = "dynds-faults"
 FINAL = ("succeeded", "failed", "cancelled")
@@ -37,8 +45,11 @@ def long_spec(seed: int = 0, size: int = 2048) -> dict:
 
 def start_serve(tmp_path: Path, db_url: str, **env: str) -> tuple[Proc, str]:
     port = free_port()
-    proc = Proc(["serve", "--port", str(port), "--log-level", "warning"],
-                subprocess_env(tmp_path, DYNDS_DATABASE_URL=db_url, **env), tmp_path / f"serve-{port}.log")
+    proc = Proc(
+        ["serve", "--port", str(port), "--log-level", "warning"],
+        subprocess_env(tmp_path, DYNDS_DATABASE_URL=db_url, **env),
+        tmp_path / f"serve-{port}.log",
+    )
     url = f"http://127.0.0.1:{port}"
 
     def up():
@@ -54,9 +65,11 @@ def start_serve(tmp_path: Path, db_url: str, **env: str) -> tuple[Proc, str]:
 
 
 def start_worker(tmp_path: Path, db_url: str, broker: str, name: str, **env: str) -> Proc:
-    return Proc(["worker", "--queue", QUEUE, "--concurrency", "1", "--loglevel", "info"],
-                subprocess_env(tmp_path, DYNDS_DATABASE_URL=db_url, DYNDS_BROKER_URL=broker, DYNDS_QUEUE=QUEUE, **env),
-                tmp_path / f"worker-{name}.log")
+    return Proc(
+        ["worker", "--queue", QUEUE, "--concurrency", "1", "--loglevel", "info"],
+        subprocess_env(tmp_path, DYNDS_DATABASE_URL=db_url, DYNDS_BROKER_URL=broker, DYNDS_QUEUE=QUEUE, **env),
+        tmp_path / f"worker-{name}.log",
+    )
 
 
 def submit(url: str, spec: dict) -> dict:
@@ -162,8 +175,7 @@ def test_a_second_embedded_serve_refuses_to_start_and_leaves_the_first_ones_job_
     try:
         job_id = submit(url, long_spec(size=4096))["id"]  # ~15 s: outlasts the second server's start
         wait_steps(sessions, job_id, 2, 60, first)
-        second = Proc(["serve", "--port", str(free_port())], subprocess_env(tmp_path, DYNDS_DATABASE_URL=database_url),
-                      tmp_path / "second.log")
+        second = Proc(["serve", "--port", str(free_port())], subprocess_env(tmp_path, DYNDS_DATABASE_URL=database_url), tmp_path / "second.log")
         try:
             rc = second.popen.wait(60)
         finally:

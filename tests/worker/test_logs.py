@@ -8,13 +8,12 @@ import logging
 
 import httpx
 import pytest
+from service_helpers import Proc, free_port, subprocess_env, tiny_spec, wait_until
 
 from app import crud
-from dynds.cli import build_parser
 from app.logs import CUT, configure_logging, job_context, logging_config, start_job_log, stop_job_log
+from dynds.cli import build_parser
 from worker.runner import run_job
-
-from service_helpers import Proc, free_port, subprocess_env, tiny_spec, wait_until
 
 LOGGERS = ("", "uvicorn", "uvicorn.error", "uvicorn.access", "celery")
 
@@ -22,8 +21,7 @@ LOGGERS = ("", "uvicorn", "uvicorn.error", "uvicorn.access", "celery")
 @pytest.fixture
 def restore_logging():
     """configure_logging changes the process's loggers: put them back afterwards."""
-    saved = {name: (logging.getLogger(name).level, list(logging.getLogger(name).handlers), logging.getLogger(name).propagate)
-             for name in LOGGERS}
+    saved = {name: (logging.getLogger(name).level, list(logging.getLogger(name).handlers), logging.getLogger(name).propagate) for name in LOGGERS}
     yield
     for name, (level, handlers, propagate) in saved.items():
         lg = logging.getLogger(name)
@@ -140,7 +138,9 @@ def test_a_jobs_info_lines_reach_the_table_and_the_endpoint(restore_logging, ses
         rest = client.get(f"/api/v1/jobs/{job_id}/logs", params={"after": 1}).json()
         assert [line["message"] for line in rest["data"]] == messages[1:]
         assert client.get(f"/api/v1/jobs/{job_id}/logs", params={"after": rest["next_cursor"]}).json() == {
-            "data": [], "next_cursor": rest["next_cursor"]}
+            "data": [],
+            "next_cursor": rest["next_cursor"],
+        }
         assert client.get("/api/v1/jobs/999999/logs").status_code == 404
 
 
@@ -157,8 +157,9 @@ def test_a_skipped_delivery_stores_nothing_and_a_rerun_numbers_after_the_first(r
     assert _lines(sessions, job_id)[-1]["seq"] == first[-1]["seq"] + 1
 
 
-def test_a_user_error_is_one_line_and_an_unexpected_one_keeps_its_traceback(restore_logging, capsys, sessions, settings,
-                                                                             make_job, tmp_path, monkeypatch):
+def test_a_user_error_is_one_line_and_an_unexpected_one_keeps_its_traceback(
+    restore_logging, capsys, sessions, settings, make_job, tmp_path, monkeypatch
+):
     import dynds_core
 
     configure_logging("info", "text")
@@ -223,10 +224,10 @@ def test_lines_are_written_while_the_job_runs(restore_logging, sessions, setting
 
 def test_dynds_serve_json_logs_of_uvicorn_and_a_job_served_by_the_api(tmp_path):
     port = free_port()
-    proc = Proc(["serve", "--port", str(port), "--log-level", "info", "--log-format", "json"], subprocess_env(tmp_path),
-                tmp_path / "serve.log")
+    proc = Proc(["serve", "--port", str(port), "--log-level", "info", "--log-format", "json"], subprocess_env(tmp_path), tmp_path / "serve.log")
     url = f"http://127.0.0.1:{port}/api/v1"
     try:
+
         def up():
             assert proc.popen.poll() is None, proc.output()
             try:
@@ -236,8 +237,9 @@ def test_dynds_serve_json_logs_of_uvicorn_and_a_job_served_by_the_api(tmp_path):
 
         wait_until(up, 60, "dynds serve", interval=0.2)
         job_id = httpx.post(url + "/jobs", json={"spec": tiny_spec()}, timeout=30).json()["id"]
-        wait_until(lambda: httpx.get(f"{url}/jobs/{job_id}", timeout=5).json()["status"] in ("succeeded", "failed"), 120,
-                   "the job to finish", interval=0.3)
+        wait_until(
+            lambda: httpx.get(f"{url}/jobs/{job_id}", timeout=5).json()["status"] in ("succeeded", "failed"), 120, "the job to finish", interval=0.3
+        )
         assert httpx.get(f"{url}/jobs/{job_id}", timeout=5).json()["status"] == "succeeded"
         logs = httpx.get(f"{url}/jobs/{job_id}/logs", timeout=5).json()["data"]
         assert any("claimed by" in line["message"] for line in logs) and logs[-1]["message"] == f"job {job_id} succeeded"
@@ -258,15 +260,17 @@ def test_dynds_serve_json_logs_of_uvicorn_and_a_job_served_by_the_api(tmp_path):
 # ---------------------------------------------------------------- a real `dynds worker` (Celery)
 
 
-def test_dynds_worker_stores_a_jobs_info_lines_from_its_pool_child_whatever_the_console_level(
-        tmp_path, settings, sessions, make_job, redis_url):
+def test_dynds_worker_stores_a_jobs_info_lines_from_its_pool_child_whatever_the_console_level(tmp_path, settings, sessions, make_job, redis_url):
     """Celery must not configure logging of its own (it would set the root to the worker's level, and a
     worker at --log-level warning would store no INFO line of its jobs)."""
     from app.dispatch import CeleryDispatcher
 
     queue = "dynds-test-logs"
-    proc = Proc(["worker", "--queue", queue, "--concurrency", "1", "--log-level", "warning", "--log-format", "json"],
-                subprocess_env(tmp_path, DYNDS_BROKER_URL=redis_url), tmp_path / "worker.log")
+    proc = Proc(
+        ["worker", "--queue", queue, "--concurrency", "1", "--log-level", "warning", "--log-format", "json"],
+        subprocess_env(tmp_path, DYNDS_BROKER_URL=redis_url),
+        tmp_path / "worker.log",
+    )
     try:
         job_id = make_job()
         CeleryDispatcher(redis_url, queue=queue).dispatch(job_id)
@@ -277,8 +281,11 @@ def test_dynds_worker_stores_a_jobs_info_lines_from_its_pool_child_whatever_the_
                 return crud.get_job(session=s, job_id=job_id).status in ("succeeded", "failed", "cancelled")
 
         wait_until(finished, 120, f"job {job_id} on the Celery worker", interval=0.3)
-        wait_until(lambda: _lines(sessions, job_id) and _lines(sessions, job_id)[-1]["message"] == f"job {job_id} succeeded",
-                   30, "the job's last stored line")
+        wait_until(
+            lambda: _lines(sessions, job_id) and _lines(sessions, job_id)[-1]["message"] == f"job {job_id} succeeded",
+            30,
+            "the job's last stored line",
+        )
     finally:
         proc.stop()
         proc.popen.wait(30)

@@ -6,21 +6,23 @@ import os
 
 import pytest
 from fastapi.testclient import TestClient
+from service_helpers import TINY_SPEC, Proc, subprocess_env, wait_until
 
 from app import crud
 from app.core.config import Settings
 from app.dispatch import TASK_NAME, CeleryDispatcher
 from app.main import create_app
 
-from service_helpers import TINY_SPEC, Proc, subprocess_env, wait_until
-
 QUEUE = "dynds-test"
 
 
 @pytest.fixture
 def worker_proc(tmp_path, redis_url, sessions):
-    proc = Proc(["worker", "--queue", QUEUE, "--concurrency", "1", "--loglevel", "info"],
-                subprocess_env(tmp_path, DYNDS_BROKER_URL=redis_url), tmp_path / "worker.log")
+    proc = Proc(
+        ["worker", "--queue", QUEUE, "--concurrency", "1", "--loglevel", "info"],
+        subprocess_env(tmp_path, DYNDS_BROKER_URL=redis_url),
+        tmp_path / "worker.log",
+    )
     yield proc
     proc.stop()
 

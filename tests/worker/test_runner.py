@@ -8,6 +8,7 @@ import subprocess
 import threading
 
 import pytest
+from service_helpers import TINY_SPEC, tiny_spec
 
 from app import crud
 from dynds_core.callbacks import Callback
@@ -16,8 +17,6 @@ from worker import runner
 from worker.reproducibility import PROJECT_DIR, git_state
 from worker.runner import error_message, run_job
 from worker.sink import MetricsSink
-
-from service_helpers import TINY_SPEC, tiny_spec
 
 
 def _job(sessions, job_id):
@@ -62,8 +61,7 @@ def test_run_job_end_to_end_stores_metrics_result_and_reproducibility(sessions, 
 def test_a_job_claimed_twice_runs_once(sessions, settings, make_job):
     job_id = make_job()
     statuses = []
-    threads = [threading.Thread(target=lambda: statuses.append(run_job(job_id, session_factory=sessions, settings=settings)))
-               for _ in range(2)]
+    threads = [threading.Thread(target=lambda: statuses.append(run_job(job_id, session_factory=sessions, settings=settings))) for _ in range(2)]
     for t in threads:
         t.start()
     for t in threads:
@@ -265,13 +263,26 @@ def test_sink_batches_writes(sessions, make_job):
     sink = MetricsSink(job_id=job_id, session_factory=sessions, flush_every=10, flush_interval_s=1e9, clock=clock)
     sink.on_run_start("dynds", {"total_steps": 25, "epochs": 1})
     for i in range(25):
-        sink.on_step(StepMetrics(run="dynds", step=i, epoch=0, batch_type="full", loss=1.0, acc=50.0, lr=0.1,
-                                 step_time_s=0.01, train_time_s=0.01 * (i + 1), total_steps=25))
+        sink.on_step(
+            StepMetrics(
+                run="dynds",
+                step=i,
+                epoch=0,
+                batch_type="full",
+                loss=1.0,
+                acc=50.0,
+                lr=0.1,
+                step_time_s=0.01,
+                train_time_s=0.01 * (i + 1),
+                total_steps=25,
+            )
+        )
     assert sink.points_written == 20 and len(_points(sessions, job_id)) == 20
     assert _job(sessions, job_id).progress["step"] == 20  # progress goes out with each flush
     clock.now = 1e9 + 1  # the interval passes: the next step flushes what is buffered
-    sink.on_step(StepMetrics(run="dynds", step=25, epoch=0, batch_type="full", loss=1.0, acc=50.0, lr=0.1,
-                             step_time_s=0.01, train_time_s=0.26, total_steps=26))
+    sink.on_step(
+        StepMetrics(run="dynds", step=25, epoch=0, batch_type="full", loss=1.0, acc=50.0, lr=0.1, step_time_s=0.01, train_time_s=0.26, total_steps=26)
+    )
     assert len(_points(sessions, job_id)) == 26
     assert sink.flushes == 4  # run start (progress only), 2 full batches, 1 by time
 

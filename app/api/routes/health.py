@@ -82,11 +82,16 @@ async def healthz() -> dict[str, str]:
 READY_SCHEMA = {"type": "object", "properties": {"database": {"type": "string"}, "broker": {"type": "string"}}}
 
 
-@router.get("/readyz", responses={
-    200: {"description": "the database and the broker answer", "content": {"application/json": {"schema": READY_SCHEMA}}},
-    503: {"description": "the database or the broker is down (the same keys, the failing one as 'down: ...')",
-          "content": {"application/json": {"schema": READY_SCHEMA}}},
-})
+@router.get(
+    "/readyz",
+    responses={
+        200: {"description": "the database and the broker answer", "content": {"application/json": {"schema": READY_SCHEMA}}},
+        503: {
+            "description": "the database or the broker is down (the same keys, the failing one as 'down: ...')",
+            "content": {"application/json": {"schema": READY_SCHEMA}},
+        },
+    },
+)
 async def readyz(request: Request) -> JSONResponse:
     state = request.app.state
     probe = getattr(state, "probe_engine", None)

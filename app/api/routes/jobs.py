@@ -40,10 +40,15 @@ def start(request: Request, session: Session, job: Job) -> None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=f"job {job.id} could not be dispatched: {exc}") from None
 
 
-@router.post("", response_model=JobPublic, status_code=status.HTTP_201_CREATED, responses={
-    200: {"model": JobPublic, "description": "an identical job (deduplicated) or the job of a repeated Idempotency-Key"},
-    **problems(503),
-})
+@router.post(
+    "",
+    response_model=JobPublic,
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        200: {"model": JobPublic, "description": "an identical job (deduplicated) or the job of a repeated Idempotency-Key"},
+        **problems(503),
+    },
+)
 def submit_job(
     body: JobCreate,
     request: Request,
@@ -80,8 +85,16 @@ def read_jobs(
     order: Literal[crud.JOB_ORDERS] = "-created_at",  # type: ignore[valid-type]
 ) -> Response:
     data, count = crud.list_jobs_json(
-        session=session, status=status_, arch=arch, dataset=dataset, schedule_kind=schedule_kind,
-        track=track, q=q, limit=limit, offset=offset, order=order,
+        session=session,
+        status=status_,
+        arch=arch,
+        dataset=dataset,
+        schedule_kind=schedule_kind,
+        track=track,
+        q=q,
+        limit=limit,
+        offset=offset,
+        order=order,
     )
     # Already JSON in the JobsPublic shape (response_model documents it; validating it again would double the cost).
     return Response(f'{{"data":{data},"count":{count}}}', media_type="application/json")
@@ -102,9 +115,15 @@ def cancel_job(job_id: IdParam, session: SessionDep, _: WriteAuthDep) -> JobPubl
     return JobPublic.from_job(job)
 
 
-@router.post("/{job_id}/retry", response_model=JobPublic, status_code=status.HTTP_201_CREATED, responses={
-    200: {"model": JobPublic, "description": "the job's earlier retry (deduplicated)"}, **problems(404, 409, 503),
-})
+@router.post(
+    "/{job_id}/retry",
+    response_model=JobPublic,
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        200: {"model": JobPublic, "description": "the job's earlier retry (deduplicated)"},
+        **problems(404, 409, 503),
+    },
+)
 def retry_job(job_id: IdParam, request: Request, response: Response, session: SessionDep, _: WriteAuthDep) -> JobPublic:
     """201 with the new job; a job retried before answers that retry (200, deduplicated): concurrent
     retries of one job make one new job."""
@@ -141,11 +160,15 @@ def read_metrics(
 # ---------------------------------------------------------------- server-sent events
 
 
-@router.get("/{job_id}/events", response_class=StreamingResponse, responses={
-    200: {"content": {"text/event-stream": {}}},
-    **problems(404),
-    503: {"description": "too many event streams open in this process (Retry-After says when to try again)"},
-})
+@router.get(
+    "/{job_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"text/event-stream": {}}},
+        **problems(404),
+        503: {"description": "too many event streams open in this process (Retry-After says when to try again)"},
+    },
+)
 async def job_events(
     job_id: IdParam,
     request: Request,

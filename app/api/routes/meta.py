@@ -13,13 +13,12 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict
 
 import dynds_core
-from dynds_core import spec as spec_module
-from dynds_core.spec import JobSpec, SpecError, resolve_data_root
-
 from app.api.deps import ReadAuthDep, SessionDep, SettingsDep, WriteAuthDep
 from app.api.spec_policy import parse_spec_request
 from app.models import SpecBody
 from app.security import has_tokens
+from dynds_core import spec as spec_module
+from dynds_core.spec import JobSpec, SpecError, resolve_data_root
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["meta"])

@@ -7,7 +7,8 @@ import csv
 import io
 import json
 import threading
-from typing import Annotated, Callable, Literal
+from collections.abc import Callable
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 
@@ -113,7 +114,10 @@ def leaderboard(
 
 @router.get(
     "/frontier",
-    responses={200: {"description": "the track's budget frontier (see docs/api.md)", "content": {"application/json": {}}}, 404: {"description": "no succeeded job has this track"}},
+    responses={
+        200: {"description": "the track's budget frontier (see docs/api.md)", "content": {"application/json": {}}},
+        404: {"description": "no succeeded job has this track"},
+    },
 )
 def frontier(
     request: Request,
@@ -143,7 +147,7 @@ def frontier(
 
 def export_json(rows: list[tuple]) -> bytes:
     columns = crud.SUMMARY_ROW_COLUMNS
-    return json.dumps([dict(zip(columns, row)) for row in rows], separators=(",", ":")).encode()
+    return json.dumps([dict(zip(columns, row, strict=True)) for row in rows], separators=(",", ":")).encode()
 
 
 def export_csv(rows: list[tuple]) -> bytes:

@@ -15,12 +15,11 @@ schedule decides from measured step times, so a re-run is not the same experimen
 import hashlib
 import json
 
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
-
-revision = '0003'
-down_revision = '0002'
+revision = "0003"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
@@ -51,14 +50,21 @@ def _keys(spec) -> tuple[str | None, str | None]:
 
 
 def upgrade() -> None:
-    op.add_column('job', sa.Column('recipe_hash', sa.String(length=16), nullable=True))
-    op.add_column('job', sa.Column('frontier_key', sa.String(length=16), nullable=True))
-    op.add_column('job', sa.Column('time_saving_interleaved', sa.Float(), nullable=True))
-    op.add_column('job', sa.Column('timing_noisy', sa.Boolean(), nullable=False, server_default=sa.false()))
-    op.add_column('job', sa.Column('verdict', sa.String(length=32), nullable=True))
-    job = sa.table('job', sa.column('id', sa.Integer), sa.column('spec', sa.JSON), sa.column('recipe_hash', sa.String),
-                   sa.column('frontier_key', sa.String), sa.column('status', sa.String), sa.column('schedule_kind', sa.String),
-                   sa.column('active_hash', sa.String))
+    op.add_column("job", sa.Column("recipe_hash", sa.String(length=16), nullable=True))
+    op.add_column("job", sa.Column("frontier_key", sa.String(length=16), nullable=True))
+    op.add_column("job", sa.Column("time_saving_interleaved", sa.Float(), nullable=True))
+    op.add_column("job", sa.Column("timing_noisy", sa.Boolean(), nullable=False, server_default=sa.false()))
+    op.add_column("job", sa.Column("verdict", sa.String(length=32), nullable=True))
+    job = sa.table(
+        "job",
+        sa.column("id", sa.Integer),
+        sa.column("spec", sa.JSON),
+        sa.column("recipe_hash", sa.String),
+        sa.column("frontier_key", sa.String),
+        sa.column("status", sa.String),
+        sa.column("schedule_kind", sa.String),
+        sa.column("active_hash", sa.String),
+    )
     conn = op.get_bind()
     rows = conn.execute(sa.select(job.c.id, job.c.spec)).all()
     updates = []
@@ -74,13 +80,13 @@ def upgrade() -> None:
             job.update().where(job.c.id == sa.bindparam("job_id")).values(recipe_hash=sa.bindparam("rh"), frontier_key=sa.bindparam("fk")),
             updates,
         )
-    conn.execute(job.update().where(job.c.status == 'succeeded', job.c.schedule_kind == 'adaptive').values(active_hash=None))
-    op.create_index('ix_job_recipe_status', 'job', ['recipe_hash', 'status'])
-    op.create_index('ix_job_frontier_status', 'job', ['frontier_key', 'status'])
+    conn.execute(job.update().where(job.c.status == "succeeded", job.c.schedule_kind == "adaptive").values(active_hash=None))
+    op.create_index("ix_job_recipe_status", "job", ["recipe_hash", "status"])
+    op.create_index("ix_job_frontier_status", "job", ["frontier_key", "status"])
 
 
 def downgrade() -> None:
-    op.drop_index('ix_job_frontier_status', table_name='job')
-    op.drop_index('ix_job_recipe_status', table_name='job')
-    for name in ('verdict', 'timing_noisy', 'time_saving_interleaved', 'frontier_key', 'recipe_hash'):
-        op.drop_column('job', name)
+    op.drop_index("ix_job_frontier_status", table_name="job")
+    op.drop_index("ix_job_recipe_status", table_name="job")
+    for name in ("verdict", "timing_noisy", "time_saving_interleaved", "frontier_key", "recipe_hash"):
+        op.drop_column("job", name)

@@ -13,24 +13,29 @@ marker ({"requeued": true}) was started once already.
 
 import json
 
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
-
-revision = '0004'
-down_revision = '0003'
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
 
 def upgrade() -> None:
-    op.add_column('job', sa.Column('attempts', sa.Integer(), nullable=False, server_default='0'))
-    job = sa.table('job', sa.column('id', sa.Integer), sa.column('status', sa.String), sa.column('started_at', sa.DateTime),
-                   sa.column('progress', sa.JSON), sa.column('attempts', sa.Integer))
+    op.add_column("job", sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"))
+    job = sa.table(
+        "job",
+        sa.column("id", sa.Integer),
+        sa.column("status", sa.String),
+        sa.column("started_at", sa.DateTime),
+        sa.column("progress", sa.JSON),
+        sa.column("attempts", sa.Integer),
+    )
     conn = op.get_bind()
-    conn.execute(job.update().where(sa.or_(job.c.status != 'queued', job.c.started_at.is_not(None))).values(attempts=1))
+    conn.execute(job.update().where(sa.or_(job.c.status != "queued", job.c.started_at.is_not(None))).values(attempts=1))
     marked = []
-    for job_id, progress in conn.execute(sa.select(job.c.id, job.c.progress).where(job.c.status == 'queued', job.c.progress.is_not(None))).all():
+    for job_id, progress in conn.execute(sa.select(job.c.id, job.c.progress).where(job.c.status == "queued", job.c.progress.is_not(None))).all():
         if isinstance(progress, str):
             try:
                 progress = json.loads(progress)
@@ -43,4 +48,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.drop_column('job', 'attempts')
+    op.drop_column("job", "attempts")

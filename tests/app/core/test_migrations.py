@@ -1,18 +1,17 @@
 """Alembic migrations on a fresh SQLite file and a fresh PostgreSQL database: up, idempotent, down (0002 with a job in the table)."""
 
+from datetime import UTC, timedelta
+
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from datetime import timedelta
-
 from sqlalchemy import inspect, text
 from sqlmodel import Session, select
 
 from app import crud
+from app.core.db import MIGRATIONS_DIR, init_db, make_engine
 from app.models import Job
 from dynds_core.spec import JobSpec
-
-from app.core.db import MIGRATIONS_DIR, init_db, make_engine
 
 EXPECTED = {"job", "metric_point", "sweep", "api_token", "idempotency_key", "alembic_version"}
 
@@ -71,17 +70,28 @@ def test_migrations_postgresql(fresh_pg_url):
 
 
 def _old_job(spec: JobSpec, *, status: str, active: bool, data: dict | None = None, **summary) -> dict:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from app.leaderboard import setting_key, track_of
 
     canonical = data if data is not None else spec.canonical()
     return {
-        "name": "old", "status": status, "spec_hash": spec.spec_hash, "arch": spec.model.arch, "dataset": spec.data.dataset,
-        "schedule_kind": spec.dynds.schedule.kind, "track": track_of(canonical), "attempt": 1,
-        "created_at": datetime(2026, 11, 20, tzinfo=timezone.utc), "cancel_requested": False, "spec": canonical,
-        "active_hash": spec.spec_hash if active else None, "setting_key": setting_key(canonical["dynds"]),
-        "setting": canonical["dynds"], "seed": spec.train.seed, **summary,
+        "name": "old",
+        "status": status,
+        "spec_hash": spec.spec_hash,
+        "arch": spec.model.arch,
+        "dataset": spec.data.dataset,
+        "schedule_kind": spec.dynds.schedule.kind,
+        "track": track_of(canonical),
+        "attempt": 1,
+        "created_at": datetime(2026, 11, 20, tzinfo=UTC),
+        "cancel_requested": False,
+        "spec": canonical,
+        "active_hash": spec.spec_hash if active else None,
+        "setting_key": setting_key(canonical["dynds"]),
+        "setting": canonical["dynds"],
+        "seed": spec.train.seed,
+        **summary,
     }
 
 
@@ -106,11 +116,14 @@ def _check_0003(url):
         del stored_old["train"]["pairing"]  # stored before train.pairing existed
         figures = {"time_saving": 0.3, "acc_delta": -0.1}
         with engine.begin() as conn:
-            conn.execute(job.insert(), [
-                _old_job(fixed, status="succeeded", active=True, **figures),
-                _old_job(adaptive, status="succeeded", active=True, **figures),
-                _old_job(old_shape, status="queued", active=True, data=stored_old, time_saving=None, acc_delta=None),
-            ])
+            conn.execute(
+                job.insert(),
+                [
+                    _old_job(fixed, status="succeeded", active=True, **figures),
+                    _old_job(adaptive, status="succeeded", active=True, **figures),
+                    _old_job(old_shape, status="queued", active=True, data=stored_old, time_saving=None, acc_delta=None),
+                ],
+            )
         init_db(engine)  # to head
         columns = {c["name"] for c in inspect(engine).get_columns("job")}
         assert {"recipe_hash", "frontier_key", "time_saving_interleaved", "timing_noisy", "verdict"} <= columns

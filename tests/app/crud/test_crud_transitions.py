@@ -23,6 +23,7 @@ POINT = {"run": "dynds", "kind": "step", "step": 0, "values": {}}
 def _give_up(policy):
     def call(s, job, result_for):
         return crud.give_up_run(session=s, job_id=job.id, error="lost", policy=policy, max_attempts=3) is not None
+
     return call
 
 
@@ -38,8 +39,11 @@ def _mark(s, job, result_for):
 ACTIONS = {
     "claim": (("claim",), {}, lambda s, job, r: crud.claim_job(session=s, job_id=job.id, worker="w2") is not None),
     "finish": (("finish",), {}, lambda s, job, r: crud.finish_job(session=s, job_id=job.id, result=r(JobSpec()), attempt=1)),
-    "finish_cancelled": (("finish_cancelled",), {},
-                         lambda s, job, r: crud.finish_job(session=s, job_id=job.id, result=r(JobSpec(), cancelled=True), attempt=1)),
+    "finish_cancelled": (
+        ("finish_cancelled",),
+        {},
+        lambda s, job, r: crud.finish_job(session=s, job_id=job.id, result=r(JobSpec(), cancelled=True), attempt=1),
+    ),
     "fail": (("fail",), {}, lambda s, job, r: crud.fail_job(session=s, job_id=job.id, error="boom")),
     "fail_run": (("fail_run",), {}, lambda s, job, r: crud.fail_job(session=s, job_id=job.id, error="boom", attempt=1)),
     "cancel": (("cancel_queued", "flag_cancel"), {}, lambda s, job, r: crud.request_cancel(session=s, job=job) is not None),
@@ -197,7 +201,7 @@ def state_literals(source: str) -> list[str]:
         if isinstance(node, ast.keyword) and node.arg == "status" and isinstance(node.value, ast.Constant) and node.value.value in JOB_STATES:
             found.append(f"status={node.value.value!r} (line {node.lineno})")
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and _writes(node):
-            body = [n for stmt in node.body[1 if ast.get_docstring(node) else 0:] for n in ast.walk(stmt)]
+            body = [n for stmt in node.body[1 if ast.get_docstring(node) else 0 :] for n in ast.walk(stmt)]
             found += [f"{node.name}: {n.value!r} (line {n.lineno})" for n in body if isinstance(n, ast.Constant) and n.value in JOB_STATES]
     return found
 

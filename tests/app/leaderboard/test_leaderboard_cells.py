@@ -15,9 +15,23 @@ T2 = 4.303  # Student t, 0.975 quantile, 2 degrees of freedom (three seeds)
 
 
 def row(job_id, key, time_saving, acc_delta, gap=None, *, seed=None, recipe="r1", track=TRACK, noisy=False, dynds_acc=None):
-    return {"job_id": job_id, "track": track, "recipe_hash": recipe, "recipe": None, "arch": "resnet20", "dataset": "cifar10",
-            "setting_key": key, "setting": {"key": key}, "schedule_kind": "stochastic", "seed": job_id if seed is None else seed,
-            "time_saving": time_saving, "acc_delta": acc_delta, "equal_time_gap": gap, "dynds_acc": dynds_acc, "timing_noisy": noisy}
+    return {
+        "job_id": job_id,
+        "track": track,
+        "recipe_hash": recipe,
+        "recipe": None,
+        "arch": "resnet20",
+        "dataset": "cifar10",
+        "setting_key": key,
+        "setting": {"key": key},
+        "schedule_kind": "stochastic",
+        "seed": job_id if seed is None else seed,
+        "time_saving": time_saving,
+        "acc_delta": acc_delta,
+        "equal_time_gap": gap,
+        "dynds_acc": dynds_acc,
+        "timing_noisy": noisy,
+    }
 
 
 def seeds3(start, key, ts, acc, gaps=(None, None, None), **kw):
@@ -115,8 +129,9 @@ def test_every_verdict_kind(gaps, n, kind):
     (e,) = entries_of(build_leaderboard(rows, min_seeds=3))
     assert e["verdict"] == kind
     gap_ci = tuple(e["equal_time_gap_ci95"]) if e["equal_time_gap_ci95"] else None
-    expected = judge(time_saving=e["time_saving_mean"], acc_delta=e["acc_delta_mean"], gap_mean=e["equal_time_gap_mean"],
-                     gap_ci95=gap_ci, n_seeds=n, min_seeds=3)
+    expected = judge(
+        time_saving=e["time_saving_mean"], acc_delta=e["acc_delta_mean"], gap_mean=e["equal_time_gap_mean"], gap_ci95=gap_ci, n_seeds=n, min_seeds=3
+    )
     assert e["verdict_sentence"] == expected.sentence
 
 

@@ -28,10 +28,25 @@ def srow(job_id, *, epochs=12, seed=0, schedule=None, lr=None, **figures):
         if schedule["kind"] == "none":
             data["baseline"] = False
     spec = JobSpec.parse(data).canonical()
-    r = {"job_id": job_id, "track": track_of(spec), "recipe_hash": recipe_hash(spec), "recipe": recipe_of(spec),
-         "arch": "resnet20", "dataset": "cifar10", "seed": seed, "setting_key": setting_key(spec["dynds"]), "setting": spec["dynds"],
-         "schedule_kind": spec["dynds"]["schedule"]["kind"], "time_saving": None, "acc_delta": None, "equal_time_gap": None,
-         "dynds_acc": None, "baseline_acc": None, "equal_time_acc": None, "timing_noisy": False}
+    r = {
+        "job_id": job_id,
+        "track": track_of(spec),
+        "recipe_hash": recipe_hash(spec),
+        "recipe": recipe_of(spec),
+        "arch": "resnet20",
+        "dataset": "cifar10",
+        "seed": seed,
+        "setting_key": setting_key(spec["dynds"]),
+        "setting": spec["dynds"],
+        "schedule_kind": spec["dynds"]["schedule"]["kind"],
+        "time_saving": None,
+        "acc_delta": None,
+        "equal_time_gap": None,
+        "dynds_acc": None,
+        "baseline_acc": None,
+        "equal_time_acc": None,
+        "timing_noisy": False,
+    }
     r.update(figures)
     return r
 
@@ -59,8 +74,19 @@ def frontier_rows():
             extra = {}
             if p == 0.4:  # an equal-time run cut to half the steps, at the 6-epoch baseline's accuracy
                 extra = {"equal_time_acc": CURVE[6][seed], "equal_time_steps": 600, "baseline_steps": 1200}
-            rows.append(srow(100 + i, seed=seed, schedule={"kind": "stochastic", "p": p}, time_saving=ts, acc_delta=acc - CURVE[12][seed],
-                             dynds_acc=acc, baseline_acc=CURVE[12][seed], dynds_steps=1200, **extra))
+            rows.append(
+                srow(
+                    100 + i,
+                    seed=seed,
+                    schedule={"kind": "stochastic", "p": p},
+                    time_saving=ts,
+                    acc_delta=acc - CURVE[12][seed],
+                    dynds_acc=acc,
+                    baseline_acc=CURVE[12][seed],
+                    dynds_steps=1200,
+                    **extra,
+                )
+            )
     return rows
 
 
@@ -81,7 +107,10 @@ def test_frontier_positions_above_within_below_and_unknown():
     assert 99 not in by_x[0.5]["job_ids"]
     points = {p["setting_key"].split(" |")[0]: p for p in front["dynds"]}
     assert {k: p["position"] for k, p in points.items()} == {
-        "stochastic p=0.2": "above", "stochastic p=0.3": "within", "stochastic p=0.4": "below", "stochastic p=0.9": "unknown",
+        "stochastic p=0.2": "above",
+        "stochastic p=0.3": "within",
+        "stochastic p=0.4": "below",
+        "stochastic p=0.9": "unknown",
     }
     p = points["stochastic p=0.3"]
     assert p["time_fraction"] == pytest.approx(0.625) and p["time_fraction_ci95"] == pytest.approx([0.625, 0.625])
@@ -103,9 +132,22 @@ def test_equal_time_runs_of_one_setting_across_seeds_form_one_frontier_point():
     three one-seed points; the swept budgets stay apart."""
     rows = frontier_rows()
     for seed, (cut, acc) in enumerate(((62, 66.0), (63, 67.0), (64, 68.0))):
-        rows.append(srow(200 + seed, seed=seed, schedule={"kind": "stochastic", "p": 0.5}, time_saving=0.37, acc_delta=-5.0,
-                         equal_time_gap=-1.0, dynds_acc=67.0, baseline_acc=73.0, equal_time_acc=acc,
-                         equal_time_steps=cut * 12, baseline_steps=100 * 12, dynds_steps=100 * 12))
+        rows.append(
+            srow(
+                200 + seed,
+                seed=seed,
+                schedule={"kind": "stochastic", "p": 0.5},
+                time_saving=0.37,
+                acc_delta=-5.0,
+                equal_time_gap=-1.0,
+                dynds_acc=67.0,
+                baseline_acc=73.0,
+                equal_time_acc=acc,
+                equal_time_steps=cut * 12,
+                baseline_steps=100 * 12,
+                dynds_steps=100 * 12,
+            )
+        )
     front = build_frontier(rows, track=rows[-1]["recipe_hash"], min_seeds=3)  # the 12-epoch recipe
     near = [p for p in front["baseline"] if 0.6 < p["time_fraction"] < 0.7]
     assert len(near) == 1 and near[0]["time_fraction"] == pytest.approx(0.63)

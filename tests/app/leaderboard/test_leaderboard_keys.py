@@ -13,8 +13,15 @@ from dynds_core.spec import JobSpec
 
 
 def test_recipe_drops_only_name_seed_dynds_and_baseline_flags():
-    spec = JobSpec.parse({"name": "x", "train": {"seed": 7, "lr": 0.05, "num_threads": 2, "pairing": "sequential"},
-                          "dynds": {"schedule": {"kind": "periodic"}}, "baseline": False, "equal_time_baseline": True}).canonical()
+    spec = JobSpec.parse(
+        {
+            "name": "x",
+            "train": {"seed": 7, "lr": 0.05, "num_threads": 2, "pairing": "sequential"},
+            "dynds": {"schedule": {"kind": "periodic"}},
+            "baseline": False,
+            "equal_time_baseline": True,
+        }
+    ).canonical()
     recipe = recipe_of(spec)
     assert set(recipe) == set(spec) - {"name", "dynds", "baseline", "equal_time_baseline"}
     assert "seed" not in recipe["train"] and recipe["train"]["lr"] == 0.05
@@ -40,7 +47,9 @@ def test_frontier_key_ignores_epochs_only():
     c = JobSpec.parse({"train": {"epochs": 12, "lr": 0.01}}).canonical()
     assert frontier_key(a) == frontier_key(b) != frontier_key(c)
     assert recipe_hash(a) != recipe_hash(b)
-    assert frontier_epochs(12) == [3, 6, 9, 12] and frontier_epochs(2) == [1, 2] and frontier_epochs(1) == [1] and frontier_epochs(10) == [3, 5, 8, 10]
+    assert (
+        frontier_epochs(12) == [3, 6, 9, 12] and frontier_epochs(2) == [1, 2] and frontier_epochs(1) == [1] and frontier_epochs(10) == [3, 5, 8, 10]
+    )
 
 
 def test_labels_are_unique_where_recipes_share_one():
@@ -55,7 +64,10 @@ def test_labels_are_unique_where_recipes_share_one():
     assert all(labels[k].startswith("resnet20/synthetic/e2-nall · ") for k in "abc")
     assert "train.lr=0.05" in labels["b"] and "data.image_size=16" in labels["c"]
     # Other differing keys are named too; rows without a stored recipe fall back to the hash (see below).
-    assert track_labels({"h1": {"x": 1, **a}, "h2": {"x": 2, **a}}) == {"h1": "resnet20/synthetic/e2-nall · x=1", "h2": "resnet20/synthetic/e2-nall · x=2"}
+    assert track_labels({"h1": {"x": 1, **a}, "h2": {"x": 2, **a}}) == {
+        "h1": "resnet20/synthetic/e2-nall · x=1",
+        "h2": "resnet20/synthetic/e2-nall · x=2",
+    }
 
 
 def test_track_and_setting_key_from_a_spec():

@@ -21,7 +21,9 @@ from worker.runner import run_job
 
 API = "/api/v1"
 TINY = {
-    "name": "tiny", "model": {"arch": "resnet20"}, "data": {"dataset": "synthetic", "image_size": 16, "synthetic_size": 128},
+    "name": "tiny",
+    "model": {"arch": "resnet20"},
+    "data": {"dataset": "synthetic", "image_size": 16, "synthetic_size": 128},
     "train": {"epochs": 1, "batch_size": 32, "num_threads": 1},
 }
 
@@ -160,7 +162,10 @@ def test_delete_refuses_a_queued_or_running_job(client, session, settings):
 
 def test_ids_past_the_id_columns_are_404_not_500(client):
     for job_id in (2**31, 2**63 - 1):  # past PostgreSQL's INTEGER id column, and the largest accepted
-        for r in (client.get(f"{API}/jobs/{job_id}/artifacts"), client.get(f"{API}/jobs/{job_id}/artifacts/model.pt"),
-                  client.delete(f"{API}/jobs/{job_id}")):
+        for r in (
+            client.get(f"{API}/jobs/{job_id}/artifacts"),
+            client.get(f"{API}/jobs/{job_id}/artifacts/model.pt"),
+            client.delete(f"{API}/jobs/{job_id}"),
+        ):
             assert r.status_code == 404, r.text
     assert client.delete(f"{API}/jobs/{2**64}").status_code == 422

@@ -27,10 +27,12 @@ def running_job(session, n_points: int) -> int:
     """A running job with ``n_points`` step points (steps 0..n-1), bulk-inserted."""
     job, _ = crud.submit_job(session=session, spec=JobSpec.parse({}), force=True)
     assert crud.claim_job(session=session, job_id=job.id, worker="test") is not None
-    rows = [{"job_id": job.id, "run": "dynds", "kind": "step", "step": i, "epoch": i // 100, "train_time_s": 0.01 * i, "values": VALUES}
-            for i in range(n_points)]
+    rows = [
+        {"job_id": job.id, "run": "dynds", "kind": "step", "step": i, "epoch": i // 100, "train_time_s": 0.01 * i, "values": VALUES}
+        for i in range(n_points)
+    ]
     for k in range(0, n_points, 20_000):
-        session.execute(insert(MetricPoint), rows[k:k + 20_000])
+        session.execute(insert(MetricPoint), rows[k : k + 20_000])
     session.commit()
     return job.id
 

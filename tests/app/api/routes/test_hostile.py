@@ -7,8 +7,6 @@ validation; security headers; the request id of an unexpected error; the OpenAPI
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from app import crud
@@ -41,19 +39,22 @@ def post_raw(client, path: str, text: str, **kw):
 # ---------------------------------------------------------------- integers past their range
 
 
-@pytest.mark.parametrize("url,loc", [
-    (f"/jobs?offset={BIG}", ["query", "offset"]),
-    ("/jobs?offset=-1", ["query", "offset"]),
-    (f"/jobs/{BIG}", ["path", "job_id"]),
-    ("/jobs/-3", ["path", "job_id"]),
-    (f"/jobs/{BIG}/metrics", ["path", "job_id"]),
-    (f"/jobs/1/metrics?after={BIG}", ["query", "after"]),
-    ("/jobs/1/metrics?after=-1", ["query", "after"]),
-    (f"/jobs/1/events?after={BIG}", ["query", "after"]),
-    (f"/jobs/{BIG}/events", ["path", "job_id"]),
-    (f"/sweeps/{BIG}", ["path", "sweep_id"]),
-    (f"/sweeps/{10**40}", ["path", "sweep_id"]),
-])
+@pytest.mark.parametrize(
+    "url,loc",
+    [
+        (f"/jobs?offset={BIG}", ["query", "offset"]),
+        ("/jobs?offset=-1", ["query", "offset"]),
+        (f"/jobs/{BIG}", ["path", "job_id"]),
+        ("/jobs/-3", ["path", "job_id"]),
+        (f"/jobs/{BIG}/metrics", ["path", "job_id"]),
+        (f"/jobs/1/metrics?after={BIG}", ["query", "after"]),
+        ("/jobs/1/metrics?after=-1", ["query", "after"]),
+        (f"/jobs/1/events?after={BIG}", ["query", "after"]),
+        (f"/jobs/{BIG}/events", ["path", "job_id"]),
+        (f"/sweeps/{BIG}", ["path", "sweep_id"]),
+        (f"/sweeps/{10**40}", ["path", "sweep_id"]),
+    ],
+)
 def test_integers_past_64_bits_are_422(client, url, loc):
     assert locs(client.get(API + url)) == [loc]
 
@@ -89,10 +90,16 @@ def test_last_event_id_past_64_bits_is_422(client):
 
 
 @pytest.mark.parametrize("path", ["/jobs", "/sweeps", "/specs/validate"])
-@pytest.mark.parametrize("text", [
-    '{"spec": NaN}', '{"spec": {"train": {"lr": Infinity}}}', '{"base": {"train": {"lr": -Infinity}}}',
-    '{"spec": {"train": {"lr": 1e400}}}', '{"force": NaN}',
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"spec": NaN}',
+        '{"spec": {"train": {"lr": Infinity}}}',
+        '{"base": {"train": {"lr": -Infinity}}}',
+        '{"spec": {"train": {"lr": 1e400}}}',
+        '{"force": NaN}',
+    ],
+)
 def test_non_finite_numbers_are_422(client, dispatcher, path, text):
     body = problem(post_raw(client, path, text), 422, "validation")
     assert body["errors"][0]["loc"][0] == "body" and "finite" in body["errors"][0]["msg"]
@@ -100,17 +107,20 @@ def test_non_finite_numbers_are_422(client, dispatcher, path, text):
 
 
 def test_integers_past_64_bits_in_a_body_are_422(client):
-    assert locs(post_raw(client, "/jobs", '{"spec": {"train": {"seed": %d}}}' % BIG)) == [["body", "spec", "train", "seed"]]
+    assert locs(post_raw(client, "/jobs", f'{{"spec": {{"train": {{"seed": {BIG}}}}}}}')) == [["body", "spec", "train", "seed"]]
     assert locs(post_raw(client, "/jobs", '{"spec": {"train": {"seed": %s}}}' % ("9" * 5000))) == [["body"]]
 
 
-@pytest.mark.parametrize("path,body,loc", [
-    ("/sweeps", {"name": "nul\x00name", "base": {"defaults": True}}, ["body", "name"]),
-    ("/jobs", {"spec": {"name": "a\x00b"}}, ["body", "spec", "name"]),
-    ("/jobs", {"spec": {"data": {"root": "/data\x00/x"}}}, ["body", "spec", "data", "root"]),
-    ("/sweeps", {"base": {}, "grid": {"train.seed": ["\x00"]}}, ["body", "grid", "train.seed", 0]),
-    ("/sweeps", {"base": {}, "grid": {"train\x00seed": [1]}}, ["body", "grid"]),
-])
+@pytest.mark.parametrize(
+    "path,body,loc",
+    [
+        ("/sweeps", {"name": "nul\x00name", "base": {"defaults": True}}, ["body", "name"]),
+        ("/jobs", {"spec": {"name": "a\x00b"}}, ["body", "spec", "name"]),
+        ("/jobs", {"spec": {"data": {"root": "/data\x00/x"}}}, ["body", "spec", "data", "root"]),
+        ("/sweeps", {"base": {}, "grid": {"train.seed": ["\x00"]}}, ["body", "grid", "train.seed", 0]),
+        ("/sweeps", {"base": {}, "grid": {"train\x00seed": [1]}}, ["body", "grid"]),
+    ],
+)
 def test_nul_bytes_in_body_strings_are_422(client, dispatcher, path, body, loc):
     r = client.post(API + path, json=body)
     assert locs(r) == [loc]
@@ -141,7 +151,7 @@ def nested(depth: int) -> str:
 @pytest.mark.parametrize("depth", [40, 900, 5000])
 def test_deep_nesting_is_422(client, depth):
     for path, key in (("/sweeps", "base"), ("/jobs", "spec")):
-        r = post_raw(client, path, '{"%s": {"train": {"seed": %s}}}' % (key, nested(depth)))
+        r = post_raw(client, path, f'{{"{key}": {{"train": {{"seed": {nested(depth)}}}}}}}')
         assert any(e["type"] == "value_error.depth" for e in problem(r, 422, "validation")["errors"]), r.text
 
 

@@ -71,8 +71,14 @@ def test_data_root_must_stay_inside_the_data_dirs(client, data_dir, tmp_path):
     outside = tmp_path / "outside"
     outside.mkdir()
     (data_dir / "escape").symlink_to(outside)
-    refused = ["/etc", str(data_dir / ".." / "outside"), str(data_dir / "escape"), str(data_dir / "escape" / "x"),
-               "cifar10", str(data_dir) + "-sibling"]
+    refused = [
+        "/etc",
+        str(data_dir / ".." / "outside"),
+        str(data_dir / "escape"),
+        str(data_dir / "escape" / "x"),
+        "cifar10",
+        str(data_dir) + "-sibling",
+    ]
     for root in refused:
         r = submit(client, {"data": {"dataset": "cifar10", "root": root}})
         assert r.status_code == 422, root
@@ -252,15 +258,25 @@ def test_retry_makes_a_new_attempt_and_keeps_the_old(client, session, dispatcher
 
 
 def points(n, start=0, run="dynds"):
-    return [{"run": run, "kind": "step", "step": start + i, "epoch": 0, "train_time_s": 0.1 * (start + i),
-             "values": {"loss": 2.0, "acc": 10.0, "lr": 0.1, "batch_type": "reduced"}} for i in range(n)]
+    return [
+        {
+            "run": run,
+            "kind": "step",
+            "step": start + i,
+            "epoch": 0,
+            "train_time_s": 0.1 * (start + i),
+            "values": {"loss": 2.0, "acc": 10.0, "lr": 0.1, "batch_type": "reduced"},
+        }
+        for i in range(n)
+    ]
 
 
 def test_metrics_are_read_incrementally_with_a_cursor(client, session):
     job = submit(client).json()
     crud.append_metrics(session=session, job_id=job["id"], points=points(5))
-    crud.append_metrics(session=session, job_id=job["id"], points=[{"run": "dynds", "kind": "epoch", "epoch": 0, "train_time_s": 1.0,
-                                                                    "values": {"val_acc": 11.0}}])
+    crud.append_metrics(
+        session=session, job_id=job["id"], points=[{"run": "dynds", "kind": "epoch", "epoch": 0, "train_time_s": 1.0, "values": {"val_acc": 11.0}}]
+    )
     url = f"{API}/jobs/{job['id']}/metrics"
     first = client.get(url, params={"limit": 4}).json()
     assert [p["step"] for p in first["data"]] == [0, 1, 2, 3] and first["next_cursor"] == first["data"][-1]["id"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from alembic import command
 from alembic.config import Config
@@ -25,11 +25,14 @@ def _job(session: Session, **spec) -> int:
 
 
 def _log(session: Session, job_id: int, *messages: str, level: str = "INFO", start: int = 0) -> None:
-    now = datetime.now(timezone.utc)
-    crud.append_job_logs(session=session, rows=[
-        {"job_id": job_id, "seq": start + i, "created_at": now, "level": level, "logger": "worker.runner", "message": m}
-        for i, m in enumerate(messages, 1)
-    ])
+    now = datetime.now(UTC)
+    crud.append_job_logs(
+        session=session,
+        rows=[
+            {"job_id": job_id, "seq": start + i, "created_at": now, "level": level, "logger": "worker.runner", "message": m}
+            for i, m in enumerate(messages, 1)
+        ],
+    )
 
 
 def test_logs_page_with_a_cursor_like_metrics(client, session):

@@ -19,8 +19,7 @@ def seeded(p, seed):
 
 
 def test_leaderboard_ranks_settings_over_seeds(client, finished_job, session):
-    a = [finished_job(seeded(0.5, s), time_saving=ts, acc_delta=ad, equal_time_gap=1.0)
-         for s, ts, ad in ((0, 0.30, -0.2), (1, 0.34, -0.4))]
+    a = [finished_job(seeded(0.5, s), time_saving=ts, acc_delta=ad, equal_time_gap=1.0) for s, ts, ad in ((0, 0.30, -0.2), (1, 0.34, -0.4))]
     b = finished_job(seeded(0.8, 0), time_saving=0.55, acc_delta=-1.5)
     c = finished_job(seeded(0.2, 0), time_saving=0.12, acc_delta=0.1)
     finished_job(seeded(0.9, 0), time_saving=0.7, acc_delta=-0.1, baseline=False)  # no baseline: not ranked
@@ -82,9 +81,11 @@ def test_other_lr_or_image_size_never_pools(client, finished_job):
 
 
 def test_a_forced_rerun_of_one_seed_counts_as_one_seed(client, finished_job):
-    ids = [finished_job(seeded(0.5, 0), time_saving=0.2, acc_delta=-1.0),  # finished_job forces: same spec again
-           finished_job(seeded(0.5, 0), time_saving=0.4, acc_delta=-3.0),
-           finished_job(seeded(0.5, 1), time_saving=0.5, acc_delta=-2.0)]
+    ids = [
+        finished_job(seeded(0.5, 0), time_saving=0.2, acc_delta=-1.0),  # finished_job forces: same spec again
+        finished_job(seeded(0.5, 0), time_saving=0.4, acc_delta=-3.0),
+        finished_job(seeded(0.5, 1), time_saving=0.5, acc_delta=-2.0),
+    ]
     (e,) = client.get(f"{API}/leaderboard", params={"min_seeds": 1, "max_acc_drop": 5}).json()["tracks"][0]["entries"]
     assert e["n_seeds"] == 2 and e["n_jobs"] == 3 and e["seeds"] == [0, 1] and e["job_ids"] == ids
     assert abs(e["time_saving_mean"] - 0.4) < 1e-9  # seed 0 averaged first: (0.3 + 0.5) / 2, not (0.2 + 0.4 + 0.5) / 3
@@ -117,8 +118,12 @@ def test_frontier_endpoint(client, finished_job):
             finished_job(frontier_spec(epochs, seed), baseline=False, acc_delta=acc - 70.0, steps=25 * epochs)
     above = [finished_job(frontier_spec(4, s, 0.3), time_saving=0.5, acc_delta=0.0, baseline_acc=71.0 + s) for s in range(3)]
     # Their equal-time runs: half the steps (x 0.5) at 61 + seed (the 2-epoch baseline's accuracies).
-    below = [finished_job(frontier_spec(4, s, 0.6), time_saving=0.5, acc_delta=-20.0, baseline_acc=71.0 + s,
-                          equal_time_gap=-10.0, steps=100, equal_time_steps=50) for s in range(3)]
+    below = [
+        finished_job(
+            frontier_spec(4, s, 0.6), time_saving=0.5, acc_delta=-20.0, baseline_acc=71.0 + s, equal_time_gap=-10.0, steps=100, equal_time_steps=50
+        )
+        for s in range(3)
+    ]
     track = "resnet20/synthetic/e4-n100"
     r = client.get(f"{API}/frontier", params={"track": track})
     assert r.status_code == 200, r.text
@@ -127,7 +132,9 @@ def test_frontier_endpoint(client, finished_job):
     assert [p["time_fraction"] for p in front["baseline"]] == [0.5, 1.0]
     half, full = front["baseline"]
     assert half["sources"] == ["baseline_only", "equal_time"] and half["n_seeds"] == 3
-    assert full["sources"] == ["baseline_only", "paired_baseline"] and abs(full["acc_mean"] - (71 + 2 / 3)) < 1e-9  # per seed: 70 + 71 + 71 over 3, ...
+    assert (
+        full["sources"] == ["baseline_only", "paired_baseline"] and abs(full["acc_mean"] - (71 + 2 / 3)) < 1e-9
+    )  # per seed: 70 + 71 + 71 over 3, ...
     points = {tuple(p["job_ids"]): p for p in front["dynds"]}
     assert points[tuple(above)]["position"] == "above" and points[tuple(above)]["time_fraction"] == 0.5
     assert points[tuple(below)]["position"] == "below"

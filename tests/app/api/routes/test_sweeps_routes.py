@@ -74,8 +74,13 @@ def test_bad_seeds_are_refused(client):
 
 
 def test_frontier_preset_queues_the_baseline_at_four_budgets_per_seed(client, dispatcher):
-    base = {"name": "fr", "data": {"train_subset": 500}, "train": {"epochs": 12, "lr": 0.05},
-            "dynds": {"schedule": {"kind": "stochastic", "p": 0.7}}, "equal_time_baseline": True}
+    base = {
+        "name": "fr",
+        "data": {"train_subset": 500},
+        "train": {"epochs": 12, "lr": 0.05},
+        "dynds": {"schedule": {"kind": "stochastic", "p": 0.7}},
+        "equal_time_baseline": True,
+    }
     r = client.post(f"{API}/sweeps", json={"base": base, "preset": "frontier", "seeds": [0, 1]})
     assert r.status_code == 201, r.text
     jobs = r.json()["jobs"]
@@ -100,11 +105,12 @@ def test_frontier_preset_queues_the_baseline_at_four_budgets_per_seed(client, di
 
 
 def test_a_sweep_is_one_transaction(session, monkeypatch):
+    from sqlmodel import select
+
     from app import crud
     from app.crud import submission
     from app.models import Job, Sweep
     from dynds_core.spec import JobSpec
-    from sqlmodel import select
 
     specs = [JobSpec.parse({"train": {"seed": s}}) for s in range(4)]
     real = crud.job_columns
