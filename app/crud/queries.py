@@ -129,18 +129,7 @@ SUMMARY_ROW_COLUMNS = (
     "schedule_kind",
     "setting_key",
     "seed",
-    "time_saving",
-    "acc_delta",
-    "flop_saving",
-    "equal_time_gap",
-    "dynds_acc",
-    "baseline_acc",
-    "equal_time_acc",
-    "dynds_time_s",
-    "baseline_time_s",
-    "time_saving_interleaved",
-    "timing_noisy",
-    "verdict",
+    *SUMMARY_FIELDS,  # the summary columns, in the model's order
 )
 _RECIPE_HASH = re.compile(r"[0-9a-f]{16}")
 

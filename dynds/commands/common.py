@@ -47,6 +47,13 @@ def add_broker_argument(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_process_arguments(p: argparse.ArgumentParser, old_log_spelling: str | None = None) -> None:
+    """The flags `dynds serve` and `dynds worker` share: where the database and broker are, how to log."""
+    add_database_argument(p)
+    add_broker_argument(p)
+    add_log_arguments(p, old_log_spelling)
+
+
 def add_log_arguments(p: argparse.ArgumentParser, old_spelling: str | None = None) -> None:
     """--log-level and --log-format, the same on `dynds serve` and `dynds worker` (app/logs.py)."""
     p.add_argument(

@@ -9,9 +9,7 @@ from datetime import UTC
 from dynds.commands.common import (
     EXIT_JOB,
     EXIT_OK,
-    add_broker_argument,
-    add_database_argument,
-    add_log_arguments,
+    add_process_arguments,
     fail,
     load_settings,
     redact,
@@ -28,9 +26,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: %(default)s; 0.0.0.0 for all)")
     p.add_argument("--port", type=int, default=8000, help="the port to listen on (default: %(default)s)")
-    add_database_argument(p)
-    add_broker_argument(p)
-    add_log_arguments(p)
+    add_process_arguments(p)
     p.set_defaults(func=cmd_serve)
 
 

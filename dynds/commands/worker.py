@@ -7,9 +7,7 @@ import os
 
 from dynds.commands.common import (
     EXIT_OK,
-    add_broker_argument,
-    add_database_argument,
-    add_log_arguments,
+    add_process_arguments,
     fail,
     load_settings,
     redact,
@@ -35,9 +33,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="the worker's Celery node name (default: %(default)s, %%h: the host name); two workers on one host "
         "need different names, or they share one control queue and answer pings for each other",
     )
-    add_database_argument(p)
-    add_broker_argument(p)
-    add_log_arguments(p, old_spelling="--loglevel")
+    add_process_arguments(p, old_log_spelling="--loglevel")
     p.set_defaults(func=cmd_worker)
 
 
