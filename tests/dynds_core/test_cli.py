@@ -145,6 +145,27 @@ def test_refused_model_exits_2_in_process(tmp_path, monkeypatch, capsys):
     assert "tiny.yaml" in err and "model.arch" in err and "'fc'" in err
 
 
+def test_dynds_train_turns_the_measured_process_settings_on(tmp_path, monkeypatch):
+    """The library leaves the process alone unless asked; a command-line run owns its process and asks."""
+    from dynds.cli import main
+    from dynds_core.trainer import ProcessSettings
+
+    class Asked(Exception):
+        pass
+
+    seen = {}
+
+    def fake_train(spec, callbacks=None, **kw):
+        seen.update(kw)
+        raise Asked
+
+    spec = _tiny_spec_with_train(tmp_path, monkeypatch, fake_train)
+    with pytest.raises(Asked):
+        main(["train", str(spec), "--quiet", "--threads", "1"])
+    assert seen["process"] == ProcessSettings.measured()
+    assert ProcessSettings() == ProcessSettings(retain_memory=False, pause_collector=False, cudnn_benchmark=False)
+
+
 def test_unwritable_out_exits_2_before_training(tmp_path, monkeypatch, capsys):
     from dynds.cli import main
 

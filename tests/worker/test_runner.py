@@ -103,6 +103,26 @@ def test_an_unexpected_error_is_stored_with_its_type_and_no_traceback(sessions, 
     assert _job(sessions, job_id).error == "RuntimeError: CUDA error: device-side assert triggered"
 
 
+@pytest.mark.parametrize("broker", [None, "redis://localhost:6379/0"])
+def test_a_job_runs_with_the_measured_process_settings_but_the_collector_only_in_a_worker_process(sessions, settings, make_job, monkeypatch, broker):
+    """A Celery worker's process exists for its jobs: every measured setting on. In embedded mode the
+    process is the API's, whose collector stays on; the allocator and cuDNN settings still apply."""
+    import dynds_core
+    from dynds_core.trainer import ProcessSettings
+
+    seen = {}
+
+    def fake_train(spec, callbacks, **kw):
+        seen.update(kw)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(dynds_core, "train", fake_train)
+    job_id = make_job()
+    assert run_job(job_id, session_factory=sessions, settings=settings.model_copy(update={"broker_url": broker})) == "failed"
+    expected = ProcessSettings(retain_memory=True, cudnn_benchmark=True) if broker is None else ProcessSettings.measured()
+    assert seen["process"] == expected
+
+
 def test_error_message_keeps_our_errors_verbatim():
     from dynds_core.reduced import ReducedPassError
     from dynds_core.spec import SpecError
