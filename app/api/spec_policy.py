@@ -161,7 +161,8 @@ def deployment_devices(declared: tuple[str, ...] | None) -> tuple[str, ...]:
 
 
 def _data_location_error(dataset: str, root: str | None, settings: Settings) -> str | None:
-    """Why the data a spec names cannot be read here (outside the data dirs, or absent), or None."""
+    """Why the data a spec names cannot be read here (outside the data dirs, absent, or a symlink inside
+    it pointing out), or None."""
     from dynds_core.data.base import data_root
     from dynds_core.data.fashion_mnist import find_fashion_files
 
@@ -171,7 +172,7 @@ def _data_location_error(dataset: str, root: str | None, settings: Settings) -> 
         real = os.path.realpath(os.path.expanduser(root))
         if not os.path.exists(real):
             return f"data.root {root!r} does not exist on this server; put the data set there or correct the path"
-        return None
+        return _escape_error(real, settings)
     allowed = settings.allowed_data_dirs
     listed = ", ".join(allowed) or "(none configured)"
     if dataset == "imagefolder":
@@ -190,7 +191,30 @@ def _data_location_error(dataset: str, root: str | None, settings: Settings) -> 
         return f"data.root is null, which means the default folder {default}; it is outside the server's data directories ({listed}): set data.root"
     if not os.path.isdir(default):
         return f"data.root is null, which means the default folder {default}; it does not exist on this server: set data.root"
-    return None
+    return _escape_error(default, settings)
+
+
+def _escape_error(folder: str, settings: Settings) -> str | None:
+    """Why a data folder cannot be read (a symlink somewhere inside it points outside the data
+    directories, or it is too large to search), or None; a file (an archive) has nothing inside to check
+    here: its members are read from the archive, never from the filesystem."""
+    from dynds_core.data import DataError
+    from dynds_core.data.limits import find_escape, normalize_roots
+
+    if not os.path.isdir(folder):
+        return None
+    roots = normalize_roots(settings.allowed_data_dirs) or ()
+    try:
+        escape = find_escape(folder, roots, max_entries=2 * settings.data_limits.max_images + 10_000)
+    except DataError as exc:
+        return str(exc)
+    if escape is None:
+        return None
+    path, real = escape
+    return (
+        f"{path} inside data.root is a symlink to {real}, outside the server's data directories "
+        f"({', '.join(settings.allowed_data_dirs)}); a job may read only inside them: remove the link or copy the data in"
+    )
 
 
 def spec_errors(data: Any, settings: Settings) -> tuple[JobSpec | None, list[dict[str, Any]]]:

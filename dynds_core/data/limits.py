@@ -88,6 +88,42 @@ def check_inside(path: str | os.PathLike, roots: Sequence[str] | None, what: str
         )
 
 
+def find_escape(folder: str | os.PathLike, roots: Sequence[str], *, max_entries: int) -> tuple[str, str] | None:
+    """(path, where it resolves) of the first entry under ``folder`` that resolves outside ``roots``, or None.
+
+    Every entry is looked at, hidden ones too, and symlinks at any depth are resolved; a symlinked folder
+    that stays inside is walked as well (each real folder once, so a symlink loop ends). ``folder`` itself
+    must already resolve inside ``roots``: an entry that is no symlink lies where its folder does. Past
+    ``max_entries`` entries, DataError (a folder that large is refused, not walked for ever).
+    """
+    seen: set[str] = set()
+    stack = [os.fspath(folder)]
+    entries = 0
+    while stack:
+        current = stack.pop()
+        real = os.path.realpath(current)
+        if real in seen:
+            continue
+        seen.add(real)
+        try:
+            with os.scandir(current) as it:
+                children = list(it)
+        except OSError:
+            continue  # unreadable: the loader reports it when it gets there
+        for entry in children:
+            entries += 1
+            if entries > max_entries:
+                raise DataError(f"{folder} holds more than {max_entries} entries; it is not searched further (point data.root at the data set).")
+            if entry.is_symlink():
+                if not is_inside(entry.path, roots):
+                    return entry.path, os.path.realpath(entry.path)
+                if os.path.isdir(entry.path):
+                    stack.append(entry.path)
+            elif entry.is_dir(follow_symlinks=False):
+                stack.append(entry.path)
+    return None
+
+
 def check_file_size(path: Path, limits: DataLimits, what: str = "the file") -> int:
     """The size of ``path``; DataError naming it when larger than ``limits.max_file_bytes``."""
     try:
