@@ -123,6 +123,28 @@ def test_a_job_runs_with_the_measured_process_settings_but_the_collector_only_in
     assert seen["process"] == expected
 
 
+def test_the_worker_reads_only_inside_the_data_dirs_whatever_changed_since_submission(sessions, settings, make_job, tmp_path):
+    """The API checked the folder when the job was queued; a link added later, pointing out of the data
+    directories, is refused where the worker reads it (runner wraps train in data_policy)."""
+    from PIL import Image
+
+    data, outside = tmp_path / "data", tmp_path / "outside"
+    outside.mkdir()
+    Image.new("RGB", (16, 16)).save(outside / "secret.png")
+    for split, n in (("train", 40), ("test", 8)):
+        for cls in ("a", "b"):
+            (data / "set" / split / cls).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (16, 16), (i * 5, 0, 0)).save(data / "set" / split / cls / f"{i}.png")
+    spec = {**TINY_SPEC, "data": {"dataset": "imagefolder", "root": str(data / "set")}}
+    job_id = make_job(spec)
+    (data / "set" / "train" / "a" / "zz-leak.png").symlink_to(outside / "secret.png")
+    here = settings.model_copy(update={"data_dirs": [str(data)]})
+    assert run_job(job_id, session_factory=sessions, settings=here) == "failed"
+    error = _job(sessions, job_id).error
+    assert "zz-leak.png" in error and "outside the allowed data directories" in error
+
+
 def test_error_message_keeps_our_errors_verbatim():
     from dynds_core.reduced import ReducedPassError
     from dynds_core.spec import SpecError
