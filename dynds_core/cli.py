@@ -184,7 +184,7 @@ def format_flops(v: float | None) -> str:
 
 
 SIZING_LABELS = {
-    "lockstep_baseline": "the lockstep baseline's time",
+    "lockstep_baseline": "the lockstep baseline's steps paired with DynDS's",
     "own_full_steps": "the DynDS run's own full steps",
     "paired_baseline": "the baseline run's time",
     "flop_ratio": "the FLOP ratio",
@@ -202,7 +202,17 @@ def summary_lines(result: Any) -> list[str]:
         lines.append("Cancelled: the figures below are partial.")
     if result.verdict_sentence:
         lines.append(f"Verdict: {result.verdict_sentence}")
-    if result.time_saving is not None:
+    if result.time_saving is not None and result.pairing == "lockstep":
+        lines.append(
+            f"time saving {result.time_saving:+.1%}: 1 - DynDS train time / paired baseline train time, from each DynDS step "
+            f"against the baseline's steps around it (the median per batch type; {PAIRING_LABELS['lockstep']})"
+        )
+        if result.time_saving_total is not None:
+            lines.append(
+                f"total-time saving {result.time_saving_total:+.1%}: the same ratio from the two runs' total train times, as the clock read "
+                "them; far from the time saving when a burst of load hit part of the job"
+            )
+    elif result.time_saving is not None:
         lines.append(
             f"time saving {result.time_saving:+.1%}: 1 - DynDS train time / paired baseline train time "
             f"({PAIRING_LABELS.get(result.pairing, result.pairing)})"

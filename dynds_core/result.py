@@ -75,7 +75,14 @@ class JobResult(BaseModel):
     baseline: RunResult | None = None
     equal_time: RunResult | None = None
     # Against the paired baseline; None when it did not run.
-    time_saving: float | None = None  # 1 - T_dynds / T_baseline
+    # 1 - T_dynds / T_baseline. In lockstep, T_dynds / T_baseline is estimated from the two runs' steps
+    # paired by index (medians per batch type, dynds_core.training.timing.lockstep_time_ratio), so a burst
+    # of load during part of the job does not move it; sequential: the ratio of the two train times.
+    time_saving: float | None = None
+    # Lockstep only: 1 - T_dynds / T_baseline from the two runs' total train times, as the clock read
+    # them; far from time_saving when the load changed during the job. None otherwise (time_saving is
+    # then that ratio itself).
+    time_saving_total: float | None = None
     acc_delta: float | None = None  # acc_dynds - acc_baseline, percentage points
     flop_saving: float | None = None  # 1 - FLOPs_dynds / FLOPs_baseline
     # 1 - T_dynds / (mean full-step time of the DynDS run itself x its steps): the DynDS run's own full
@@ -86,13 +93,14 @@ class JobResult(BaseModel):
     # Against the equal-time baseline: acc_dynds - acc_equal_time (pp); positive means DynDS is worth it.
     equal_time_gap: float | None = None
     # What the equal-time run's length came from (dynds_core.trainer.equal_time_budget):
-    # own_full_steps | paired_baseline | flop_ratio; None without an equal-time run.
+    # lockstep_baseline | own_full_steps | paired_baseline | flop_ratio; None without an equal-time run.
     equal_time_sizing: str | None = None
     # How the DynDS run and its paired baseline were timed: "lockstep" (one step of each in turn, in one
     # process: both see the same machine) or "sequential" (one run after the other); None without a baseline.
     pairing: Pairing | None = None
-    # True when the timing cannot be trusted: the paired and interleaved savings disagree by more than
-    # TimingNoise.max_saving_gap, or a run's full steps varied more than TimingNoise.max_full_step_cv.
+    # True when the timing cannot be trusted: the paired saving disagrees with the interleaved or the
+    # total-time one by more than TimingNoise.max_saving_gap, or a run's full steps varied more than
+    # TimingNoise.max_full_step_cv.
     # Noisy jobs are flagged everywhere and left out of rankings by default.
     timing_noisy: bool = False
     timing_noise: str | None = None  # why it is noisy, in words

@@ -4,14 +4,15 @@
     result.time_saving, result.acc_delta, result.equal_time_gap
 
 Pairing (``train.pairing``): ``lockstep`` (the default) runs the DynDS run and its paired baseline
-(schedule none) in this process together, one step of each in turn, so both see the same machine
-and ``time_saving`` holds when the load changes during the job; ``sequential`` runs the baseline
+(schedule none) in this process together, one step of each in turn, so both see the same machine,
+and ``time_saving`` comes from their steps paired by index (medians per batch type), so that it holds
+when the load changes during the job, bursts included; ``sequential`` runs the baseline
 first, then the DynDS run (half the memory; exposed to load drift between the two). The equal-time
 baseline runs afterwards, alone. All runs start from the same initial weights (one model is built,
 seeded, and copied), see the same data order and augmentation (the loader is seeded by the job's
 seed), and use the same recipe. The equal-time baseline is the baseline recipe with its total steps
 cut to ``round(total_steps * T_dynds / T_baseline)``; its learning-rate schedule completes over those
-steps. T_baseline is the lockstep baseline's train time when there is one; otherwise (see
+steps. T_dynds / T_baseline is the lockstep runs' paired step ratio when there is one; otherwise (see
 :func:`equal_time_budget`) the DynDS run's own full steps, timed between its reduced ones, the
 sequential baseline run, or the FLOP ratio.
 
@@ -43,6 +44,7 @@ from .spec import JobSpec, NoneSchedule, Pairing, SpecError
 from .training.allocator import retain_freed_memory
 from .training.loop import RunPlan, TrainingRun, run_lockstep, seed_everything, warm_up
 from .training.recipe import describe_device, resolve_device, torch_threads
+from .training.timing import lockstep_time_ratio
 from .verdict import judge
 
 
@@ -77,17 +79,19 @@ def estimated_baseline_time(dynds: RunResult, total_steps: int) -> float:
 MIN_FULL_STEPS_FOR_SIZING = 5
 
 
-def equal_time_budget(dynds: RunResult, baseline: RunResult | None, total_steps: int, *, lockstep: bool = False) -> tuple[float, str]:
+def equal_time_budget(dynds: RunResult, baseline: RunResult | None, total_steps: int, *, lockstep_ratio: float | None = None) -> tuple[float, str]:
     """(T_baseline to size the equal-time run by, how it was found).
 
-    ``lockstep_baseline``: the baseline's train time, measured step for step beside the DynDS run.
+    ``lockstep_baseline``: from the baseline measured step for step beside the DynDS run:
+    T_dynds / ``lockstep_ratio`` (:func:`~dynds_core.training.timing.lockstep_time_ratio`), so the
+    equal-time run has ``total_steps * (1 - time_saving)`` steps, whatever burst of load the job met.
     ``own_full_steps``: the DynDS run's mean full-step time x the baseline's steps. Measured in the same
     run as T_dynds, it is immune to the load drift between runs that made paired times on our shared
     machines disagree by 20% or more (README, tradeoff figures). ``paired_baseline``: the baseline
     run's train time, when the DynDS run had too few full steps. ``flop_ratio``: neither.
     """
-    if lockstep and baseline is not None and baseline.train_time_s > 0:
-        return baseline.train_time_s, "lockstep_baseline"
+    if lockstep_ratio is not None and lockstep_ratio > 0 and dynds.train_time_s > 0:
+        return dynds.train_time_s / lockstep_ratio, "lockstep_baseline"
     if dynds.steps_full < MIN_FULL_STEPS_FOR_SIZING and baseline is not None and baseline.train_time_s > 0:
         return baseline.train_time_s, "paired_baseline"
     return estimated_baseline_time(dynds, total_steps), "own_full_steps" if dynds.steps_full else "flop_ratio"
@@ -161,6 +165,13 @@ class TimingNoise:
                 reasons.append(
                     f"paired and interleaved time savings differ by {gap * 100:.1f} points "
                     f"({result.time_saving:.1%} vs {result.time_saving_interleaved:.1%}; more than {self.max_saving_gap * 100:g})"
+                )
+        if result.pairing == "lockstep" and result.time_saving is not None and result.time_saving_total is not None:
+            gap = abs(result.time_saving - result.time_saving_total)
+            if gap > self.max_saving_gap:
+                reasons.append(
+                    f"the load changed during the job: the step-paired and total-time savings differ by {gap * 100:.1f} points "
+                    f"({result.time_saving:.1%} vs {result.time_saving_total:.1%}; more than {self.max_saving_gap * 100:g})"
                 )
         for run in (result.dynds, result.baseline):
             if run is not None and run.full_step_cv is not None and run.full_step_cv > self.max_full_step_cv:
@@ -282,12 +293,14 @@ def train(
         baseline: RunResult | None = None
         equal_time: RunResult | None = None
         pairing: Pairing | None = None
-        lockstep = spec.baseline and baseline_run is None and t.pairing == "lockstep"
-        if lockstep:
+        lockstep_ratio: float | None = None
+        if spec.baseline and baseline_run is None and t.pairing == "lockstep":
             pairing = "lockstep"
             runs = [build("baseline", none_schedule(total_steps), total_steps), build("dynds", dynds_schedule, total_steps)]
             baseline, dynds = run_lockstep(runs, pause_collector=process.pause_collector)
             trained.update(baseline=runs[0].model, dynds=runs[1].model)
+            d_tally, b_tally = runs[1].tally, runs[0].tally
+            lockstep_ratio = lockstep_time_ratio(d_tally.step_times, d_tally.step_reduced, d_tally.step_at, b_tally.step_times, b_tally.step_at)
         else:
             if baseline_run is not None:
                 baseline = baseline_run
@@ -300,11 +313,13 @@ def train(
                 dynds = alone("dynds", dynds_schedule, total_steps)
         sizing = None
         if spec.equal_time_baseline and not dynds.cancelled and not (baseline is not None and baseline.cancelled):
-            t_base, sizing = equal_time_budget(dynds, baseline, total_steps, lockstep=lockstep)
+            t_base, sizing = equal_time_budget(dynds, baseline, total_steps, lockstep_ratio=lockstep_ratio)
             steps = equal_time_steps(total_steps, dynds.train_time_s, t_base)
             equal_time = alone("equal_time", none_schedule(steps), steps)
 
-    result = compare(spec, describe_device(device), dynds, baseline, equal_time, pairing=pairing, timing_noise=timing_noise)
+    result = compare(
+        spec, describe_device(device), dynds, baseline, equal_time, pairing=pairing, timing_noise=timing_noise, lockstep_ratio=lockstep_ratio
+    )
     if equal_time is not None:
         result.equal_time_sizing = sizing
     for kind in ("dynds", "baseline") if keep_baseline_model else ("dynds",):
@@ -322,8 +337,13 @@ def compare(
     *,
     pairing: Pairing | None = None,
     timing_noise: TimingNoise | None = None,
+    lockstep_ratio: float | None = None,
 ) -> JobResult:
-    """The headline figures of a job from its runs (pure): savings, deltas, noise flag, verdict."""
+    """The headline figures of a job from its runs (pure): savings, deltas, noise flag, verdict.
+
+    ``lockstep_ratio``: T_dynds / T_baseline from the lockstep runs' paired steps; ``time_saving`` is
+    1 minus it when given (and the pairing is lockstep), and ``time_saving_total`` then holds the
+    saving from the two runs' train times; without it ``time_saving`` is that one itself."""
     runs = [r for r in (dynds, baseline, equal_time) if r is not None]
     finished_accs = [r.final_val_acc for r in runs if r.final_val_acc is not None and not r.cancelled]
     target = spec.train.target_accuracy
@@ -346,6 +366,8 @@ def compare(
     if complete and baseline is not None:
         if baseline.train_time_s > 0:
             res.time_saving = 1.0 - dynds.train_time_s / baseline.train_time_s
+            if pairing == "lockstep" and lockstep_ratio is not None:
+                res.time_saving, res.time_saving_total = 1.0 - lockstep_ratio, res.time_saving
         if dynds.final_val_acc is not None and baseline.final_val_acc is not None:
             res.acc_delta = dynds.final_val_acc - baseline.final_val_acc
         if baseline.total_flops > 0:
@@ -354,8 +376,9 @@ def compare(
         res.equal_time_gap = dynds.final_val_acc - equal_time.final_val_acc
     if complete and dynds.steps_full > 0 and dynds.steps_reduced > 0 and dynds.time_full_s > 0:
         res.time_saving_interleaved = 1.0 - dynds.train_time_s / estimated_baseline_time(dynds, dynds.steps)
-    if res.time_saving is not None and not math.isfinite(res.time_saving):
-        res.time_saving = None
+    for name in ("time_saving", "time_saving_total"):
+        if getattr(res, name) is not None and not math.isfinite(getattr(res, name)):
+            setattr(res, name, None)
     if complete:
         res.timing_noise = (timing_noise or TimingNoise()).reason(res)
         res.timing_noisy = res.timing_noise is not None

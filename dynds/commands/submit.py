@@ -108,6 +108,7 @@ def format_summary(job: dict[str, Any]) -> str:
     line = (
         f"job {job['id']} {job['status']}: time_saving {fmt('time_saving', '{:.1%}')}"
         + (f" ({pairing})" if pairing else "")
+        + (f", total-time {result['time_saving_total']:.1%}" if result.get("time_saving_total") is not None else "")
         + f", cross-check {fmt('time_saving_interleaved', '{:.1%}')}, "
         f"acc_delta {fmt('acc_delta', '{:+.2f} pt')}, flop_saving {fmt('flop_saving', '{:.1%}')}, "
         f"dynds_acc {fmt('dynds_acc', '{:.2f}%')}, baseline_acc {fmt('baseline_acc', '{:.2f}%')}, "

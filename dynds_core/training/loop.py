@@ -18,6 +18,7 @@ import copy
 import itertools
 import math
 import random
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,7 +35,7 @@ from ..schedules import BatchType, Schedule
 from ..spec import DynDSSpec, JobSpec
 from .evaluation import evaluate
 from .recipe import autocast, build_optimizer, lr_at
-from .timing import collect_after_steps, collect_at_epoch_end, collector_between_epochs, elapsed_s, flush_interval, step_clock
+from .timing import collect_after_steps, collect_at_epoch_end, collector_between_epochs, elapsed_s, flush_interval, host_clock, step_clock
 
 
 def seed_everything(seed: int) -> None:
@@ -68,6 +69,7 @@ class _Pending:
     n: int
     start: Any  # float (CPU clock) or a CUDA event
     end: Any
+    at: float  # the host clock at the step's start (on the CPU, start itself)
 
 
 @dataclass
@@ -78,14 +80,22 @@ class _Tally:
     time: dict[str, float] = field(default_factory=lambda: {"full": 0.0, "reduced": 0.0})
     steps: dict[str, int] = field(default_factory=lambda: {"full": 0, "reduced": 0})
     full_time_sq: float = 0.0  # sum of squared full-step times, for their coefficient of variation
+    # every step's time, whether it was reduced, and the host clock at its start, in step order:
+    # lockstep pairs the runs' steps by when they ran (timing.lockstep_time_ratio)
+    step_times: array = field(default_factory=lambda: array("d"))
+    step_reduced: array = field(default_factory=lambda: array("b"))
+    step_at: array = field(default_factory=lambda: array("d"))
     epoch_loss: float = 0.0
     epoch_correct: float = 0.0
     epoch_seen: int = 0
 
-    def add(self, batch_type: str, dt: float) -> None:
+    def add(self, batch_type: str, dt: float, at: float) -> None:
         self.train_time += dt
         self.time[batch_type] += dt
         self.steps[batch_type] += 1
+        self.step_times.append(dt)
+        self.step_reduced.append(batch_type == "reduced")
+        self.step_at.append(at)
         if batch_type == "full":
             self.full_time_sq += dt * dt
 
@@ -164,7 +174,7 @@ class TrainingRun:
         corrects = torch.stack([p.correct for p in pending]).float().tolist()
         for p, loss, correct in zip(pending, losses, corrects, strict=True):
             dt = elapsed_s(p.start, p.end, self.cuda)
-            tally.add(p.batch_type, dt)
+            tally.add(p.batch_type, dt, p.at)
             tally.epoch_loss += loss * p.n
             tally.epoch_correct += correct
             tally.epoch_seen += p.n
@@ -188,7 +198,7 @@ class TrainingRun:
                 )
         pending.clear()
 
-    def _step(self, x: torch.Tensor, y: torch.Tensor, step: int, epoch: int, start: Any) -> None:
+    def _step(self, x: torch.Tensor, y: torch.Tensor, step: int, epoch: int, start: Any, at: float) -> None:
         t, d = self.spec.train, self.spec.dynds
         batch_type = self.plan.schedule.decide(step, epoch)
         lr = lr_at(step, self.plan.total_steps, peak=t.lr, kind=t.lr_schedule, warmup_steps=self.warmup)
@@ -203,7 +213,7 @@ class TrainingRun:
         self.scaler.update()
         correct = (out.detach().argmax(1) == y).sum()
         end = step_clock(self.device)
-        self.pending.append(_Pending(step, epoch, batch_type, lr, loss.detach(), correct, len(y), start, end))
+        self.pending.append(_Pending(step, epoch, batch_type, lr, loss.detach(), correct, len(y), start, end, at))
 
     def steps(self) -> Iterator[None]:
         """Train, yielding after every step; returns when the run is done or stopped."""
@@ -223,11 +233,12 @@ class TrainingRun:
                 # The interval covers fetching the batch and the step, nothing else. On CUDA both ends are
                 # events on one stream, so another run's kernels queued before this one are not inside it.
                 start = step_clock(device)
+                at = start if isinstance(start, float) else host_clock()
                 batch = next(batches, None)
                 if batch is None:
                     break
                 x, y = batch
-                self._step(x, y, step, epoch, start)
+                self._step(x, y, step, epoch, start, at)
                 step += 1
                 if len(self.pending) >= self.flush_every:
                     flushed = len(self.pending)

@@ -9,10 +9,12 @@ events on the training device's stream, read in batches (one synchronisation eve
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import gc
+import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -30,6 +32,11 @@ def step_clock(device: torch.device) -> Any:
         ev = torch.cuda.Event(enable_timing=True)
         ev.record(torch.cuda.current_stream(device))
         return ev
+    return time.perf_counter()
+
+
+def host_clock() -> float:
+    """The host's clock, where a step sits in time among other runs' steps (on CUDA, when it was queued)."""
     return time.perf_counter()
 
 
@@ -75,3 +82,46 @@ def collect_after_steps(step: int, flushed: int) -> None:
 def collect_at_epoch_end() -> None:
     """The epoch's young cyclic garbage, outside the timed steps."""
     gc.collect(1)
+
+
+def lockstep_time_ratio(
+    dynds_times: Sequence[float],
+    dynds_reduced: Sequence[int],
+    dynds_at: Sequence[float],
+    baseline_times: Sequence[float],
+    baseline_at: Sequence[float],
+) -> float | None:
+    """T_dynds / T_baseline of two runs timed in lockstep, from each DynDS step against the baseline's
+    steps around it in time.
+
+    Each DynDS step (time ``dynds_times[i]``, started at ``dynds_at[i]`` on the host clock, reduced
+    when ``dynds_reduced[i]``) is divided by the baseline's step time interpolated linearly to its
+    midpoint between the two baseline steps whose midpoints bracket it: both ran within a step of each
+    other, on the same machine, and a load that drifts within a round cancels to first order. Per
+    batch type the median of those ratios is taken, and the types are weighted by their step counts.
+    Why medians: a burst of load does not slow a short reduced step and a long full step by the same
+    factor (bench/pairing.py), so the ratio of the two runs' total times moves with how much of the
+    job a burst covered; the medians do not, as long as bursts cover less than half of each type's
+    steps. Under a load that stays, they are that load's ratio. None without a positive baseline time.
+    On CUDA the host clock says when a step was queued: its order among the other run's steps is
+    right, its spacing approximate.
+    """
+    mids = [a + t / 2 for a, t in zip(baseline_at, baseline_times, strict=True)]
+    if not mids:
+        return None
+    ratios: dict[bool, list[float]] = {False: [], True: []}
+    for d, reduced, a in zip(dynds_times, dynds_reduced, dynds_at, strict=True):
+        m = a + d / 2
+        j = bisect.bisect_left(mids, m)
+        if j == 0 or j == len(mids):  # before the baseline's first step or after its last: the nearest one
+            b = baseline_times[0 if j == 0 else -1]
+        else:
+            span = mids[j] - mids[j - 1]
+            w = (m - mids[j - 1]) / span if span > 0 else 0.5
+            b = baseline_times[j - 1] + (baseline_times[j] - baseline_times[j - 1]) * w
+        if b > 0 and d >= 0:
+            ratios[bool(reduced)].append(d / b)
+    paired = sum(len(r) for r in ratios.values())
+    if paired == 0:
+        return None
+    return sum(len(r) * statistics.median(r) for r in ratios.values() if r) / paired

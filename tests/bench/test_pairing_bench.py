@@ -47,5 +47,11 @@ def test_target_met_only_when_lockstep_is_tight_and_sequential_spreads(capsys):
     # sequential did not spread (the burner missed): the check proves nothing, not met
     assert pairing.report({"sequential": _rows([0.33, 0.35]), "lockstep": _rows([0.33, 0.34])}) == 1
     out = capsys.readouterr().out
-    assert "NOT MET" in out and "| lockstep | 33.0, 34.0 | 1.0 pt |" in out
+    assert "NOT MET" in out and "| lockstep (steps paired in time) | 33.0, 34.0 | 1.0 pt |" in out
     assert pairing.report({"sequential": _rows([0.3]), "lockstep": _rows([0.3])}) == 2
+
+
+def test_the_clock_s_lockstep_figure_is_shown_but_not_judged(capsys):
+    lock = [{**r, "time_saving_total": t} for r, t in zip(_rows([0.33, 0.34]), [0.20, 0.45], strict=True)]
+    assert pairing.report({"sequential": _rows([0.20, 0.45]), "lockstep": lock}) == 0
+    assert "| lockstep, total times (the clock; not the target's figure) | 20.0, 45.0 | 25.0 pt |" in capsys.readouterr().out

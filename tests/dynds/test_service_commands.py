@@ -29,6 +29,16 @@ def test_threshold_failures_name_the_threshold_missed():
     assert len(no_baseline) == 2 and all("no baseline" in f for f in no_baseline)
 
 
+def test_the_wait_summary_gives_the_clock_s_figure_beside_a_lockstep_saving():
+    from dynds.commands.submit import format_summary
+
+    summary = {"time_saving": 0.37, "time_saving_interleaved": 0.36, "acc_delta": -5.6}
+    lockstep = format_summary({"id": 4, "status": "succeeded", "summary": summary, "result": {"pairing": "lockstep", "time_saving_total": 0.33}})
+    assert lockstep.startswith("job 4 succeeded: time_saving 37.0% (lockstep), total-time 33.0%, cross-check 36.0%, acc_delta -5.60 pt")
+    sequential = format_summary({"id": 5, "status": "succeeded", "summary": summary, "result": {"pairing": "sequential"}})
+    assert "time_saving 37.0% (sequential), cross-check 36.0%" in sequential and "total-time" not in sequential
+
+
 def test_validation_lines_show_each_key_path():
     detail = [{"loc": ["body", "spec", "train", "epochs"], "msg": "must be >= 1"}, {"loc": ["body", "force"], "msg": "not a bool"}]
     assert validation_lines(detail) == ["  train.epochs: must be >= 1", "  force: not a bool"]

@@ -249,11 +249,20 @@ def test_summary_explains_every_figure_and_gives_the_verdict():
         )
 
     spec = JobSpec.parse({"equal_time_baseline": False})
-    res = compare(spec, "cpu", run("dynds", 60.0, 6.4, 5, 5), run("baseline", 65.6, 10.0, 10, 0), None, pairing="lockstep")
+    runs = run("dynds", 60.0, 6.4, 5, 5), run("baseline", 65.6, 10.0, 10, 0), None
+    res = compare(spec, "cpu", *runs, pairing="lockstep", lockstep_ratio=0.63)
     lines = summary_lines(res)
-    assert lines[0].startswith("Verdict: Not conclusive: 36 % less time for 5.6 pt less accuracy, but no equal-time baseline ran")
+    assert lines[0].startswith("Verdict: Not conclusive: 37 % less time for 5.6 pt less accuracy, but no equal-time baseline ran")
     text = "\n".join(lines)
-    assert "time saving +36.0%: 1 - DynDS train time / paired baseline train time (lockstep:" in text
+    assert (
+        "time saving +37.0%: 1 - DynDS train time / paired baseline train time, from each DynDS step against the baseline's "
+        "steps around it (the median per batch type; lockstep:"
+    ) in text
+    assert "total-time saving +36.0%: the same ratio from the two runs' total train times" in text
+    # without the paired steps' ratio (sequential, or a result built by hand) there is one figure
+    plain = "\n".join(summary_lines(compare(spec, "cpu", *runs, pairing="sequential")))
+    assert "time saving +36.0%: 1 - DynDS train time / paired baseline train time (sequential:" in plain
+    assert "total-time" not in plain
     assert "cross-check" in text and "accuracy delta -5.60 pt" in text
     assert "equal-time gap: not run (set equal_time_baseline: true" in text
     assert "time to target: train time until the validation accuracy first reached 60.00% (the lowest final accuracy among the runs)" in text

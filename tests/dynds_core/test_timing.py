@@ -3,6 +3,7 @@ and the cyclic collector kept out of the timed steps."""
 
 import gc
 
+import pytest
 import torch
 from test_trainer import GcRecorder, tiny_spec
 
@@ -58,3 +59,32 @@ def test_cuda_reads_step_signals_in_batches_for_every_schedule():
     baseline, rather than a synchronisation every step that its baseline does not pay."""
     assert timing.flush_interval(torch.device("cuda")) == timing.CUDA_FLUSH_EVERY > 1
     assert timing.flush_interval(torch.device("cpu")) == 1
+
+
+def test_lockstep_ratio_takes_each_type_s_median_ratio_to_the_baseline_around_it():
+    # baseline steps of 1.0 s back to back; DynDS steps between them: full 1.0, reduced 0.25, and one
+    # reduced step of 5 s (a burst) that the median of its type leaves out
+    b_at = [0.0, 1.5, 3.0, 4.5, 6.0]
+    b_t = [1.0] * 5
+    d_at = [1.0, 2.5, 4.0, 5.5]
+    d_t = [0.25, 0.25, 5.0, 0.25]
+    d_red = [1, 1, 1, 1]
+    assert timing.lockstep_time_ratio(d_t, d_red, d_at, b_t, b_at) == pytest.approx(0.25)
+    # half full steps at the baseline's pace: 0.5 * 1.0 + 0.5 * 0.25
+    assert timing.lockstep_time_ratio([1.0, 0.25], [0, 1], [1.0, 2.5], b_t[:3], b_at[:3]) == pytest.approx(0.625)
+
+
+def test_lockstep_ratio_interpolates_the_baseline_to_each_step_s_midpoint():
+    # the baseline's steps slow from 1 s to 3 s; a reduced step a quarter of the way from one baseline
+    # midpoint to the next is compared with the baseline's pace there (1.5 s), not with either neighbour
+    b_at, b_t = [0.0, 2.0], [1.0, 3.0]  # midpoints 0.5 and 3.5
+    d_at, d_t = [1.0], [0.5]  # midpoint 1.25
+    assert timing.lockstep_time_ratio(d_t, [1], d_at, b_t, b_at) == pytest.approx(0.5 / 1.5)
+    # before the first or after the last baseline step: the nearest one
+    assert timing.lockstep_time_ratio([0.5], [1], [-5.0], b_t, b_at) == pytest.approx(0.5)
+    assert timing.lockstep_time_ratio([0.5], [1], [9.0], b_t, b_at) == pytest.approx(0.5 / 3.0)
+
+
+def test_lockstep_ratio_without_a_timed_baseline_step_is_none():
+    assert timing.lockstep_time_ratio([0.5], [1], [0.0], [], []) is None
+    assert timing.lockstep_time_ratio([0.5], [1], [0.0], [0.0], [0.0]) is None

@@ -80,7 +80,9 @@ def test_paired_runs_measure_and_stream_metrics():
     assert res.baseline.steps_reduced == 0
     assert res.dynds.total_flops == 4 * res.dynds.flops_full_step + 4 * res.dynds.flops_reduced_step
     assert res.flop_saving == pytest.approx(1 - res.dynds.total_flops / res.baseline.total_flops)
-    assert res.time_saving == pytest.approx(1 - res.dynds.train_time_s / res.baseline.train_time_s)
+    # the clock's figure; time_saving itself (steps paired in time) is pinned down in test_loop.py
+    assert res.time_saving_total == pytest.approx(1 - res.dynds.train_time_s / res.baseline.train_time_s)
+    assert res.pairing == "lockstep" and res.time_saving is not None
     assert res.acc_delta == pytest.approx(res.dynds.final_val_acc - res.baseline.final_val_acc)
     assert res.target_accuracy == min(res.dynds.final_val_acc, res.baseline.final_val_acc)
     assert len(rec.epochs) == 4 and len(rec.ends) == 2
@@ -150,9 +152,9 @@ def test_cancel_during_dynds_keeps_the_finished_baseline():
 def test_equal_time_baseline_gets_the_time_matched_step_count(pairing):
     rec = Recorder()
     res = train(tiny_spec(equal_time_baseline=True, train={"epochs": 3, "pairing": pairing}), rec)
-    if pairing == "lockstep":  # the baseline timed step for step beside the DynDS run sizes it
+    if pairing == "lockstep":  # the baseline timed step for step beside the DynDS run sizes it: 1 - time_saving of the steps
         assert res.equal_time_sizing == "lockstep_baseline"
-        expected = equal_time_steps(12, res.dynds.train_time_s, res.baseline.train_time_s)
+        expected = equal_time_steps(12, 1.0 - res.time_saving, 1.0)
     else:  # 6 full steps in the DynDS run: their mean time, not the drift-prone paired baseline's
         assert res.dynds.steps_full == 6 and res.equal_time_sizing == "own_full_steps"
         expected = equal_time_steps(12, res.dynds.train_time_s, res.dynds.time_full_s / 6 * 12)

@@ -66,6 +66,7 @@ def constructed_job(job_id: int, *, noisy: bool, pairing: str = "lockstep") -> d
         "acc_delta": -0.4,
         "flop_saving": 0.55,
         "time_saving_interleaved": 0.17 if noisy else 0.30,
+        "time_saving_total": 0.29 if pairing == "lockstep" else None,
         "equal_time_gap": 1.2,
         "equal_time_sizing": "own_full_steps",
         "pairing": pairing,
@@ -188,6 +189,7 @@ def test_job_page_says_the_verdict_and_how_the_timing_was_paired(vpage, server):
     stats = page.locator("#headline-stats").inner_text()
     assert "time saving (lockstep, vs paired baseline)" in stats and "31.0 %" in stats
     assert "cross-check: vs its own full steps" in stats and "30.0 %" in stats
+    assert "total-time saving (the clock)" in stats and "29.0 %" in stats  # lockstep: the clock's figure beside it
     assert "−0.40 pt" in stats and "+1.20 pt" in stats and not re.search(r"\bpp\b", page.locator("#main").inner_text())
     # every figure carries its explanation
     assert page.locator("#headline-stats .stat").count() == page.locator("#headline-stats .stat .explain").count()
@@ -204,7 +206,8 @@ def test_job_page_flags_noisy_timing_with_its_reason(vpage, server):
     noise = page.locator("#timing-noise").inner_text()
     assert "timing noisy" in noise and NOISE in noise
     assert "sequential" in page.locator("#pairing").inner_text()
-    assert "time saving (sequential, vs paired baseline)" in page.locator("#headline-stats").inner_text()
+    stats = page.locator("#headline-stats").inner_text()
+    assert "time saving (sequential, vs paired baseline)" in stats and "total-time" not in stats  # one figure when sequential
     shot(page, f"trust-job-noisy-{page.size_name}")
 
 
