@@ -1,36 +1,46 @@
 """DynDS in a user's own loop (dynds_core.method): the README's loop, run for real."""
 
+import contextlib
+import re
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
 from dynds_core import DynDS, SpecError, create_model, downsample_input
 from dynds_core.spec import PeriodicSchedule
 
 
-def test_the_readme_loop_trains_over_a_plain_dataloader():
+def readme_loop() -> str:
+    """The README's own-loop example, as printed there."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    (block,) = [b for b in blocks if "dynds.batch(" in b]
+    return block
+
+
+def test_the_readme_loop_runs_as_printed(monkeypatch):
+    """The README's block itself, executed over a small data set: 15 lines of code, a complete loop, and
+    it trains with both batch types."""
+    code = readme_loop()
+    assert len([line for line in code.splitlines() if line.strip()]) == 15
+    seen = []
+    real_batch = DynDS.batch
+
+    @contextlib.contextmanager
+    def batch(self, model, x, step, epoch=0):
+        with real_batch(self, model, x, step, epoch) as x_in:
+            seen.append((step, x_in.shape[-1]))
+            yield x_in
+
+    monkeypatch.setattr(DynDS, "batch", batch)
     torch.manual_seed(0)
-    data = TensorDataset(torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,)))
-    loader = DataLoader(data, batch_size=16, shuffle=True)
-    model = create_model("resnet20", num_classes=10)
-    epochs = 2
-    dynds = DynDS(schedule={"kind": "periodic", "pattern": "FR"}, total_steps=len(loader) * epochs, seed=0)
-    model = dynds.prepare(model)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    sizes, step = [], 0
-    for epoch in range(epochs):
-        for x, y in loader:
-            with dynds.batch(model, x, step, epoch) as x_in:
-                sizes.append(x_in.shape[-1])
-                loss = F.cross_entropy(model(x_in), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            step += 1
-    assert sizes == [32, 16] * 4
-    assert torch.isfinite(loss)
+    ns = {"train_set": TensorDataset(torch.randn(256, 3, 16, 16), torch.randint(0, 10, (256,)))}  # 16x16: a quarter of the cost
+    exec(compile(code, "README.md", "exec"), ns)
+    assert [s for s, _ in seen] == list(range(2 * 12))  # every step of 12 epochs of 2 batches, numbered across epochs
+    assert {size for _, size in seen} == {16, 8} and torch.isfinite(ns["loss"])  # full and reduced steps both ran
 
 
 def test_a_reduced_batch_is_the_reduced_pass_and_a_full_one_is_x_itself():
