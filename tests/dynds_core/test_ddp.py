@@ -48,7 +48,7 @@ def _train(rank: int, world: int, store: str, bn: str, find_unused: bool, out: s
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("bn, find_unused", [("frozen", False), ("separate", True), ("separate", False)])
+@pytest.mark.parametrize("bn, find_unused", [("frozen", False), ("shared", False), ("separate", True), ("separate", False)])
 def test_two_process_ddp_trains_with_the_reduced_pass(tmp_path, bn, find_unused):
     store, out = str(tmp_path / "store"), str(tmp_path / "result")
     mp.start_processes(_train, args=(2, store, bn, find_unused, out), nprocs=2, join=True, start_method="spawn")
