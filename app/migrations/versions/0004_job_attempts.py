@@ -7,7 +7,7 @@ Create Date: 2026-12-01 19:55:00.000000
 Recovery with DYNDS_RECOVER_POLICY=requeue puts a job whose process died back in the queue only while
 attempts < DYNDS_MAX_ATTEMPTS, then fails it with the reason. Before this column the requeue marker lived
 in job.progress, which the first metrics flush overwrote, so a job that killed its process was requeued
-forever. Existing rows: a job that has been started counts one attempt; a queued job carrying the old
+forever. Existing rows: a job that has been started (started_at set) counts one attempt; a queued job carrying the old
 marker ({"requeued": true}) was started once already.
 """
 
@@ -33,7 +33,8 @@ def upgrade() -> None:
         sa.column("attempts", sa.Integer),
     )
     conn = op.get_bind()
-    conn.execute(job.update().where(sa.or_(job.c.status != "queued", job.c.started_at.is_not(None))).values(attempts=1))
+    # started_at is set by the claim: a job cancelled or failed while still queued was never started
+    conn.execute(job.update().where(job.c.started_at.is_not(None)).values(attempts=1))
     marked = []
     for job_id, progress in conn.execute(sa.select(job.c.id, job.c.progress).where(job.c.status == "queued", job.c.progress.is_not(None))).all():
         if isinstance(progress, str):

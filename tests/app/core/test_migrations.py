@@ -158,3 +158,51 @@ def test_migration_0003_on_existing_jobs_sqlite(tmp_path):
 
 def test_migration_0003_on_existing_jobs_postgresql(fresh_pg_url):
     _check_0003(fresh_pg_url)
+
+
+def _check_0004(url):
+    """0004 on a database at 0003 that holds jobs: a job ever started counts one attempt, and so does a queued
+    job carrying the old requeue marker in its progress; a job never started counts none."""
+    from datetime import datetime
+
+    from sqlalchemy import MetaData, Table
+
+    engine = make_engine(url)
+    cfg = Config(str(MIGRATIONS_DIR / "alembic.ini"))
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    try:
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "0003")
+        job = Table("job", MetaData(), autoload_with=engine)
+        started = datetime(2026, 11, 20, 1, tzinfo=UTC)
+        specs = [JobSpec.parse({"train": {"seed": s}}) for s in range(5)]
+        rows = [
+            _old_job(specs[0], status="running", active=True, started_at=started, progress={"fraction": 0.4}),
+            _old_job(specs[1], status="queued", active=True, started_at=None, progress={"requeued": True}),  # started once, requeued
+            _old_job(specs[2], status="queued", active=True, started_at=None, progress=None),  # never started
+            _old_job(specs[3], status="succeeded", active=True, started_at=started, progress=None),
+            _old_job(specs[4], status="cancelled", active=False, started_at=None, progress=None),  # cancelled while queued
+        ]
+        with engine.begin() as conn:
+            conn.execute(job.insert(), rows)
+        init_db(engine)  # to head
+        with Session(engine) as s:
+            attempts = {j.seed: j.attempts for j in s.exec(select(Job)).all()}
+        assert attempts == {0: 1, 1: 1, 2: 0, 3: 1, 4: 0}
+        assert {"artifact", "job_log"} <= set(inspect(engine).get_table_names())  # 0005 and 0006 on top
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0003")
+        assert "attempts" not in {c["name"] for c in inspect(engine).get_columns("job")}
+        assert not {"artifact", "job_log"} & set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_migration_0004_counts_the_attempts_of_existing_jobs_sqlite(tmp_path):
+    _check_0004(f"sqlite:///{tmp_path / 'old.db'}")
+
+
+def test_migration_0004_counts_the_attempts_of_existing_jobs_postgresql(fresh_pg_url):
+    _check_0004(fresh_pg_url)
