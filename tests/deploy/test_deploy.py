@@ -1,5 +1,6 @@
 """The service as it is deployed, from the install a user makes: real processes from a clean venv
-(`pip install .`, no extras; tests/deploy/clean_venv.sh), the services docker-compose.yml describes run
+(`pip install .`, checked alone, then `pip install '.[service]'`, no test extras; tests/deploy/clean_venv.sh), the
+services docker-compose.yml describes run
 as processes on this machine:
 
 - PostgreSQL: a fresh database on the running server (created here, dropped afterwards);
