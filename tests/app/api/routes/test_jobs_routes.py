@@ -84,6 +84,10 @@ def test_data_root_must_stay_inside_the_data_dirs(client, data_dir, tmp_path):
         assert r.status_code == 422, root
         (err,) = r.json()["errors"]
         assert err["loc"] == ["body", "spec", "data", "root"] and str(data_dir.resolve()) in err["msg"], err
+    # a root that holds the link out is refused too, naming the link (every entry is resolved at submission)
+    r = submit(client, {"data": {"dataset": "cifar10", "root": str(data_dir)}})
+    assert r.status_code == 422 and str(data_dir / "escape") in r.json()["errors"][0]["msg"]
+    (data_dir / "escape").unlink()
     for root in (str(data_dir), str(data_dir / "cifar10"), str(data_dir / "sub" / ".." / "cifar10")):
         assert submit(client, {"data": {"dataset": "cifar10", "root": root}}).status_code in (200, 201), root
 
