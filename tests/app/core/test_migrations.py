@@ -16,10 +16,21 @@ from dynds_core.spec import JobSpec
 EXPECTED = {"job", "metric_point", "sweep", "api_token", "idempotency_key", "alembic_version"}
 
 
-def _head() -> str:
+def _config() -> Config:
     cfg = Config(str(MIGRATIONS_DIR / "alembic.ini"))
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    return ScriptDirectory.from_config(cfg).get_current_head()
+    return cfg
+
+
+def _head() -> str:
+    return ScriptDirectory.from_config(_config()).get_current_head()
+
+
+def _move(engine, cfg: Config, direction: str, revision: str) -> None:
+    """``alembic upgrade|downgrade revision`` on ``engine``, in one transaction."""
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        getattr(command, direction)(cfg, revision)
 
 
 def _check(url):
@@ -37,23 +48,18 @@ def _check(url):
         ]
         assert ["active_hash"] in uniques
         assert "heartbeat_at" in {c["name"] for c in insp.get_columns("job")}
-        cfg = Config(str(MIGRATIONS_DIR / "alembic.ini"))
-        cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+        cfg = _config()
         with Session(engine) as s:  # a job running across the 0002 down and up again
             job, _ = crud.submit_job(session=s, spec=JobSpec())
             assert crud.claim_job(session=s, job_id=job.id, worker="w") is not None
             job_id = job.id
-        with engine.begin() as conn:  # 0002 down: the heartbeat column goes, the rest stays
-            cfg.attributes["connection"] = conn
-            command.downgrade(cfg, "0001")
+        _move(engine, cfg, "downgrade", "0001")  # 0002 down: the heartbeat column goes, the rest stays
         assert "heartbeat_at" not in {c["name"] for c in inspect(engine).get_columns("job")}
         init_db(engine)
         with Session(engine) as s:  # kept, without a heartbeat: the stale check leaves it to its worker
             assert s.get(Job, job_id).status == "running" and s.get(Job, job_id).heartbeat_at is None
             assert crud.fail_stale_jobs(session=s, older_than=timedelta(seconds=1)) == []
-        with engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.downgrade(cfg, "base")
+        _move(engine, cfg, "downgrade", "base")
         assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
         init_db(engine)
         assert EXPECTED <= set(inspect(engine).get_table_names())
@@ -102,12 +108,9 @@ def _check_0003(url):
     from app.leaderboard import frontier_key, recipe_hash
 
     engine = make_engine(url)
-    cfg = Config(str(MIGRATIONS_DIR / "alembic.ini"))
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg = _config()
     try:
-        with engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "0002")
+        _move(engine, cfg, "upgrade", "0002")
         job = Table("job", MetaData(), autoload_with=engine)
         fixed = JobSpec.parse({"train": {"seed": 1, "lr": 0.05}})
         adaptive = JobSpec.parse({"dynds": {"schedule": {"kind": "adaptive"}}})
@@ -142,9 +145,7 @@ def _check_0003(url):
             # A new submission of the adaptive spec runs again (the old succeeded one gave up its hold).
             _, outcome = crud.submit_job(session=s, spec=adaptive)
             assert outcome == "created"
-        with engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.downgrade(cfg, "0002")
+        _move(engine, cfg, "downgrade", "0002")
         assert "recipe_hash" not in {c["name"] for c in inspect(engine).get_columns("job")}
         init_db(engine)
         assert "recipe_hash" in {c["name"] for c in inspect(engine).get_columns("job")}
@@ -168,12 +169,9 @@ def _check_0004(url):
     from sqlalchemy import MetaData, Table
 
     engine = make_engine(url)
-    cfg = Config(str(MIGRATIONS_DIR / "alembic.ini"))
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg = _config()
     try:
-        with engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "0003")
+        _move(engine, cfg, "upgrade", "0003")
         job = Table("job", MetaData(), autoload_with=engine)
         started = datetime(2026, 11, 20, 1, tzinfo=UTC)
         specs = [JobSpec.parse({"train": {"seed": s}}) for s in range(5)]
@@ -191,9 +189,7 @@ def _check_0004(url):
             attempts = {j.seed: j.attempts for j in s.exec(select(Job)).all()}
         assert attempts == {0: 1, 1: 1, 2: 0, 3: 1, 4: 0}
         assert {"artifact", "job_log"} <= set(inspect(engine).get_table_names())  # 0005 and 0006 on top
-        with engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.downgrade(cfg, "0003")
+        _move(engine, cfg, "downgrade", "0003")
         assert "attempts" not in {c["name"] for c in inspect(engine).get_columns("job")}
         assert not {"artifact", "job_log"} & set(inspect(engine).get_table_names())
     finally:
