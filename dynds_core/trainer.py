@@ -5,8 +5,9 @@
 
 Pairing (``train.pairing``): ``lockstep`` (the default) runs the DynDS run and its paired baseline
 (schedule none) in this process together, one step of each in turn, so both see the same machine,
-and ``time_saving`` comes from their steps paired by index (medians per batch type), so that it holds
-when the load changes during the job, bursts included; ``sequential`` runs the baseline
+and ``time_saving`` comes from their steps paired in time (each DynDS step against the baseline's
+steps around it, medians per batch type), so that it holds when the load changes during the job,
+bursts included; ``sequential`` runs the baseline
 first, then the DynDS run (half the memory; exposed to load drift between the two). The equal-time
 baseline runs afterwards, alone. All runs start from the same initial weights (one model is built,
 seeded, and copied), see the same data order and augmentation (the loader is seeded by the job's
