@@ -79,7 +79,6 @@ class _Tally:
     train_time: float = 0.0
     time: dict[str, float] = field(default_factory=lambda: {"full": 0.0, "reduced": 0.0})
     steps: dict[str, int] = field(default_factory=lambda: {"full": 0, "reduced": 0})
-    full_time_sq: float = 0.0  # sum of squared full-step times, for their coefficient of variation
     # every step's time, whether it was reduced, and the host clock at its start, in step order:
     # lockstep pairs the runs' steps by when they ran (timing.lockstep_time_ratio)
     step_times: array = field(default_factory=lambda: array("d"))
@@ -96,8 +95,6 @@ class _Tally:
         self.step_times.append(dt)
         self.step_reduced.append(batch_type == "reduced")
         self.step_at.append(at)
-        if batch_type == "full":
-            self.full_time_sq += dt * dt
 
     def full_step_cv(self) -> float | None:
         """Standard deviation over mean of the full steps' times (None with fewer than 2)."""
@@ -105,7 +102,8 @@ class _Tally:
         if n < 2 or self.time["full"] <= 0:
             return None
         mean = self.time["full"] / n
-        var = max(self.full_time_sq / n - mean * mean, 0.0) * n / (n - 1)
+        full = [t for t, reduced in zip(self.step_times, self.step_reduced, strict=True) if not reduced]
+        var = sum((t - mean) ** 2 for t in full) / (n - 1)
         return math.sqrt(var) / mean
 
 
