@@ -42,7 +42,9 @@ def test_embedded_executor_runs_a_posted_job_end_to_end(served):
     assert job["summary"]["time_saving"] is not None and job["reproducibility"]["device"] == "cpu"
     metrics = client.get(f"{API}/jobs/{job['id']}/metrics").json()["data"]
     assert sorted({(m["run"], m["kind"]) for m in metrics}) == [("baseline", "epoch"), ("baseline", "step"), ("dynds", "epoch"), ("dynds", "step")]
-    assert executor.jobs_run == 1
+    # The job's success is committed before run_job returns to the executor's loop, which counts it.
+    wait_until(lambda: executor.jobs_run == 1, 10, "the executor to count the job it ran")
+    assert executor.jobs_run == 1 and executor.current_job is None
 
 
 def test_jobs_run_one_at_a_time_in_submission_order(served):
