@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, StrictBool, WithJsonSchema, field_serializer, field_validator, model_validator
 from pydantic import Field as PydField
 from pydantic_core import PydanticCustomError
-from sqlalchemy import JSON, BigInteger, Column, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Column, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
@@ -31,7 +31,9 @@ SUMMARY_FIELDS = (
     "baseline_time_s",
     "time_saving_interleaved",
     "timing_noisy",
+    "contended",
     "verdict",
+    "hardware_key",
 )
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit metric id.
@@ -103,6 +105,10 @@ class JobBase(_UTCModel):
     # Last sign of life from the worker running the job (claim, metric flushes); a running job whose
     # heartbeat is older than settings.stale_job_after_s is failed as interrupted.
     heartbeat_at: datetime | None = None
+    # dynds_core.hardware's key of what the job ran on, measured by the process that ran it (set when it is
+    # claimed, confirmed by its result); "unknown" for jobs stored before it was recorded (migration 0007).
+    # Leaderboard cells, tracks and frontiers key on it: results from unlike hardware are never pooled.
+    hardware_key: str | None = Field(default=None, max_length=300)
 
 
 class Job(JobBase, table=True):
@@ -113,6 +119,7 @@ class Job(JobBase, table=True):
         Index("ix_job_track_status", "track", "status"),
         Index("ix_job_recipe_status", "recipe_hash", "status"),
         Index("ix_job_frontier_status", "frontier_key", "status"),
+        Index("ix_job_hardware_status", "hardware_key", "status"),
     )
     id: int | None = Field(default=None, primary_key=True)
     spec: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
@@ -128,6 +135,8 @@ class Job(JobBase, table=True):
     progress: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     reproducibility: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # dynds_core.hardware.Hardware as stored (key, device, model, count, threads, memory, versions).
+    hardware: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     # The summary, flat (filled when the job succeeds); the leaderboard and export read only these.
     time_saving: float | None = None
     acc_delta: float | None = None
@@ -140,6 +149,7 @@ class Job(JobBase, table=True):
     baseline_time_s: float | None = None
     time_saving_interleaved: float | None = None
     timing_noisy: bool = False  # the timing cannot be trusted (JobResult.timing_noisy): left out of rankings
+    contended: bool = False  # the job did not have its hardware to itself (JobResult.contended): left out of rankings
     verdict: str | None = Field(default=None, max_length=32)  # dynds_core.verdict kind for this one job (one seed)
 
 
@@ -187,6 +197,7 @@ class JobPublic(JobBase):
     summary: dict[str, Any] | None = None
     result: dict[str, Any] | None = None
     reproducibility: dict[str, Any] | None = None
+    hardware: dict[str, Any] | None = None
 
     @classmethod
     def from_job(cls, job: Job, *, deduplicated: bool = False, with_result: bool = True) -> JobPublic:
@@ -201,6 +212,7 @@ class JobPublic(JobBase):
             summary=summary,
             result=job.result if with_result else None,
             reproducibility=job.reproducibility,
+            hardware=job.hardware,
         )
 
 
@@ -213,6 +225,13 @@ class JobListItem(JobPublic):
 class JobsPublic(SQLModel):
     data: list[JobListItem]
     count: int
+
+
+class JobSubmitted(JobPublic):
+    """POST /jobs and retries: the job, and what the submitter should know now (e.g. that no live worker
+    serves the queue the job asks for: it waits until one does; app.fleet.routing)."""
+
+    warnings: list[str] = []
 
 
 # ---------------------------------------------------------------- metrics
@@ -309,6 +328,7 @@ class SweepPublic(SQLModel):
     name: str
     count: int
     jobs: list[JobListItem]
+    warnings: list[str] = []  # POST /sweeps: as JobSubmitted's, one per queue no live worker serves
 
 
 # ---------------------------------------------------------------- tokens and idempotency
@@ -364,3 +384,68 @@ class ArtifactPublic(_UTCModel):
 class ArtifactsPublic(SQLModel):
     data: list[ArtifactPublic]
     count: int
+
+
+# ---------------------------------------------------------------- workers (the fleet: app/fleet)
+
+
+class Worker(SQLModel, table=True):
+    """A process that runs jobs, as it registered (`dynds worker`, or the embedded executor of `dynds serve`)
+    and keeps its row fresh (``last_seen``, every settings.worker_heartbeat_s). One row per (host, name): a
+    worker restarted under its node name, after a SIGKILL too, takes its row back; migration 0008."""
+
+    __table_args__ = (UniqueConstraint("host", "name", name="uq_worker_host_name"), Index("ix_worker_last_seen", "last_seen"))
+    id: int | None = Field(default=None, primary_key=True)
+    host: str = Field(max_length=255)
+    name: str = Field(max_length=255)  # the Celery node name (dynds@host), or "dynds serve" for the embedded executor
+    kind: str = Field(max_length=16)  # "celery" or "embedded"
+    pid: int
+    version: str = Field(max_length=32)
+    hardware: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))  # dynds_core.hardware.Hardware
+    hardware_key: str = Field(max_length=300)
+    hardware_class: str = Field(max_length=300)
+    queues: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    concurrency: int = 1
+    job_ids: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))  # the jobs it runs now
+    started_at: datetime = Field(default_factory=utcnow)
+    last_seen: datetime = Field(default_factory=utcnow)
+    stopped_at: datetime | None = None  # a graceful stop; a killed worker only stops being seen
+
+
+class WorkerPublic(BaseModel):
+    id: int
+    host: str
+    name: str
+    kind: str
+    pid: int
+    version: str
+    alive: bool  # seen within worker_timeout_s and not stopped
+    hardware: dict[str, Any]
+    hardware_key: str
+    hardware_class: str
+    queues: list[str]
+    concurrency: int
+    job_ids: list[int]
+    started_at: str
+    last_seen: str
+    stopped_at: str | None = None
+
+    @classmethod
+    def from_worker(cls, worker: Worker, *, alive: bool) -> WorkerPublic:
+        return cls(
+            **{f: getattr(worker, f) for f in ("id", "host", "name", "kind", "pid", "version", "hardware", "hardware_key", "hardware_class")},
+            alive=alive,
+            queues=list(worker.queues or []),
+            concurrency=worker.concurrency,
+            job_ids=list(worker.job_ids or []),
+            started_at=iso_utc(worker.started_at),
+            last_seen=iso_utc(worker.last_seen),
+            stopped_at=iso_utc(worker.stopped_at),
+        )
+
+
+class WorkersPublic(BaseModel):
+    data: list[WorkerPublic]  # live ones first, then the gone ones, each most recently seen first
+    count: int
+    live: int
+    timeout_s: float  # a worker not seen for this long is gone (DYNDS_WORKER_TIMEOUT_S)

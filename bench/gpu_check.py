@@ -105,16 +105,18 @@ def step_speedups(args, device) -> None:
                 torch.cuda.empty_cache()
 
 
-def lockstep_job(args, device) -> None:
+def lockstep_job(args, device, *, subset=None, epochs=None):
     from dynds_core import JobSpec, train
     from dynds_core.trainer import ProcessSettings
 
+    subset = args.job_subset if subset is None else subset
+    epochs = args.job_epochs if epochs is None else epochs
     archive = find_archive(args.data)
     if archive is not None and archive.exists():
-        data = {"dataset": "imagefolder", "root": str(archive), "train_subset": args.job_subset, "val_subset": args.job_val_subset}
+        data = {"dataset": "imagefolder", "root": str(archive), "train_subset": subset, "val_subset": args.job_val_subset}
         where = f"CIFAR-10 JPEGs {archive}"
     else:
-        data = {"dataset": "synthetic", "synthetic_size": args.job_subset or 2048}
+        data = {"dataset": "synthetic", "synthetic_size": subset or 2048}
         where = "no CIFAR-10 archive found (set DYNDS_CIFAR10_ARCHIVE or --data): SYNTHETIC data"
     spec = JobSpec.parse(
         {
@@ -122,7 +124,7 @@ def lockstep_job(args, device) -> None:
             "model": {"arch": "resnet20"},
             "data": data,
             "train": {
-                "epochs": args.job_epochs,
+                "epochs": epochs,
                 "batch_size": args.job_batch,
                 "optimizer": "sgd",
                 "lr": 0.2,
@@ -141,10 +143,10 @@ def lockstep_job(args, device) -> None:
             "equal_time_baseline": True,
         }
     )
-    n = "all" if args.job_subset is None else args.job_subset
+    n = "all" if subset is None else subset
     print(
-        f"\n## one lockstep job: resnet20, {where}, train images {n}, test images {args.job_val_subset or 'all'}, "
-        f"{args.job_epochs} epochs, batch {args.job_batch}",
+        f"\n## one lockstep job on {device.type}: resnet20, {where}, train images {n}, test images {args.job_val_subset or 'all'}, "
+        f"{epochs} epochs, batch {args.job_batch}",
         flush=True,
     )
     t0 = time.perf_counter()
@@ -157,6 +159,7 @@ def lockstep_job(args, device) -> None:
         return "n/a" if x is None else f"{x:+.2f} pt"
 
     print(f"card: {res.device}")
+    print(f"hardware: {res.hardware.key if res.hardware else 'n/a'}")
     print(f"pairing: {res.pairing}")
     print(f"time_saving: {pct(res.time_saving)}")
     print(f"time_saving_interleaved: {pct(res.time_saving_interleaved)}")
@@ -174,6 +177,7 @@ def lockstep_job(args, device) -> None:
         f"train time: DynDS {res.dynds.train_time_s:.1f} s, baseline {res.baseline.train_time_s if res.baseline else float('nan'):.1f} s; "
         f"job wall {time.perf_counter() - t0:.0f} s"
     )
+    return res
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -192,6 +196,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--job-batch", type=int, default=128)
     p.add_argument("--skip-steps", action="store_true", help="only the lockstep job")
     p.add_argument("--skip-job", action="store_true", help="only the step speed-ups")
+    p.add_argument(
+        "--cpu-job-subset",
+        type=int,
+        default=4096,
+        help="with CUDA: the same lockstep job on the CPU too, on this many training images (default %(default)s; 0: none)",
+    )
     args = p.parse_args(argv)
 
     import torch
@@ -243,7 +253,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_steps:
         step_speedups(args, device)
     if not args.skip_job:
-        lockstep_job(args, device)
+        res = lockstep_job(args, device)
+        if cuda and args.cpu_job_subset:
+            # The same recipe on this machine's CPU (fewer images, one epoch, so it fits): one saving per hardware.
+            cpu = lockstep_job(args, torch.device("cpu"), subset=args.cpu_job_subset, epochs=1)
+            print("\n## time saving by hardware (each a lockstep job against its own baseline)")
+            for r in (res, cpu):
+                saving = "n/a" if r.time_saving is None else f"{100 * r.time_saving:.1f}%"
+                print(f"{r.hardware.key if r.hardware else r.device}: {saving}{' (timing noisy)' if r.timing_noisy else ''}")
     print(f"\ngpu_check done in {time.perf_counter() - t0:.0f} s")
     return 0
 

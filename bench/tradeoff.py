@@ -348,7 +348,7 @@ def aggregate(records: list[dict], *, min_seeds: int, include_noisy: bool, max_a
         out["cells"] = cells
         tracks = board["tracks"]
         frontier = (
-            lb.build_frontier(rows, track=tracks[0]["recipe_hash"], max_acc_drop=max_acc_drop, min_seeds=min_seeds, include_noisy=include_noisy)
+            lb.build_frontier(rows, track=tracks[0]["track_key"], max_acc_drop=max_acc_drop, min_seeds=min_seeds, include_noisy=include_noisy)
             if len(tracks) == 1
             else None
         )
@@ -424,11 +424,34 @@ def print_table(agg: dict, names: list[str], command: str) -> None:
                 )
 
 
+def hardware_of(rec: dict) -> str:
+    """The hardware key a study record was measured on (``unknown`` for records from before it was recorded)."""
+    hw = rec["result"].get("hardware")
+    return hw["key"] if isinstance(hw, dict) and hw.get("key") else "unknown"
+
+
+def by_hardware(records: list[dict]) -> dict[str, list[dict]]:
+    """Records per hardware key: a study is never pooled across machines (a table per key)."""
+    groups: dict[str, list[dict]] = {}
+    for rec in records:
+        groups.setdefault(hardware_of(rec), []).append(rec)
+    return groups
+
+
 def table_from(path: Path, args, command: str | None = None) -> int:
     records = read_records(path)
     if not records:
         print(f"no finished jobs in {path}")
         return 1
+    groups = by_hardware(records)
+    for key, recs in sorted(groups.items()):
+        if len(groups) > 1:
+            print(f"\n## on {key}: {len(recs)} of the {len(records)} jobs")
+        _table_of(recs, args, command or f"python bench/tradeoff.py --table-only --out {path}")
+    return 0
+
+
+def _table_of(records: list[dict], args, command: str) -> None:
     names = [n for n in SETTINGS if n in {r["setting"] for r in records}]
     agg = aggregate(records, min_seeds=args.min_seeds, include_noisy=args.include_noisy, max_acc_drop=args.max_acc_drop)
     spec = records[0]["result"]["spec"]
@@ -439,11 +462,10 @@ def table_from(path: Path, args, command: str | None = None) -> int:
     print(
         f"# tradeoff: {spec['model']['arch']}, CIFAR-10 JPEG, train_subset={spec['data']['train_subset']}, "
         f"val={spec['data']['val_subset'] or 'all'}, epochs={agg['full_epochs']}, {len(records)} jobs, "
-        f"device {records[0]['result']['device']}, torch {torch.__version__}, measured {dates[0]}..{dates[-1]}, "
-        f"{walls / 60:.0f} job-minutes"
+        f"device {records[0]['result']['device']}, hardware {hardware_of(records[0])}, torch {torch.__version__}, "
+        f"measured {dates[0]}..{dates[-1]}, {walls / 60:.0f} job-minutes"
     )
-    print_table(agg, names, command or f"python bench/tradeoff.py --table-only --out {path}")
-    return 0
+    print_table(agg, names, command)
 
 
 # ---------------------------------------------------------------- main
@@ -521,8 +543,9 @@ def main(argv: list[str] | None = None) -> int:
             print(one_line(rec), flush=True)
     if args.out:
         return table_from(args.out, args, command)
-    if finished:
-        agg = aggregate(finished, min_seeds=args.min_seeds, include_noisy=args.include_noisy, max_acc_drop=args.max_acc_drop)
+    for key, recs in sorted(by_hardware(finished).items()):
+        print(f"\n## on {key}")
+        agg = aggregate(recs, min_seeds=args.min_seeds, include_noisy=args.include_noisy, max_acc_drop=args.max_acc_drop)
         print_table(agg, args.settings, command)
     return 0
 

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, PrivateAttr
 
+from .hardware import Hardware
 from .schedules import BatchType
 from .spec import Pairing
 
@@ -64,6 +65,14 @@ class RunResult(BaseModel):
     # Coefficient of variation (std / mean) of this run's full-step times; None with fewer than 2 full steps.
     # High values mean the machine's speed changed during the run.
     full_step_cv: float | None = None
+    # Did the run have its hardware to itself (dynds_core.training.contention), over its steps: CPU seconds its
+    # training threads got / (wall seconds x torch threads), and seconds they were runnable but waited for a
+    # CPU / (wall x threads); None where not measured (no wait outside Linux). On CUDA, the other processes
+    # seen on its device (None: not visible) and who they were, in words ("none", "unknown: ...").
+    cpu_share: float | None = None
+    wait_share: float | None = None
+    device_others: int | None = None
+    device_users: str | None = None
     cancelled: bool = False
 
 
@@ -71,6 +80,9 @@ class JobResult(BaseModel):
     spec_hash: str
     spec: dict[str, Any]
     device: str
+    # What the runs ran on, measured by the process that ran them (dynds_core.hardware): results are
+    # compared only under one hardware key. None in results stored before it was recorded.
+    hardware: Hardware | None = None
     dynds: RunResult
     baseline: RunResult | None = None
     equal_time: RunResult | None = None
@@ -104,6 +116,10 @@ class JobResult(BaseModel):
     # Noisy jobs are flagged everywhere and left out of rankings by default.
     timing_noisy: bool = False
     timing_noise: str | None = None  # why it is noisy, in words
+    # True when the runs did not have their hardware to themselves (their training threads were starved of
+    # the CPU time their steps' wall time allowed): like noisy jobs, kept out of rankings by default.
+    contended: bool = False
+    contention: str | None = None  # why, in words
     # Was it worth it (dynds_core.verdict): the class and one sentence; one job is one seed.
     verdict: str | None = None
     verdict_sentence: str | None = None
@@ -137,5 +153,7 @@ class JobResult(BaseModel):
             "baseline_time_s": self.baseline.train_time_s if self.baseline else None,
             "time_saving_interleaved": self.time_saving_interleaved,
             "timing_noisy": self.timing_noisy,
+            "contended": self.contended,
             "verdict": self.verdict,
+            "hardware_key": self.hardware.key if self.hardware else None,
         }

@@ -111,6 +111,20 @@ class TrainSpec(_Section):
     # step of each in turn, so a load change hits both alike (two models and optimizers in memory at once);
     # "sequential" runs the baseline first, then DynDS (half the memory; timing exposed to load drift).
     pairing: Pairing = "lockstep"
+    # The hardware the job must run on (dynds_core.hardware.requested_queue): "auto" (whatever the worker
+    # has; the result records what that was), a device kind (cpu, cuda), a hardware class
+    # (cuda.nvidia-h100-80gb-hbm3, cpu.intel-xeon.t2), a device model name or a hardware key. The service
+    # sends the job to the workers that have it. Not part of the recipe: results key on the measured hardware.
+    hardware: str = Field(default="auto", min_length=1, max_length=200)
+
+    @model_validator(mode="after")
+    def _check_hardware(self) -> TrainSpec:
+        from .hardware import pin_problem
+
+        problem = pin_problem(self.device, self.hardware, self.num_threads)
+        if problem:
+            raise ValueError(f"[train.hardware] {problem}")
+        return self
 
     # A field validator (not a model one) so that a bad device is listed beside other bad train keys.
     @field_validator("device")
@@ -321,6 +335,9 @@ def resolve_data_root(spec: dict[str, Any], base: str | Path) -> dict[str, Any]:
 def spec_hash(spec: JobSpec) -> str:
     data = spec.canonical()
     data.pop("name", None)
+    # "auto" is what every spec meant before train.hardware existed: the hashes of earlier jobs still match.
+    if data["train"].get("hardware") == "auto":
+        del data["train"]["hardware"]
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -17,7 +17,8 @@ steps. T_dynds / T_baseline is the lockstep runs' paired step ratio when there i
 :func:`equal_time_budget`) the DynDS run's own full steps, timed between its reduced ones, the
 sequential baseline run, or the FLOP ratio.
 
-``timing_noisy`` flags a job whose timing cannot be trusted (:class:`TimingNoise`).
+``timing_noisy`` flags a job whose timing cannot be trusted (:class:`TimingNoise`); ``contended`` one whose
+runs did not have their hardware to themselves (:class:`Contention`).
 
 A call leaves the process as it found it: the global RNGs (Python, NumPy, torch CPU and CUDA) are
 seeded for the job and restored afterwards, and process-wide speed settings are opt-in
@@ -39,6 +40,7 @@ import torch
 import torch.nn as nn
 
 from .callbacks import Callback, CallbackList
+from .hardware import Hardware, detect_hardware
 from .result import JobResult, RunResult
 from .schedules import make_schedule
 from .spec import JobSpec, NoneSchedule, Pairing, SpecError
@@ -181,6 +183,54 @@ class TimingNoise:
         return "; ".join(reasons) or None
 
 
+@dataclass(frozen=True)
+class Contention:
+    """When a job is flagged contended (``JobResult.contended``): its paired runs did not have their hardware
+    to themselves (dynds_core.training.contention measures it).
+
+    ``max_wait_share``: the share of a run's steps' thread time spent runnable but waiting for a CPU (Linux):
+    what a neighbour takes, and nothing else does. Measured on this 2-core machine (bench/contention.py,
+    bench/embedded_readers.py): alone at load 0.1, 0.01-0.03; the machine busy with other work (load 3-7),
+    0.08-0.45; beside a spinning process at load 5, 0.65-0.67; under 20 closed-loop API readers, 0.53-0.63.
+    One runnable thread more than cores on 2 cores waits a third of the time: 0.15 sits between that and quiet.
+    ``min_cpu_share``: where the wait is not known (not Linux), the CPU a CPU run's threads got over their
+    steps' wall time: alone at load 0.1, 0.99; beside a process spinning on its core, 0.34-0.5. A GPU run's
+    CPU threads wait on the GPU by design, so it is not used there; other processes seen on its GPU are.
+    """
+
+    max_wait_share: float = 0.15
+    min_cpu_share: float = 0.8
+
+    def __post_init__(self) -> None:
+        for name in ("max_wait_share", "min_cpu_share"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and 0 < v <= 1):
+                raise ValueError(f"Contention.{name} must be a number in (0, 1]: {v!r}")
+
+    def reason(self, result: JobResult) -> str | None:
+        """Why ``result``'s runs did not have their hardware to themselves, in words, or None."""
+        reasons = []
+        cpu = result.device.startswith("cpu")
+        # The runs time_saving compares; the equal-time run's timing decides nothing.
+        for run in (result.dynds, result.baseline):
+            if run is None:
+                continue
+            if run.wait_share is not None:
+                if run.wait_share > self.max_wait_share:
+                    reasons.append(
+                        f"the {run.run} run's threads waited for a CPU {run.wait_share:.0%} of their steps' time "
+                        f"(more than {self.max_wait_share:.0%}): something else on the machine was using its cores"
+                    )
+            elif cpu and run.cpu_share is not None and run.cpu_share < self.min_cpu_share:
+                reasons.append(
+                    f"the {run.run} run's threads got {run.cpu_share:.0%} of their steps' time on a CPU "
+                    f"(less than {self.min_cpu_share:.0%}): something else on the machine was using its cores"
+                )
+            if run.device_others:
+                reasons.append(f"the GPU had other users during the {run.run} run ({run.device_users})")
+        return "; ".join(reasons) or None
+
+
 def time_to_target(run: RunResult, target: float | None) -> float | None:
     """Train time after the first epoch whose validation accuracy reached ``target`` (percent)."""
     if target is None:
@@ -200,6 +250,7 @@ def train(
     dataset=None,
     baseline_run: RunResult | None = None,
     timing_noise: TimingNoise | None = None,
+    contention: Contention | None = None,
     process: ProcessSettings | None = None,
     keep_baseline_model: bool = False,
 ) -> JobResult:
@@ -209,7 +260,8 @@ def train(
     ``spec.model``; ``dataset``: an already loaded :class:`dynds_core.data.Dataset` instead of
     loading ``spec.data``; ``baseline_run``: a paired baseline already run for this recipe and seed
     (e.g. shared by several settings of a sweep on one machine), used instead of running one (the pairing is
-    then ``sequential``); ``timing_noise``: the thresholds of ``timing_noisy``; ``process``: the opt-in
+    then ``sequential``); ``timing_noise``: the thresholds of ``timing_noisy``; ``contention``: those of
+    ``contended``; ``process``: the opt-in
     process-wide settings (default: none of them). The trained DynDS model comes back as ``result.model``
     (``result.models["baseline"]`` too with ``keep_baseline_model``). Raises SpecError, DataError or
     ReducedPassError before any training.
@@ -221,6 +273,8 @@ def train(
     if process.retain_memory:
         retain_freed_memory()  # every run of the job alike: steps stop page-faulting their activations back in
     with torch_threads(t.num_threads), preserved_process_state(device):
+        # Measured here, with the threads the runs get: the spec says what was asked, this what was had.
+        hardware = detect_hardware(device, override=False)
         if dataset is None:
             from .data import load_dataset
 
@@ -317,7 +371,16 @@ def train(
             equal_time = alone("equal_time", none_schedule(steps), steps)
 
     result = compare(
-        spec, describe_device(device), dynds, baseline, equal_time, pairing=pairing, timing_noise=timing_noise, lockstep_ratio=lockstep_ratio
+        spec,
+        describe_device(device),
+        dynds,
+        baseline,
+        equal_time,
+        pairing=pairing,
+        timing_noise=timing_noise,
+        lockstep_ratio=lockstep_ratio,
+        hardware=hardware,
+        contention=contention,
     )
     if equal_time is not None:
         result.equal_time_sizing = sizing
@@ -337,6 +400,8 @@ def compare(
     pairing: Pairing | None = None,
     timing_noise: TimingNoise | None = None,
     lockstep_ratio: float | None = None,
+    hardware: Hardware | None = None,
+    contention: Contention | None = None,
 ) -> JobResult:
     """The headline figures of a job from its runs (pure): savings, deltas, noise flag, verdict.
 
@@ -354,6 +419,7 @@ def compare(
         spec_hash=spec.spec_hash,
         spec=spec.canonical(),
         device=device,
+        hardware=hardware,
         dynds=dynds,
         baseline=baseline,
         equal_time=equal_time,
@@ -381,6 +447,11 @@ def compare(
     if complete:
         res.timing_noise = (timing_noise or TimingNoise()).reason(res)
         res.timing_noisy = res.timing_noise is not None
-        v = judge(time_saving=res.time_saving, acc_delta=res.acc_delta, gap_mean=res.equal_time_gap, n_seeds=1, timing_noisy=res.timing_noisy)
+        res.contention = (contention or Contention()).reason(res)
+        res.contended = res.contention is not None
+        v = judge(
+            time_saving=res.time_saving, acc_delta=res.acc_delta, gap_mean=res.equal_time_gap, n_seeds=1,
+            timing_noisy=res.timing_noisy, contended=res.contended,
+        )  # fmt: skip
         res.verdict, res.verdict_sentence = v.kind, v.sentence
     return res

@@ -75,11 +75,16 @@ def judge(
     n_seeds: int = 1,
     min_seeds: int = DEFAULT_MIN_SEEDS,
     timing_noisy: bool = False,
+    contended: bool = False,
 ) -> Verdict:
-    """The verdict and its sentence for one job (``n_seeds=1``) or one leaderboard cell."""
+    """The verdict and its sentence for one job (``n_seeds=1``) or one leaderboard cell; ``timing_noisy``
+    and ``contended`` (its runs did not have the hardware to themselves) say why its time saving is not reliable."""
     kind = classify(gap_mean, gap_ci95, n_seeds, min_seeds)
     cost = _cost(time_saving, acc_delta)
     noise = "; its timing was noisy (the savings disagreed or the step times varied), so the time saving is not reliable" if timing_noisy else ""
+    if contended:
+        noise += "; it did not have the machine to itself (another process took CPU time or the GPU from its steps), so the time saving "
+        noise += "is not this hardware's"
     if kind == "no_equal_time":
         return Verdict(
             kind,

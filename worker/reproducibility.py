@@ -108,7 +108,12 @@ def reproducibility_record(spec: Any, *, repo_dir: Path = PROJECT_DIR) -> dict[s
         device = str(resolve_device(spec.train.device))  # where training lands ('auto' -> cuda when present, else cpu)
     except SpecError:  # a device this machine cannot use: recorded as asked (training refuses the job, saying why)
         device = spec.train.device
+    from dynds_core.hardware import detect_hardware
+
     revision, dirty = git_state(repo_dir)
+    # The hardware the run will have (train() measures it again and its result holds that): the threads
+    # the spec asks for, else this process's; never the routing tests' override.
+    hardware = detect_hardware(device, threads=spec.train.num_threads, override=False)
     return {
         "packages": package_versions(),
         "python": platform.python_version(),
@@ -124,4 +129,5 @@ def reproducibility_record(spec: Any, *, repo_dir: Path = PROJECT_DIR) -> dict[s
         "seed": spec.train.seed,
         "git_revision": revision,
         "git_dirty": dirty,
+        "hardware": hardware.model_dump(mode="json"),
     }

@@ -62,6 +62,10 @@ def finish_job(*, session: Session, job_id: int, result: JobResult, attempt: int
     else:
         op = "finish"
         values.update(finite(result.summary()))
+        if result.hardware is not None:  # what training measured: confirms (or corrects) the claim's record
+            values["hardware"] = result.hardware.model_dump(mode="json")
+        else:  # a result without it (a library older than 0007's) leaves what the claim recorded
+            values.pop("hardware_key", None)
         # A succeeded adaptive job gives up its dedup hold: the next identical submission runs again.
         values["active_hash"] = case((col(Job.schedule_kind).in_(NOT_REPEATABLE_KINDS), None), else_=Job.active_hash)
     res = session.execute(move(op, *this_run(job_id, attempt), **values))

@@ -11,6 +11,7 @@ from sqlalchemy import Text, cast, func
 from sqlmodel import Session, col, select
 
 from app.leaderboard import frontier_key, recipe_of, resolve_track
+from app.leaderboard.keys import HARDWARE_SEP, recipe_key
 from app.models import SUMMARY_FIELDS, Job, MetricPoint, iso_utc
 
 JOB_ORDERS = ("created_at", "-created_at", "id", "-id", "finished_at", "-finished_at", "name", "-name")
@@ -20,9 +21,17 @@ def get_job(*, session: Session, job_id: int) -> Job | None:
     return session.get(Job, job_id)
 
 
-def _job_filters(*, status=None, arch=None, dataset=None, schedule_kind=None, track=None, q=None) -> list:
+def _job_filters(*, status=None, arch=None, dataset=None, schedule_kind=None, track=None, hardware_key=None, q=None) -> list:
     conds = []
-    for column, value in ((Job.status, status), (Job.arch, arch), (Job.dataset, dataset), (Job.schedule_kind, schedule_kind), (Job.track, track)):
+    pairs = (
+        (Job.status, status),
+        (Job.arch, arch),
+        (Job.dataset, dataset),
+        (Job.schedule_kind, schedule_kind),
+        (Job.track, track),
+        (Job.hardware_key, hardware_key),
+    )
+    for column, value in pairs:
         if value is not None:
             conds.append(column == value)
     if q:
@@ -50,12 +59,13 @@ LIST_SCALARS = (
     "cancel_requested",
     "error",
     "heartbeat_at",
+    "hardware_key",
 )
-LIST_RAW_JSON = ("spec", "progress", "reproducibility")
+LIST_RAW_JSON = ("spec", "progress", "reproducibility", "hardware")
 
 
 def list_jobs_json(*, session: Session, limit: int = 50, offset: int = 0, order: str = "-created_at", **filters) -> tuple[str, int]:
-    """A page of jobs under the filters (status, arch, dataset, schedule_kind, track; ``q``: in the name) as a
+    """A page of jobs under the filters (status, arch, dataset, schedule_kind, track, hardware_key; ``q``: in the name) as a
     ready JSON array of list items (JobListItem's shape), stored JSON spliced in unparsed, and the total count.
 
     GET /jobs is the most requested page; building ORM objects and re-encoding every spec was most of its cost.
@@ -129,19 +139,21 @@ SUMMARY_ROW_COLUMNS = (
     "schedule_kind",
     "setting_key",
     "seed",
-    *SUMMARY_FIELDS,  # the summary columns, in the model's order
+    *SUMMARY_FIELDS,  # the summary columns, in the model's order (hardware_key among them)
 )
 _RECIPE_HASH = re.compile(r"[0-9a-f]{16}")
 
 
 def _track_base(session: Session, track: str) -> str:
-    """The stored track label (``track_of``) under which ``track`` (a label, a unique label with its
-    `` · `` suffix, or a recipe hash) lies: what the SQL filter can select on."""
-    if _RECIPE_HASH.fullmatch(track):
-        stored = session.execute(select(Job.track).where(Job.recipe_hash == track).limit(1)).scalar()
+    """The stored track label (``track_of``) under which ``track`` (a label, with its `` · `` suffix and
+    its `` on <hardware>``, a track key ``<recipe hash>@<hardware>``, or a recipe hash) lies: what the SQL
+    filter can select on."""
+    part = track.partition("@")[0]
+    if _RECIPE_HASH.fullmatch(part):
+        stored = session.execute(select(Job.track).where(Job.recipe_hash == part).limit(1)).scalar()
         if stored is not None:
             return stored
-    return track.split(" · ")[0]
+    return track.split(HARDWARE_SEP)[0].split(" · ")[0]
 
 
 def _summary_tuples(session: Session, conds: list) -> list[tuple]:
@@ -177,7 +189,7 @@ def summary_tuples(*, session: Session, track: str | None = None) -> list[tuple]
     tuples = _summary_tuples(session, [Job.track == _track_base(session, track)])
     rows = _with_recipes(session, [dict(zip(SUMMARY_ROW_COLUMNS, t, strict=True)) for t in tuples])
     key = resolve_track(rows, track)
-    return [t for t, r in zip(tuples, rows, strict=True) if key is not None and (r["recipe_hash"] or f"track:{r['track']}") == key]
+    return [t for t, r in zip(tuples, rows, strict=True) if key is not None and recipe_key(r) == key]
 
 
 def summary_rows(*, session: Session, track: str | None = None, with_setting: bool = False) -> list[dict[str, Any]]:
@@ -211,7 +223,7 @@ def frontier_rows(*, session: Session, track: str) -> list[dict[str, Any]] | Non
     key = resolve_track(rows, track)
     if key is None:
         return None
-    recipe = next((r["recipe"] for r in rows if r["recipe_hash"] == key and r.get("recipe")), None)
+    recipe = next((r["recipe"] for r in rows if recipe_key(r) == key and r.get("recipe")), None)
     if recipe is None:
         return rows
     fk = frontier_key(recipe)

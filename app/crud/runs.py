@@ -89,5 +89,11 @@ def job_control(*, session: Session, job_id: int) -> tuple[bool, str | None]:
 
 
 def set_reproducibility(*, session: Session, job_id: int, record: dict[str, Any]) -> None:
-    session.execute(update(Job).where(col(Job.id) == job_id).values(reproducibility=finite(record), heartbeat_at=utcnow()))
+    """Store what a job runs on; the record's ``hardware`` (dynds_core.hardware, measured by the process
+    that runs the job) also fills the job's hardware columns, so a running job shows it."""
+    values: dict[str, Any] = {"reproducibility": finite(record), "heartbeat_at": utcnow()}
+    hardware = record.get("hardware")
+    if isinstance(hardware, dict) and hardware.get("key"):
+        values.update(hardware=hardware, hardware_key=hardware["key"])
+    session.execute(update(Job).where(col(Job.id) == job_id).values(**values))
     session.commit()

@@ -6,7 +6,7 @@ import math
 from collections import defaultdict
 from typing import Any
 
-from app.leaderboard.keys import frontier_key, recipe_key, recipes_and_labels
+from app.leaderboard.keys import HARDWARE_SEP, frontier_key, recipe_key, recipes_and_labels, resolve_track, split_track_key
 from dynds_core.stats import mean_ci95, mean_std
 from dynds_core.verdict import DEFAULT_MIN_SEEDS, judge
 
@@ -35,14 +35,21 @@ def _stats(values: list[float]) -> tuple[float | None, float | None, list[float]
     return mean, std, _ci(ci)
 
 
+def untrusted(row: dict[str, Any]) -> bool:
+    """A job whose time figures cannot be trusted: its timing was noisy, or it did not have its hardware to itself."""
+    return bool(row.get("timing_noisy") or row.get("contended"))
+
+
 def _cell(rows: list[dict[str, Any]], *, max_acc_drop: float, min_seeds: int, include_noisy: bool) -> dict[str, Any]:
-    """One cell (recipe, setting): statistics over seeds, the verdict, and whether it may be ranked."""
-    noisy = [r for r in rows if r.get("timing_noisy")]
-    clean = [r for r in rows if not r.get("timing_noisy")]
+    """One cell (recipe, hardware, setting): statistics over seeds, the verdict, and whether it may be ranked.
+
+    Noisy and contended jobs are one group here ("noisy": their timing cannot be trusted)."""
+    noisy = [r for r in rows if untrusted(r)]
+    clean = [r for r in rows if not untrusted(r)]
     # Noisy jobs are left out of the statistics unless asked for; a cell with nothing else shows them
     # (and is not ranked): its only numbers, flagged.
     used = rows if include_noisy or not clean else clean
-    noisy_included = any(r.get("timing_noisy") for r in used)
+    noisy_included = any(untrusted(r) for r in used)
     seeds = sorted({r["seed"] for r in used})
     ts_mean, ts_std, ts_ci = _stats(per_seed(used, "time_saving"))
     acc_mean, acc_std, acc_ci = _stats(per_seed(used, "acc_delta"))
@@ -60,7 +67,9 @@ def _cell(rows: list[dict[str, Any]], *, max_acc_drop: float, min_seeds: int, in
     )
     why = []
     if noisy_included and not include_noisy:
-        why.append(f"every job of this cell had noisy timing ({len(noisy)}); include_noisy=true ranks it")
+        n_contended = sum(1 for r in noisy if r.get("contended"))
+        what = "noisy timing" if not n_contended else f"noisy timing or contended hardware ({n_contended} contended)"
+        why.append(f"every job of this cell had {what} ({len(noisy)}); include_noisy=true ranks it")
     if len(seeds) < min_seeds:
         why.append(f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''}; ranking needs at least {min_seeds} (min_seeds)")
     first = rows[0]
@@ -139,7 +148,8 @@ def build_leaderboard(
     min_seeds: int = DEFAULT_MIN_SEEDS,
     include_noisy: bool = False,
 ) -> dict[str, Any]:
-    """Tracks (one per recipe) with their cells ranked. ``track``: a label or a recipe hash.
+    """Tracks (one per recipe and hardware key) with their cells ranked. ``track``: a label or a key
+    (``app.leaderboard.keys.resolve_track``'s forms).
 
     Rows without a baseline comparison (time_saving or acc_delta None) do not count, but their
     recipes take part in making the labels unique (so a label does not change with the bound).
@@ -149,7 +159,7 @@ def build_leaderboard(
     if min_seeds < 1:
         raise ValueError(f"min_seeds must be >= 1, got {min_seeds}")
     recipes, labels = recipes_and_labels(rows)
-    wanted = None if track is None else (track if track in labels else next((k for k, v in labels.items() if v == track), ""))
+    wanted = None if track is None else (resolve_track(rows, track) or "")
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         if r.get("time_saving") is None or r.get("acc_delta") is None:
@@ -164,6 +174,9 @@ def build_leaderboard(
         tracks.append(
             {
                 "track": labels[k],
+                "track_key": k,
+                "recipe_label": labels[k].rsplit(HARDWARE_SEP, 1)[0],
+                "hardware_key": split_track_key(k)[1],
                 "recipe_hash": group[0].get("recipe_hash"),
                 "frontier_key": frontier_key(recipe) if recipe else None,
                 "recipe": recipe,

@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 from app.leaderboard.cells import _ci, build_leaderboard, per_seed
-from app.leaderboard.keys import frontier_key, recipe_key, recipes_and_labels
+from app.leaderboard.keys import frontier_key, hardware_of, recipe_key, recipes_and_labels, resolve_track, split_track_key
 from dynds_core.stats import mean_ci95
 from dynds_core.verdict import DEFAULT_MIN_SEEDS
 
@@ -77,9 +77,10 @@ def build_frontier(
     cell's x is 1 - its paired time saving (measured against a baseline that ran beside it).
     """
     recipes, labels = recipes_and_labels(rows)
-    k = track if track in labels else next((key for key, v in labels.items() if v == track), None)
+    k = resolve_track(rows, track)
     if k is None:
         return None
+    hardware = split_track_key(k)[1]  # one hardware's frontier: budgets measured elsewhere are other machines
     recipe = recipes[k]
     full_epochs = recipe.get("train", {}).get("epochs")
     fk = frontier_key(recipe) if recipe else None
@@ -90,6 +91,8 @@ def build_frontier(
     for r in rows:
         rk = recipe_key(r)
         rec = recipes.get(rk) or {}
+        if hardware_of(r) != hardware:
+            continue
         if fk is None or (r.get("frontier_key") or (frontier_key(rec) if rec else None)) != fk:
             continue
         epochs = rec.get("train", {}).get("epochs")
@@ -157,7 +160,9 @@ def build_frontier(
         )
     return {
         "track": labels[k],
-        "recipe_hash": None if k.startswith("track:") else k,
+        "track_key": k,
+        "hardware_key": hardware,
+        "recipe_hash": None if k.startswith("track:") else split_track_key(k)[0],
         "frontier_key": fk,
         "recipe": recipe,
         "full_epochs": full_epochs,

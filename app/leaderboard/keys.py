@@ -1,5 +1,9 @@
-"""Recipes and tracks: what makes two jobs comparable (a recipe: the spec but its name, seed, DynDS setting
-and baseline flags), their hashes, and the unique track label of each recipe."""
+"""Recipes and tracks: what makes two jobs comparable, their hashes, and the unique label of each track.
+
+A recipe is the spec but its name, seed, DynDS setting, baseline flags and where the job runs
+(train.device, train.num_threads, train.hardware). A track is a recipe on one hardware key, measured by
+the process that ran the job (dynds_core.hardware): results from unlike hardware are never pooled. Its
+key is ``<recipe hash>@<hardware key>``, its label ``<recipe label> on <hardware key>``."""
 
 from __future__ import annotations
 
@@ -62,8 +66,13 @@ def setting_key(dynds: dict[str, Any]) -> str:
 # ---------------------------------------------------------------- recipes: what makes numbers comparable
 
 # Spec keys that are not part of the recipe: the job's name, the DynDS setting (the cell's other half)
-# and which comparison runs were asked for. train.seed is dropped from the train section.
+# and which comparison runs were asked for. From the train section: the seed, and where the job runs (the
+# hardware it measured is the track's other half; a device asked for by name is the same device as "auto").
 _NOT_RECIPE = ("name", "dynds", "baseline", "equal_time_baseline")
+_NOT_RECIPE_TRAIN = ("seed", "device", "num_threads", "hardware")
+# The hardware key of a job stored before hardware was recorded (migration 0007) or not yet run.
+UNKNOWN_HARDWARE = "unknown"
+HARDWARE_SEP = " on "  # between a track's recipe label and its hardware key
 
 
 def _canon(obj: Any) -> str:
@@ -75,15 +84,16 @@ def _hash(obj: Any) -> str:
 
 
 def recipe_of(spec: dict[str, Any]) -> dict[str, Any]:
-    """The recipe of a canonical spec: model, all of data, all of train but the seed.
+    """The recipe of a canonical spec: model, all of data, all of train but the seed and the device.
 
     Two jobs with equal recipes trained the same network on the same data the same way (but for
-    the seed and the DynDS setting), so their numbers may be pooled and compared. Idempotent:
-    ``recipe_of(recipe_of(spec)) == recipe_of(spec)``.
+    the seed and the DynDS setting); on equal hardware their numbers may be pooled and compared.
+    Idempotent: ``recipe_of(recipe_of(spec)) == recipe_of(spec)``.
     """
     recipe = {k: copy.deepcopy(v) for k, v in spec.items() if k not in _NOT_RECIPE}
     if isinstance(recipe.get("train"), dict):
-        recipe["train"].pop("seed", None)
+        for k in _NOT_RECIPE_TRAIN:
+            recipe["train"].pop(k, None)
     return recipe
 
 
@@ -148,17 +158,42 @@ def track_labels(recipes: dict[str, dict[str, Any]]) -> dict[str, str]:
     return labels
 
 
-def recipe_key(row: dict[str, Any]) -> str:
-    """The key a row's recipe goes by: its recipe hash, or ``track:<label>`` for a row without one."""
+def hardware_of(row: dict[str, Any]) -> str:
+    """The hardware key a row was measured on (``unknown`` when it was not recorded)."""
+    return row.get("hardware_key") or UNKNOWN_HARDWARE
+
+
+def recipe_part(row: dict[str, Any]) -> str:
+    """The key of a row's recipe alone: its recipe hash, or ``track:<label>`` for a row without one."""
     return row.get("recipe_hash") or f"track:{row['track']}"
 
 
+def recipe_key(row: dict[str, Any]) -> str:
+    """The key of a row's track: ``<recipe part>@<hardware key>``."""
+    return f"{recipe_part(row)}@{hardware_of(row)}"
+
+
+def split_track_key(key: str) -> tuple[str, str]:
+    """(recipe part, hardware key) of a track key."""
+    part, _, hardware = key.partition("@")
+    return part, hardware or UNKNOWN_HARDWARE
+
+
 def recipes_and_labels(rows: list[dict[str, Any]]) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
-    """Recipe (by key) and unique label (by key) of every recipe in ``rows``."""
+    """Recipe (by track key) and unique label (by track key) of every track in ``rows``: the recipe's
+    label (unique among the recipes), `` on ``, the hardware key."""
+    recipes, recipe_labels = _recipe_labels(rows)
+    keys = {recipe_key(r): recipe_part(r) for r in rows}
+    labels = {k: f"{recipe_labels[part]}{HARDWARE_SEP}{split_track_key(k)[1]}" for k, part in keys.items()}
+    return {k: recipes[part] for k, part in keys.items()}, labels
+
+
+def _recipe_labels(rows: list[dict[str, Any]]) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """Recipe (by recipe part) and unique label (by recipe part) of every recipe in ``rows``."""
     recipes: dict[str, dict[str, Any]] = {}
     bases: dict[str, str] = {}
     for r in rows:
-        k = recipe_key(r)
+        k = recipe_part(r)
         if k not in bases:
             bases[k] = r["track"]
             recipes[k] = r.get("recipe") or {}
@@ -179,8 +214,15 @@ def recipes_and_labels(rows: list[dict[str, Any]]) -> tuple[dict[str, dict[str, 
 
 
 def resolve_track(rows: list[dict[str, Any]], track: str) -> str | None:
-    """The recipe key that ``track`` (a label or a recipe hash) names among ``rows``; None if none."""
+    """The track key that ``track`` names among ``rows``, or None: a track key or label, or a recipe hash or
+    label without its hardware when that recipe was measured on one hardware key only."""
     _, labels = recipes_and_labels(rows)
     if track in labels:
         return track
-    return next((k for k, label in labels.items() if label == track), None)
+    found = next((k for k, label in labels.items() if label == track), None)
+    if found is not None:
+        return found
+    recipe_labels = _recipe_labels(rows)[1]
+    parts = {part for part, label in recipe_labels.items() if track in (part, label)}
+    matches = [k for k in labels if split_track_key(k)[0] in parts]
+    return matches[0] if len(matches) == 1 else None

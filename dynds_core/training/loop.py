@@ -33,6 +33,7 @@ from ..flops import step_flops
 from ..result import EpochMetrics, RunKind, RunResult, StepMetrics
 from ..schedules import BatchType, Schedule
 from ..spec import DynDSSpec, JobSpec
+from .contention import CpuMeter, device_users
 from .evaluation import evaluate
 from .recipe import autocast, build_optimizer, lr_at
 from .timing import collect_after_steps, collect_at_epoch_end, collector_between_epochs, elapsed_s, flush_interval, host_clock, step_clock
@@ -160,6 +161,9 @@ class TrainingRun:
         self.wants_steps = not (isinstance(callback, CallbackList) and not callback.callbacks) and type(callback).on_step is not Callback.on_step
         self.tally = _Tally()
         self.pending: list[_Pending] = []
+        # What the run's threads got of the CPU during its steps, and who else used its GPU (contention.py).
+        self.meter = CpuMeter(torch.get_num_threads())
+        self.device_users = device_users(device)
 
     def _flush(self) -> None:
         """Read the pending steps' losses and times, and hand them to the schedule and the callback."""
@@ -230,6 +234,7 @@ class TrainingRun:
                     break
                 # The interval covers fetching the batch and the step, nothing else. On CUDA both ends are
                 # events on one stream, so another run's kernels queued before this one are not inside it.
+                self.meter.begin()  # just outside the timed interval, either side
                 start = step_clock(device)
                 at = start if isinstance(start, float) else host_clock()
                 batch = next(batches, None)
@@ -237,6 +242,7 @@ class TrainingRun:
                     break
                 x, y = batch
                 self._step(x, y, step, epoch, start, at)
+                self.meter.end()
                 step += 1
                 if len(self.pending) >= self.flush_every:
                     flushed = len(self.pending)
@@ -274,6 +280,11 @@ class TrainingRun:
         result.train_time_s = tally.train_time
         result.time_full_s, result.time_reduced_s = tally.time["full"], tally.time["reduced"]
         result.full_step_cv = tally.full_step_cv()
+        result.cpu_share, result.wait_share = self.meter.cpu_share(), self.meter.wait_share()
+        self.meter.close()
+        # the device's other users at the run's start or its end, whichever saw more
+        others, words = max(self.device_users, device_users(self.device), key=lambda u: -1 if u[0] is None else u[0])
+        result.device_others, result.device_users = others, words
         result.total_flops = self.flops["full"] * result.steps_full + self.flops["reduced"] * result.steps_reduced
         if result.epochs:
             result.final_val_acc = result.epochs[-1].val_acc

@@ -29,7 +29,7 @@ from app.core.db import init_db, make_engine  # noqa: E402
 from app.main import create_app  # noqa: E402
 
 PG_ADMIN_URL = os.environ.get("DYNDS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-TABLES = ("metric_point", "idempotency_key", "job", "sweep", "api_token")
+TABLES = ("metric_point", "idempotency_key", "job", "sweep", "api_token", "worker")
 
 
 def _pg_unavailable(reason: str):
@@ -119,14 +119,16 @@ class RecordingDispatcher:
 
     def __init__(self, fail: bool = False):
         self.job_ids: list[int] = []
+        self.queues: list[str | None] = []  # the queue each job id was sent to
         self.fail = fail
         self.lock = threading.Lock()
 
-    def dispatch(self, job_id: int) -> None:
+    def dispatch(self, job_id: int, queue: str | None = None) -> None:
         if self.fail:
             raise ConnectionError("broker unreachable at redis://nowhere:6379")
         with self.lock:
             self.job_ids.append(job_id)
+            self.queues.append(queue)
 
 
 @pytest.fixture
@@ -170,6 +172,21 @@ def live_server(app):
     thread.join(10)
 
 
+def _test_hardware():
+    from dynds_core.hardware import make_hardware
+
+    return {
+        "cpu": make_hardware(device="cpu", model="Test CPU", threads=1, torch="2.14.1"),
+        "cpu2": make_hardware(device="cpu", model="Test CPU", threads=2, torch="2.14.1"),
+        "cuda": make_hardware(device="cuda", model="Test GPU", count=1, threads=1, torch="2.14.1", cuda="13.0"),
+    }
+
+
+# The machines constructed results were measured on: "cpu · Test CPU · 1 thread", "cpu · Test CPU · 2 threads", "cuda · Test GPU · x1".
+TEST_HARDWARE = _test_hardware()
+CPU_KEY = TEST_HARDWARE["cpu"].key
+
+
 def make_result(
     spec,
     *,
@@ -184,8 +201,11 @@ def make_result(
     timing_noisy=False,
     time_saving_interleaved=None,
     verdict=None,
+    hardware="cpu",
+    contended=False,
 ):
-    """A JobResult with the given headline figures (what a finished training job reports)."""
+    """A JobResult with the given headline figures (what a finished training job reports); ``hardware``: a
+    Hardware, or a device kind for TEST_HARDWARE[kind] (a fixed test machine)."""
     from dynds_core.result import JobResult, RunResult
 
     dynds = RunResult(run="dynds", final_val_acc=baseline_acc + acc_delta, train_time_s=100.0 * (1 - time_saving), cancelled=cancelled, steps=steps)
@@ -209,6 +229,8 @@ def make_result(
         timing_noisy=timing_noisy,
         time_saving_interleaved=time_saving_interleaved,
         verdict=verdict,
+        hardware=TEST_HARDWARE[hardware] if isinstance(hardware, str) else hardware,
+        contended=contended,
     )
 
 

@@ -36,6 +36,7 @@ def test_gpu_check_cpu_fallback_prints_every_figure():
     assert all(float(ms) > 0 for _, _, ms, _, _, _ in rows)
     # The lockstep job's figures.
     assert re.search(r"^card: cpu", out, re.M), out
+    assert re.search(r"^hardware: cpu · .+ · 1 thread$", out, re.M), out  # the key the job recorded
     assert re.search(r"^pairing: lockstep$", out, re.M), out
     for key in ("time_saving", "time_saving_interleaved"):
         assert re.search(rf"^{key}: -?[\d.]+%$", out, re.M), (key, out)

@@ -14,7 +14,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 
 from app import crud
 from app.api.deps import ReadAuthDep, SessionDep
-from app.leaderboard import build_frontier, build_leaderboard
+from app.leaderboard import build_frontier, build_hardware_table, build_leaderboard
 from dynds_core.verdict import DEFAULT_MIN_SEEDS
 
 router = APIRouter(tags=["results"])
@@ -74,10 +74,13 @@ def cached_body(request: Request, session, key: tuple, build: Callable[[], bytes
     return body
 
 
-TrackQuery = Annotated[str | None, Query(description="a track label (as the leaderboard names it) or a recipe hash")]
+TrackQuery = Annotated[
+    str | None,
+    Query(description="a track label (as the leaderboard names it), a track key (<recipe hash>@<hardware key>), or a one-hardware recipe"),
+]
 MaxAccDrop = Annotated[float, Query(ge=0, le=100, description="percentage points")]
 MinSeeds = Annotated[int, Query(ge=1, le=100, description="seeds a cell needs to be ranked and judged")]
-IncludeNoisy = Annotated[bool, Query(description="count jobs whose timing was noisy (left out by default)")]
+IncludeNoisy = Annotated[bool, Query(description="count jobs whose timing was noisy or whose hardware was contended (left out by default)")]
 
 
 def _rows(session, **kw) -> list[dict]:
@@ -109,6 +112,29 @@ def leaderboard(
         return _json(build_leaderboard(rows, max_acc_drop=max_acc_drop, track=track, min_seeds=min_seeds, include_noisy=include_noisy))
 
     key = (track, max_acc_drop, min_seeds, include_noisy)
+    return Response(cached_body(request, session, key, build), media_type="application/json")
+
+
+@router.get(
+    "/leaderboard/hardware",
+    responses={200: {"description": "per recipe, each setting's cell on each hardware key (see docs/api.md)", "content": {"application/json": {}}}},
+)
+def leaderboard_by_hardware(
+    request: Request,
+    session: SessionDep,
+    _: ReadAuthDep,
+    max_acc_drop: MaxAccDrop = 0.5,
+    min_seeds: MinSeeds = DEFAULT_MIN_SEEDS,
+    include_noisy: IncludeNoisy = False,
+    min_hardware: Annotated[int, Query(ge=1, le=100, description="only recipes measured on at least this many hardware keys")] = 1,
+) -> Response:
+    """One setting's verdict side by side across hardware classes, never pooled: each entry is one track's cell."""
+
+    def build() -> bytes:
+        board = build_leaderboard(_rows(session), max_acc_drop=max_acc_drop, min_seeds=min_seeds, include_noisy=include_noisy)
+        return _json(build_hardware_table(board, min_hardware=min_hardware))
+
+    key = ("hardware", max_acc_drop, min_seeds, include_noisy, min_hardware)
     return Response(cached_body(request, session, key, build), media_type="application/json")
 
 

@@ -202,3 +202,89 @@ def test_migration_0004_counts_the_attempts_of_existing_jobs_sqlite(tmp_path):
 
 def test_migration_0004_counts_the_attempts_of_existing_jobs_postgresql(fresh_pg_url):
     _check_0004(fresh_pg_url)
+
+
+def _check_0007(url):
+    """0007 on a database at 0006 that holds jobs: each gets the hardware its reproducibility record names
+    (the spec's num_threads first), "unknown" when finished without one, nothing while queued; recipe
+    hashes no longer hold where a job ran (train.device, num_threads), and come back on the way down."""
+    from sqlalchemy import MetaData, Table
+
+    from app.leaderboard import build_leaderboard, recipe_hash
+    from dynds_core.hardware import clean_cpu_model, make_hardware
+
+    engine = make_engine(url)
+    cfg = _config()
+    xeon = "Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz"
+    record = {"device": "cpu", "device_name": xeon, "torch_threads": 2, "torch": "2.14.1+cpu", "cuda": None, "cudnn": None}
+    gpu_record = {**record, "device": "cuda:0", "device_name": "NVIDIA H100 80GB HBM3", "cuda": "13.0", "cudnn": 91000}
+
+    def stored(spec: JobSpec) -> dict:  # the spec as stored before train.hardware existed
+        data = spec.canonical()
+        del data["train"]["hardware"]
+        return data
+
+    def old_recipe_hash(data: dict) -> str:  # 0003's rule: the recipe kept train.device and num_threads
+        import hashlib
+        import json
+
+        recipe = {k: v for k, v in data.items() if k not in ("name", "dynds", "baseline", "equal_time_baseline")}
+        recipe["train"] = {k: v for k, v in recipe["train"].items() if k != "seed"}
+        return hashlib.sha256(json.dumps(recipe, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+    try:
+        _move(engine, cfg, "upgrade", "0006")
+        job = Table("job", MetaData(), autoload_with=engine)
+        auto, on_cpu, one_thread, on_gpu, failed, queued = (
+            JobSpec.parse({"train": {"seed": s, **extra}})
+            for s, extra in ((0, {}), (1, {"device": "cpu"}), (2, {"num_threads": 1}), (3, {}), (4, {}), (5, {}))
+        )
+        figures = {"time_saving": 0.3, "acc_delta": -0.1}
+        rows = [
+            _old_job(auto, status="succeeded", active=True, data=stored(auto), reproducibility=record, **figures),
+            _old_job(on_cpu, status="succeeded", active=True, data=stored(on_cpu), reproducibility=record, **figures),
+            _old_job(one_thread, status="succeeded", active=True, data=stored(one_thread), reproducibility=record, **figures),
+            _old_job(on_gpu, status="succeeded", active=True, data=stored(on_gpu), reproducibility=gpu_record, **figures),
+            _old_job(failed, status="failed", active=False, data=stored(failed), reproducibility=None, time_saving=None, acc_delta=None),
+            _old_job(queued, status="queued", active=True, data=stored(queued), reproducibility=None, time_saving=None, acc_delta=None),
+        ]
+        for r in rows:
+            r["recipe_hash"] = old_recipe_hash(r["spec"])
+        with engine.begin() as conn:
+            conn.execute(job.insert(), rows)
+            before = dict(conn.execute(select(job.c.seed, job.c.recipe_hash)).all())
+        init_db(engine)  # to head
+        assert {"ix_job_hardware_status"} <= {i["name"] for i in inspect(engine).get_indexes("job")}
+        two = make_hardware(device="cpu", model=clean_cpu_model(xeon), threads=2).key
+        assert two == "cpu · Intel Xeon Platinum 8375C · 2 threads"  # what detect_hardware names that machine
+        with Session(engine) as s:
+            jobs = {j.seed: j for j in s.exec(select(Job)).all()}
+            keys = {seed: j.hardware_key for seed, j in jobs.items()}
+            assert keys == {
+                0: two, 1: two, 2: "cpu · Intel Xeon Platinum 8375C · 1 thread", 3: "cuda · NVIDIA H100 80GB HBM3 · x1", 4: "unknown", 5: None,
+            }  # fmt: skip
+            assert jobs[0].hardware["threads"] == 2 and jobs[0].hardware["torch"] == "2.14.1" and jobs[3].hardware["cudnn"] == "91000"
+            assert jobs[4].hardware is None and jobs[0].contended is False
+            # Where a job ran left the recipe: device auto and device cpu are one recipe now (one track on one machine).
+            assert jobs[0].recipe_hash == jobs[1].recipe_hash == recipe_hash(stored(auto)) and before[0] != before[1]
+            board = build_leaderboard(
+                [{**r, "job_id": r.pop("id")} for r in crud.summary_rows(session=s, with_setting=True)], max_acc_drop=5, min_seeds=1
+            )
+            assert sorted((t["hardware_key"], len(t["entries"][0]["job_ids"])) for t in board["tracks"]) == sorted(
+                [(two, 2), ("cpu · Intel Xeon Platinum 8375C · 1 thread", 1), ("cuda · NVIDIA H100 80GB HBM3 · x1", 1)]
+            )
+        _move(engine, cfg, "downgrade", "0006")
+        assert not {"hardware", "hardware_key", "contended"} & {c["name"] for c in inspect(engine).get_columns("job")}
+        with engine.connect() as conn:
+            assert dict(conn.execute(select(job.c.seed, job.c.recipe_hash)).all()) == before
+        init_db(engine)
+    finally:
+        engine.dispose()
+
+
+def test_migration_0007_records_the_hardware_of_existing_jobs_sqlite(tmp_path):
+    _check_0007(f"sqlite:///{tmp_path / 'old.db'}")
+
+
+def test_migration_0007_records_the_hardware_of_existing_jobs_postgresql(fresh_pg_url):
+    _check_0007(fresh_pg_url)

@@ -42,7 +42,7 @@ def seeds3(start, key, ts, acc, gaps=(None, None, None), **kw):
 
 
 def entries_of(board, track=TRACK):
-    return next(t for t in board["tracks"] if t["track"] == track)["entries"]
+    return next(t for t in board["tracks"] if t["recipe_label"] == track)["entries"]
 
 
 # ---------------------------------------------------------------- recipes
@@ -71,10 +71,10 @@ def test_different_recipes_never_pool():
     assert sorted(t["recipe_hash"] for t in board["tracks"]) == ["img-16", "lr-0.05", "lr-0.1"]
     assert all(len(t["entries"]) == 1 and t["entries"][0]["n_jobs"] == 1 for t in board["tracks"])
     # One label shared by three recipes (no stored recipe to name the difference): made unique by the hash.
-    assert sorted(t["track"] for t in board["tracks"]) == [f"{TRACK} · img-16", f"{TRACK} · lr-0.05", f"{TRACK} · lr-0.1"]
+    assert sorted(t["recipe_label"] for t in board["tracks"]) == [f"{TRACK} · img-16", f"{TRACK} · lr-0.05", f"{TRACK} · lr-0.1"]
     only = build_leaderboard(rows, min_seeds=1, track="lr-0.05")
     assert [t["recipe_hash"] for t in only["tracks"]] == ["lr-0.05"] and only["tracks"][0]["entries"][0]["job_ids"] == [2]
-    label = only["tracks"][0]["track"]
+    label = only["tracks"][0]["recipe_label"]
     assert [t["recipe_hash"] for t in build_leaderboard(rows, min_seeds=1, track=label)["tracks"]] == ["lr-0.05"]
     assert build_leaderboard(rows, min_seeds=1, track=TRACK)["tracks"] == []  # the shared label names no single recipe
 
@@ -178,10 +178,10 @@ def test_pareto_front_per_track_with_ties():
 def test_tracks_are_separate_and_rows_without_baseline_do_not_count():
     rows = [row(1, "a", 0.3, 0.0), row(2, "a", 0.9, 0.0, recipe="r2", track="resnet20/cifar10/e1-nall"), row(3, "b", None, None)]
     board = build_leaderboard(rows, min_seeds=1)
-    assert [t["track"] for t in board["tracks"]] == ["resnet20/cifar10/e1-nall", TRACK]
+    assert [t["recipe_label"] for t in board["tracks"]] == ["resnet20/cifar10/e1-nall", TRACK]
     assert all(e["setting_key"] != "b" for t in board["tracks"] for e in t["entries"])
-    assert [t["track"] for t in build_leaderboard(rows, track=TRACK)["tracks"]] == [TRACK]
-    assert [t["track"] for t in build_leaderboard(rows, track="r2")["tracks"]] == ["resnet20/cifar10/e1-nall"]
+    assert [t["recipe_label"] for t in build_leaderboard(rows, track=TRACK)["tracks"]] == [TRACK]
+    assert [t["recipe_label"] for t in build_leaderboard(rows, track="r2")["tracks"]] == ["resnet20/cifar10/e1-nall"]
 
 
 def test_bad_bounds_are_refused():

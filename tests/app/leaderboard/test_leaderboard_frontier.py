@@ -94,7 +94,12 @@ def test_frontier_positions_above_within_below_and_unknown():
     rows = frontier_rows()
     track = srow(0)["track"]
     front = build_frontier(rows, track=track)
-    assert front["track"] == track and front["full_epochs"] == 12 and front["recipe_hash"] == srow(0)["recipe_hash"]
+    assert (
+        front["track"] == f"{track} on unknown"
+        and front["hardware_key"] == "unknown"
+        and front["full_epochs"] == 12
+        and front["recipe_hash"] == srow(0)["recipe_hash"]
+    )
     assert front["frontier_key"] == frontier_key(JobSpec.parse(BASE).canonical())
     xs = [p["time_fraction"] for p in front["baseline"]]
     assert xs == [0.25, 0.5, 0.75, 1.0]

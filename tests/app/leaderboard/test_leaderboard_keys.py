@@ -12,7 +12,7 @@ from app.leaderboard import (
 from dynds_core.spec import JobSpec
 
 
-def test_recipe_drops_only_name_seed_dynds_and_baseline_flags():
+def test_recipe_drops_only_name_seed_dynds_baseline_flags_and_where_it_runs():
     spec = JobSpec.parse(
         {
             "name": "x",
@@ -25,13 +25,17 @@ def test_recipe_drops_only_name_seed_dynds_and_baseline_flags():
     recipe = recipe_of(spec)
     assert set(recipe) == set(spec) - {"name", "dynds", "baseline", "equal_time_baseline"}
     assert "seed" not in recipe["train"] and recipe["train"]["lr"] == 0.05
-    assert recipe["train"]["pairing"] == "sequential" and recipe["train"]["num_threads"] == 2 and recipe["train"]["device"] == "auto"
+    assert recipe["train"]["pairing"] == "sequential"
+    # Where the job runs is the track's other half (the measured hardware), not the recipe's.
+    assert not {"num_threads", "device", "hardware"} & set(recipe["train"])
     assert recipe["data"] == spec["data"] and recipe["model"] == spec["model"]
     assert spec["train"]["seed"] == 7  # the spec itself is left as it was
     h = recipe_hash(spec)
     assert len(h) == 16 and int(h, 16) >= 0
-    same = JobSpec.parse({"name": "y", "train": {"seed": 1, "lr": 0.05, "num_threads": 2, "pairing": "sequential"}}).canonical()
-    assert recipe_hash(same) == h  # another name, seed, setting and flags: the same recipe
+    same = JobSpec.parse(
+        {"name": "y", "train": {"seed": 1, "lr": 0.05, "num_threads": 1, "device": "cpu", "hardware": "cpu", "pairing": "sequential"}}
+    ).canonical()
+    assert recipe_hash(same) == h  # another name, seed, setting, flags and device: the same recipe
     for change in ({"train": {"lr": 0.1}}, {"data": {"image_size": 16}}, {"train": {"pairing": "lockstep"}}, {"train": {"epochs": 3}}):
         other = JobSpec.parse({"train": {"seed": 7, "lr": 0.05, "num_threads": 2, "pairing": "sequential"}})
         data = other.canonical()

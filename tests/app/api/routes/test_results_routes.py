@@ -5,6 +5,7 @@ import io
 
 from app.leaderboard import recipe_hash
 from dynds_core.spec import JobSpec
+from tests.app.conftest import CPU_KEY
 
 API = "/api/v1"
 TRACK = "resnet20/synthetic/e2-nall"
@@ -27,7 +28,8 @@ def test_leaderboard_ranks_settings_over_seeds(client, finished_job, session):
 
     board = client.get(f"{API}/leaderboard", params={"max_acc_drop": 0.5, "min_seeds": 1}).json()
     assert board["max_acc_drop"] == 0.5 and board["min_seeds"] == 1 and board["include_noisy"] is False
-    tracks = {t["track"]: t for t in board["tracks"]}
+    tracks = {t["recipe_label"]: t for t in board["tracks"]}
+    assert {t["track"] for t in board["tracks"]} == {f"{TRACK} on {CPU_KEY}", f"resnet20/synthetic/e3-nall on {CPU_KEY}"}
     assert set(tracks) == {TRACK, "resnet20/synthetic/e3-nall"}
     assert tracks[TRACK]["recipe_hash"] == recipe_hash(JobSpec().canonical()) and tracks[TRACK]["recipe"]["train"]["epochs"] == 2
     assert "seed" not in tracks[TRACK]["recipe"]["train"] and "dynds" not in tracks[TRACK]["recipe"]
@@ -52,7 +54,7 @@ def test_leaderboard_ranks_settings_over_seeds(client, finished_job, session):
     # A looser bound changes the order; a new result changes the (cached) answer.
     assert client.get(f"{API}/leaderboard", params={"max_acc_drop": 2, "min_seeds": 1}).json()["tracks"][0]["entries"][0]["job_ids"] == [b]
     only = client.get(f"{API}/leaderboard", params={"track": TRACK, "min_seeds": 1}).json()
-    assert [t["track"] for t in only["tracks"]] == [TRACK]
+    assert [t["recipe_label"] for t in only["tracks"]] == [TRACK] and only["tracks"][0]["hardware_key"] == CPU_KEY
     by_hash = client.get(f"{API}/leaderboard", params={"track": tracks[TRACK]["recipe_hash"], "min_seeds": 1}).json()
     assert by_hash == only
     d = finished_job(seeded(0.6, 0), time_saving=0.5, acc_delta=0.0)
@@ -128,7 +130,7 @@ def test_frontier_endpoint(client, finished_job):
     r = client.get(f"{API}/frontier", params={"track": track})
     assert r.status_code == 200, r.text
     front = r.json()
-    assert front["track"] == track and front["full_epochs"] == 4 and front["recipe"]["train"]["epochs"] == 4
+    assert front["track"] == f"{track} on {CPU_KEY}" and front["full_epochs"] == 4 and front["recipe"]["train"]["epochs"] == 4
     assert [p["time_fraction"] for p in front["baseline"]] == [0.5, 1.0]
     half, full = front["baseline"]
     assert half["sources"] == ["baseline_only", "equal_time"] and half["n_seeds"] == 3
