@@ -1,9 +1,11 @@
 """How the API starts work: it hands a job id to its dispatcher, and nothing else.
 
     app = create_app(settings, dispatcher=CeleryDispatcher("redis://localhost:6379/0"))  # or the embedded executor
-    dispatch(job_id, app.state.dispatcher)                                              # what the routes do
+    dispatch(job_id, app.state.dispatcher, queue="cuda")                                # what the routes do
 
-A dispatcher is any object with ``dispatch(job_id: int) -> None``; if it also has ``start()`` and
+A dispatcher is any object with ``dispatch(job_id: int, queue: str | None = None) -> None``: ``queue`` is the
+one the job's spec asks for (app.fleet.routing.job_queue; None: the default queue), which a Celery dispatcher
+sends the task to and the embedded executor ignores (it runs every job on its own machine). If it also has ``start()`` and
 ``stop()``, the app calls them at start-up (after the database is migrated) and shutdown. The app's
 one dispatcher is the one ``create_app`` was given (by default a CeleryDispatcher when a broker is
 set); with none, jobs simply wait in the database queue until an executor picks them up.
@@ -20,7 +22,7 @@ TASK_NAME = "dynds.run_job"
 
 @runtime_checkable
 class Dispatcher(Protocol):
-    def dispatch(self, job_id: int) -> None: ...
+    def dispatch(self, job_id: int, queue: str | None = None) -> None: ...
 
 
 class CeleryDispatcher:
@@ -34,12 +36,12 @@ class CeleryDispatcher:
         if visibility_timeout_s:
             self.celery.conf.broker_transport_options = {"visibility_timeout": visibility_timeout_s}
 
-    def dispatch(self, job_id: int) -> None:
-        self.celery.send_task(TASK_NAME, args=[job_id], queue=self.queue)
+    def dispatch(self, job_id: int, queue: str | None = None) -> None:
+        self.celery.send_task(TASK_NAME, args=[job_id], queue=queue or self.queue)
 
 
-def dispatch(job_id: int, dispatcher: Dispatcher | None) -> None:
+def dispatch(job_id: int, dispatcher: Dispatcher | None, queue: str | None = None) -> None:
     if dispatcher is None:
         log.info("no dispatcher; job %s waits in the database queue", job_id)
         return
-    dispatcher.dispatch(job_id)
+    dispatcher.dispatch(job_id, queue=queue)

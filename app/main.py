@@ -38,12 +38,13 @@ import dynds_core
 from app import crud
 from app.api import errors
 from app.api.routes import artifacts as artifact_routes
-from app.api.routes import health, jobs, meta, results, sweeps
+from app.api.routes import health, jobs, meta, results, sweeps, workers
 from app.api.routes import logs as log_routes
 from app.api.routes.results import ResultsCache
 from app.core.config import Settings, get_settings
 from app.core.db import init_db, make_engine
 from app.dispatch import CeleryDispatcher, Dispatcher
+from app.fleet import routing
 
 log = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
@@ -170,17 +171,19 @@ def check_heartbeats(engine: Engine, settings: Settings, dispatcher: Dispatcher 
         log.warning("jobs %s: no heartbeat from their worker for %g s", outcome, settings.stale_job_after_s)
     requeued = [job_id for job_id, status in outcome.items() if status == "queued"]
     if requeued and dispatcher is not None:
-        send_again(engine, dispatcher, requeued)
+        send_again(engine, dispatcher, requeued, default_queue=settings.queue)
     return list(outcome)
 
 
-def send_again(engine: Engine, dispatcher: Dispatcher, job_ids: list[int]) -> list[int]:
-    """Dispatch queued jobs again and stamp each as sent; stops at the first failure (the broker is away:
-    the next round tries again). Returns the ids sent."""
+def send_again(engine: Engine, dispatcher: Dispatcher, job_ids: list[int], *, default_queue: str) -> list[int]:
+    """Dispatch queued jobs again, each to the queue its spec asks for, and stamp each as sent; stops at the
+    first failure (the broker is away: the next round tries again). Returns the ids sent."""
     sent = []
+    with Session(engine) as session:
+        queues = routing.queues_of_jobs(session=session, job_ids=job_ids, default=default_queue)
     try:
         for job_id in job_ids:
-            dispatcher.dispatch(job_id)
+            dispatcher.dispatch(job_id, queue=queues.get(job_id, default_queue))
             sent.append(job_id)
     except Exception as exc:
         log.warning("re-dispatch: the broker did not take job %s (%s); retrying at the next round", job_ids[len(sent)], exc)
@@ -194,7 +197,7 @@ def redispatch_queued(engine: Engine, settings: Settings, dispatcher: Dispatcher
     after = settings.redispatch_after_s if older_than_s is None else older_than_s
     with Session(engine) as session:
         due = crud.jobs_to_redispatch(session=session, older_than=timedelta(seconds=after))
-    sent = send_again(engine, dispatcher, due) if due else []
+    sent = send_again(engine, dispatcher, due, default_queue=settings.queue) if due else []
     if sent:
         log.warning("jobs %s were still queued without a claim: sent to the broker again", sent)
     return sent
@@ -287,5 +290,6 @@ def create_app(
     app.include_router(artifact_routes.router, prefix=API_PREFIX)  # a job's weights; DELETE /jobs/{id}
     app.include_router(health.router)  # /healthz and /readyz at the root too, for orchestrators
     app.include_router(log_routes.router, prefix=API_PREFIX)  # GET /jobs/{id}/logs
+    app.include_router(workers.router, prefix=API_PREFIX)  # GET /workers: the fleet
     _mount_dashboard(app)
     return app

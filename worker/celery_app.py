@@ -2,6 +2,11 @@
 
     DYNDS_BROKER_URL=redis://localhost:6379/0 dynds worker --queue gpu
 
+- Queues follow hardware (app/fleet/routing.py): `dynds worker` listens to the queues of the hardware it
+  detected, the default queue and those named with --queue; ``make_celery(settings, fleet=...)`` carries them,
+  and the parent registers in the fleet's registry once it is ready and heartbeats (worker/fleet.py) until
+  it shuts down.
+
 - acks_late + task_reject_on_worker_lost: a job whose worker dies is redelivered; ``run_job`` claims
   atomically, so a redelivered message never runs a job twice (it is skipped if already claimed).
 - A worker that dies outright (killed, its machine lost) may never see the redelivery: its job keeps
@@ -25,18 +30,21 @@ import logging
 import os
 import signal
 import threading
+from dataclasses import dataclass
 
 from celery import Celery
 from celery.exceptions import Reject
-from celery.signals import setup_logging, worker_init, worker_process_init, worker_shutting_down
+from celery.signals import setup_logging, worker_init, worker_process_init, worker_ready, worker_shutdown, worker_shutting_down
 
 from app.core.config import Settings, get_settings
 from app.dispatch import TASK_NAME  # the API sends the task by this name
+from dynds_core.hardware import Hardware
 
 log = logging.getLogger(__name__)
 
 
-def make_celery(settings: Settings | None = None) -> Celery:
+def make_celery(settings: Settings | None = None, *, fleet: FleetEntry | None = None) -> Celery:
+    """The worker's Celery app; ``fleet``: what it registers as once ready (None: it does not register)."""
     settings = settings or get_settings()
     if not settings.broker_url:
         raise ValueError("no broker configured: set DYNDS_BROKER_URL, e.g. redis://localhost:6379/0")
@@ -57,7 +65,47 @@ def make_celery(settings: Settings | None = None) -> Celery:
         worker_proc_alive_timeout=60,
     )
     app.task(name=TASK_NAME, bind=False)(run_job_task)
+    app.dynds_fleet = fleet
+    app.dynds_settings = settings
     return app
+
+
+@dataclass(frozen=True)
+class FleetEntry:
+    """What a `dynds worker` registers as: its hardware (measured before the pool forks: worker/fleet.py), the
+    queues it listens to, and how many jobs it runs at once. Its node name is Celery's, once expanded."""
+
+    hardware: Hardware
+    queues: tuple[str, ...]
+    concurrency: int = 1
+
+
+_HEARTBEAT: list = []  # the parent's one heartbeat (worker/fleet.Heartbeat), while the worker runs
+
+
+@worker_ready.connect
+def _register(sender=None, **_kwargs) -> None:
+    """In the parent, once it consumes: its row in the fleet's registry, kept fresh from a thread of its own
+    (forked pool children do not inherit threads, and none of them writes the row)."""
+    celery = getattr(sender, "app", None)
+    fleet = getattr(celery, "dynds_fleet", None)
+    if fleet is None:
+        return
+    from .fleet import Heartbeat, unpooled_sessions
+
+    settings = celery.dynds_settings
+    beat = Heartbeat(
+        unpooled_sessions(settings.database_url), name=sender.hostname, kind="celery", hardware=fleet.hardware,
+        queues=fleet.queues, concurrency=fleet.concurrency, interval_s=settings.worker_heartbeat_s,
+    )  # fmt: skip
+    _HEARTBEAT.append(beat.start())
+
+
+@worker_shutdown.connect
+def _sign_off(**_kwargs) -> None:
+    """In the parent, as it exits: off the live list at once (a killed worker leaves it by its heartbeat's age)."""
+    while _HEARTBEAT:
+        _HEARTBEAT.pop().stop()
 
 
 # Set in a pool child by SIGTERM (the parent's warm shutdown passes it on): the running job stops after its step.
@@ -130,8 +178,8 @@ def _init_worker_process(**_kwargs) -> None:
     # `dynds worker` fills worker_threads (cores / concurrency) before forking when it is unset.
     threads = settings.worker_threads or torch.get_num_threads()
     torch.set_num_threads(threads)
-    # Engines are made lazily per process; the parent never opens the database, so there are no
-    # inherited connections to dispose of, only cached engine objects to forget.
+    # Engines are made lazily per process; the parent opens the database only for its heartbeat, on an engine
+    # that keeps no connection between beats: no inherited connections to dispose of, only cached engines to forget.
     db.get_engine.cache_clear()
     STOP.clear()
     log.info("dynds worker process %s: %d torch threads", os.getpid(), threads)

@@ -4,17 +4,17 @@
 
 Beyond JobSpec's own validation: data may only come from the configured data directories (paths are
 resolved first, so `..` and symlinks cannot escape; a null root is checked as the loader's default
-place), the data must exist, `download` needs the server's permission, the device must be one the
-deployment offers, a batch may not exceed a training set of known size, and one job's cost is capped by
-the settings. A spec (or sweep base) nested deeper than ``max_spec_depth`` is refused before anything
-copies or validates it; an empty spec is refused (``{"defaults": true}`` asks for every default).
+place), the data must exist, `download` needs the server's permission, the device and pinned hardware must
+be of a kind DYNDS_DEVICES declares (when set: without it the live workers decide, at submission), a
+batch may not exceed a training set of known size, and one job's cost is capped by the settings. A spec
+(or sweep base) nested deeper than ``max_spec_depth`` is refused before anything copies or validates it;
+an empty spec is refused (``{"defaults": true}`` asks for every default).
 The worker checks the data boundary again when it reads (dynds_core.data's ``allowed_roots``).
 """
 
 from __future__ import annotations
 
 import copy
-import functools
 import itertools
 import os
 import re
@@ -24,7 +24,9 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from app.core.config import Settings
+from app.fleet.routing import declared_kinds
 from app.leaderboard import frontier_epochs
+from dynds_core.hardware import requested_queue
 from dynds_core.spec import DEFAULTS_KEY, JobSpec, SpecError, empty_spec_problem
 
 SPEC_LOC = ("body", "spec")
@@ -119,7 +121,7 @@ def _policy_errors(data: dict[str, Any], settings: Settings) -> list[dict[str, A
 
 def _spec_errors(spec: JobSpec, settings: Settings) -> list[dict[str, Any]]:
     """Checks that need the validated spec: where its data is (default places included) and that it
-    exists, the batch against a training set of known size, and the device against the deployment."""
+    exists, the batch against a training set of known size, and the device against DYNDS_DEVICES when set."""
     errors = []
     d = spec.data
     if d.dataset != "synthetic":
@@ -134,30 +136,35 @@ def _spec_errors(spec: JobSpec, settings: Settings) -> list[dict[str, Any]]:
             f"({what}: {n_train}): no full batch would be left; lower it to at most {n_train}", "type": "value_error.batch_size",
             "input": spec.train.batch_size,
         })  # fmt: skip
+    if settings.devices is not None:
+        errors += declared_device_errors(spec, settings.devices)
+    return errors
+
+
+def declared_device_errors(spec: JobSpec, declared: list[str]) -> list[dict[str, Any]]:
+    """The device or pinned hardware a spec asks for against DYNDS_DEVICES, an operator's override of what the
+    live workers offer (e.g. GPU workers started on demand): a kind not declared, or a ``cuda:N`` past the
+    declared count, is refused. Without it the live workers decide, at submission (app/api/routes/jobs.py)."""
+    offered = tuple(declared)
     device = spec.train.device
     if device.startswith("cuda"):
-        offered = deployment_devices(tuple(settings.devices) if settings.devices is not None else None)
         index = int(device[5:]) if device.startswith("cuda:") else 0
         count = sum(1 for o in offered if o == "cuda" or o.startswith("cuda:"))
         if "cuda" in offered and not any(o.startswith("cuda:") for o in offered):
             count = max(count, index + 1)  # "cuda" declared without a count: any index is the workers' business
         if index >= count:
-            errors.append({
+            return [{
                 "loc": ["train", "device"], "msg": f"train.device {device!r} is not offered here (devices: {', '.join(offered)}); "
                 "use auto or cpu", "type": "value_error.device", "input": device,
-            })  # fmt: skip
-    return errors
-
-
-@functools.lru_cache(maxsize=4)
-def deployment_devices(declared: tuple[str, ...] | None) -> tuple[str, ...]:
-    """The devices jobs may ask for: ``DYNDS_DEVICES`` when set, else what this process sees."""
-    if declared is not None:
-        return declared
-    import torch
-
-    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    return ("cpu", *(f"cuda:{i}" for i in range(n)))
+            }]  # fmt: skip
+    pin = getattr(spec.train, "hardware", "auto")
+    kind = (requested_queue(device, pin) or "").split(".")[0] if pin != "auto" else ""
+    if kind and kind not in declared_kinds(offered):
+        return [{
+            "loc": ["train", "hardware"], "msg": f"train.hardware {pin!r} is {kind} hardware, which is not offered here "
+            f"(devices: {', '.join(offered)}); use auto or hardware of those", "type": "value_error.device", "input": pin,
+        }]  # fmt: skip
+    return []
 
 
 def _data_location_error(dataset: str, root: str | None, settings: Settings) -> str | None:

@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -29,7 +29,15 @@ class Settings(BaseSettings):
     database_url: str | None = None
     # None: the embedded executor runs jobs inside the serving process (the database is the queue).
     broker_url: str | None = None
-    queue: str = "dynds"
+    queue: str = "dynds"  # the default queue: jobs that ask for no hardware; every worker listens to it
+    # The fleet (app/fleet): each worker writes its row every worker_heartbeat_s; one silent for worker_timeout_s
+    # is gone (GET /workers lists the gone ones seen within worker_history_s). A job asking for hardware no live
+    # worker serves is queued with a warning, or refused (422) with refuse_unserved (always in embedded mode:
+    # no other worker will come).
+    worker_heartbeat_s: float = Field(default=5.0, gt=0, le=3600)
+    worker_timeout_s: float = Field(default=30.0, gt=0)
+    worker_history_s: float = Field(default=24 * 3600.0, ge=0)
+    refuse_unserved: bool = False
     # Redis redelivers an unacked message after this long: it must exceed the longest job (seconds).
     celery_visibility_timeout_s: int = 7 * 24 * 3600
 
@@ -38,21 +46,29 @@ class Settings(BaseSettings):
     cache_dir: Path | None = None
 
     read_requires_token: bool = False
+    # The door (`dynds serve`, app/security.py): a server listening beyond loopback with no API token refuses to
+    # start unless open_writes says it is meant to be open. Its first token may come as a secret, stored hashed
+    # as "bootstrap": the value, or a file holding it (Docker secrets, read at start); not both.
+    open_writes: bool = False
+    bootstrap_token: SecretStr | None = None
+    bootstrap_token_file: Path | None = None
     max_body_bytes: int = 1024 * 1024
 
-    # Torch threads per job in a worker; None leaves the process default.
+    # Torch threads per job in a worker; None leaves the process default (embedded: worker/embedded.py's).
+    # (DYNDS_EMBEDDED_API_THREADS and DYNDS_EMBEDDED_SWITCH_INTERVAL_MS are gone, ignored if set: embedded
+    # jobs run in a child process of their own, where the API's threads no longer take their GIL.)
     worker_threads: int | None = None
-    # Embedded mode (`dynds serve` running jobs itself): threads the API's sync routes may use at once
-    # (anyio's default limiter), and the interpreter's thread switch interval (ms), so that readers of
-    # the API slow the running job only so much; None: the defaults in worker/embedded.py.
-    embedded_api_threads: int | None = Field(default=None, ge=1)
-    embedded_switch_interval_ms: float | None = Field(default=None, gt=0)
     metrics_flush_every: int = 200  # points
     metrics_flush_interval_s: float = 2.0
     # When a job's timing is flagged noisy (dynds_core.trainer.TimingNoise, which says why these defaults):
     # paired and interleaved savings apart by more than this fraction, or full steps' coefficient of variation above this.
     noisy_saving_gap: float = Field(default=0.05, gt=0, le=1)
     noisy_step_cv: float = Field(default=0.25, gt=0, le=10)
+    # When a job is flagged contended (dynds_core.trainer.Contention, which says why these defaults): its runs'
+    # threads waited for a CPU more than this share of their steps' time, or (where the wait is unknown) got
+    # less than this share of it on a CPU.
+    contended_wait_share: float = Field(default=0.15, gt=0, le=1)
+    contended_cpu_share: float = Field(default=0.8, gt=0, le=1)
 
     # Jobs left `running` by a process that died: "fail" (default) or "requeue" (see app.crud.give_up_run).
     recover_policy: Literal["fail", "requeue"] = "fail"
@@ -78,8 +94,9 @@ class Settings(BaseSettings):
     max_image_size: int = 512
     max_sweep_points: int = 1000
     # Submitted specs at the door (app/api/spec_policy.py): nesting depth of a spec or sweep base, whether
-    # `data.download: true` may fetch from the internet, and the devices the workers offer (env:
-    # ','-separated, e.g. "cpu,cuda"; None: what the API process sees). POST /specs/validate's estimate runs
+    # `data.download: true` may fetch from the internet, and devices: an override of what the live workers
+    # offer (env: ','-separated, e.g. "cpu,cuda"; a device not in it is refused, one in it is accepted with no
+    # live worker, e.g. GPU workers started on demand; None: the live workers decide). POST /specs/validate's estimate runs
     # on the meta device within estimate_timeout_s and refuses a spec predicted to need more memory.
     max_spec_depth: int = Field(default=32, ge=4, le=256)
     allow_download: bool = False
@@ -158,12 +175,19 @@ class Settings(BaseSettings):
         if self.cache_dir is None:
             self.cache_dir = self.home / "cache"
         self.artifact_dir = Path(os.path.expanduser(str(self.artifact_dir))) if self.artifact_dir else self.home / "artifacts"
+        if self.bootstrap_token is not None and self.bootstrap_token_file is not None:
+            raise ValueError("set DYNDS_BOOTSTRAP_TOKEN or DYNDS_BOOTSTRAP_TOKEN_FILE, not both")
         if self.max_body_bytes < 1024:
             raise ValueError(f"max_body_bytes must be at least 1024, got {self.max_body_bytes}")
         # Heartbeats come with metric flushes: a shorter limit would fail jobs that are running fine.
         floor = max(30.0, 5 * self.metrics_flush_interval_s)
         if self.stale_job_after_s < floor:
             raise ValueError(f"stale_job_after_s must be at least {floor:g} s (30 s and 5 metric flush intervals), got {self.stale_job_after_s:g}")
+        # Two missed heartbeats are a hiccup (a busy database), not a death.
+        if self.worker_timeout_s < 2 * self.worker_heartbeat_s:
+            raise ValueError(
+                f"worker_timeout_s ({self.worker_timeout_s:g} s) must be at least twice worker_heartbeat_s ({self.worker_heartbeat_s:g} s)"
+            )
         if self.stale_check_interval_s <= 0:
             raise ValueError(f"stale_check_interval_s must be > 0 seconds, got {self.stale_check_interval_s:g}")
         return self
@@ -171,6 +195,19 @@ class Settings(BaseSettings):
     @property
     def embedded(self) -> bool:
         return not self.broker_url
+
+    def bootstrap_secret(self) -> str | None:
+        """The bootstrap token given, or None (unset or blank): the value, or the file's content read now
+        (around it, whitespace such as a trailing newline is dropped). An unreadable file is a ValueError."""
+        if self.bootstrap_token_file is not None:
+            path = Path(os.path.expanduser(str(self.bootstrap_token_file)))
+            try:
+                value = path.read_text()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ValueError(f"DYNDS_BOOTSTRAP_TOKEN_FILE {path} cannot be read: {getattr(exc, 'strerror', None) or exc}") from None
+        else:
+            value = self.bootstrap_token.get_secret_value() if self.bootstrap_token is not None else ""
+        return value.strip() or None
 
     @property
     def data_limits(self):

@@ -172,9 +172,16 @@ def cmd_submit(args: argparse.Namespace) -> int:
                     hint = "pass --token or set DYNDS_TOKEN" if not token else "the token was refused; check it"
                     return fail(f"{exc} ({hint})")
                 raise
-            dedup = " (an identical job already exists; --force runs it again)" if job.get("deduplicated") else ""
+            dedup = ""
+            if job.get("deduplicated"):
+                hw = job.get("hardware_key")
+                # Where its figures were measured: a spec that should run elsewhere pins train.hardware instead.
+                where = f", measured on {hw}" if hw else " (not run yet)" if job.get("status") == "queued" else ""
+                dedup = f" (an identical job already exists{where}; --force runs it again, train.hardware pins other hardware)"
             print(f"job {job['id']} {job['status']}: {dashboard_url(server, job['id'])}{dedup}", flush=True)
             print(f"  API: {api.base}/jobs/{job['id']}", flush=True)
+            for warning in job.get("warnings") or []:  # e.g. no live worker serves the hardware it asks for: it waits
+                note(warning)
             if not args.wait:
                 return EXIT_OK
             try:

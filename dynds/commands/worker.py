@@ -8,6 +8,7 @@ import os
 from dynds.commands.common import (
     EXIT_OK,
     add_process_arguments,
+    database_problem,
     fail,
     load_settings,
     redact,
@@ -25,7 +26,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "writing metrics and results to the database the server uses.",
     )
     p.add_argument("--concurrency", type=int, default=1, help="jobs run at once, each in its own process (default: %(default)s, one per GPU)")
-    p.add_argument("--queue", default=None, help="the queue to consume (default: $DYNDS_QUEUE, else 'dynds')")
+    p.add_argument(
+        "--queue",
+        default=None,
+        metavar="NAMES",
+        help="more queues to consume, comma-separated (e.g. gpu,fast), besides those of the hardware this worker detects "
+        "(cpu, cpu.<model>, cpu.<model>.t<threads>; cuda, cuda.<model>, cuda.<model>.x<n>) and the default queue "
+        "($DYNDS_QUEUE, else 'dynds') that every worker consumes (default: none)",
+    )
     p.add_argument(
         "--name",
         default=WORKER_NAME,
@@ -47,7 +55,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
             "without one, `dynds serve` runs jobs itself"
         )
     chosen = setup_logging(args, settings)  # the pool's children inherit it (worker/celery_app.py)
-    problem = broker_problem(settings.broker_url)
+    # What a worker authenticates to, and nothing else: the broker and the database, with what their URLs carry.
+    problem = broker_problem(settings.broker_url) or database_problem(settings.database_url)
     if problem:
         return fail(problem)
     if settings.worker_threads is None:
@@ -56,12 +65,24 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
         os.environ["DYNDS_WORKER_THREADS"] = str(max(1, available_cores() // args.concurrency))
         settings = load_settings(args)
-    from worker.celery_app import make_celery
+    from app.fleet.routing import parse_queue_names, worker_queues
+    from worker.celery_app import FleetEntry, make_celery
+    from worker.fleet import measure_hardware
 
-    celery = make_celery(settings)
-    queue = args.queue or settings.queue
+    try:
+        extra = parse_queue_names(args.queue)
+    except ValueError as exc:
+        return fail(f"--queue: {exc}")
+    # Queues follow hardware: the hardware a job will get here (its torch threads included) names them.
+    try:
+        hardware = measure_hardware(settings.worker_threads)
+    except (RuntimeError, ValueError, OSError) as exc:
+        return fail(str(exc))
+    queues = worker_queues(hardware, default=settings.queue, extra=extra)
+    celery = make_celery(settings, fleet=FleetEntry(hardware=hardware, queues=tuple(queues), concurrency=args.concurrency))
+    queue = ",".join(queues)
     print(
-        f"dynds worker: queue {queue!r} on {redact(settings.broker_url)}, concurrency {args.concurrency}, "
+        f"dynds worker: {hardware.key}, queues {queue} on {redact(settings.broker_url)}, concurrency {args.concurrency}, "
         f"{settings.worker_threads} torch threads per job",
         flush=True,
     )
@@ -85,8 +106,15 @@ def broker_problem(url: str, timeout_s: float = 3.0) -> str | None:
         return None
     import redis
 
+    from app.core.redact import scrub
+
     try:
         redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s).ping()
-    except redis.RedisError as exc:
-        return f"cannot reach the broker at {redact(url)}: {exc}"
+    except redis.AuthenticationError as exc:
+        return (
+            f"the broker at {redact(url)} refused the credentials ({scrub(str(exc), url)}): put the right password "
+            "in the URL, e.g. redis://:PASSWORD@host:6379/0 (rediss:// for TLS)"
+        )
+    except (redis.RedisError, ValueError) as exc:  # ValueError: a URL redis-py cannot read
+        return f"cannot reach the broker at {redact(url)}: {scrub(str(exc), url)}"
     return None

@@ -46,7 +46,7 @@ class StartStopDispatcher:
     def __init__(self):
         self.events = []
 
-    def dispatch(self, job_id):
+    def dispatch(self, job_id, queue=None):
         self.events.append(("dispatch", job_id))
 
     def start(self):

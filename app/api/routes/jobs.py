@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
@@ -14,8 +15,11 @@ from app.api import sse
 from app.api.deps import MAX_INT64, MAX_ROW_ID, CursorQuery, IdParam, OffsetQuery, ReadAuthDep, SessionDep, SettingsDep, WriteAuthDep
 from app.api.errors import problems
 from app.api.spec_policy import parse_spec_request
+from app.core.config import Settings
 from app.dispatch import dispatch
-from app.models import Job, JobCreate, JobPublic, JobsPublic, MetricsPublic
+from app.fleet import registry, routing
+from app.models import Job, JobCreate, JobPublic, JobsPublic, JobSubmitted, MetricsPublic
+from dynds_core.spec import JobSpec
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -31,10 +35,47 @@ def job_or_404(session: Session, job_id: int) -> Job:
     return job
 
 
+def fleet_warnings(
+    session: Session, settings: Settings, specs: Sequence[JobSpec | dict], *, where: Callable[[str], list], refuse: bool | None = None
+) -> list[str]:
+    """One warning per queue the specs ask for that no live worker serves now (app.fleet.routing); a 422 instead
+    for a job that asks for hardware where the server refuses those (DYNDS_REFUSE_UNSERVED, and always in
+    embedded mode, where no other worker will come). ``where(field)``: the error location of train.<field>.
+    With DYNDS_DEVICES set, the operator's word stands for the fleet (spec_policy checked the specs against it)."""
+    if settings.devices is not None:
+        return []
+    refuse = (settings.refuse_unserved or settings.embedded) if refuse is None else refuse
+    offers = registry.live_offers(session=session, timeout_s=settings.worker_timeout_s)
+    first_of: dict[str, JobSpec | dict] = {}  # one answer per queue
+    for spec in specs:
+        first_of.setdefault(routing.job_queue(spec, settings.queue), spec)
+    warnings, errors = [], []
+    for queue, spec in first_of.items():
+        asked = routing.requested(spec) is not None
+        if not asked and settings.embedded:
+            continue  # the default queue of an embedded server is its own executor's
+        reason = routing.unserved_reason(queue, offers)
+        if reason is None:
+            continue
+        if refuse and asked:
+            field = "hardware" if getattr(spec.train, "hardware", "auto") != "auto" else "device"
+            why = "embedded mode: jobs run on this server's hardware" if settings.embedded else "DYNDS_REFUSE_UNSERVED"
+            errors.append({
+                "loc": where(field), "type": "value_error.unserved", "input": getattr(spec.train, field),
+                "msg": f"{reason}; this server refuses such jobs ({why}): ask for hardware a live worker has, or auto",
+            })  # fmt: skip
+        else:
+            warnings.append(f"{reason}; the job waits in the queue until a worker that serves it is alive")
+    if errors:
+        raise RequestValidationError(errors)
+    return warnings
+
+
 def start(request: Request, session: Session, job: Job) -> None:
-    """Hand a new job to the dispatcher; a dispatcher that cannot take it fails the job (503)."""
+    """Hand a new job to the dispatcher, for the queue its spec asks for; a dispatcher that cannot take it
+    fails the job (503)."""
     try:
-        dispatch(job.id, request.app.state.dispatcher)
+        dispatch(job.id, request.app.state.dispatcher, queue=routing.job_queue(job.spec, request.app.state.settings.queue))
     except Exception as exc:  # the broker is down: the job must not sit queued forever
         crud.fail_job(session=session, job_id=job.id, error=f"could not dispatch the job: {exc}")
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=f"job {job.id} could not be dispatched: {exc}") from None
@@ -42,10 +83,10 @@ def start(request: Request, session: Session, job: Job) -> None:
 
 @router.post(
     "",
-    response_model=JobPublic,
+    response_model=JobSubmitted,
     status_code=status.HTTP_201_CREATED,
     responses={
-        200: {"model": JobPublic, "description": "an identical job (deduplicated) or the job of a repeated Idempotency-Key"},
+        200: {"model": JobSubmitted, "description": "an identical job (deduplicated) or the job of a repeated Idempotency-Key"},
         **problems(503),
     },
 )
@@ -57,8 +98,10 @@ def submit_job(
     settings: SettingsDep,
     _: WriteAuthDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
-) -> JobPublic:
+) -> JobSubmitted:
+    """``warnings``: e.g. that no live worker serves the hardware the job asks for (it waits in its queue)."""
     spec = parse_spec_request(body.spec, settings)
+    warnings = fleet_warnings(session, settings, [spec], where=lambda field: ["body", "spec", "train", field])
     try:
         job, outcome = crud.submit_job(session=session, spec=spec, force=body.force, idempotency_key=idempotency_key)
     except crud.IdempotencyKeyReused as exc:
@@ -67,7 +110,9 @@ def submit_job(
         start(request, session, job)
     else:
         response.status_code = status.HTTP_200_OK
-    return JobPublic.from_job(job, deduplicated=outcome == "deduplicated")
+    out = JobSubmitted.from_job(job, deduplicated=outcome == "deduplicated")
+    out.warnings = warnings if job.status == "queued" else []
+    return out
 
 
 @router.get("", response_model=JobsPublic)
@@ -79,6 +124,7 @@ def read_jobs(
     dataset: str | None = None,
     schedule_kind: str | None = None,
     track: str | None = None,
+    hardware_key: Annotated[str | None, Query(max_length=300, description="what the jobs ran on (a hardware key, or unknown)")] = None,
     q: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: OffsetQuery = 0,
@@ -91,6 +137,7 @@ def read_jobs(
         dataset=dataset,
         schedule_kind=schedule_kind,
         track=track,
+        hardware_key=hardware_key,
         q=q,
         limit=limit,
         offset=offset,
@@ -117,14 +164,14 @@ def cancel_job(job_id: IdParam, session: SessionDep, _: WriteAuthDep) -> JobPubl
 
 @router.post(
     "/{job_id}/retry",
-    response_model=JobPublic,
+    response_model=JobSubmitted,
     status_code=status.HTTP_201_CREATED,
     responses={
-        200: {"model": JobPublic, "description": "the job's earlier retry (deduplicated)"},
+        200: {"model": JobSubmitted, "description": "the job's earlier retry (deduplicated)"},
         **problems(404, 409, 503),
     },
 )
-def retry_job(job_id: IdParam, request: Request, response: Response, session: SessionDep, _: WriteAuthDep) -> JobPublic:
+def retry_job(job_id: IdParam, request: Request, response: Response, session: SessionDep, settings: SettingsDep, _: WriteAuthDep) -> JobSubmitted:
     """201 with the new job; a job retried before answers that retry (200, deduplicated): concurrent
     retries of one job make one new job."""
     job = job_or_404(session, job_id)
@@ -134,9 +181,12 @@ def retry_job(job_id: IdParam, request: Request, response: Response, session: Se
         raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
     if not created:
         response.status_code = status.HTTP_200_OK
-        return JobPublic.from_job(new, deduplicated=True)
+        return JobSubmitted.from_job(new, deduplicated=True)
     start(request, session, new)
-    return JobPublic.from_job(new)
+    out = JobSubmitted.from_job(new)
+    # A retry is never refused: its spec was accepted once, and the user asked for it again.
+    out.warnings = fleet_warnings(session, settings, [new.spec], where=lambda field: ["train", field], refuse=False)
+    return out
 
 
 @router.get("/{job_id}/metrics", response_model=MetricsPublic, responses=problems(404))

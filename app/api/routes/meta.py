@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 import dynds_core
 from app.api.deps import ReadAuthDep, SessionDep, SettingsDep, WriteAuthDep
 from app.api.spec_policy import parse_spec_request
+from app.fleet import registry
 from app.models import SpecBody
 from app.security import has_tokens
 from dynds_core import spec as spec_module
@@ -77,6 +78,7 @@ def estimate(spec: JobSpec, timeout_s: float | None = None) -> tuple[dict[str, A
 
 @router.get("/meta")
 def meta(session: SessionDep, settings: SettingsDep, _: ReadAuthDep) -> dict[str, Any]:
+    offers = registry.live_offers(session=session, timeout_s=settings.worker_timeout_s)
     return {
         "version": dynds_core.__version__,
         "auth_required": has_tokens(session=session),
@@ -94,6 +96,14 @@ def meta(session: SessionDep, settings: SettingsDep, _: ReadAuthDep) -> dict[str
         "defaults": JobSpec().canonical(),
         "presets": load_presets(),
         "data_dirs": settings.data_dirs,
+        # What train.hardware may name and be served now (GET /workers has the whole fleet); devices: DYNDS_DEVICES.
+        "fleet": {
+            "live_workers": len(offers),
+            "hardware_classes": sorted({o.hardware_class for o in offers}),
+            "queues": sorted({q for o in offers for q in o.queues}),
+            "default_queue": settings.queue,
+            "devices": settings.devices,
+        },
         "limits": {
             "max_epochs": settings.max_epochs,
             "max_batch_size": settings.max_batch_size,

@@ -7,7 +7,7 @@ from fastapi import APIRouter, HTTPException, Request, status
 from app import crud
 from app.api.deps import MAX_ROW_ID, IdParam, ReadAuthDep, SessionDep, SettingsDep, WriteAuthDep
 from app.api.errors import problems
-from app.api.routes.jobs import start
+from app.api.routes.jobs import fleet_warnings, start
 from app.api.spec_policy import effective_grid, sweep_specs
 from app.models import JobListItem, Sweep, SweepCreate, SweepPublic
 
@@ -26,12 +26,21 @@ def create_sweep(body: SweepCreate, request: Request, session: SessionDep, setti
     # Seeds and the preset become grid keys: the stored grid says what was expanded.
     grid = effective_grid(body.base, body.grid, seeds=body.seeds, preset=body.preset)
     specs = sweep_specs(body.base, grid, settings)
+
+    # A job asking for train.<field> got it from the grid when the grid sets it, else from the base.
+    def where(field: str) -> list:
+        key = f"train.{field}"
+        return ["body", "grid", key] if key in grid else ["body", "base", "train", field]
+
+    warnings = fleet_warnings(session, settings, specs, where=where)
     # One transaction: every job of the sweep is queued, or none is.
     sweep, jobs = crud.create_sweep(session=session, name=body.name, base=body.base, grid=grid, specs=specs, force=body.force)
     for job, created in jobs:
         if created:
             start(request, session, job)
-    return _public(session, sweep)
+    out = _public(session, sweep)
+    out.warnings = warnings
+    return out
 
 
 @router.get("/{sweep_id}", response_model=SweepPublic, responses=problems(404))

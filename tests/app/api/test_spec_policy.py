@@ -213,8 +213,21 @@ def test_the_device_must_be_one_the_deployment_offers(settings, devices, device,
         assert locs(errors) == {("train", "device")} and "not offered here" in errors[0]["msg"]
 
 
-def test_undeclared_devices_are_what_this_process_sees(settings):
-    import torch
+@pytest.mark.parametrize(
+    "devices, pin, ok",
+    [(["cpu"], "cuda", False), (["cpu"], "NVIDIA H100 80GB HBM3", False), (["cpu"], "cuda.test-gpu.x1", False),
+     (["cpu"], "cpu.intel-xeon.t2", True), (["cpu", "cuda:0"], "cuda.nvidia-h100-80gb-hbm3", True), (["cuda"], "auto", True)],
+)  # fmt: skip
+def test_pinned_hardware_must_be_of_a_declared_kind(settings, devices, pin, ok):
+    """DYNDS_DEVICES overrides what the live workers offer: a pin (train.hardware) of another kind is refused too."""
+    _, errors = spec_errors({"train": {"hardware": pin}}, settings.model_copy(update={"devices": devices}))
+    assert (errors == []) is ok
+    if not ok:
+        assert locs(errors) == {("train", "hardware")} and "not offered here" in errors[0]["msg"]
 
-    offered = spec_policy.deployment_devices(None)
-    assert offered[0] == "cpu" and (len(offered) > 1) == torch.cuda.is_available()
+
+def test_without_declared_devices_the_policy_leaves_devices_to_the_live_workers(settings):
+    """No DYNDS_DEVICES: whatever this process sees, no device is refused here (submission asks the fleet)."""
+    undeclared = settings.model_copy(update={"devices": None})
+    for train in ({"device": "cuda"}, {"device": "cuda:3"}, {"hardware": "NVIDIA H100 80GB HBM3"}):
+        assert spec_errors({"train": train}, undeclared)[1] == []

@@ -49,3 +49,35 @@ def test_stale_job_limit_defaults_and_floor(monkeypatch):
     monkeypatch.setenv("DYNDS_STALE_JOB_AFTER_S", "900")
     with pytest.raises(ValidationError, match="stale_check_interval_s must be > 0 seconds, got 0"):
         Settings()
+
+
+def test_the_bootstrap_token_is_a_secret_from_the_environment_or_a_file(monkeypatch, tmp_path):
+    monkeypatch.setenv("DYNDS_BOOTSTRAP_TOKEN", "from-the-environment-0123456789")
+    s = Settings()
+    assert s.bootstrap_secret() == "from-the-environment-0123456789"
+    assert "from-the-environment" not in repr(s) and "from-the-environment" not in str(s.model_dump())  # never printed
+    path = tmp_path / "token"
+    path.write_text("from-a-file-0123456789\n")  # Docker secrets and editors end files with a newline
+    monkeypatch.delenv("DYNDS_BOOTSTRAP_TOKEN")
+    monkeypatch.setenv("DYNDS_BOOTSTRAP_TOKEN_FILE", str(path))
+    assert Settings().bootstrap_secret() == "from-a-file-0123456789"
+    path.write_text("  \n")
+    assert Settings().bootstrap_secret() is None  # blank: none given
+    monkeypatch.setenv("DYNDS_BOOTSTRAP_TOKEN_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="DYNDS_BOOTSTRAP_TOKEN_FILE .*missing cannot be read"):
+        Settings().bootstrap_secret()  # read at start, by the server only: a worker never needs the file
+    monkeypatch.setenv("DYNDS_BOOTSTRAP_TOKEN", "x" * 20)
+    with pytest.raises(ValidationError, match="not both"):
+        Settings()
+    assert Settings(bootstrap_token=None, bootstrap_token_file=None).bootstrap_secret() is None
+
+
+def test_a_worker_is_gone_after_two_missed_heartbeats_at_the_least(monkeypatch):
+    s = Settings()
+    assert (s.worker_heartbeat_s, s.worker_timeout_s, s.refuse_unserved) == (5.0, 30.0, False)
+    monkeypatch.setenv("DYNDS_WORKER_HEARTBEAT_S", "0.5")
+    monkeypatch.setenv("DYNDS_WORKER_TIMEOUT_S", "3")
+    assert Settings().worker_timeout_s == 3.0
+    monkeypatch.setenv("DYNDS_WORKER_TIMEOUT_S", "0.9")
+    with pytest.raises(ValidationError, match=r"worker_timeout_s \(0.9 s\) must be at least twice worker_heartbeat_s \(0.5 s\)"):
+        Settings()
