@@ -166,6 +166,12 @@ def configure_logging(level: str | None = None, fmt: str | None = None) -> dict[
     return dict(_chosen)
 
 
+def chosen_logging() -> dict[str, str]:
+    """What ``configure_logging`` last applied in this process ({} before it ran): a spawned child (the
+    embedded executor's) passes it to its own ``configure_logging``."""
+    return dict(_chosen)
+
+
 # ---------------------------------------------------------------- each job's lines, stored
 
 

@@ -118,15 +118,18 @@ def _run_job(
     session_factory: SessionFactory | None = None,
     settings: Settings | None = None,
     stop_event: threading.Event | None = None,
+    own_process: bool | None = None,
 ) -> str:
     """Run job ``job_id`` to its end and return its final status ("skipped" if it was not claimable).
 
     ``stop_event`` (set by a shutting-down executor or worker) stops training at the end of the current
     step; the job is then requeued ("requeued"), not marked cancelled, since no user asked for it.
+    ``own_process``: the process exists for its jobs (a Celery worker, the embedded executor's child), so
+    the process-wide measuring settings apply; default: unless ``settings`` say embedded.
     """
     from dynds_core import train
     from dynds_core.data import data_policy
-    from dynds_core.trainer import ProcessSettings, TimingNoise
+    from dynds_core.trainer import Contention, ProcessSettings, TimingNoise
 
     settings = settings or get_settings()
     session_factory = session_factory or default_session_factory(settings)
@@ -160,13 +163,16 @@ def _run_job(
         with session_factory() as session:
             crud.set_reproducibility(session=session, job_id=job_id, record=reproducibility_record(spec))
         noise = TimingNoise(max_saving_gap=settings.noisy_saving_gap, max_full_step_cv=settings.noisy_step_cv)
-        # A Celery worker process exists for its jobs; in embedded mode the process is the API's, whose
-        # collector keeps its request garbage in check: there only the allocator and cuDNN settings apply.
-        process = ProcessSettings.measured() if not settings.embedded else ProcessSettings(retain_memory=True, cudnn_benchmark=True)
+        contention = Contention(max_wait_share=settings.contended_wait_share, min_cpu_share=settings.contended_cpu_share)
+        # A Celery worker process, or the embedded executor's child, exists for its jobs; a job run in a process
+        # that also serves the API leaves that process's collector alone (it keeps the requests' garbage in check).
+        if own_process is None:
+            own_process = not settings.embedded
+        process = ProcessSettings.measured() if own_process else ProcessSettings(retain_memory=True, cudnn_benchmark=True)
         # The data boundary again where the files are read: every path inside DYNDS_DATA_DIRS (symlinks
         # resolved, default roots included) and the server's size limits (the API checked the spec already).
         with data_policy(allowed_roots=settings.allowed_data_dirs, limits=settings.data_limits):
-            result = train(spec, [sink], cache_dir=settings.cache_dir, timing_noise=noise, process=process)
+            result = train(spec, [sink], cache_dir=settings.cache_dir, timing_noise=noise, contention=contention, process=process)
         sink.close()
     except Exception as exc:
         message = error_message(exc)
