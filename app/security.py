@@ -7,16 +7,24 @@ A server with no token at all is open (a fresh, local install). Revoking the las
 back to that: ``revoke_token`` refuses it (``LastToken``) unless ``close_writes`` (then a closed marker
 stays: a row whose hash matches no token, so writes need a token and none is valid until
 ``create_token`` makes one) or ``open_writes`` (the server is deliberately open again).
+
+The door (``dynds serve``): on a loopback address a server with no token stays open (the quick start); beyond
+loopback it needs a token, or a setting saying it is meant to be open. The first token may come as a secret:
+
+    is_loopback("0.0.0.0")                                           # False: every interface
+    ensure_bootstrap_token(session=session, token=secret)            # "created", then "unchanged" at each restart
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import secrets
 from datetime import timedelta
 
 from sqlalchemy import delete, func, update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from app.models import ApiToken, utcnow
@@ -109,3 +117,52 @@ def revoke_token(*, session: Session, name: str, close_writes: bool = False, ope
         session.execute(delete(ApiToken).where(col(ApiToken.name) == CLOSED_MARKER))
     session.commit()
     return res.rowcount
+
+
+# ---------------------------------------------------------------- the door: loopback, and the first token
+
+
+BOOTSTRAP_NAME = "bootstrap"
+MIN_BOOTSTRAP_CHARS = 16  # a secret someone could guess is no door; `openssl rand -hex 32` gives 64
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a server listening on ``host`` can be reached from this machine only: 127.0.0.0/8, ::1 (also
+    IPv4-mapped), or ``localhost``. Any other name may resolve to an outside interface: not loopback."""
+    host = host.strip().strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])  # "%eth0": an IPv6 zone
+    except ValueError:
+        return False  # a host name, or "" (every interface)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+def check_bootstrap_token(token: str) -> str:
+    """The token as given, or a ValueError saying what a usable one is (the token itself is never named)."""
+    if len(token) < MIN_BOOTSTRAP_CHARS:
+        raise ValueError(f"the bootstrap token is too short: at least {MIN_BOOTSTRAP_CHARS} characters (e.g. `openssl rand -hex 32`)")
+    if not token.isprintable() or any(c.isspace() for c in token):
+        raise ValueError("the bootstrap token must be printable text without spaces (e.g. `openssl rand -hex 32`)")
+    return token
+
+
+def ensure_bootstrap_token(*, session: Session, token: str) -> str:
+    """Make ``token`` (a secret given at start) a valid API token named "bootstrap", stored as its hash like
+    any other. Idempotent: "created" the first time, "unchanged" at every restart with the same secret,
+    "replaced" when the secret changed (the old one stops working: a rotated secret must not stay valid)."""
+    digest = hash_token(check_bootstrap_token(token))
+    if session.exec(select(func.count()).select_from(ApiToken).where(col(ApiToken.token_hash) == digest)).one():
+        return "unchanged"
+    replaced = session.execute(delete(ApiToken).where(col(ApiToken.name) == BOOTSTRAP_NAME)).rowcount
+    session.execute(delete(ApiToken).where(col(ApiToken.name) == CLOSED_MARKER))  # as create_token: a valid token exists now
+    session.add(ApiToken(name=BOOTSTRAP_NAME, token_hash=digest))
+    try:
+        session.commit()
+    except IntegrityError:  # another API process, starting with the same secret, stored it first
+        session.rollback()
+        return "unchanged"
+    return "replaced" if replaced else "created"

@@ -21,12 +21,35 @@ def fail(message: str, code: int = EXIT_USAGE) -> int:
 
 
 def redact(url: str | None) -> str:
-    """A URL without its password, for printing."""
-    if not url or "@" not in url or "://" not in url:
-        return url or ""
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}" if ":" in creds else url
+    """A URL without its password (in the credentials or the query), for printing."""
+    from app.core.redact import redact_url
+
+    return redact_url(url)
+
+
+def database_problem(url: str, timeout_s: float = 5.0) -> str | None:
+    """Why the database cannot be used (unreachable, credentials or TLS refused), or None; the password
+    never in it. SQLite is not checked: a local file, no credentials (connecting would create it)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.pool import NullPool
+
+    from app.core.db import normalize_url
+    from app.core.redact import redact_url, scrub
+
+    try:
+        if make_url(normalize_url(url)).get_backend_name() == "sqlite":
+            return None
+        engine = create_engine(normalize_url(url), poolclass=NullPool, connect_args={"connect_timeout": max(1, int(timeout_s))})
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        finally:
+            engine.dispose()
+    except Exception as exc:  # a bad URL, a refused password, no server: all said the same way
+        reason = " ".join(str(getattr(exc, "orig", None) or exc).split())
+        return f"cannot use the database at {redact_url(url)}: {scrub(reason, url)}"
+    return None
 
 
 def add_database_argument(p: argparse.ArgumentParser) -> None:

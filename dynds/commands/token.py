@@ -76,7 +76,10 @@ def cmd_token_list(args: argparse.Namespace) -> int:
         print("no tokens, and writes are closed (the last token was revoked with --force): `dynds token create NAME` makes one")
         return EXIT_OK
     if not tokens:
-        print("no tokens: writes are open to everyone (`dynds token create NAME` to require one)")
+        print(
+            "no tokens: writes are open to everyone (`dynds token create NAME` to require one); "
+            "`dynds serve` starts so only on loopback or with --open"
+        )
         return EXIT_OK
     for t in tokens:
         used = f"{t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "never"
@@ -105,5 +108,9 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
     if args.force:
         print("that was the last token: writes are closed until `dynds token create` makes a new one", file=sys.stderr)
     elif args.open_writes:
-        print("that was the last token: writes are now open to anyone (no token needed)", file=sys.stderr)
+        print(
+            "that was the last token: writes are now open to anyone (no token needed); a `dynds serve` listening beyond "
+            "loopback keeps running, but starts again only with --open (DYNDS_OPEN_WRITES=true) or a new token",
+            file=sys.stderr,
+        )
     return EXIT_OK

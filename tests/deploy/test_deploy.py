@@ -37,6 +37,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PG_ADMIN_URL = os.environ.get("DYNDS_DEPLOY_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("DYNDS_DEPLOY_REDIS_URL", "redis://127.0.0.1:6379/14")  # the other tests use 15
 N_JOBS = 10
+# The API's first token, as compose gives it (the secret dynds_bootstrap_token, a file): its port is published.
+API_TOKEN = secrets.token_hex(32)
 
 # resnet20 on 16x16 synthetic images, 4 steps per run: a whole job (baseline + DynDS) in a few seconds.
 TINY_SPEC = {
@@ -208,7 +210,9 @@ def deployment(tmp_path, clean_venv, database_url, broker_url):
     }
     procs: list[Proc] = []
     try:
-        command, env = compose_service(compose, "api", clean_venv, overrides)
+        secret = tmp_path / "dynds_bootstrap_token"
+        secret.write_text(API_TOKEN + "\n")
+        command, env = compose_service(compose, "api", clean_venv, {**overrides, "DYNDS_BOOTSTRAP_TOKEN_FILE": str(secret)})
         port = free_port()
         command = _set_option(_set_option(command, "--host", "127.0.0.1"), "--port", str(port))
         api = Proc("api", command + ["--log-level", "warning"], _clean_env(clean_venv, **env), tmp_path)
@@ -260,7 +264,8 @@ def test_ten_jobs_over_http_run_on_both_workers_of_a_clean_install(deployment):
         return "\n".join(f"--- {w.name} (pid {pid}):\n{w.output()}" for pid, w in workers.items())
 
     job_ids = []
-    with httpx.Client(timeout=30) as client:
+    with httpx.Client(timeout=30, headers={"Authorization": f"Bearer {API_TOKEN}"}) as client:
+        assert httpx.post(f"{api}/jobs", json={"spec": TINY_SPEC}, timeout=30).status_code == 401  # the door: no token, no job
         for seed in range(N_JOBS):
             spec = {**TINY_SPEC, "train": {**TINY_SPEC["train"], "seed": seed}}
             r = client.post(f"{api}/jobs", json={"spec": spec})

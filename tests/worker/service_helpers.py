@@ -176,26 +176,33 @@ PG_ADMIN_URL = os.environ.get("DYNDS_TEST_POSTGRES_URL", "postgresql://postgres@
 
 class RedisServer:
     """A `redis-server` of the test's own on a spare port, with or without persistence (AOF, fsync always),
-    that can be killed (SIGKILL) and started again on the same port and directory."""
+    a password (``--requirepass``) and TLS only (a self-signed certificate its ``url`` names as the CA: a
+    rediss:// URL), that can be killed (SIGKILL) and started again on the same port and directory."""
 
-    def __init__(self, directory: Path, *, persistent: bool):
+    def __init__(self, directory: Path, *, persistent: bool, password: str | None = None, tls: bool = False):
         import shutil
 
         self.binary = shutil.which("redis-server")
         if self.binary is None:
             missing_service("redis-server", "not installed (apt-get install redis-server)")
-        self.dir, self.persistent = directory, persistent
+        self.dir, self.persistent, self.password = directory, persistent, password
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.url = f"redis://{f':{password}@' if password else ''}127.0.0.1:{self.port}/0"
+        self.tls: list[str] = []
+        if tls:
+            self.tls = self._certificate()
+            self.url = f"rediss{self.url[len('redis') :]}?ssl_cert_reqs=required&ssl_ca_certs={self.dir / 'cert.pem'}"
         self.popen: subprocess.Popen | None = None
         self.start()
 
     def start(self) -> None:
         persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
+        persistence += ["--requirepass", self.password] if self.password else []
+        ports = ["--port", "0", "--tls-port", str(self.port), *self.tls] if self.tls else ["--port", str(self.port)]
         log = open(self.dir / "redis.log", "ab")
         self.popen = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir), "--save", "", *persistence],
+            [self.binary, *ports, "--bind", "127.0.0.1", "--dir", str(self.dir), "--save", "", *persistence],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -207,7 +214,7 @@ class RedisServer:
         import redis
 
         try:
-            return bool(redis.Redis(port=self.port, socket_connect_timeout=0.5).ping())
+            return bool(redis.Redis.from_url(self.url, socket_connect_timeout=0.5).ping())
         except redis.RedisError:
             if self.popen.poll() is not None:
                 raise AssertionError(f"redis-server exited:\n{(self.dir / 'redis.log').read_text()}") from None
@@ -216,7 +223,17 @@ class RedisServer:
     def client(self):
         import redis
 
-        return redis.Redis(port=self.port, socket_connect_timeout=2)
+        return redis.Redis.from_url(self.url, socket_connect_timeout=2)
+
+    def _certificate(self) -> list[str]:
+        """A self-signed certificate for 127.0.0.1 (openssl), and the redis-server flags serving TLS with it."""
+        cert, key = self.dir / "cert.pem", self.dir / "key.pem"
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-keyout", str(key), "-out", str(cert),
+             "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        return ["--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no"]
 
     def kill(self) -> None:
         if self.popen is not None and self.popen.poll() is None:
@@ -231,11 +248,11 @@ class RedisServer:
 
 @pytest.fixture
 def redis_server(tmp_path):
-    """Start a Redis of our own: ``redis_server(persistent=True)``; all are killed at teardown."""
+    """Start a Redis of our own: ``redis_server(persistent=True, password="pw", tls=True)``; all are killed at teardown."""
     servers: list[RedisServer] = []
 
-    def start(persistent: bool = False) -> RedisServer:
-        server = RedisServer(tmp_path / f"redis-{len(servers)}", persistent=persistent)
+    def start(persistent: bool = False, password: str | None = None, tls: bool = False) -> RedisServer:
+        server = RedisServer(tmp_path / f"redis-{len(servers)}", persistent=persistent, password=password, tls=tls)
         servers.append(server)
         return server
 

@@ -253,3 +253,58 @@ def test_the_api_serves_the_weights_the_workers_write_from_one_shared_volume(com
         mounts[name] = [v.split(":")[0] for v in services[name]["volumes"] if v.split(":")[1] == artifact_dir]
         assert mounts[name] and not any(v.endswith(":ro") for v in services[name]["volumes"] if v.split(":")[1] == artifact_dir)
     assert mounts["api"] == mounts["worker"] and mounts["api"][0] in compose["volumes"]
+
+
+# ---------------------------------------------------------------- the door and the passwords
+
+
+def test_the_api_gets_its_first_token_as_a_secret_and_the_workers_do_not(compose):
+    """The API listens beyond loopback: its first token is a compose secret (from the host's environment or a
+    file), mounted where DYNDS_BOOTSTRAP_TOKEN_FILE says; workers authenticate to Redis and PostgreSQL only."""
+    (name,) = compose["services"]["api"]["secrets"]
+    source = compose["secrets"][name]
+    assert len(source) == 1 and (source.get("environment") == "DYNDS_BOOTSTRAP_TOKEN" or "file" in source), source
+    assert _env(compose["services"]["api"])["DYNDS_BOOTSTRAP_TOKEN_FILE"] == f"/run/secrets/{name}"
+    worker = compose["services"]["worker"]
+    assert "secrets" not in worker and not {"DYNDS_BOOTSTRAP_TOKEN", "DYNDS_BOOTSTRAP_TOKEN_FILE"} & set(_env(worker))
+    assert "DYNDS_OPEN_WRITES" not in _env(compose["services"]["api"])  # closed unless opened on purpose
+
+
+def test_the_api_command_passes_the_door_with_the_secret_and_only_with_it(compose, tmp_path):
+    """compose's api command and settings, the secret's file and the database here: with a token in the file
+    the server may start (and stores it hashed); with the file blank it refuses, naming the ways out."""
+    from app.core.db import make_engine
+    from dynds.commands.common import UsageError
+    from dynds.commands.serve import open_door
+
+    api = compose["services"]["api"]
+    args = build_parser().parse_args(api["command"][1:])
+    env = _env(api)
+    secret = tmp_path / "dynds_bootstrap_token"
+    values = {k[len("DYNDS_") :].lower(): re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", v) for k, v in env.items()}
+    values.update(database_url=f"sqlite:///{tmp_path / 'dynds.db'}", bootstrap_token_file=str(secret))
+    settings = Settings(**values)
+    engine = make_engine(settings.database_url)
+    try:
+        door = dict(host=args.host, port=args.port, open_writes=args.open or settings.open_writes, create=args.create_token)
+        secret.write_text("")  # DYNDS_BOOTSTRAP_TOKEN unset on the host
+        with pytest.raises(UsageError, match="with no API token"):
+            open_door(engine, settings, **door)
+        secret.write_text("0123456789abcdef" * 4 + "\n")  # `openssl rand -hex 32`
+        assert open_door(engine, settings, **door) is None
+        assert open_door(engine, settings, **door) is None  # a restart
+    finally:
+        engine.dispose()
+
+
+def test_redis_requires_the_password_the_broker_url_carries(compose):
+    def sub(value: str) -> str:
+        return re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", value)
+
+    redis = compose["services"]["redis"]
+    command = redis["command"]
+    password = sub(command[command.index("--requirepass") + 1])
+    assert password and sub(redis["environment"]["REDISCLI_AUTH"]) == password  # the health check's redis-cli
+    for name in ("api", "worker"):
+        url = sub(_env(compose["services"][name])["DYNDS_BROKER_URL"])
+        assert url == f"redis://:{password}@redis:6379/0", url

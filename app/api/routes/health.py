@@ -15,6 +15,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
+from app.core.redact import scrub
+
 router = APIRouter(tags=["health"])
 BROKER_TIMEOUT_S = 1.0
 READY_TIMEOUT_S = 2.0
@@ -38,7 +40,8 @@ def check_database(engine) -> str:
             conn.execute(text("SELECT 1"))
         return "ok"
     except Exception as exc:
-        return f"down: {type(exc).__name__}: {exc}".splitlines()[0]
+        # /readyz is open to anyone: the database's password never in it
+        return scrub(f"down: {type(exc).__name__}: {exc}".splitlines()[0], engine.url.render_as_string(hide_password=False))
 
 
 def check_broker(broker_url: str | None) -> str:
@@ -60,7 +63,7 @@ def check_broker(broker_url: str | None) -> str:
                 conn.ensure_connection(max_retries=1)
         return "ok"
     except Exception as exc:
-        return f"down: {type(exc).__name__}: {exc}".splitlines()[0]
+        return scrub(f"down: {type(exc).__name__}: {exc}".splitlines()[0], broker_url)
 
 
 async def _probe(state, check, *args) -> str:
