@@ -36,6 +36,8 @@ export function verdictDetails(kind, sentence) {
   return html`<details class="verdict-details"><summary>${verdictBadge(kind, sentence)}</summary><p class="verdict-text">${sentence}</p></details>`;
 }
 export const noisyBadge = (reason) => html`<span class="badge noisy" title="${reason || "the timing of this job cannot be trusted"}">timing noisy</span>`;
+/** A job that did not have its hardware to itself (JobResult.contended): flagged like noisy timing, kept out of rankings. */
+export const contendedBadge = (reason) => html`<span class="badge contended" title="${reason || "the job did not have its hardware to itself"}">contended</span>`;
 /** The schedule kind's colour; with `named`, its name on hover and for screen readers (where no text beside it says it). */
 export const kindDot = (kind, { named = false } = {}) => raw(`<span class="legend-dot" style="background:${SCHEDULE_COLORS[kind] || "#999"}" ${named
   ? `role="img" aria-label="${esc(kind || "unknown")} schedule" title="${esc(kind || "unknown")} schedule"` : 'aria-hidden="true"'}></span>`);

@@ -5,6 +5,7 @@ import * as job from "./pages/job.js";
 import * as submit from "./pages/submit.js";
 import * as compare from "./pages/compare.js";
 import * as leaderboard from "./pages/leaderboard.js";
+import * as workers from "./pages/workers.js";
 
 const ROUTES = [
   { re: /^jobs\/(\d+)$/, page: job, nav: "jobs", title: "Job" },
@@ -12,6 +13,7 @@ const ROUTES = [
   { re: /^submit$/, page: submit, nav: "submit", title: "Submit" },
   { re: /^compare$/, page: compare, nav: "compare", title: "Compare" },
   { re: /^leaderboard$/, page: leaderboard, nav: "leaderboard", title: "Leaderboard" },
+  { re: /^workers$/, page: workers, nav: "workers", title: "Workers" },
 ];
 
 let cleanup = null;

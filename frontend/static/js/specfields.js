@@ -36,6 +36,7 @@ export const SECTIONS = [
     { path: "train.seed", label: "Seed", type: "int", min: 0 },
     { path: "train.pairing", label: "Baseline timing", type: "choice", choices: ["lockstep", "sequential"], hint: "lockstep: DynDS and baseline alternate step by step (same machine load); sequential: one after the other (half the memory)" },
     { path: "train.device", label: "Device", type: "text", list: ["auto", "cpu", "cuda", "cuda:0", "cuda:1"], hint: "auto, cpu, cuda or cuda:N" },
+    { path: "train.hardware", label: "Hardware", type: "text", list: ["auto", "cpu", "cuda"], hint: "auto: whatever the worker has (the result records it); or a device kind, hardware class or device model to run on" },
     { path: "train.amp", label: "Mixed precision", type: "bool" },
     { path: "train.channels_last", label: "Channels-last", type: "bool" },
     { path: "train.num_threads", label: "Torch threads", type: "int", nullable: true, min: 1, max: 256, hint: "empty: the worker's setting" },

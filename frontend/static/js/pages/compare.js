@@ -1,14 +1,16 @@
 // Compare: time saving against accuracy delta for every finished run, coloured by schedule kind, with the
-// Pareto front of one track (never across tracks: different budgets are not comparable); and for one track
-// the budget frontier: the baseline trained for less time (accuracy against time fraction, with its 95 %
-// band) and the DynDS settings as points with their intervals. Hover shows the settings; click opens the
-// job (or selects it to overlay curves).
+// Pareto front of one track (never across tracks: different budgets, or the same budget on different
+// hardware, are not comparable); and for one track the budget frontier: the baseline trained for less time
+// (accuracy against time fraction, with its 95 % band) and the DynDS settings as points with their
+// intervals. A track is a recipe on one hardware key. Hover shows the settings and the hardware; click
+// opens the job (or selects it to overlay curves).
 import { get, apiUrl } from "../api.js";
 import { html, raw, pct, pt, int, secs, pctOfCI, pctCI } from "../format.js";
 import { SCHEDULE_COLORS, markRendered, loadingBox, emptyBox, errorBox, chartLib, setHashQuery, verdictWord } from "../common.js";
 import { paretoFront } from "../pareto.js";
 import { legendLabels } from "../curves.js";
 import { settingLabel } from "../setting.js";
+import { UNKNOWN_HARDWARE } from "../hardware.js";
 
 // Where a DynDS cell lies against the baseline's band (GET /frontier points[].position).
 export const POSITION = {
@@ -66,7 +68,7 @@ export function render(root, { query }) {
       <div><h1>Compare</h1><p class="muted">Each point is a finished job: how much training time DynDS saved against its paired baseline, and what it cost in validation accuracy.</p></div>
       <div class="actions">
         <label for="track" class="muted" style="margin:0">Track</label>
-        <select id="track" style="width:auto;max-width:340px"><option value="">All tracks</option></select>
+        <select id="track" style="width:auto;max-width:min(100%, 420px)"><option value="">All tracks</option></select>
       </div>
     </div>
     <section class="panel" aria-labelledby="scatter-title">
@@ -115,7 +117,7 @@ export function update(root, { query }) {
   const st = root.__compare;
   if (!st) return;
   st.track = query.track || "";
-  root.querySelector("#track").value = st.track;
+  pickTrack(st);
   draw(st);
   drawFrontier(st);
 }
@@ -134,31 +136,85 @@ async function load(st) {
     return;
   }
   if (!st.alive) return;
-  st.labels = new Map();  // track label -> recipe hash
-  for (const t of (lb && lb.tracks) || []) if (t && t.track) st.labels.set(t.track, t.recipe_hash || null);
-  const counts = new Map();
-  for (const t of st.labels.keys()) counts.set(t, st.rows.filter((r) => inTrack(st, r, t)).length);
-  for (const r of st.rows) if (![...st.labels.keys()].some((t) => inTrack(st, r, t))) counts.set(r.track, (counts.get(r.track) || 0) + 1);
-  const sel = st.root.querySelector("#track");
-  for (const [t, n] of [...counts].sort()) sel.add(new Option(`${t} (${int(n)})`, t));
+  st.tracks = trackList((lb && lb.tracks) || [], st.rows);
+  const counts = new Map(st.tracks.map((t) => [t.label, st.rows.filter((r) => inTrack(r, t)).length]));
+  pickTrack(st);
   // A track with no finished DynDS-vs-baseline run can still have a frontier (baseline runs only).
-  if (st.track && !counts.has(st.track)) sel.add(new Option(`${st.track} (no compared runs)`, st.track));
-  sel.value = st.track;
+  if (st.sel && !counts.has(st.sel.label)) { st.tracks.push(st.sel); counts.set(st.sel.label, null); }
+  trackOptions(st.root.querySelector("#track"), st.tracks, counts);
+  st.root.querySelector("#track").value = st.sel ? st.sel.label : "";
   draw(st);
   drawFrontier(st);
   markRendered("compare");
 }
 
-/** Whether an export row belongs to a track given by its label (leaderboard) or its recipe hash. */
-function inTrack(st, r, t) {
-  if (r.track === t || (r.recipe_hash && r.recipe_hash === t)) return true;
-  const hash = st.labels && st.labels.get(t);
-  if (hash && r.recipe_hash) return r.recipe_hash === hash;
-  return typeof t === "string" && t.startsWith(`${r.track} · `);
+/**
+ * The tracks to choose from: the leaderboard's (a recipe on one hardware key, with its label and key), then
+ * those of export rows no leaderboard track holds. {label, key, recipe_hash, recipe_label, hardware_key} each.
+ */
+export function trackList(lbTracks, rows) {
+  const list = [];
+  const add = (t) => { if (!list.some((x) => x.label === t.label)) list.push(t); };
+  for (const t of lbTracks) {
+    if (t && t.track) add({ label: t.track, key: t.track_key || null, recipe_hash: t.recipe_hash || null, recipe_label: t.recipe_label || t.track, hardware_key: t.hardware_key || null });
+  }
+  for (const r of rows) {
+    if (list.some((t) => inTrack(r, t))) continue;
+    const hw = r.hardware_key || null;  // none: a server that does not record hardware
+    add({ label: hw ? `${r.track} on ${hw}` : r.track, key: hw && r.recipe_hash ? `${r.recipe_hash}@${hw}` : null,
+      recipe_hash: r.recipe_hash || null, recipe_label: r.track, hardware_key: hw });
+  }
+  return list;
+}
+
+/** Whether an export row belongs to a track: the same recipe measured on the same hardware key. */
+export function inTrack(r, t) {
+  if (t.hardware_key && (r.hardware_key || UNKNOWN_HARDWARE) !== t.hardware_key) return false;
+  if (t.recipe_hash && r.recipe_hash) return r.recipe_hash === t.recipe_hash;
+  return r.track === t.recipe_label || r.track === t.label || t.label.startsWith(`${r.track} · `);
+}
+
+/**
+ * The track the query names (a label or a track key; a recipe's label or hash when it ran on one hardware
+ * key only): st.sel. A recipe measured on several keys names no one track: st.choices lists them.
+ */
+function pickTrack(st) {
+  const q = st.track;
+  st.sel = null;
+  st.choices = null;
+  if (!q) return;
+  const tracks = st.tracks || [];
+  const exact = tracks.find((t) => t.label === q || t.key === q);
+  const same = exact ? [exact] : tracks.filter((t) => t.recipe_hash === q || t.recipe_label === q);
+  if (same.length === 1) st.sel = same[0];
+  else if (same.length > 1) st.choices = same;
+  else st.sel = { label: q, key: null, recipe_hash: null, recipe_label: q, hardware_key: null };
+  const sel = st.root.querySelector("#track");
+  if (sel.options.length > 1) sel.value = st.sel ? st.sel.label : "";
+}
+
+/** The track select: one group per hardware key, each option a track with its number of compared runs. */
+function trackOptions(sel, tracks, counts) {
+  const groups = new Map();
+  for (const t of [...tracks].sort((a, b) => a.label.localeCompare(b.label))) {
+    const hw = t.hardware_key || "";
+    if (!groups.has(hw)) groups.set(hw, []);
+    groups.get(hw).push(t);
+  }
+  for (const hw of [...groups.keys()].sort()) {
+    const parent = hw ? document.createElement("optgroup") : sel;
+    if (hw) parent.label = `on ${hw}`;
+    for (const t of groups.get(hw)) {
+      const n = counts.get(t.label);
+      parent.append(new Option(`${t.label} (${n === null || n === undefined ? "no compared runs" : int(n)})`, t.label));
+    }
+    if (hw) sel.append(parent);
+  }
 }
 
 function draw(st) {
-  const rows = st.rows.filter((r) => (!st.track || inTrack(st, r, st.track)) && r.time_saving !== null && r.time_saving !== undefined && r.acc_delta !== null && r.acc_delta !== undefined);
+  const inView = (r) => (st.sel ? inTrack(r, st.sel) : st.choices ? st.choices.some((t) => inTrack(r, t)) : true);
+  const rows = st.rows.filter((r) => inView(r) && r.time_saving !== null && r.time_saving !== undefined && r.acc_delta !== null && r.acc_delta !== undefined);
   const msg = st.root.querySelector("#scatter-msg");
   const box = st.root.querySelector("#scatter-box");
   if (!rows.length) {
@@ -178,14 +234,18 @@ function draw(st) {
     if (!byKind.has(k)) byKind.set(k, []);
     byKind.get(k).push(p);
   }
-  // The Pareto front only within one track: runs of different budgets are not comparable.
-  const front = st.track ? paretoFront(pts).map((i) => ({ x: pts[i].x, y: pts[i].y, row: pts[i].row })) : [];
+  // The Pareto front only within one track: runs of different budgets or hardware are not comparable.
+  const front = st.sel ? paretoFront(pts).map((i) => ({ x: pts[i].x, y: pts[i].y, row: pts[i].row })) : [];
   const many = pts.length > 2000;
+  // Several hardware keys in view: each its own point shape (the note names them), so no run loses its hardware.
+  const shapes = hardwareShapes(rows);
+  const shape = (p) => (shapes.size > 1 ? shapes.get(p.row.hardware_key || UNKNOWN_HARDWARE).style : "circle");
   const datasets = [...byKind].map(([k, data]) => ({
     type: "scatter", label: `${k} (${int(data.length)})`, data, backgroundColor: (SCHEDULE_COLORS[k] || "#777") + (many ? "99" : "cc"),
-    borderColor: SCHEDULE_COLORS[k] || "#777", borderWidth: 0, pointRadius: many ? 2.5 : 4, pointHoverRadius: 7, pointHitRadius: 4,
+    borderColor: SCHEDULE_COLORS[k] || "#777", borderWidth: 0, pointRadius: many ? 2.5 : shapes.size > 1 ? 5 : 4, pointHoverRadius: 7, pointHitRadius: 4,
+    pointStyle: data.map(shape),
   }));
-  if (st.track) datasets.push({
+  if (st.sel) datasets.push({
     type: "line", label: `Pareto front (${front.length})`, data: front, borderColor: "#111", backgroundColor: "#111", borderWidth: 2,
     pointRadius: 4, pointStyle: "rectRot", pointHoverRadius: 7, stepped: false, tension: 0, order: -1,
   });
@@ -197,7 +257,7 @@ function draw(st) {
       animation: false, parsing: false, normalized: true, responsive: true, maintainAspectRatio: false,
       interaction: { mode: "nearest", intersect: true },
       plugins: {
-        legend: { position: "bottom", labels: legendLabels() },
+        legend: { position: "bottom", labels: kindLegend() },
         tooltip: { callbacks: { label: (item) => tooltipLines(item.raw.row) } },
       },
       scales: {
@@ -213,9 +273,27 @@ function draw(st) {
       },
     },
   });
-  st.root.querySelector("#scatter-note").textContent = st.track
-    ? `${int(pts.length)} run${pts.length === 1 ? "" : "s"} on ${st.track}. Up and to the right is better; the black line (Pareto front) joins the runs no other run of this track beats on both axes.`
-    : `${int(pts.length)} run${pts.length === 1 ? "" : "s"} across all tracks. Up and to the right is better. Pick one track to see its Pareto front: runs of different budgets are not comparable, so no front is drawn across tracks.`;
+  const onHw = shapes.size > 1
+    ? ` on ${int(shapes.size)} hardware keys (${[...shapes].map(([k, v]) => `${v.mark} ${k}`).join(", ")})` : "";
+  st.root.querySelector("#scatter-note").textContent = st.sel
+    ? `${int(pts.length)} run${pts.length === 1 ? "" : "s"} on ${st.sel.label}. Up and to the right is better; the black line (Pareto front) joins the runs no other run of this track beats on both axes.`
+    : st.choices
+      ? `${int(pts.length)} run${pts.length === 1 ? "" : "s"} of ${st.track}${onHw}. Pick one of its tracks to see its Pareto front; runs on different hardware are not comparable, so no front is drawn across them.`
+      : `${int(pts.length)} run${pts.length === 1 ? "" : "s"} across all tracks${onHw}. Up and to the right is better. Pick one track to see its Pareto front: runs of different budgets or hardware are not comparable, so no front is drawn across tracks.`;
+}
+
+/** The scatter's legend names schedule kinds by colour: a circle each, whatever shapes the hardware gave the points. */
+function kindLegend() {
+  const labels = legendLabels();
+  return { ...labels, generateLabels: (chart) => labels.generateLabels(chart).map((item) => (
+    Array.isArray((chart.data.datasets[item.datasetIndex] || {}).pointStyle) ? { ...item, pointStyle: "circle" } : item)) };
+}
+
+const SHAPES = [["circle", "●"], ["triangle", "▲"], ["rect", "■"], ["rectRot", "◆"], ["star", "✶"], ["crossRot", "✕"], ["rectRounded", "▢"], ["cross", "+"]];
+/** Hardware key -> {style: Chart.js point style, mark: the same shape as a character}, in key order. */
+export function hardwareShapes(rows) {
+  const keys = [...new Set(rows.map((r) => r.hardware_key || UNKNOWN_HARDWARE))].sort();
+  return new Map(keys.map((k, i) => [k, { style: SHAPES[i % SHAPES.length][0], mark: SHAPES[i % SHAPES.length][1] }]));
 }
 
 async function drawFrontier(st) {
@@ -224,15 +302,23 @@ async function drawFrontier(st) {
   const cap = st.root.querySelector("#frontier-caption");
   const seq = (st.frontierSeq = (st.frontierSeq || 0) + 1);
   const clear = () => { box.hidden = true; cap.textContent = ""; if (st.frontier) { st.frontier.destroy(); st.frontier = null; } };
-  if (!st.track) {
+  if (st.choices) {
     clear();
-    msg.innerHTML = String(html`<div class="alert info" id="frontier-needs-track">The budget frontier needs one track: pick a track above. Budgets of different tracks cannot share one baseline curve.</div>`);
+    msg.innerHTML = String(html`<div class="alert info" id="frontier-needs-track">${st.track} ran on ${int(st.choices.length)} hardware keys, and the budget frontier needs one: pick
+      ${st.choices.map((t, i) => html`${i ? (i === st.choices.length - 1 ? " or " : ", ") : ""}<a href="#/compare?track=${encodeURIComponent(t.label)}">${t.hardware_key || t.label}</a>`)}. Times measured on different hardware cannot share one baseline curve.</div>`);
+    return;
+  }
+  if (!st.sel) {
+    clear();
+    msg.innerHTML = String(html`<div class="alert info" id="frontier-needs-track">The budget frontier needs one track: pick a track above. Budgets of different tracks (or of one recipe on different hardware) cannot share one baseline curve.</div>`);
     return;
   }
   msg.innerHTML = String(loadingBox("the frontier"));
+  const want = st.sel;
   let fr;
   try {
-    fr = await get("/frontier", { track: st.track, include_noisy: st.root.querySelector("#frontier-noisy").checked ? "true" : undefined });
+    // The track key names the recipe and the hardware exactly; older servers know tracks by label only.
+    fr = await get("/frontier", { track: want.key || want.label, include_noisy: st.root.querySelector("#frontier-noisy").checked ? "true" : undefined });
   } catch (err) {
     if (!st.alive || seq !== st.frontierSeq) return;
     clear();
@@ -242,11 +328,16 @@ async function drawFrontier(st) {
     return;
   }
   if (!st.alive || seq !== st.frontierSeq) return;
+  if (want.hardware_key && fr.hardware_key && fr.hardware_key !== want.hardware_key) {
+    clear();
+    msg.innerHTML = String(html`<div class="alert error" role="alert">The server answered with the frontier measured on ${fr.hardware_key}, not on ${want.hardware_key}: not drawn (frontiers of different hardware are never mixed).</div>`);
+    return;
+  }
   const base = (fr.baseline || []).filter((b) => Number.isFinite(b.time_fraction) && Number.isFinite(b.acc_mean));
   const cells = (fr.points || []).filter((p) => Number.isFinite(p.time_fraction_mean) && Number.isFinite(p.acc_mean));
   if (!base.length) {
     clear();
-    msg.innerHTML = String(html`<div class="alert info">No baseline runs at reduced budgets on ${st.track} yet, so there is no frontier to draw${cells.length ? html` (${int(cells.length)} DynDS setting${cells.length === 1 ? "" : "s"} waiting)` : ""}.
+    msg.innerHTML = String(html`<div class="alert info">No baseline runs at reduced budgets on ${fr.track || want.label} yet, so there is no frontier to draw${cells.length ? html` (${int(cells.length)} DynDS setting${cells.length === 1 ? "" : "s"} waiting)` : ""}.
       Queue them with <a href="#/submit?mode=sweep">Submit → Sweep → frontier preset</a> (the baseline at 25, 50, 75 and 100 % of the epochs, per seed).</div>`);
     return;
   }
@@ -296,7 +387,7 @@ async function drawFrontier(st) {
   const hints = [];
   if (base.length < 2) hints.push("Only one baseline budget has run: queue the frontier preset (Submit → Sweep) for the baseline at 25, 50, 75 and 100 % of the epochs.");
   if (!cells.length) hints.push(st.root.querySelector("#frontier-noisy").checked ? "No DynDS setting of this track has finished." : "No DynDS setting to place: jobs with noisy timing are left out unless “Include noisy timing” is ticked.");
-  cap.textContent = `${FRONTIER_CAPTION} ${int(cells.length)} DynDS setting${cells.length === 1 ? "" : "s"} and ${int(base.length)} baseline budget${base.length === 1 ? "" : "s"} on ${fr.track || st.track}.${hints.length ? " " + hints.join(" ") : ""}`;
+  cap.textContent = `${FRONTIER_CAPTION} ${int(cells.length)} DynDS setting${cells.length === 1 ? "" : "s"} and ${int(base.length)} baseline budget${base.length === 1 ? "" : "s"} on ${fr.track || want.label}.${hints.length ? " " + hints.join(" ") : ""}`;
 }
 
 function frontierTooltip(p) {
@@ -322,9 +413,11 @@ function tooltipLines(r) {
     `#${r.id} ${r.name || ""}`,
     `${r.setting_key ? settingLabel(r.setting_key) : r.schedule_kind}`,
     `seed ${r.seed ?? "not recorded"} · ${r.track}`,
+    ...(r.hardware_key ? [`on ${r.hardware_key === UNKNOWN_HARDWARE ? "hardware not recorded" : r.hardware_key}`] : []),
     `time saving ${pct(r.time_saving, 1, "not measured")} · acc Δ ${pt(r.acc_delta, 2, "not measured")}`,
     `DynDS ${secs(r.dynds_time_s, "time not recorded")} vs baseline ${secs(r.baseline_time_s, "not run")}`,
     ...(r.timing_noisy ? ["timing noisy: do not trust this time saving"] : []),
+    ...(r.contended ? ["contended: the job did not have its hardware to itself"] : []),
   ];
 }
 

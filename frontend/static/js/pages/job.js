@@ -1,7 +1,9 @@
-// Job: the spec, live curves of the DynDS run and its baselines, time split, FLOPs, reproducibility.
+// Job: the spec, live curves of the DynDS run and its baselines, time split, FLOPs, the hardware it ran on,
+// reproducibility.
 import { get, post, meta, followEvents } from "../api.js";
 import { html, raw, pct, pctOf, pt, secs, gflops, int, when, duration, signClass, esc } from "../format.js";
-import { statusBadge, kindDot, markRendered, loadingBox, errorBox, ACTIVE, RUN_STYLES, VERDICTS, verdictBadge, noisyBadge, jobProgressBar } from "../common.js";
+import { statusBadge, kindDot, markRendered, loadingBox, errorBox, ACTIVE, RUN_STYLES, VERDICTS, verdictBadge, noisyBadge, contendedBadge, jobProgressBar } from "../common.js";
+import { hardwareBadge, hardwareRows, contentionWords, UNKNOWN_HARDWARE } from "../hardware.js";
 import { shapeCurves, lineChart, setSeries, smoothCurves } from "../curves.js";
 import { overallProgress, phaseWords } from "../progress.js";
 import { apiUrl, getToken } from "../api.js";
@@ -194,8 +196,8 @@ function refresh(root, st) {
   root.querySelector("#job-head").innerHTML = String(html`
     <div>
       <p class="muted" style="margin:0"><a href="#/jobs">Jobs</a> / #${j.id}</p>
-      <h1>${j.name} ${statusBadge(j.status)}${noisy(j) ? html` ${noisyBadge(timingNoise(j))}` : ""}</h1>
-      <p class="muted">${kindDot(j.schedule_kind)}${j.schedule_kind} schedule · track <a href="#/leaderboard?track=${encodeURIComponent(j.track)}">${j.track}</a>
+      <h1>${j.name} ${statusBadge(j.status)}${noisy(j) ? html` ${noisyBadge(timingNoise(j))}` : ""}${contended(j) ? html` ${contendedBadge(contention(j))}` : ""}</h1>
+      <p class="muted">${kindDot(j.schedule_kind)}${j.schedule_kind} schedule · track <a href="#/leaderboard?track=${encodeURIComponent(trackRef(j))}">${j.track}</a>${j.hardware_key ? html` on ${hardwareBadge(j.hardware_key)}` : ""}
         · attempt ${j.attempt}${j.retry_of ? html` (retry of <a href="#/jobs/${j.retry_of}">#${j.retry_of}</a>)` : ""}
         ${ACTIVE.has(j.status) ? html` · <span id="live-state" role="status">${st.live || "connecting…"}</span>` : ""}</p>
     </div>
@@ -367,6 +369,10 @@ async function act(root, st, what) {
 const noisy = (j) => !!((j.result && j.result.timing_noisy) || (j.summary && j.summary.timing_noisy));
 const timingNoise = (j) => (j.result && j.result.timing_noise) || "the timing of this job cannot be trusted";
 const has = (v) => v !== null && v !== undefined && !Number.isNaN(v);
+const contended = (j) => !!((j.result && j.result.contended) || (j.summary && j.summary.contended));
+const contention = (j) => (j.result && j.result.contention) || "no reason was recorded";
+/** The job's leaderboard track: its recipe on the hardware it ran on (a track key), else its recipe's label. */
+const trackRef = (j) => (j.recipe_hash && j.hardware_key ? `${j.recipe_hash}@${j.hardware_key}` : j.track);
 
 /** The verdict in words, how the timing was paired, and whether the timing can be trusted. */
 function verdictPanel(j) {
@@ -383,9 +389,12 @@ function verdictPanel(j) {
   const noise = noisy(j)
     ? html`<p class="timing-line" id="timing-noise" style="margin-top:6px">${noisyBadge(timingNoise(j))} <strong>Do not trust the time saving of this job:</strong> ${timingNoise(j)}. Noisy jobs are left out of the leaderboard's ranking unless asked for.</p>`
     : html`<p class="timing-line muted" id="timing-noise" style="margin-top:4px">Timing looks steady: the paired and the cross-check time savings agree and the full steps took a steady time.</p>`;
+  const shared = contended(j)
+    ? html`<p class="timing-line" id="contention" style="margin-top:6px">${contendedBadge(contention(j))} <strong>The job did not have its hardware to itself:</strong> ${contention(j)}. Its time saving is not its hardware's; contended jobs are left out of the leaderboard's ranking unless asked for.</p>`
+    : r.hardware ? html`<p class="timing-line muted" id="contention" style="margin-top:4px">Hardware to itself: nothing starved its training threads while they stepped.</p>` : "";
   return html`<section class="panel verdict-panel ${v ? v.cls : "v-none"}" aria-labelledby="verdict-title" id="verdict-panel">
     <h2 id="verdict-title">Worth it? ${kind ? verdictBadge(kind, r.verdict_sentence) : ""}</h2>
-    ${sentence}${pairing}${noise}
+    ${sentence}${pairing}${noise}${shared}
     <p class="muted" style="margin:8px 0 0;font-size:.85rem">One job is one seed. The verdict compares DynDS with the baseline trained for the same time (the equal-time baseline): that is what you would do instead.</p>
   </section>`;
 }
@@ -526,15 +535,33 @@ function specList(spec, defaults) {
   return html`<p class="muted" style="margin-bottom:6px">${head}</p>${list}`;
 }
 
+/** The hardware the job's runs measured they ran on (JobResult.hardware; GET /jobs/{id} hardware). */
+function hardwarePanel(j) {
+  const hw = j.hardware || (j.result && j.result.hardware) || null;
+  let body;
+  if (hw) {
+    const runs = runsOf(j).filter(([, r]) => contentionWords(r));
+    body = html`<dl class="kv" id="hardware-list"><dt>key</dt><dd>${hardwareBadge(hw.key)}</dd>
+        ${hardwareRows(hw).map(([label, value]) => html`<dt>${label}</dt><dd>${value === null || value === undefined || value === "" ? html`<span class="muted">not recorded</span>` : value}</dd>`)}
+        <dt>to itself?</dt><dd id="hardware-contention">${contended(j) ? html`${contendedBadge(contention(j))} no: ${contention(j)}`
+          : j.status === "succeeded" ? "yes: nothing starved its training threads" : html`<span class="muted">measured while the job runs</span>`}</dd>
+        ${runs.map(([k, r]) => html`<dt>${RUN_LABEL[k]} run</dt><dd>${contentionWords(r)}</dd>`)}</dl>`;
+  } else if (j.hardware_key === UNKNOWN_HARDWARE) {
+    body = html`<p style="margin:0 0 8px">${hardwareBadge(UNKNOWN_HARDWARE)}</p><p class="muted" id="hardware-list">Not recorded: this job ran before dynds recorded the hardware of each run. Its results form their own “unknown” track.</p>`;
+  } else {
+    body = html`<p class="muted" id="hardware-list">${ACTIVE.has(j.status) ? "Recorded when a worker runs the job: the process that trains measures what it runs on." : "Not recorded: no run of this job finished."}</p>`;
+  }
+  return html`<section class="panel" aria-labelledby="hw-title" id="job-hardware"><h2 id="hw-title">Hardware</h2>${body}
+    <p class="muted" style="margin:8px 0 0;font-size:.85rem">Measured by the process that ran the job, not read from the spec. Results are compared only with results measured on the same key.</p></section>`;
+}
+
 function details(j, defaults) {
   const rep = j.reproducibility;
   const pkgs = rep && rep.packages ? Object.entries(rep.packages).map(([k, v]) => `${k} ${v}`).join(", ") : "not recorded";
   return html`<div class="grid grid-2">
     <section class="panel" aria-labelledby="split-title"><h2 id="split-title">Time by batch type</h2>${timeSplit(j)}</section>
     <section class="panel" aria-labelledby="flops-title"><h2 id="flops-title">FLOPs</h2>${flops(j)}</section>
-    <section class="panel" aria-labelledby="spec-title"><h2 id="spec-title">Spec</h2>
-      <p class="muted">Hash <code>${j.spec_hash}</code></p>${specList(j.spec, defaults)}
-      <details><summary>The whole spec, as JSON</summary><pre class="spec">${JSON.stringify(j.spec, null, 2)}</pre></details></section>
+    ${hardwarePanel(j)}
     <section class="panel" aria-labelledby="rep-title"><h2 id="rep-title">Reproducibility</h2>
       ${rep ? html`<dl class="kv">
         <dt>git revision</dt><dd class="mono">${rep.git_revision || "unknown"}${rep.git_dirty ? " (dirty)" : ""}</dd>
@@ -547,6 +574,9 @@ function details(j, defaults) {
       <h3>Timeline</h3>
       <dl class="kv"><dt>created</dt><dd>${when(j.created_at, "unknown")}</dd><dt>started</dt><dd>${when(j.started_at, "not yet")}</dd>
         <dt>finished</dt><dd>${when(j.finished_at, "not yet")}</dd><dt>wall time</dt><dd>${j.started_at ? duration(j.started_at, j.finished_at) : "not started"}</dd></dl>
-    </section></div>`;
+    </section>
+    <section class="panel span-all" aria-labelledby="spec-title"><h2 id="spec-title">Spec</h2>
+      <p class="muted">Hash <code>${j.spec_hash}</code></p>${specList(j.spec, defaults)}
+      <details><summary>The whole spec, as JSON</summary><pre class="spec">${JSON.stringify(j.spec, null, 2)}</pre></details></section></div>`;
 }
 export { esc };

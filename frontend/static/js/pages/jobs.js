@@ -1,12 +1,14 @@
-// Jobs: every job with its state, live progress and (when done) time saving and accuracy delta.
+// Jobs: every job with its state, the hardware it ran on, live progress and (when done) time saving and
+// accuracy delta.
 import { get, meta } from "../api.js";
 import { html, raw, esc, pct, pt, when, signClass, int } from "../format.js";
-import { statusBadge, kindDot, markRendered, loadingBox, emptyBox, errorBox, STATUSES, ACTIVE, setHashQuery, verdictBadge, noisyBadge, jobProgressBar } from "../common.js";
+import { statusBadge, kindDot, markRendered, loadingBox, emptyBox, errorBox, STATUSES, ACTIVE, setHashQuery, verdictBadge, noisyBadge, contendedBadge, jobProgressBar } from "../common.js";
 import { overallProgress, phaseWords } from "../progress.js";
+import { hardwareBadge, hardwareMissing, UNKNOWN_HARDWARE } from "../hardware.js";
 
 const PAGE = 50;
 const POLL_MS = 2000;
-const FILTERS = ["status", "arch", "dataset", "schedule_kind", "q"];
+const FILTERS = ["status", "arch", "dataset", "schedule_kind", "hardware_key", "q"];
 
 const STATUS_RANK = { running: 0, queued: 1, succeeded: 2, failed: 3, cancelled: 4 };
 const VERDICT_RANK = { beats_equal_time: 0, tie: 1, needs_seeds: 2, loses_to_equal_time: 3, no_equal_time: 4 };
@@ -66,6 +68,7 @@ export function render(root, { query }) {
       <div class="field"><label for="f-arch">Architecture</label><select id="f-arch" name="arch"><option value="">Any</option></select></div>
       <div class="field"><label for="f-dataset">Data set</label><select id="f-dataset" name="dataset"><option value="">Any</option></select></div>
       <div class="field"><label for="f-kind">Schedule kind</label><select id="f-kind" name="schedule_kind"><option value="">Any</option></select></div>
+      <div class="field"><label for="f-hw">Hardware</label><select id="f-hw" name="hardware_key"><option value="">Any</option></select></div>
       <div class="field"><label for="f-q">Search</label><input id="f-q" name="q" type="search" placeholder="name or track"></div>
       <div class="field show-sm"><label for="f-sort">Sort by</label><select id="f-sort" name="sort">
         ${Object.entries(SORTS).flatMap(([k, c]) => ["desc", "asc"].map((d) => {
@@ -75,7 +78,7 @@ export function render(root, { query }) {
       <div class="field actions"><button type="reset" class="btn">Clear filters</button></div>
     </form>
     <div id="jobs-table" aria-live="polite">${loadingBox("jobs")}</div>`);
-  state = { root, query: {}, timer: null, seq: 0 };
+  state = { root, query: {}, timer: null, seq: 0, hardware: new Set() };
   const form = root.querySelector("#job-filters");
   meta().then((m) => {
     const fill = (id, values) => {
@@ -88,6 +91,9 @@ export function render(root, { query }) {
     fill("#f-dataset", m.choices && m.choices.dataset);
     fill("#f-kind", m.choices && m.choices.schedule_kind);
   }).catch(() => { /* the table shows the error */ });
+  // The hardware keys results were measured on (the leaderboard's tracks); the pages shown add theirs.
+  get("/leaderboard", { include_noisy: "true" }).then((lb) => addHardware((lb.tracks || []).map((t) => t.hardware_key)))
+    .catch(() => { /* the keys seen on the pages still fill it */ });
   let typing = null;
   form.addEventListener("input", (e) => {
     clearTimeout(typing);
@@ -109,6 +115,20 @@ export function render(root, { query }) {
   return () => { clearTimeout(state.timer); state = null; };
 }
 
+/** Add hardware keys to the filter's choices (kept sorted, "unknown" last); the chosen one stays chosen. */
+function addHardware(keys) {
+  if (!state) return;
+  const sel = state.root.querySelector("#f-hw");
+  const fresh = keys.filter((k) => k && !state.hardware.has(k));
+  if (!sel || !fresh.length) return;
+  fresh.forEach((k) => state.hardware.add(k));
+  const chosen = sel.value || state.query.hardware_key || "";
+  const order = [...state.hardware].sort((a, b) => (a === UNKNOWN_HARDWARE) - (b === UNKNOWN_HARDWARE) || a.localeCompare(b));
+  sel.length = 1;
+  for (const k of order) sel.add(new Option(k === UNKNOWN_HARDWARE ? "unknown (not recorded)" : k, k));
+  sel.value = chosen;
+}
+
 const filtersOf = (query) => Object.fromEntries(FILTERS.filter((k) => query[k]).map((k) => [k, query[k]]));
 // The default order stays out of the URL.
 const sortParam = (sort) => (sortText(sort) === DEFAULT_SORT ? "" : sortText(sort));
@@ -122,6 +142,7 @@ function applyFilters(form) {
 
 export function update(root, { query }) {
   state.query = query;
+  addHardware([query.hardware_key]);
   const form = root.querySelector("#job-filters");
   for (const k of FILTERS) if (form.elements[k] && document.activeElement !== form.elements[k]) form.elements[k].value = query[k] || "";
   form.elements.sort.value = sortText(parseSort(query.sort));
@@ -152,6 +173,7 @@ async function load(first) {
   const focused = document.activeElement && document.activeElement.closest && document.activeElement.closest("#jobs-table button[data-sort]");
   const refocus = state.refocus || (focused && focused.dataset.sort);
   state.refocus = null;
+  addHardware(page.data.map((j) => j.hardware_key));
   box.innerHTML = String(table(page, offset));
   if (refocus) box.querySelector(`button[data-sort="${refocus}"]`)?.focus();
   if (first) markRendered("jobs");
@@ -197,6 +219,12 @@ function absentWords(j, what) {
   return "not run";
 }
 
+/** The hardware a job ran on (the key, short enough for a row), or why there is none. */
+function hardwareCell(j) {
+  const missing = hardwareMissing(j.hardware_key, j.status);
+  return missing ? html`<span class="muted">${missing}</span>` : hardwareBadge(j.hardware_key);
+}
+
 function table(page, offset) {
   const filtered = FILTERS.some((k) => state.query[k]);
   if (!page.data.length) {
@@ -209,14 +237,16 @@ function table(page, offset) {
     const s = j.summary || {};
     const done = j.status === "succeeded";
     const noBase = absentWords(j, "no baseline");
-    return html`<tr${done && s.timing_noisy ? raw(' class="noisy-row"') : ""} data-job="${j.id}">
+    const flags = html`${done && s.timing_noisy ? html`${noisyBadge("timing noisy: the paired and interleaved time savings disagree, or the full steps varied; open the job for the reason")} ` : ""}${
+      done && s.contended ? html`${contendedBadge("contended: the job did not have its hardware to itself, so its time saving is not its hardware's; open the job for the reason")} ` : ""}`;
+    return html`<tr${done && (s.timing_noisy || s.contended) ? raw(' class="noisy-row"') : ""} data-job="${j.id}" data-hardware="${j.hardware_key || ""}">
       <td data-label="Job" class="num c-id"><a href="#/jobs/${j.id}">#${j.id}</a></td>
       <td data-label="Name" class="wrap c-name"><a href="#/jobs/${j.id}"><span class="show-sm muted">#${j.id} </span>${j.name}</a>${j.attempt > 1 ? html` <span class="muted">(attempt ${j.attempt})</span>` : ""}</td>
       <td data-label="Status" class="c-status">${statusBadge(j.status)}</td>
       <td data-label="Progress" class="c-progress${done ? " hide-sm" : ""}">${progressCell(j)}</td>
-      <td data-label="Track" class="hide-sm c-track">${raw(esc(j.track).replace(/\//g, "/<wbr>"))}</td>
+      <td data-label="Hardware" class="c-track"><span class="track-name">${raw(esc(j.track).replace(/\//g, "/<wbr>"))}</span> <span class="c-hw">${hardwareCell(j)}</span></td>
       <td data-label="Schedule" class="hide-sm">${kindDot(j.schedule_kind)}${j.schedule_kind}</td>
-      <td data-label="Time saving" class="num c-fig c-ts ${signClass(s.time_saving)}">${done && s.timing_noisy ? html`${noisyBadge("timing noisy: the paired and interleaved time savings disagree, or the full steps varied; open the job for the reason")} ` : ""}${pct(s.time_saving, 1, noBase)}</td>
+      <td data-label="Time saving" class="num c-fig c-ts ${signClass(s.time_saving)}">${flags}${pct(s.time_saving, 1, noBase)}</td>
       <td data-label="Acc. Δ" class="num c-fig c-acc ${signClass(s.acc_delta)}">${pt(s.acc_delta, 2, noBase)}</td>
       <td data-label="Verdict" class="c-fig c-verdict">${done ? (s.verdict ? verdictBadge(s.verdict) : html`<span class="muted">no verdict</span>`) : html`<span class="muted">${absentWords(j, "") || "—"}</span>`}</td>
       <td data-label="Created" class="hide-sm" title="${j.created_at ? new Date(j.created_at).toLocaleString() : ""}">${shortWhen(j.created_at)}</td></tr>`;

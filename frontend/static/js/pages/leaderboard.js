@@ -1,26 +1,29 @@
-// Leaderboard: per track, schedule settings ranked as the API ranks them: means over seeds with their
-// 95 % intervals, the verdict against the equal-time baseline, unranked cells after ranked ones (greyed,
-// with the reason).
+// Leaderboard: per track (a recipe on one hardware key), schedule settings ranked as the API ranks them:
+// means over seeds with their 95 % intervals, the verdict against the equal-time baseline, unranked cells
+// after ranked ones (greyed, with the reason). Above them, for recipes measured on two or more hardware keys,
+// each setting's cells side by side, one column per hardware key ("worth it on X, not on Y").
 import { get, meta, apiUrl } from "../api.js";
 import { settingLabel, labelDefaults } from "../setting.js";
 import { html, raw, pct, pt, int, signClass, pm, pctCI, ptCI } from "../format.js";
-import { kindDot, markRendered, loadingBox, emptyBox, errorBox, setHashQuery, verdictDetails } from "../common.js";
+import { kindDot, markRendered, loadingBox, emptyBox, errorBox, setHashQuery, verdictDetails, verdictWord } from "../common.js";
+import { hardwareBadge, verdictSpread } from "../hardware.js";
 
 const hasCI = (ci) => Array.isArray(ci) && ci.length === 2 && ci.every((v) => v !== null && v !== undefined);
 
 export function render(root, { query }) {
   root.innerHTML = String(html`
     <div class="page-head">
-      <div><h1>Leaderboard</h1><p class="muted">Per track (model, data set, budget, recipe): settings ranked by mean time saving over seeds, among those within the accuracy-drop bound and with enough seeds. Brackets are 95 % intervals over seeds.</p></div>
+      <div><h1>Leaderboard</h1><p class="muted">Per track (model, data set, budget, recipe, on one hardware): settings ranked by mean time saving over seeds, among those within the accuracy-drop bound and with enough seeds. Brackets are 95 % intervals over seeds. Results measured on different hardware are never pooled.</p></div>
       <div class="actions" id="exports"></div>
     </div>
     <form class="panel filters" id="lb-filters" aria-label="Leaderboard options">
-      <div class="field"><label for="lb-track">Track</label><select id="lb-track" name="track"><option value="">All tracks</option></select></div>
+      <div class="field field-wide"><label for="lb-track">Track</label><select id="lb-track" name="track"><option value="">All tracks</option></select></div>
       <div class="field"><label for="lb-drop">Max accuracy drop (pt)</label><input id="lb-drop" name="max_acc_drop" type="number" min="0" step="0.1" inputmode="decimal"></div>
       <div class="field"><label for="lb-seeds">Min seeds to rank</label><input id="lb-seeds" name="min_seeds" type="number" min="1" step="1" inputmode="numeric"></div>
       <div class="field"><label class="check" for="lb-noisy"><input type="checkbox" id="lb-noisy" name="include_noisy"> Include noisy timing</label></div>
       <div class="field actions"><button type="submit" class="btn">Apply</button></div>
     </form>
+    <div id="lb-hardware" aria-live="polite"></div>
     <div id="lb-body" aria-live="polite">${loadingBox("the leaderboard")}</div>`);
   const form = root.querySelector("#lb-filters");
   form.addEventListener("submit", (e) => {
@@ -49,12 +52,14 @@ export async function update(root, { query }) {
     <a class="btn" href="${apiUrl("/export", { format: "csv", track: query.track })}" download="dynds-results.csv" id="export-csv">Export CSV</a>
     <a class="btn" href="${apiUrl("/export", { format: "json", track: query.track })}" download="dynds-results.json" id="export-json">Export JSON</a>`);
   const opts = { max_acc_drop: query.max_acc_drop, min_seeds: query.min_seeds, include_noisy: query.include_noisy };
-  let lb, all, m;
+  let lb, all, m, byHw;
   try {
-    [lb, all, m] = await Promise.all([
+    [lb, all, m, byHw] = await Promise.all([
       get("/leaderboard", { track: query.track, ...opts }),
       st.tracksKnown || !query.track ? Promise.resolve(null) : get("/leaderboard", opts),
       meta().catch(() => null),  // the defaults a setting's short name leaves out
+      // Only recipes measured on 2+ hardware keys; a server without the table (404) leaves the section out.
+      get("/leaderboard/hardware", { ...opts, min_hardware: 2 }).catch((err) => (err.status === 404 ? null : { error: err })),
     ]);
   } catch (err) {
     if (st.alive && seq === st.seq) { root.querySelector("#lb-body").innerHTML = String(errorBox(err)); markRendered("leaderboard"); }
@@ -63,8 +68,7 @@ export async function update(root, { query }) {
   if (!st.alive || seq !== st.seq) return;
   st.labelDefaults = labelDefaults(m && m.defaults && m.defaults.dynds);
   if (!st.tracksKnown) {
-    const sel = form.elements.track;
-    for (const t of (all || lb).tracks || []) sel.add(new Option(`${t.track} (${int(t.entries.length)} settings)`, t.track));
+    trackOptions(form.elements.track, (all || lb).tracks || []);
     st.tracksKnown = true;
   }
   form.elements.track.value = query.track || "";
@@ -72,11 +76,30 @@ export async function update(root, { query }) {
   if (!query.min_seeds && lb.min_seeds !== undefined && lb.min_seeds !== null) form.elements.min_seeds.placeholder = String(lb.min_seeds);
   const body = root.querySelector("#lb-body");
   // A server that does not know the track filter yet answers with every track: keep the chosen one.
-  const tracks = (lb.tracks || []).filter((t) => !query.track || t.track === query.track || t.recipe_hash === query.track || (lb.tracks || []).length === 1);
+  const tracks = (lb.tracks || []).filter((t) => !query.track || [t.track, t.track_key, t.recipe_hash].includes(query.track) || (lb.tracks || []).length === 1);
+  // A track named by its key (a job page's link) shows as its label in the select.
+  if (query.track && form.elements.track.value !== query.track && tracks.length === 1) form.elements.track.value = tracks[0].track;
+  root.querySelector("#lb-hardware").innerHTML = String(byHardware(byHw, query.track ? tracks : null, st.labelDefaults));
   body.innerHTML = tracks.length
     ? tracks.map((t) => String(trackTable(t, lb, st.labelDefaults))).join("")
     : String(emptyBox("Nothing ranked yet.", " Settings appear here when jobs with a baseline have succeeded.", '<a href="#/submit">Submit a job</a>'));
   markRendered("leaderboard");
+}
+
+/** The track select: one group per hardware key (a track is a recipe on one hardware), in key order. */
+function trackOptions(sel, tracks) {
+  const groups = new Map();
+  for (const t of tracks) {
+    const hw = t.hardware_key || "";
+    if (!groups.has(hw)) groups.set(hw, []);
+    groups.get(hw).push(t);
+  }
+  for (const hw of [...groups.keys()].sort()) {
+    const parent = hw ? document.createElement("optgroup") : sel;
+    if (hw) parent.label = `on ${hw}`;
+    for (const t of groups.get(hw)) parent.append(new Option(`${t.track} (${int(t.entries.length)} settings)`, t.track));
+    if (hw) sel.append(parent);
+  }
 }
 
 /** A cell's ranked flag and reason; older servers only send within_bound. */
@@ -114,12 +137,61 @@ function trackTable(t, lb, defaults) {
   const nRanked = cells.filter((c) => c.ranked).length;
   const recipe = t.recipe && Object.keys(t.recipe).length
     ? html`<details class="muted" style="font-size:.85rem"><summary>recipe${t.recipe_hash ? ` ${String(t.recipe_hash).slice(0, 10)}` : ""}</summary><pre class="spec">${JSON.stringify(t.recipe, null, 2)}</pre></details>` : "";
-  return html`<section class="panel" aria-label="track ${t.track}" data-track="${t.track}">
-    <div class="page-head" style="margin-bottom:8px"><div><h2>${t.track}</h2>${recipe}</div>
+  const heading = t.hardware_key
+    ? html`<h2 class="track-title"><span class="track-recipe">${t.recipe_label || t.track}</span> ${hardwareBadge(t.hardware_key, { prefix: "on " })}</h2>`
+    : html`<h2>${t.track}</h2>`;
+  return html`<section class="panel" aria-label="track ${t.track}" data-track="${t.track}" data-hardware="${t.hardware_key || ""}">
+    <div class="page-head" style="margin-bottom:8px"><div>${heading}${recipe}</div>
       <span class="muted">${int(nRanked)} of ${int(t.entries.length)} setting${t.entries.length === 1 ? "" : "s"} ranked · bound: accuracy drop ≤ ${pt(bound, 1, "none").replace("+", "")}${lb.min_seeds ? ` · at least ${int(lb.min_seeds)} seeds` : ""}
       · <a href="#/compare?track=${encodeURIComponent(t.track)}">budget frontier</a></span></div>
     <div class="table-wrap"><table class="cards"><thead><tr><th class="num" scope="col">Rank</th><th scope="col">Setting</th><th scope="col">Verdict</th><th class="num" scope="col">Seeds</th>
       <th class="num" scope="col" title="1 − DynDS train time ÷ paired baseline's; mean [95 % interval]">Time saving</th><th class="num" scope="col" title="DynDS − baseline val. accuracy, percentage points; mean [95 % interval]">Acc. Δ (pt)</th><th class="num" scope="col" title="DynDS − the baseline trained for the same time, percentage points; above 0: worth it">Gap to equal-time (pt)</th>
       <th class="hide-sm" scope="col">Jobs</th></tr></thead><tbody>${rows}</tbody></table></div>
     <p class="muted caption" style="font-size:.82rem">Time saving: 1 − DynDS train time ÷ its paired baseline's. Acc. Δ: DynDS − baseline accuracy. Gap: DynDS − the baseline trained for the same time (above 0: DynDS is worth it). Mean over seeds [95 % interval]; click a verdict for its sentence.</p></section>`;
+}
+
+// ---------------------------------------------------------------- by hardware (GET /leaderboard/hardware)
+
+const seedsWords = (n) => (n === 1 ? "1 seed" : `${int(n)} seeds`);
+
+/**
+ * Per recipe measured on 2+ hardware keys: one row per setting, one column per hardware key, each entry that
+ * hardware's own cell (never pooled). `shown`: the tracks the page shows when one is chosen (its recipe only).
+ */
+function byHardware(body, shown, defaults) {
+  if (!body) return "";
+  if (body.error) return html`<section class="panel" aria-labelledby="hwc-title"><h2 id="hwc-title">By hardware</h2>${errorBox(body.error)}</section>`;
+  const recipes = (body.recipes || []).filter((r) => (r.hardware_keys || []).length >= 2
+    && (!shown || shown.some((t) => (t.recipe_hash && t.recipe_hash === r.recipe_hash) || (t.recipe_label || t.track) === r.recipe_label)));
+  return html`${recipes.map((r, i) => hardwareTable(r, i, defaults))}`;
+}
+
+function hardwareEntry(key, e) {
+  if (!e) return html`<td class="wrap hw-cell hw-missing" data-label="${key}" data-hardware="${key}"><span class="muted">not measured on this hardware</span></td>`;
+  const ranked = e.ranked !== undefined ? !!e.ranked : e.rank !== null && e.rank !== undefined;
+  return html`<td class="wrap hw-cell" data-label="${key}" data-hardware="${key}" data-verdict="${e.verdict || ""}">
+    <div class="hw-verdict">${e.verdict || e.verdict_sentence ? verdictDetails(e.verdict, e.verdict_sentence) : html`<span class="muted">no verdict</span>`}</div>
+    <dl class="hw-figs">
+      <dt>time saving</dt><dd class="${signClass(e.time_saving_mean)}">${pctCI(e.time_saving_mean, e.time_saving_ci95, 0, "no baseline")}</dd>
+      <dt>gap to equal-time</dt><dd class="${signClass(e.equal_time_gap_mean)}">${ptCI(e.equal_time_gap_mean, e.equal_time_gap_ci95, 1, "no equal-time run")}</dd>
+    </dl>
+    <span class="hw-seeds"><a href="#/leaderboard?track=${encodeURIComponent(e.track || "")}" title="this hardware's track">${seedsWords(e.n_seeds)}</a>${ranked && e.rank !== null && e.rank !== undefined ? ` · rank ${e.rank}` : ""}</span>
+    ${!ranked && e.why_unranked ? html`<span class="why">not ranked: ${e.why_unranked}</span>` : ""}</td>`;
+}
+
+function hardwareTable(r, i, defaults) {
+  const keys = r.hardware_keys;
+  const differ = r.settings.filter((s) => s.verdicts_differ).length;
+  const rows = r.settings.map((s) => html`<tr class="${s.verdicts_differ ? "hw-differ" : ""}" data-setting="${s.setting_key}">
+    <td data-label="Setting" class="wrap setting-cell">${kindDot(s.schedule_kind, { named: true })}<span class="setting-name" title="${s.setting_key}">${settingLabel(s.setting_key, defaults)}</span>
+      ${s.verdicts_differ ? html`<span class="hw-differ-note"><strong>Verdict depends on the hardware:</strong> ${verdictSpread(s.by_hardware, verdictWord)}</span>` : ""}</td>
+    ${keys.map((k) => hardwareEntry(k, s.by_hardware[k]))}</tr>`);
+  const id = `hwc-title-${i}`;
+  return html`<section class="panel hw-compare" aria-labelledby="${id}" data-recipe="${r.recipe_label}">
+    <div class="page-head" style="margin-bottom:8px"><div><h2 id="${id}">By hardware: <span class="track-recipe">${r.recipe_label}</span></h2>
+      <p class="muted">The same recipe and settings measured on ${int(keys.length)} hardware keys, side by side: each column is one hardware's own track, never pooled.</p></div>
+      <span class="muted">${differ ? html`<strong class="hw-differ-count">${int(differ)} of ${int(r.settings.length)} setting${r.settings.length === 1 ? "" : "s"}</strong> change${differ === 1 ? "s" : ""} verdict with the hardware` : "the verdicts agree on every hardware"}</span></div>
+    <div class="table-wrap"><table class="cards hw-table"><thead><tr><th scope="col">Setting</th>${keys.map((k) => html`<th scope="col">${hardwareBadge(k)}</th>`)}</tr></thead>
+      <tbody>${rows}</tbody></table></div>
+    <p class="muted caption" style="font-size:.82rem">Each cell: the verdict (click it for its sentence), mean time saving against the paired baseline and gap to the baseline trained for the same time (above 0: worth it), [95 % interval over seeds]; the seeds link to that hardware's track. Marked rows are settings whose verdict changes with the hardware.</p></section>`;
 }

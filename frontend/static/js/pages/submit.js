@@ -402,14 +402,20 @@ async function submit(st) {
       if (frontier) body.preset = "frontier";
       const { data } = await post("/sweeps", body);
       st.root.querySelector("#form-errors").innerHTML = String(html`<div class="alert ok" role="status">Sweep #${data.id} “${data.name}” queued ${int(data.count)} jobs:
-        ${(data.jobs || []).slice(0, 30).map((j) => html` <a href="#/jobs/${j.id}">#${j.id}</a>`)}${data.count > 30 ? " …" : ""} · <a href="#/jobs">see the jobs list</a></div>`);
+        ${(data.jobs || []).slice(0, 30).map((j) => html` <a href="#/jobs/${j.id}">#${j.id}</a>`)}${data.count > 30 ? " …" : ""} · <a href="#/jobs">see the jobs list</a></div>${fleetWarnings(data)}`);
       st.root.querySelector("#form-errors").scrollIntoView({ block: "center" });
       return;
     }
     const { data, status } = await post("/jobs", { spec, force }, { headers: { "Idempotency-Key": idempotencyKey() } });
     if (status === 200 || data.deduplicated) {
       st.root.querySelector("#form-errors").innerHTML = String(html`<div class="alert info" role="status">An identical job already exists:
-        <a href="#/jobs/${data.id}">#${data.id} ${data.name}</a> (${data.status}). Tick “Run even if an identical job exists” to train it again.</div>`);
+        <a href="#/jobs/${data.id}">#${data.id} ${data.name}</a> (${data.status}${data.hardware_key ? html`, measured on <span class="hw-key">${data.hardware_key}</span>` : ""}).
+        Tick “Run even if an identical job exists” to train it again, or pin other hardware with train.hardware.</div>`);
+      return;
+    }
+    if (data.warnings && data.warnings.length) {  // queued, but no live worker serves what it asks for: say so here
+      st.root.querySelector("#form-errors").innerHTML = String(html`<div class="alert ok" role="status">Job <a href="#/jobs/${data.id}">#${data.id} ${data.name}</a> is queued.</div>${fleetWarnings(data)}`);
+      st.root.querySelector("#form-errors").scrollIntoView({ block: "center" });
       return;
     }
     location.hash = `#/jobs/${data.id}`;
@@ -431,3 +437,10 @@ async function submit(st) {
   }
 }
 export { esc };
+
+/** The answer's warnings (POST /jobs, /sweeps), e.g. that no live worker serves the hardware asked for: the job waits. */
+function fleetWarnings(data) {
+  const warnings = (data && data.warnings) || [];
+  if (!warnings.length) return "";
+  return html`<div class="alert warn" role="status" id="submit-warnings">${warnings.map((w) => html`<p>${w}.</p>`)}<a href="#/workers">See the workers</a></div>`;
+}
