@@ -171,6 +171,7 @@ def test_jobs_go_only_to_workers_of_the_hardware_they_ask_for(tmp_path, pg_datab
         pinned = tmp_path / "pinned.json"
         long_pinned = tiny_spec(seed=5, hardware=t2_class)
         long_pinned["data"]["synthetic_size"] = 1024  # 32 steps a run: long enough to be seen running
+        del long_pinned["train"]["num_threads"]  # a .t2 class is 2 threads: a spec asking for 1 is refused
         pinned.write_text(json.dumps(long_pinned))
         out = subprocess.run([DYNDS, "submit", str(pinned), "--server", url.removesuffix("/api/v1")], capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
@@ -192,6 +193,7 @@ def test_jobs_go_only_to_workers_of_the_hardware_they_ask_for(tmp_path, pg_datab
         wait_until(lambda: workers(url)["cpu2"]["job_ids"] == [waiting["id"]], 60, "the t2 worker to report its job")
         job = wait_final(url, waiting["id"], *procs)
         assert job["status"] == "succeeded" and claimed_in(cpu2, waiting["id"]), job["error"]
+        assert job["hardware"]["hardware_class"] == t2_class  # it recorded the hardware it pinned
         assert not claimed_in(cpu1, waiting["id"]) and not claimed_in(gpu, waiting["id"])
     finally:
         for p in reversed(procs):
