@@ -17,7 +17,7 @@ from app.security import BOOTSTRAP_NAME
 from dynds.commands.serve import door_problem
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "worker"))
-from service_helpers import Proc, free_port, subprocess_env, tiny_spec, wait_until  # noqa: E402
+from service_helpers import Proc, free_port, subprocess_env, tiny_spec, wait_serving, wait_until  # noqa: E402
 
 API = "/api/v1"
 SECRET = "bootstrap-0123456789abcdef0123456789abcdef"
@@ -28,17 +28,8 @@ def start(tmp_path: Path, *args: str, **env: str) -> tuple[Proc, str]:
     port = free_port()
     proc = Proc(["serve", "--port", str(port), "--log-level", "info", *args], subprocess_env(tmp_path, **env), tmp_path / f"serve-{port}.log")
     url = f"http://127.0.0.1:{port}"
-
-    def up():
-        if proc.popen.poll() is not None:
-            raise AssertionError(f"dynds serve exited with {proc.popen.returncode}:\n{proc.output()}")
-        try:
-            return httpx.get(url + "/healthz", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
     try:
-        wait_until(up, 60, "dynds serve to answer /healthz", interval=0.2)
+        wait_serving(proc, url + "/healthz")
     except BaseException:
         proc.stop()
         raise

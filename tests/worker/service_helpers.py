@@ -142,6 +142,20 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.1):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def wait_serving(proc: Proc, health_url: str, timeout: float = 60) -> None:
+    """Until the `dynds serve` in ``proc`` answers ``health_url`` with 200; fails with its output if it exits first."""
+
+    def up():
+        if proc.popen.poll() is not None:
+            raise AssertionError(f"dynds serve exited with {proc.popen.returncode}:\n{proc.output()}")
+        try:
+            return httpx.get(health_url, timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_until(up, timeout, f"dynds serve to answer {health_url}", interval=0.2)
+
+
 @pytest.fixture
 def serve(tmp_path):
     """Start `dynds serve` (embedded executor, SQLite in tmp_path); returns its base URL."""
@@ -152,16 +166,7 @@ def serve(tmp_path):
         proc = Proc(["serve", "--port", str(port), "--log-level", "warning"], subprocess_env(tmp_path, **env_extra), tmp_path / f"serve-{port}.log")
         procs.append(proc)
         url = f"http://127.0.0.1:{port}"
-
-        def up():
-            if proc.popen.poll() is not None:
-                raise AssertionError(f"dynds serve exited with {proc.popen.returncode}:\n{proc.output()}")
-            try:
-                return httpx.get(url + "/api/v1/healthz", timeout=1).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_until(up, 60, "dynds serve to answer /healthz", interval=0.2)
+        wait_serving(proc, url + "/api/v1/healthz")
         return url
 
     yield start

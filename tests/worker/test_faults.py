@@ -25,6 +25,7 @@ from service_helpers import (  # noqa: F401  (fixtures)
     redis_server,
     subprocess_env,
     tiny_spec,
+    wait_serving,
     wait_until,
 )
 
@@ -51,16 +52,7 @@ def start_serve(tmp_path: Path, db_url: str, **env: str) -> tuple[Proc, str]:
         tmp_path / f"serve-{port}.log",
     )
     url = f"http://127.0.0.1:{port}"
-
-    def up():
-        if proc.popen.poll() is not None:
-            raise AssertionError(f"dynds serve exited with {proc.popen.returncode}:\n{proc.output()}")
-        try:
-            return httpx.get(url + "/healthz", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    wait_until(up, 60, "dynds serve to answer /healthz", interval=0.2)
+    wait_serving(proc, url + "/healthz")
     return proc, url
 
 

@@ -29,6 +29,7 @@ from service_helpers import (  # noqa: F401  (fixtures)
     redis_server,
     subprocess_env,
     tiny_spec,
+    wait_serving,
     wait_until,
 )
 from sqlmodel import select
@@ -97,15 +98,7 @@ def start_serve(tmp_path: Path, db_url: str, broker: str, **env: str) -> tuple[P
         tmp_path / f"serve-{port}.log",
     )
     url = f"http://127.0.0.1:{port}/api/v1"
-
-    def up():
-        assert proc.popen.poll() is None, f"dynds serve exited:\n{proc.output()}"
-        try:
-            return httpx.get(url + "/healthz", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    wait_until(up, 60, "dynds serve to answer", interval=0.2)
+    wait_serving(proc, url + "/healthz")
     return proc, url
 
 

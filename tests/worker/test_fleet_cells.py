@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 
 import httpx
-from service_helpers import TINY_SPEC, Proc, free_port, pg_database, subprocess_env, wait_until  # noqa: F401  (pg_database: a fixture)
+from service_helpers import TINY_SPEC, Proc, free_port, pg_database, subprocess_env, wait_serving, wait_until  # noqa: F401  (pg_database: a fixture)
 
 API = "/api/v1"
 
@@ -29,14 +29,7 @@ def test_a_sweep_over_seeds_on_two_hardware_classes_ends_in_one_cell_per_class(t
     try:
         for p in procs[1:]:  # both workers listening before the sweep goes in: the jobs spread over them
             wait_until(lambda p=p: p.popen.poll() is None and "ready" in p.output(), 90, f"{p.log_path.name} to be ready\n{logs()}", 0.3)
-
-        def up():
-            try:
-                return httpx.get(f"{url}{API}/healthz", timeout=1).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_until(up, 60, "dynds serve", 0.3)
+        wait_serving(procs[0], f"{url}{API}/healthz")
         base = {k: dict(v) if isinstance(v, dict) else v for k, v in TINY_SPEC.items()}
         del base["train"]["num_threads"]
         r = httpx.post(f"{url}{API}/sweeps", json={"name": "fleet", "base": base, "seeds": list(range(6))}, timeout=30)

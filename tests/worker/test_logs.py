@@ -8,7 +8,7 @@ import logging
 
 import httpx
 import pytest
-from service_helpers import Proc, free_port, subprocess_env, tiny_spec, wait_until
+from service_helpers import Proc, free_port, subprocess_env, tiny_spec, wait_serving, wait_until
 
 from app import crud
 from app.logs import CUT, configure_logging, job_context, logging_config, start_job_log, stop_job_log
@@ -227,15 +227,7 @@ def test_dynds_serve_json_logs_of_uvicorn_and_a_job_served_by_the_api(tmp_path):
     proc = Proc(["serve", "--port", str(port), "--log-level", "info", "--log-format", "json"], subprocess_env(tmp_path), tmp_path / "serve.log")
     url = f"http://127.0.0.1:{port}/api/v1"
     try:
-
-        def up():
-            assert proc.popen.poll() is None, proc.output()
-            try:
-                return httpx.get(url + "/healthz", timeout=1).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_until(up, 60, "dynds serve", interval=0.2)
+        wait_serving(proc, url + "/healthz")
         job_id = httpx.post(url + "/jobs", json={"spec": tiny_spec()}, timeout=30).json()["id"]
         wait_until(
             lambda: httpx.get(f"{url}/jobs/{job_id}", timeout=5).json()["status"] in ("succeeded", "failed"), 120, "the job to finish", interval=0.3

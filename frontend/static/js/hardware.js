@@ -68,3 +68,20 @@ export function verdictSpread(byHardware, word) {
   }
   return [...groups].map(([w, keys]) => `${w} on ${keys.join(" and ")}`).join("; ");
 }
+
+/** Fill a track select with one group per hardware key (a track is a recipe on one hardware), keys in order;
+ *  ``option(track)`` gives each option's [text, value]. */
+export function hardwareTrackOptions(sel, tracks, option) {
+  const groups = new Map();
+  for (const t of tracks) {
+    const hw = t.hardware_key || "";
+    if (!groups.has(hw)) groups.set(hw, []);
+    groups.get(hw).push(t);
+  }
+  for (const hw of [...groups.keys()].sort()) {
+    const parent = hw ? document.createElement("optgroup") : sel;
+    if (hw) parent.label = `on ${hw}`;
+    for (const t of groups.get(hw)) parent.append(new Option(...option(t)));
+    if (hw) sel.append(parent);
+  }
+}

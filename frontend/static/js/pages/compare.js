@@ -10,7 +10,7 @@ import { SCHEDULE_COLORS, markRendered, loadingBox, emptyBox, errorBox, chartLib
 import { paretoFront } from "../pareto.js";
 import { legendLabels } from "../curves.js";
 import { settingLabel } from "../setting.js";
-import { UNKNOWN_HARDWARE } from "../hardware.js";
+import { UNKNOWN_HARDWARE, hardwareTrackOptions } from "../hardware.js";
 
 // Where a DynDS cell lies against the baseline's band (GET /frontier points[].position).
 export const POSITION = {
@@ -195,21 +195,11 @@ function pickTrack(st) {
 
 /** The track select: one group per hardware key, each option a track with its number of compared runs. */
 function trackOptions(sel, tracks, counts) {
-  const groups = new Map();
-  for (const t of [...tracks].sort((a, b) => a.label.localeCompare(b.label))) {
-    const hw = t.hardware_key || "";
-    if (!groups.has(hw)) groups.set(hw, []);
-    groups.get(hw).push(t);
-  }
-  for (const hw of [...groups.keys()].sort()) {
-    const parent = hw ? document.createElement("optgroup") : sel;
-    if (hw) parent.label = `on ${hw}`;
-    for (const t of groups.get(hw)) {
-      const n = counts.get(t.label);
-      parent.append(new Option(`${t.label} (${n === null || n === undefined ? "no compared runs" : int(n)})`, t.label));
-    }
-    if (hw) sel.append(parent);
-  }
+  const sorted = [...tracks].sort((a, b) => a.label.localeCompare(b.label));
+  hardwareTrackOptions(sel, sorted, (t) => {
+    const n = counts.get(t.label);
+    return [`${t.label} (${n === null || n === undefined ? "no compared runs" : int(n)})`, t.label];
+  });
 }
 
 function draw(st) {

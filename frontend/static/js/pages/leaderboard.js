@@ -6,7 +6,7 @@ import { get, meta, apiUrl } from "../api.js";
 import { settingLabel, labelDefaults } from "../setting.js";
 import { html, raw, pct, pt, int, signClass, pm, pctCI, ptCI } from "../format.js";
 import { kindDot, markRendered, loadingBox, emptyBox, errorBox, setHashQuery, verdictDetails, verdictWord } from "../common.js";
-import { hardwareBadge, verdictSpread } from "../hardware.js";
+import { hardwareBadge, hardwareTrackOptions, verdictSpread } from "../hardware.js";
 
 const hasCI = (ci) => Array.isArray(ci) && ci.length === 2 && ci.every((v) => v !== null && v !== undefined);
 
@@ -88,18 +88,7 @@ export async function update(root, { query }) {
 
 /** The track select: one group per hardware key (a track is a recipe on one hardware), in key order. */
 function trackOptions(sel, tracks) {
-  const groups = new Map();
-  for (const t of tracks) {
-    const hw = t.hardware_key || "";
-    if (!groups.has(hw)) groups.set(hw, []);
-    groups.get(hw).push(t);
-  }
-  for (const hw of [...groups.keys()].sort()) {
-    const parent = hw ? document.createElement("optgroup") : sel;
-    if (hw) parent.label = `on ${hw}`;
-    for (const t of groups.get(hw)) parent.append(new Option(`${t.track} (${int(t.entries.length)} settings)`, t.track));
-    if (hw) sel.append(parent);
-  }
+  hardwareTrackOptions(sel, tracks, (t) => [`${t.track} (${int(t.entries.length)} settings)`, t.track]);
 }
 
 /** A cell's ranked flag and reason; older servers only send within_bound. */
