@@ -39,6 +39,13 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--cache-dir", metavar="DIR", help="where decoded data sets are cached (default: $DYNDS_CACHE_DIR or ~/.cache/dynds)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or table")
+    p.add_argument(
+        "--checkpoint-dir", metavar="DIR",
+        help="write checkpoints here every train.checkpoint_every_s seconds and at Ctrl-C, so that --resume DIR can continue the job",
+    )  # fmt: skip
+    p.add_argument(
+        "--resume", metavar="DIR", help="continue from the newest valid checkpoint in DIR (or from that checkpoint file); checkpoints go on into it"
+    )
     p.set_defaults(func=run_train)
 
 
@@ -132,6 +139,7 @@ def run_train(args: argparse.Namespace) -> int:
     from .data import DataError
     from .reduced import ReducedPassError
     from .trainer import ProcessSettings, train
+    from .training.checkpoint import CheckpointError
     from .training.progress import InterruptFlag, ProgressCallback
 
     threads = choose_threads(spec.train.num_threads, args.threads)
@@ -145,7 +153,10 @@ def run_train(args: argparse.Namespace) -> int:
                 progress.start()
             try:
                 # a command-line run owns its process: the measured speed settings on (ProcessSettings)
-                result = train(spec, callbacks, cache_dir=args.cache_dir, process=ProcessSettings.measured())
+                result = train(
+                    spec, callbacks, cache_dir=args.cache_dir, process=ProcessSettings.measured(),
+                    checkpoint_dir=args.checkpoint_dir, resume_from=args.resume,
+                )  # fmt: skip
             finally:
                 if progress:
                     progress.stop()
@@ -156,6 +167,8 @@ def run_train(args: argparse.Namespace) -> int:
         return _fail(console, f"{args.spec}: data (dataset {spec.data.dataset!r}, root {spec.data.root!r}): {exc}")
     except ReducedPassError as exc:
         return _fail(console, f"{args.spec}: model.arch {spec.model.arch!r} cannot take a reduced pass: {exc}")
+    except CheckpointError as exc:
+        return _fail(console, f"--resume {args.resume}: {exc}")
 
     text = json.dumps(result.model_dump(mode="json"), indent=2)
     if args.out:
@@ -166,6 +179,9 @@ def run_train(args: argparse.Namespace) -> int:
         console.print(summary_table(result))
         if args.out:
             console.print(f"result written to {args.out}", highlight=False)
+        where = args.checkpoint_dir or args.resume
+        if stop.stopped and where:
+            console.print(f"stopped; continue with: dynds train {args.spec} --resume {where}", highlight=False)
     return EXIT_INTERRUPTED if stop.stopped else 0
 
 

@@ -76,6 +76,19 @@ class RunResult(BaseModel):
     cancelled: bool = False
 
 
+class Interruption(BaseModel):
+    """A resumption of the job from a checkpoint (dynds_core.training.checkpoint)."""
+
+    checkpoint: str  # the file resumed from
+    phase: str  # lockstep | baseline | dynds | equal_time: the part of the job in progress
+    steps: dict[str, int]  # each run in flight: the step it resumed from (its steps done)
+    saved_at: float  # unix time the checkpoint was written
+    resumed_at: float  # unix time the job resumed
+    # Wall seconds lost: from the checkpoint's writing to the resumption, i.e. the steps run after the
+    # checkpoint (done again) plus the time the job was down. Train times and time_saving leave them out.
+    lost_s: float
+
+
 class JobResult(BaseModel):
     spec_hash: str
     spec: dict[str, Any]
@@ -125,6 +138,8 @@ class JobResult(BaseModel):
     verdict_sentence: str | None = None
     target_accuracy: float | None = None
     cancelled: bool = False
+    # Each resumption from a checkpoint, oldest first; empty for a job that ran in one go.
+    interruptions: list[Interruption] = Field(default_factory=list)
     # The trained modules by run kind ("dynds", and "baseline" when asked): kept in memory, never serialised.
     _models: dict[str, Any] = PrivateAttr(default_factory=dict)
 

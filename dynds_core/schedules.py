@@ -175,6 +175,15 @@ class AdaptiveState:
             self.pairs[batch_type] += 1
         self._last = (batch_type, loss, step_time_s)
 
+    def state_dict(self) -> dict[str, Any]:
+        """Everything :meth:`observe` has learnt (a checkpoint's part): the EMAs, their counts, the last step."""
+        return {"rate": dict(self.rate), "pairs": dict(self.pairs), "last": self._last}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rate, self.pairs = dict(state["rate"]), dict(state["pairs"])
+        last = state["last"]
+        self._last = None if last is None else (str(last[0]), float(last[1]), float(last[2]))
+
     def trusted_rates(self) -> tuple[float | None, float | None]:
         """(reduced rate, full rate), each None until it has ``min_pairs`` observations."""
         r = self.rate["reduced"] if self.pairs["reduced"] >= self.min_pairs else None
@@ -235,6 +244,17 @@ class Schedule:
         """Feed a finished step's loss and wall time; only the adaptive kind listens."""
         if self.adaptive is not None:
             self.adaptive.observe(batch_type, loss, step_time_s)
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs to decide as this one would: the adaptive kind's signals (the others
+        are pure functions of the step and hold nothing)."""
+        return {"kind": self.kind, "adaptive": None if self.adaptive is None else self.adaptive.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["kind"] != self.kind:
+            raise ValueError(f"a {state['kind']!r} schedule's state cannot continue a {self.kind!r} schedule")
+        if self.adaptive is not None:
+            self.adaptive.load_state_dict(state["adaptive"])
 
     def current_p(self) -> float:
         """The adaptive kind's current reduction probability."""

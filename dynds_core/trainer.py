@@ -20,6 +20,12 @@ sequential baseline run, or the FLOP ratio.
 ``timing_noisy`` flags a job whose timing cannot be trusted (:class:`TimingNoise`); ``contended`` one whose
 runs did not have their hardware to themselves (:class:`Contention`).
 
+Checkpoints (``checkpoint_dir``; ``train.checkpoint_every_s`` sets the cadence) hold every run in flight, and
+at a cooperative stop one is always written; ``resume_from`` continues from the newest valid one, making the
+same schedule decisions on the same batches and ending with the same weights and metrics as a run never
+stopped (:mod:`dynds_core.training.checkpoint`; the adaptive schedule's decisions depend on measured step
+times, so only its state is carried over exactly). ``result.interruptions`` records each resumption.
+
 A call leaves the process as it found it: the global RNGs (Python, NumPy, torch CPU and CUDA) are
 seeded for the job and restored afterwards, and process-wide speed settings are opt-in
 (:class:`ProcessSettings`; ``dynds train`` and the workers turn them on).
@@ -32,8 +38,11 @@ import copy
 import dataclasses
 import math
 import random
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,13 +50,14 @@ import torch.nn as nn
 
 from .callbacks import Callback, CallbackList
 from .hardware import Hardware, detect_hardware
-from .result import JobResult, RunResult
+from .result import Interruption, JobResult, RunResult
 from .schedules import make_schedule
 from .spec import JobSpec, NoneSchedule, Pairing, SpecError
 from .training.allocator import retain_freed_memory
-from .training.loop import RunPlan, TrainingRun, run_lockstep, seed_everything, warm_up
+from .training.checkpoint import Checkpoint, Checkpointer, load_checkpoint, rng_state, set_rng_state
+from .training.loop import RunPlan, TrainingRun, _model_copy, run_lockstep, seed_everything, warm_up
 from .training.recipe import describe_device, resolve_device, torch_threads
-from .training.timing import lockstep_time_ratio
+from .training.timing import host_clock, lockstep_time_ratio
 from .verdict import judge
 
 
@@ -253,6 +263,8 @@ def train(
     contention: Contention | None = None,
     process: ProcessSettings | None = None,
     keep_baseline_model: bool = False,
+    checkpoint_dir: str | Path | None = None,
+    resume_from: str | Path | None = None,
 ) -> JobResult:
     """Run the job ``spec`` and return its :class:`JobResult`.
 
@@ -263,11 +275,18 @@ def train(
     then ``sequential``); ``timing_noise``: the thresholds of ``timing_noisy``; ``contention``: those of
     ``contended``; ``process``: the opt-in
     process-wide settings (default: none of them). The trained DynDS model comes back as ``result.model``
-    (``result.models["baseline"]`` too with ``keep_baseline_model``). Raises SpecError, DataError or
-    ReducedPassError before any training.
+    (``result.models["baseline"]`` too with ``keep_baseline_model``). ``checkpoint_dir``: write checkpoints
+    there, every ``train.checkpoint_every_s`` and at a stop; ``resume_from``: a checkpoint file, or a
+    directory whose newest valid one is used, to continue from (checkpoints then go on into its directory
+    unless ``checkpoint_dir`` says otherwise). Raises SpecError, DataError, ReducedPassError or
+    CheckpointError (no usable checkpoint, or one of another spec) before any training.
     """
     cb = _as_callback(callbacks)
     t = spec.train
+    resumed = load_checkpoint(resume_from, spec.spec_hash) if resume_from is not None else None
+    if checkpoint_dir is None and resumed is not None:
+        checkpoint_dir = resumed.path.parent
+    saver = Checkpointer(checkpoint_dir, spec.spec_hash, t.checkpoint_every_s) if checkpoint_dir is not None else None
     device = resolve_device(t.device)
     process = process or ProcessSettings()
     if process.retain_memory:
@@ -332,12 +351,46 @@ def train(
         def build(kind, schedule, steps):
             return TrainingRun(plan(kind, schedule, steps), spec, init_model, dataset, device, cb)
 
-        trained = {}
+        job = _JobState.resumed(resumed)
+        trained: dict[str, nn.Module] = {}
+        for kind, state in job.done_models.items():  # runs a checkpoint holds as finished
+            model_ = _model_copy(init_model, spec, device, reduced=kind == "dynds" and dynds_schedule.can_reduce)
+            model_.load_state_dict(state)
+            trained[kind] = model_
+
+        def checkpoint(phase: str, runs: list[TrainingRun]) -> None:
+            if saver is not None:
+                saver.save(job.payload(phase, runs, device), {"phase": phase, "steps": {r.plan.kind: r.step for r in runs}})
+
+        def run_phase(phase: str, runs: list[TrainingRun]) -> None:
+            """Run ``runs`` in lockstep, continued from the checkpoint if it was taken in this phase."""
+            saved = resumed.payload["runs"] if resumed is not None and resumed.payload["phase"] == phase else []
+            if resumed is not None and saved:
+                by_kind = {r.plan.kind: r for r in runs}
+                shift = host_clock() - resumed.payload["clock"]  # one shift for all: their steps stay paired in time
+                for state in saved:
+                    by_kind[state["kind"]].load_state_dict(state, clock_shift=shift)
+                runs = [by_kind[state["kind"]] for state in saved]  # the ABBA order where it stopped
+                set_rng_state(resumed.payload["rng"])  # last: building the runs reseeded them
+
+            def on_round(active: list[TrainingRun]) -> None:
+                if saver is not None and saver.due():
+                    checkpoint(phase, active)
+
+            run_lockstep(runs, pause_collector=process.pause_collector, on_round=on_round)
+            if any(r.result.cancelled for r in runs):
+                checkpoint(phase, runs)  # a cooperative stop (SIGTERM, Ctrl-C): continue from here later
+            for r in runs:
+                if not r.result.cancelled:
+                    job.finish(r, keep_model=r.plan.kind != "equal_time")
+                    if r.plan.kind != "equal_time":
+                        trained[r.plan.kind] = r.model
 
         def alone(kind, schedule, steps):
+            if kind in job.done:  # finished before the checkpoint the job resumed from
+                return job.result(kind)
             run = build(kind, schedule, steps)
-            run_lockstep([run], pause_collector=process.pause_collector)
-            trained[kind] = run.model
+            run_phase(kind, [run])
             return run.result
 
         def none_schedule(steps):
@@ -346,14 +399,18 @@ def train(
         baseline: RunResult | None = None
         equal_time: RunResult | None = None
         pairing: Pairing | None = None
-        lockstep_ratio: float | None = None
         if spec.baseline and baseline_run is None and t.pairing == "lockstep":
             pairing = "lockstep"
-            runs = [build("baseline", none_schedule(total_steps), total_steps), build("dynds", dynds_schedule, total_steps)]
-            baseline, dynds = run_lockstep(runs, pause_collector=process.pause_collector)
-            trained.update(baseline=runs[0].model, dynds=runs[1].model)
-            d_tally, b_tally = runs[1].tally, runs[0].tally
-            lockstep_ratio = lockstep_time_ratio(d_tally.step_times, d_tally.step_reduced, d_tally.step_at, b_tally.step_times, b_tally.step_at)
+            if "dynds" not in job.done:
+                runs = [build("baseline", none_schedule(total_steps), total_steps), build("dynds", dynds_schedule, total_steps)]
+                run_phase("lockstep", runs)
+                d_tally, b_tally = runs[1].tally, runs[0].tally
+                job.lockstep_ratio = lockstep_time_ratio(
+                    d_tally.step_times, d_tally.step_reduced, d_tally.step_at, b_tally.step_times, b_tally.step_at
+                )
+                baseline, dynds = runs[0].result, runs[1].result
+            else:
+                baseline, dynds = job.result("baseline"), job.result("dynds")
         else:
             if baseline_run is not None:
                 baseline = baseline_run
@@ -364,11 +421,15 @@ def train(
                 dynds = RunResult(run="dynds", cancelled=True)
             else:
                 dynds = alone("dynds", dynds_schedule, total_steps)
-        sizing = None
+        lockstep_ratio = job.lockstep_ratio
         if spec.equal_time_baseline and not dynds.cancelled and not (baseline is not None and baseline.cancelled):
-            t_base, sizing = equal_time_budget(dynds, baseline, total_steps, lockstep_ratio=lockstep_ratio)
-            steps = equal_time_steps(total_steps, dynds.train_time_s, t_base)
-            equal_time = alone("equal_time", none_schedule(steps), steps)
+            if job.equal_time_steps is None:
+                t_base, job.sizing = equal_time_budget(dynds, baseline, total_steps, lockstep_ratio=lockstep_ratio)
+                job.equal_time_steps = equal_time_steps(total_steps, dynds.train_time_s, t_base)
+                if saver is not None and saver.every_s > 0:
+                    checkpoint("equal_time", [])  # the paired runs' hours are safe before the next part starts
+            equal_time = alone("equal_time", none_schedule(job.equal_time_steps), job.equal_time_steps)
+        sizing = job.sizing
 
     result = compare(
         spec,
@@ -384,10 +445,59 @@ def train(
     )
     if equal_time is not None:
         result.equal_time_sizing = sizing
+    result.interruptions = job.interruptions
     for kind in ("dynds", "baseline") if keep_baseline_model else ("dynds",):
         if kind in trained and not getattr(result, kind).cancelled:
             result._models[kind] = trained[kind]
     return result
+
+
+@dataclass
+class _JobState:
+    """What a checkpoint holds besides the runs in flight: the runs already finished (results and the
+    models the result keeps), the lockstep ratio, the equal-time run's length, and past resumptions."""
+
+    done: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    lockstep_ratio: float | None = None
+    sizing: str | None = None
+    equal_time_steps: int | None = None
+    interruptions: list[Interruption] = dataclasses.field(default_factory=list)
+
+    @classmethod
+    def resumed(cls, ckpt: Checkpoint | None) -> _JobState:
+        if ckpt is None:
+            return cls()
+        p, h = ckpt.payload, ckpt.header
+        now = time.time()
+        here = Interruption(
+            checkpoint=str(ckpt.path), phase=p["phase"], steps=dict(h.get("steps", {})),
+            saved_at=h["saved_at"], resumed_at=now, lost_s=max(0.0, now - h["saved_at"]),
+        )  # fmt: skip
+        past = [Interruption.model_validate(i) for i in p["interruptions"]]
+        return cls(dict(p["done"]), p["lockstep_ratio"], p["sizing"], p["equal_time_steps"], [*past, here])
+
+    @property
+    def done_models(self) -> dict[str, Any]:
+        return {kind: d["model"] for kind, d in self.done.items() if d.get("model") is not None}
+
+    def finish(self, run: TrainingRun, *, keep_model: bool) -> None:
+        self.done[run.plan.kind] = {"result": run.result.model_dump(mode="json"), "model": run.model.state_dict() if keep_model else None}
+
+    def result(self, kind: str) -> RunResult:
+        return RunResult.model_validate(self.done[kind]["result"])
+
+    def payload(self, phase: str, runs: list[TrainingRun], device: torch.device) -> dict[str, Any]:
+        return {
+            "phase": phase,
+            "runs": [r.state_dict() for r in runs],  # in the order of the next lockstep round
+            "done": self.done,
+            "lockstep_ratio": self.lockstep_ratio,
+            "sizing": self.sizing,
+            "equal_time_steps": self.equal_time_steps,
+            "interruptions": [i.model_dump() for i in self.interruptions],
+            "rng": rng_state(device),
+            "clock": host_clock(),  # where the saved steps sit on this process's clock (lockstep pairs them in time)
+        }
 
 
 def compare(

@@ -69,7 +69,7 @@ def setting_key(dynds: dict[str, Any]) -> str:
 # and which comparison runs were asked for. From the train section: the seed, and where the job runs (the
 # hardware it measured is the track's other half; a device asked for by name is the same device as "auto").
 _NOT_RECIPE = ("name", "dynds", "baseline", "equal_time_baseline")
-_NOT_RECIPE_TRAIN = ("seed", "device", "num_threads", "hardware")
+_NOT_RECIPE_TRAIN = ("seed", "device", "num_threads", "hardware", "checkpoint_every_s")
 # The hardware key of a job stored before hardware was recorded (migration 0007) or not yet run.
 UNKNOWN_HARDWARE = "unknown"
 HARDWARE_SEP = " on "  # between a track's recipe label and its hardware key

@@ -194,8 +194,9 @@ class BatchLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self.epoch(0)
 
-    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The batches of one epoch; the same (seed, epoch) gives the same batches."""
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of one epoch, from batch ``start`` on (a resumed run); the same (seed, epoch) gives
+        the same batches, so (epoch, batch index) is the whole position in the data order and augmentation."""
         n, bs = len(self.x), self.batch_size
         order = None
         if self.shuffle:
@@ -204,7 +205,7 @@ class BatchLoader:
         if self.augment and self.padding > 0:
             # Drawn per position in the epoch, for the whole epoch at once (a few hundred kB).
             crops = [t.to(self.device) for t in draw_crop_flip(n, self.padding, epoch_generator(self.seed, epoch, "augment"))]
-        for i in range(len(self)):
+        for i in range(start, len(self)):
             lo, hi = i * bs, min((i + 1) * bs, n)
             index = order[lo:hi] if order is not None else torch.arange(lo, hi, device=self.device)
             if crops is not None:

@@ -19,7 +19,7 @@ import itertools
 import math
 import random
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,6 +97,25 @@ class _Tally:
         self.step_reduced.append(batch_type == "reduced")
         self.step_at.append(at)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The sums as plain data and tensors (a checkpoint's part); the step arrays whole, so that the
+        resumed run's figures (time_saving's pairs included) cover every step."""
+        return {
+            "train_time": self.train_time, "time": dict(self.time), "steps": dict(self.steps),
+            "step_times": torch.tensor(self.step_times, dtype=torch.float64),
+            "step_reduced": torch.tensor(self.step_reduced, dtype=torch.int8),
+            "step_at": torch.tensor(self.step_at, dtype=torch.float64),
+            "epoch_loss": self.epoch_loss, "epoch_correct": self.epoch_correct, "epoch_seen": self.epoch_seen,
+        }  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, Any], clock_shift: float = 0.0) -> None:
+        """Restore the sums; ``clock_shift`` moves the saved steps' start times onto this process's clock."""
+        self.train_time, self.time, self.steps = state["train_time"], dict(state["time"]), dict(state["steps"])
+        self.step_times = array("d", state["step_times"].tolist())
+        self.step_reduced = array("b", state["step_reduced"].tolist())
+        self.step_at = array("d", (a + clock_shift for a in state["step_at"].tolist()))
+        self.epoch_loss, self.epoch_correct, self.epoch_seen = state["epoch_loss"], state["epoch_correct"], state["epoch_seen"]
+
     def full_step_cv(self) -> float | None:
         """Standard deviation over mean of the full steps' times (None with fewer than 2)."""
         n = self.steps["full"]
@@ -117,6 +136,10 @@ class TrainingRun:
     afterwards. The run's clock counts only its own steps: each step's interval starts when the step
     is resumed, so whatever runs between two of its steps (another run's step, evaluation, callbacks,
     ``should_stop``) is not charged to it.
+
+    A run stopped or suspended between two steps can be saved (:meth:`state_dict`) and continued by a run
+    built the same way in another process (:meth:`load_state_dict`, then :meth:`steps`): it goes on from
+    its step and epoch, with the same batches, schedule decisions and learning rates as if never stopped.
     """
 
     def __init__(self, plan: RunPlan, spec: JobSpec, init_model: nn.Module, dataset: Any, device: torch.device, callback: Callback):
@@ -124,7 +147,6 @@ class TrainingRun:
 
         t, d = spec.train, spec.dynds
         self.plan, self.spec, self.device, self.callback = plan, spec, device, callback
-        seed_everything(t.seed)
         self.cuda = device.type == "cuda"
         can_reduce = plan.schedule.can_reduce
         self.model = _model_copy(init_model, spec, device, reduced=can_reduce)
@@ -161,9 +183,15 @@ class TrainingRun:
         self.wants_steps = not (isinstance(callback, CallbackList) and not callback.callbacks) and type(callback).on_step is not Callback.on_step
         self.tally = _Tally()
         self.pending: list[_Pending] = []
+        self.step = 0  # steps done; the next step's index
+        self.epoch = 0  # the epoch in progress
+        self.finished = False  # all steps done and evaluated (a run restored finished has nothing left to do)
         # What the run's threads got of the CPU during its steps, and who else used its GPU (contention.py).
         self.meter = CpuMeter(torch.get_num_threads())
         self.device_users = device_users(device)
+        # Last: the steps' draws (dropout) start from the seed whether the FLOPs above were counted, drawing
+        # from the RNG, or came from flops' cache (a second job in the process).
+        seed_everything(t.seed)
 
     def _flush(self) -> None:
         """Read the pending steps' losses and times, and hand them to the schedule and the callback."""
@@ -220,14 +248,20 @@ class TrainingRun:
     def steps(self) -> Iterator[None]:
         """Train, yielding after every step; returns when the run is done or stopped."""
         plan, tally, device, callback = self.plan, self.tally, self.device, self.callback
-        step = 0
+        if self.finished:
+            self.meter.close()
+            return
+        step = self.step  # 0, or where a resumed run stopped
         cancelled = False
-        for epoch in range(plan.epochs):
+        for epoch in range(self.epoch, plan.epochs):
+            self.epoch = epoch
             self.model.train()
-            tally.epoch_loss = tally.epoch_correct = 0.0
-            tally.epoch_seen = 0
+            done = step - epoch * plan.steps_per_epoch  # batches of this epoch trained before a resumption
+            if done == 0:
+                tally.epoch_loss = tally.epoch_correct = 0.0
+                tally.epoch_seen = 0
             # islice: the equal-time run's last epoch stops without building a batch it won't use
-            batches = itertools.islice(self.loader.epoch(epoch), plan.total_steps - step)
+            batches = itertools.islice(self.loader.epoch(epoch, start=done), plan.total_steps - step)
             while True:
                 if callback.should_stop():  # the sink polls its database here: outside the timed interval
                     cancelled = True
@@ -244,6 +278,7 @@ class TrainingRun:
                 self._step(x, y, step, epoch, start, at)
                 self.meter.end()
                 step += 1
+                self.step = step
                 if len(self.pending) >= self.flush_every:
                     flushed = len(self.pending)
                     self._flush()
@@ -273,6 +308,44 @@ class TrainingRun:
             callback.on_epoch(m)
         self._finish(cancelled)
 
+    def state_dict(self) -> dict[str, Any]:
+        """Everything this run needs to continue (between two steps, or after a stop): weights and BatchNorm
+        sets (the reduced pass's too with bn=separate), optimizer and AMP scaler, the schedule's state, the
+        position (step and epoch; the learning rate and the data order follow from them), the timing
+        tallies and the metrics so far. Tensors are the live ones: serialise before the next step."""
+        self._flush()  # on CUDA, steps not yet read: their losses belong to the tallies and the schedule
+        m = self.meter
+        return {
+            "kind": self.plan.kind,
+            "total_steps": self.plan.total_steps,
+            "step": self.step,
+            "epoch": self.epoch,
+            "finished": self.finished,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "schedule": self.plan.schedule.state_dict(),
+            "tally": self.tally.state_dict(),
+            "meter": {"wall_s": m.wall_s, "cpu_s": m.cpu_s, "wait_s": m.wait_s, "steps": m.steps},
+            "result": self.result.model_dump(mode="json"),
+        }
+
+    def load_state_dict(self, state: dict[str, Any], clock_shift: float = 0.0) -> None:
+        """Continue from :meth:`state_dict` of a run of the same plan (before :meth:`steps`)."""
+        plan = self.plan
+        if (state["kind"], state["total_steps"]) != (plan.kind, plan.total_steps):
+            saved = f"the {state['kind']} run ({state['total_steps']} steps)"
+            raise ValueError(f"a checkpoint of {saved} cannot continue the {plan.kind} run ({plan.total_steps} steps)")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        plan.schedule.load_state_dict(state["schedule"])
+        self.tally.load_state_dict(state["tally"], clock_shift)
+        for name, value in state["meter"].items():
+            setattr(self.meter, name, value)
+        self.result = RunResult.model_validate(state["result"])
+        self.step, self.epoch, self.finished = int(state["step"]), int(state["epoch"]), bool(state["finished"])
+
     def _finish(self, cancelled: bool) -> None:
         result, tally = self.result, self.tally
         result.steps = tally.steps["full"] + tally.steps["reduced"]
@@ -291,28 +364,35 @@ class TrainingRun:
             result.final_val_loss = result.epochs[-1].val_loss
             result.best_val_acc = max(e.val_acc for e in result.epochs)
         result.cancelled = cancelled
+        self.finished = not cancelled
         self.callback.on_run_end(result)
 
 
-def run_lockstep(runs: list[TrainingRun], *, pause_collector: bool = False) -> list[RunResult]:
+def run_lockstep(
+    runs: list[TrainingRun], *, pause_collector: bool = False, on_round: Callable[[list[TrainingRun]], None] | None = None
+) -> list[RunResult]:
     """Run several runs in one process, one step of each in turn (in ABBA order), until all are done.
 
     Every run sees the same machine: a change of load (another process, thermal throttling) lands on
     all of them alike, step for step, so their time ratio holds where two runs one after the other
     would each see a different machine. Runs of unequal length continue alone once the others finish.
     ``pause_collector``: Python's cyclic collector off during the steps (:func:`collector_between_epochs`).
+    ``on_round``: called after each round with the runs still going, in the order of the next round (where a
+    checkpoint is taken: every run between two steps; rebuilt in that order, they continue the ABBA order).
     """
-    active = [run.steps() for run in runs]
+    active = [(run, run.steps()) for run in runs]
     with collector_between_epochs() if pause_collector else contextlib.nullcontext():
         while active:
-            for gen in list(active):
+            for run, gen in list(active):
                 try:
                     next(gen)
                 except StopIteration:
-                    active.remove(gen)
+                    active.remove((run, gen))
             # ABBA order (A B, B A, A B, ...): under a load that rises or falls steadily, the run that
             # always went second would always meet a little more (or less) of it.
             active.reverse()
+            if on_round is not None and active:
+                on_round([run for run, _ in active])
     return [run.result for run in runs]
 
 

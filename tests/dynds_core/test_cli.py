@@ -267,3 +267,31 @@ def test_summary_explains_every_figure_and_gives_the_verdict():
     assert "equal-time gap: not run (set equal_time_baseline: true" in text
     assert "time to target: train time until the validation accuracy first reached 60.00% (the lowest final accuracy among the runs)" in text
     assert " - " not in text.replace("1 - ", "") and " pp" not in text
+
+
+def test_checkpoint_dir_and_resume_reach_train(tmp_path, monkeypatch):
+    from dynds.cli import main
+
+    class Asked(Exception):
+        pass
+
+    seen = {}
+
+    def fake_train(spec, callbacks=None, **kw):
+        seen.update(kw)
+        raise Asked
+
+    spec = _tiny_spec_with_train(tmp_path, monkeypatch, fake_train)
+    with pytest.raises(Asked):
+        main(["train", str(spec), "--quiet", "--threads", "1", "--checkpoint-dir", str(tmp_path / "ck"), "--resume", str(tmp_path / "old")])
+    assert seen["checkpoint_dir"] == str(tmp_path / "ck") and seen["resume_from"] == str(tmp_path / "old")
+
+
+def test_resume_without_a_usable_checkpoint_exits_2_naming_the_directory(tmp_path, capsys):
+    from dynds.cli import main
+
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(TINY))
+    assert main(["train", str(spec), "--quiet", "--threads", "1", "--resume", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert "--resume" in err and "no usable checkpoint" in err and "none" in err

@@ -39,6 +39,7 @@ export const SECTIONS = [
     { path: "train.hardware", label: "Hardware", type: "text", list: ["auto", "cpu", "cuda"], hint: "auto: whatever the worker has (the result records it); or a device kind, hardware class or device model to run on" },
     { path: "train.amp", label: "Mixed precision", type: "bool" },
     { path: "train.channels_last", label: "Channels-last", type: "bool" },
+    { path: "train.checkpoint_every_s", label: "Checkpoint every (s)", type: "float", min: 0, max: 604800, step: "any", hint: "seconds of training between checkpoints, 0 for none (dynds train --checkpoint-dir; the service does not keep them yet); not part of the recipe" },
     { path: "train.num_threads", label: "Torch threads", type: "int", nullable: true, min: 1, max: 256, hint: "empty: the worker's setting" },
     { path: "train.target_accuracy", label: "Target accuracy", type: "float", nullable: true, min: 0, max: 100, step: "any", hint: "% for time-to-target; empty: none" },
   ] },
