@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -40,6 +41,12 @@ CACHE_SIZE = 512  # counts kept (least recently used out): a server sees many se
 _CACHE: OrderedDict[tuple, float] = OrderedDict()
 _LOCK = threading.Lock()
 ESTIMATE_TIMEOUT_S = 10.0  # estimate_spec's default time limit
+# Samples estimate_spec counts on: one made BatchNorm see a single value per channel wherever a map is 1x1
+# (a torchvision ResNet's last stage at 32x32) and raise in training mode; a job's batches hold >= 2.
+COUNT_BATCH = 2
+# A reduced pass needs its first feature map at least this wide: on a 1x1 map every kernel tap but the
+# centre multiplies padding, so the reduced step no longer trains the kernels it pools (see reduced_input_problem).
+MIN_FIRST_MAP_SIDE = 2
 
 
 class EstimateTimeout(RuntimeError):
@@ -245,7 +252,7 @@ def estimate_spec(
     full_key = ("estimate-full", _model_signature(model), (c, h, w))
     counted = _cached(full_key)
     if counted is None:
-        counted = _count(model, (c, h, w), False, None, "frozen", 2, "avg", "meta", 1, deadline)
+        counted = _count(model, (c, h, w), False, None, "frozen", 2, "avg", "meta", COUNT_BATCH, deadline)
         _store(full_key, counted)
     full_per_sample, act_per_sample = counted
     full = full_per_sample * bs
@@ -259,7 +266,7 @@ def estimate_spec(
         input_factor=spec.dynds.input.factor,
         input_mode=spec.dynds.input.mode,
         device="meta",
-        count_batch=1,
+        count_batch=COUNT_BATCH,
         timeout_s=left,
     )
     steps_per_epoch = max(1, n_train // spec.train.batch_size)
@@ -281,3 +288,79 @@ def estimate_spec(
         "data_bytes": float(data_bytes),
         "predicted_memory_bytes": float(data_bytes + models * param_bytes * (2 + state) + activation_bytes),
     }
+
+
+class _FirstMap(TorchFunctionMode):
+    """Stops a forward at its first ``F.batch_norm`` and keeps that input's (H, W): per call and per
+    thread, so the shared meta model is never hooked."""
+
+    def __init__(self):
+        super().__init__()
+        self.hw: tuple[int, int] | None = None
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is torch.nn.functional.batch_norm:
+            x = args[0] if args else (kwargs or {})["input"]
+            self.hw = (int(x.shape[-2]), int(x.shape[-1]))
+            raise _Stop
+        return func(*args, **(kwargs or {}))
+
+
+class _Stop(Exception):
+    pass
+
+
+@functools.lru_cache(maxsize=512)
+def first_map_side(arch: str, in_channels: int, small_input: bool, side: int) -> int:
+    """The smaller side of the first map ``arch`` normalizes (its stem's output) on a side x side input,
+    from a forward on the meta device. A reduced pass keeps each conv's output size on the downsampled
+    input (dynds_core.pooled_conv), so this is the reduced pass's first map too.
+
+    >>> first_map_side("resnet20", 3, False, 2), first_map_side("resnet18", 3, False, 2)
+    (2, 1)
+    """
+    model = _meta_model(arch, 10, in_channels, small_input)
+    watch = _FirstMap()
+    try:
+        with torch.no_grad(), watch:
+            model(torch.zeros(1, in_channels, side, side, device="meta"))
+    except _Stop:
+        pass
+    if watch.hw is None:
+        raise ValueError(f"{arch} has no BatchNorm: its first feature map cannot be found")
+    return min(watch.hw)
+
+
+def smallest_reduced_side(arch: str, in_channels: int = 3, small_input: bool = False) -> int:
+    """The smallest side of a reduced input whose first feature map is at least ``MIN_FIRST_MAP_SIDE``.
+
+    >>> smallest_reduced_side("resnet20"), smallest_reduced_side("resnet18"), smallest_reduced_side("resnet18", small_input=True)
+    (2, 3, 2)
+    """
+    side = 1
+    while first_map_side(arch, in_channels, small_input, side) < MIN_FIRST_MAP_SIDE:
+        side += 1
+    return side
+
+
+def reduced_input_problem(spec: JobSpec, chw: tuple[int, int, int]) -> str | None:
+    """Why the spec's reduced input (its (C, H, W) images downsampled by ``dynds.input.factor``) is too small
+    for its network, naming the largest factor and the smallest image size that work; or None.
+
+    Measured on every arch: training never fails on small maps (BatchNorm needs two values per channel and a
+    batch holds >= 2 images), but on a first map of 1x1 the reduced step trains on one pixel per image.
+    """
+    c, h, w = chw
+    factor, arch = spec.dynds.input.factor, spec.model.arch
+    need = smallest_reduced_side(arch, c, spec.model.small_input)
+    if min(h, w) // factor >= need:
+        return None
+    largest = max((f for f in range(2, factor) if min(h, w) // f >= need), default=None)
+    fix = f"use dynds.input.factor {largest} or less" if largest is not None else "no dynds.input.factor works at this size"
+    if spec.data.dataset == "synthetic":
+        fix += f", or data.image_size {max(need * factor, 8)} or more"
+    return (
+        f"the reduced input is {h // factor}x{w // factor} ({h}x{w} images / dynds.input.factor {factor}): {arch}'s first "
+        f"layer would see a {first_map_side(arch, c, spec.model.small_input, min(h, w) // factor)}-pixel-wide map, where every "
+        f"kernel tap but the centre multiplies padding; it needs a reduced input of at least {need}x{need}: {fix}"
+    )

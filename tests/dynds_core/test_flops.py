@@ -126,3 +126,22 @@ def test_estimate_spec_counts_separate_bn_like_frozen():
     separate = estimate_spec(JobSpec.parse({**base, "dynds": {"bn": "separate"}}))
     frozen = estimate_spec(JobSpec.parse(base))
     assert separate["flops_reduced_step"] == frozen["flops_reduced_step"] > 0
+
+
+def test_estimate_spec_counts_where_a_map_is_1x1():
+    # A torchvision ResNet's last stage is 1x1 at 32x32: counted on one sample, BatchNorm saw one value per
+    # channel and raised in training mode (a 500 from the API); a job's batches hold >= 2 and train.
+    est = estimate_spec(JobSpec.parse({"model": {"arch": "resnet18"}, "train": {"batch_size": 8}}))
+    assert est["flops_full_step"] > est["flops_reduced_step"] > 0
+
+
+def test_the_first_feature_map_decides_the_smallest_reduced_input():
+    from dynds_core.flops import first_map_side, reduced_input_problem, smallest_reduced_side
+
+    # CIFAR ResNets and small_input keep the input's size in the stem; a torchvision stem (7x7 stride 2) halves it.
+    assert [first_map_side("resnet20", 3, False, s) for s in (1, 2, 3)] == [1, 2, 3]
+    assert [first_map_side("resnet18", 3, False, s) for s in (1, 2, 3, 4)] == [1, 1, 2, 2]
+    assert (smallest_reduced_side("resnet20"), smallest_reduced_side("resnet50"), smallest_reduced_side("resnet50", small_input=True)) == (2, 3, 2)
+    spec = JobSpec.parse({"data": {"image_size": 8}, "dynds": {"input": {"factor": 8}}})
+    assert "dynds.input.factor 4 or less, or data.image_size 16 or more" in reduced_input_problem(spec, (3, 8, 8))
+    assert reduced_input_problem(spec, (3, 16, 16)) is None

@@ -182,3 +182,12 @@ def test_dynds_train_refuses_an_empty_spec_file_with_exit_2(tmp_path, capsys):
     (tmp_path / "empty.yaml").write_text("")
     assert main(["train", str(tmp_path / "empty.yaml"), "--threads", "1"]) == 2
     assert "the spec is empty" in capsys.readouterr().err
+
+
+def test_a_periodic_schedule_needs_every_or_a_pattern():
+    # every: null alone passed here and crashed later, in make_schedule (a 500 from the API's cost estimate).
+    with pytest.raises(SpecError) as ei:
+        JobSpec.parse({"dynds": {"schedule": {"kind": "periodic", "every": None}}})
+    assert "or a pattern" in dict(ei.value.errors)["dynds.schedule.every"]
+    assert JobSpec.parse({"dynds": {"schedule": {"kind": "periodic", "every": None, "pattern": "RRF"}}}).dynds.schedule.pattern == "RRF"
+

@@ -61,7 +61,8 @@ _SLOTS = threading.BoundedSemaphore(ESTIMATE_SLOTS)
 
 
 def estimate(spec: JobSpec, timeout_s: float | None = None) -> tuple[dict[str, Any] | None, str | None]:
-    """(FLOPs and memory per step from dynds_core, None) or (None, why there is no estimate)."""
+    """(FLOPs and memory per step from dynds_core, None) or (None, why there is no estimate). Never raises:
+    the spec passed submission's checks first, and whatever the estimator still fails on is reported."""
     try:
         from dynds_core.flops import EstimateTimeout, estimate_spec
     except ImportError:
@@ -72,6 +73,9 @@ def estimate(spec: JobSpec, timeout_s: float | None = None) -> tuple[dict[str, A
         return estimate_spec(spec, timeout_s=timeout_s), None
     except EstimateTimeout:
         return None, f"estimating took longer than {timeout_s:g} s"
+    except Exception as exc:  # noqa: BLE001 - an estimate is advice: its failure is reported, never a 500
+        log.warning("no estimate for spec %s: %s", spec.spec_hash, exc, exc_info=True)
+        return None, f"estimate unavailable: {type(exc).__name__}: {str(exc)[:300]}"
     finally:
         _SLOTS.release()
 

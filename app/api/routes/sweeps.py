@@ -8,7 +8,7 @@ from app import crud
 from app.api.deps import MAX_ROW_ID, IdParam, ReadAuthDep, SessionDep, SettingsDep, WriteAuthDep
 from app.api.errors import problems
 from app.api.routes.jobs import fleet_warnings, start
-from app.api.spec_policy import effective_grid, sweep_specs
+from app.api.sweep_grid import effective_grid, sweep_specs
 from app.models import JobListItem, Sweep, SweepCreate, SweepPublic
 
 router = APIRouter(prefix="/sweeps", tags=["sweeps"])

@@ -48,6 +48,10 @@ BAD_SPECS = [
     ({"dynds": {"schedule": {"kind": "stochastic", "p": 1.5}}}, ["dynds", "schedule", "p"]),
     ({"dynds": {"schedule": {"kind": "sometimes"}}}, ["dynds", "schedule"]),
     ({"dynds": {"kernal": {}}}, ["dynds", "kernal"]),
+    # Accepted before, and trained on 1x1 images (the estimate of the same spec was a 500).
+    ({"data": {"image_size": 8}, "dynds": {"input": {"factor": 8}}}, ["dynds", "input", "factor"]),
+    ({"dynds": {"schedule": {"kind": "periodic", "every": None}}}, ["dynds", "schedule", "every"]),
+    ({"dynds": {"kernel": {"window": 4}}}, ["dynds", "kernel", "window"]),
 ]
 
 

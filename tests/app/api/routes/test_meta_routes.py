@@ -36,6 +36,50 @@ def test_validate_estimates_flops(client):
     assert est["predicted_memory_bytes"] > est["activation_bytes_per_step"] > 0 and est["param_bytes"] > 0
 
 
+# Each was a 500 from the estimate (issue 19's fuzzing run): now refused as a submission is, at its field.
+ESTIMATE_500S = [
+    ({"data": {"image_size": 8}, "dynds": {"input": {"factor": 8}}}, ["dynds", "input", "factor"], "data.image_size 16 or more"),
+    ({"model": {"arch": "resnet18"}, "data": {"image_size": 8}, "dynds": {"input": {"factor": 4}}}, ["dynds", "input", "factor"], "factor 2"),
+    ({"dynds": {"schedule": {"kind": "periodic", "every": None}}}, ["dynds", "schedule", "every"], "or a pattern"),
+    ({"dynds": {"kernel": {"window": 4, "stride": 4}}}, ["dynds", "kernel", "window"], "at most 3"),
+]
+
+
+@pytest.mark.parametrize("spec,loc,fix", ESTIMATE_500S, ids=[".".join(loc) for _, loc, _ in ESTIMATE_500S])
+def test_validate_refuses_what_the_estimate_failed_on(client, spec, loc, fix):
+    r = client.post(f"{API}/specs/validate", json={"spec": spec})
+    assert r.status_code == 422, r.text
+    (err,) = r.json()["errors"]
+    assert err["loc"] == ["body", "spec", *loc] and fix in err["msg"], err
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"model": {"arch": "resnet18"}},  # its last stage is 1x1 at 32x32: BatchNorm got one value when counted on one sample
+        {"dynds": {"schedule": {"kind": "periodic", "every": None, "pattern": "RRF"}}},  # the pattern stands for every
+        {"data": {"image_size": 8}, "dynds": {"schedule": {"kind": "none"}, "input": {"factor": 8}}},  # no reduced step runs
+    ],
+)
+def test_validate_estimates_what_a_submission_accepts(client, spec):
+    pytest.importorskip("dynds_core.flops")
+    r = client.post(f"{API}/specs/validate", json={"spec": spec})
+    assert r.status_code == 200, r.text
+    assert r.json()["estimate_error"] is None and r.json()["estimate"]["flops_full_step"] > 0
+
+
+def test_an_estimate_that_fails_is_reported_not_a_500(client, monkeypatch):
+    flops = pytest.importorskip("dynds_core.flops")
+
+    def broken(spec, **kw):
+        raise ValueError("the library's own message")
+
+    monkeypatch.setattr(flops, "estimate_spec", broken)
+    r = client.post(f"{API}/specs/validate", json={"spec": {"train": {"epochs": 3}}})
+    assert r.status_code == 200, r.text
+    assert r.json()["estimate"] is None and r.json()["estimate_error"].startswith("estimate unavailable: ValueError: the library's own")
+
+
 def _client(settings, dispatcher, **changes):
     from fastapi.testclient import TestClient
 
