@@ -311,6 +311,7 @@ def train(
                 [("train.batch_size", f"{t.batch_size} is larger than the training set ({len(dataset.train_y)} images); lower it or use more data")],
             )
         total_steps = t.epochs * steps_per_epoch
+        own_model = model is None  # the spec's arch: its reduced input can be judged by that arch's stem
         if model is None:
             from .models import create_model
 
@@ -340,6 +341,13 @@ def train(
             except ValueError as exc:  # e.g. a pooling window larger than a kernel, a factor too large for the images
                 shape = f"{dataset.in_channels}x{dataset.image_size[0]}x{dataset.image_size[1]}"
                 raise SpecError("spec", [("dynds", f"{exc} (model {spec.model.arch}, input {shape})")]) from None
+            if own_model:
+                from .flops import reduced_input_problem
+
+                # A reduced step on a 1x1 first map trains on one pixel per image: refused here as at the service's door.
+                small = reduced_input_problem(spec, (dataset.in_channels, *dataset.image_size))
+                if small:
+                    raise SpecError("spec", [("dynds.input.factor", small)])
         if device.type == "cuda" and process.cudnn_benchmark:
             torch.backends.cudnn.benchmark = True  # same setting for every run of the job
 
@@ -360,7 +368,9 @@ def train(
 
         def checkpoint(phase: str, runs: list[TrainingRun]) -> None:
             if saver is not None:
-                saver.save(job.payload(phase, runs, device), {"phase": phase, "steps": {r.plan.kind: r.step for r in runs}})
+                payload = job.payload(phase, runs, device)  # reports the steps still pending (CUDA) to the callbacks
+                cb.on_checkpoint()  # they store them before the file that covers them exists
+                saver.save(payload, {"phase": phase, "steps": {r.plan.kind: r.step for r in runs}})
 
         def run_phase(phase: str, runs: list[TrainingRun]) -> None:
             """Run ``runs`` in lockstep, continued from the checkpoint if it was taken in this phase."""

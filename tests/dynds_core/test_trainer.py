@@ -6,7 +6,7 @@ from dynds_core.callbacks import Callback
 from dynds_core.data import DataError
 from dynds_core.reduced import ReducedPassError
 from dynds_core.result import RunResult
-from dynds_core.spec import JobSpec, SpecError
+from dynds_core.spec import JobSpec, NoneSchedule, SpecError
 from dynds_core.trainer import (
     MIN_FULL_STEPS_FOR_SIZING,
     ProcessSettings,
@@ -431,3 +431,15 @@ def test_train_gives_back_the_trained_model_loadable_into_create_model(bn):
     # Not strict: with bn="separate" the DynDS model also holds the reduced BatchNorm parameters, after the shared ones.
     assert not any(torch.equal(a, b) for a, b in zip(res.model.parameters(), res.models["baseline"].parameters(), strict=False))
     assert "baseline" not in train(spec).models  # only when asked
+
+
+def test_a_reduced_input_too_small_for_the_network_is_refused_before_training():
+    # 8x8 images downsampled by 8: a 1x1 first map, one pixel per image in every reduced step.
+    spec = JobSpec.parse(
+        {"data": {"synthetic_size": 32, "image_size": 8}, "train": {"epochs": 1, "batch_size": 16}, "dynds": {"input": {"factor": 8}}}
+    )
+    with pytest.raises(SpecError, match="dynds.input.factor") as err:
+        train(spec)
+    assert "factor 4 or less" in str(err.value)
+    # Without reduced steps the same images train.
+    assert train(spec.model_copy(update={"dynds": spec.dynds.model_copy(update={"schedule": NoneSchedule()})})).dynds.steps == 2
