@@ -93,7 +93,7 @@ class JobBase(_UTCModel):
     recipe_hash: str | None = Field(default=None, max_length=16)
     attempt: int = 1  # 1 + how many retries (POST /jobs/{id}/retry) lead to this job
     # How many times this job has been started (claimed by a worker); recovery with recover_policy
-    # "requeue" puts it back in the queue only while attempts < settings.max_attempts (migration 0004).
+    # "resume" or "requeue" puts it back in the queue only while attempts < settings.max_attempts (migration 0004).
     attempts: int = 0
     retry_of: int | None = Field(default=None, foreign_key="job.id")
     sweep_id: int | None = Field(default=None, foreign_key="sweep.id")
@@ -157,12 +157,13 @@ _JOB_BASE_FIELDS = tuple(JobBase.model_fields)
 
 
 # A submitted spec: any mapping here (app.api.spec_policy validates it, naming every key path), a
-# JobSpec (or {"defaults": true}) in the OpenAPI.
+# JobSpec (or {"defaults": true}) in the OpenAPI. oneOf (exactly one matches: a JobSpec has no `defaults`):
+# typescript-fetch writes it as a union type, where anyOf became one interface that required `defaults`.
 SpecBody = Annotated[
     dict[str, Any],
     WithJsonSchema(
         {
-            "anyOf": [{"$ref": "#/components/schemas/JobSpec"}, {"$ref": "#/components/schemas/AllDefaults"}],
+            "oneOf": [{"$ref": "#/components/schemas/JobSpec"}, {"$ref": "#/components/schemas/AllDefaults"}],
             "description": 'a JobSpec (docs/api.md); {"defaults": true} for every default',
         }
     ),
@@ -216,10 +217,18 @@ class JobPublic(JobBase):
         )
 
 
+def _always_null_result(schema: dict[str, Any]) -> None:
+    schema.pop("type", None)
+    schema["anyOf"] = [{"type": "object", "additionalProperties": True}, {"type": "null"}]
+    schema["description"] = "always null in a list: GET /jobs/{job_id} has the result"
+
+
 class JobListItem(JobPublic):
     """A job in a list: everything but the full result."""
 
-    result: None = None
+    # Always null; the schema says so with JobPublic's type (a null-only type made typescript-fetch import a
+    # "Null" model it never writes).
+    result: None = Field(default=None, schema_extra={"json_schema_extra": _always_null_result})
 
 
 class JobsPublic(SQLModel):

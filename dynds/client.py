@@ -1,10 +1,14 @@
 """A client of the dynds REST API that needs only httpx: submit a spec, follow the job to its end.
 
-`dynds submit` is built on it, and a CI script may use it directly::
+`dynds submit` is built on it, and a CI script may use it directly (docs/api.md, "Clients")::
 
     with Client("http://host:8000", token) as api:
         job = api.submit(spec)
         job = api.follow(job, on_state=print)   # the job as it ended, with its result
+        board = api.leaderboard(min_seeds=1)
+
+Answers are the API's JSON as dicts (docs/api.md documents each; /openapi.json has their schemas, from
+which typed clients in any language can be generated: tests/app/test_generated_clients.py does).
 
 Following reads the job's server-sent events (``GET /jobs/{id}/events``) asking for no metric points,
 so only its changes of state and its end arrive: no polling, and no replay of a long history.
@@ -36,6 +40,7 @@ STREAM_READ_TIMEOUT_S = 60.0
 
 
 def api_base(server: str) -> str:
+    """The API's root for a server's address: ``api_base("http://host:8000")`` is ``http://host:8000/api/v1``."""
     server = server.rstrip("/")
     return server if server.endswith("/api/v1") else server + "/api/v1"
 
@@ -60,6 +65,7 @@ class ApiError(Exception):
 
     @property
     def detail(self) -> Any:
+        """The problem's ``detail`` (RFC 9457), or the whole body when it is not a problem."""
         return self.body.get("detail", self.body) if isinstance(self.body, dict) else self.body
 
 
@@ -69,6 +75,9 @@ class Unreachable(Exception):
 
 @dataclass
 class Retry:
+    """How long transient trouble is retried: ``Client(server, retry=Retry(retry_for_s=600))`` for a CI job
+    that should outlast a server's restart."""
+
     retry_for_s: float = 120.0  # give up after this long failing without a success in between
     first_wait_s: float = 0.5
     max_wait_s: float = 8.0
@@ -153,6 +162,7 @@ class Client:
         self.close()
 
     def close(self) -> None:
+        """Close the connections (``with Client(...)`` does it at the end of the block)."""
         self._http.close()
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -177,7 +187,17 @@ class Client:
         return self._request("POST", "/jobs", json={"spec": spec, "force": force}, headers=headers).json()
 
     def job(self, job_id: int) -> dict[str, Any]:
+        """GET /jobs/{id}: the job, with its ``summary`` (``verdict`` included) and ``result`` once it succeeded."""
         return self._request("GET", f"/jobs/{job_id}").json()
+
+    def validate(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """POST /specs/validate: the spec's canonical form, hash and cost estimate; ApiError (422) names each bad key."""
+        return self._request("POST", "/specs/validate", json={"spec": spec}).json()
+
+    def leaderboard(self, **params: Any) -> dict[str, Any]:
+        """GET /leaderboard: tracks with their ranked cells over seeds; ``params``: ``track``, ``max_acc_drop``,
+        ``min_seeds``, ``include_noisy``."""
+        return self._request("GET", "/leaderboard", params=params).json()
 
     def states(self, job_id: int, *, deadline: float | None = None) -> Iterator[dict[str, Any]]:
         """The job (as a list item, progress included) each time it changes, until its end or ``deadline``

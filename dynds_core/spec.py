@@ -163,7 +163,15 @@ class KernelPooling(_Section):
         return self
 
 
+def _require_kind(schema: dict[str, Any]) -> None:
+    # The schedule union is discriminated by kind: a schedule without it is refused, so its JSON schema
+    # requires it (OpenAPI generators need the discriminator required); Python keeps the default (NoneSchedule()).
+    schema["required"] = [*schema.get("required", ()), "kind"]
+
+
 class _ScheduleBase(_Section):
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_require_kind)
+
     final_full_fraction: float = Field(default=0.0, ge=0, le=1)  # the last fraction of training is always full
 
 

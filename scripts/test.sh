@@ -33,5 +33,11 @@ fi
 # Debian's Chromium for the dashboard's browser tests (Playwright cannot download browsers here)
 [ -x /usr/bin/chromium ] || apt_install chromium
 
+# Generated clients (tests/app/test_generated_clients.py): openapi-generator's jar needs Java, the TypeScript
+# client is type-checked by tsc, installed once into a cache outside the repo (the dashboard needs no build step).
+command -v java >/dev/null || apt_install default-jre-headless
+tsc_cache="$HOME/.cache/dynds-test-npm"
+[ -x "$tsc_cache/node_modules/.bin/tsc" ] || npm install --silent --no-audit --no-fund --prefix "$tsc_cache" typescript@5
+
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 exec .venv/bin/pytest "$@"

@@ -10,6 +10,8 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from starlette.responses import Response
 
+from app.api.openapi_compat import portable
+
 PROBLEM_BASE = "https://dynds.dev/problems/"
 PROBLEM_TYPES = {
     400: "bad-request",
@@ -143,8 +145,9 @@ def _problem_content() -> dict[str, Any]:
 def build_openapi(app: FastAPI, extra_schemas: dict[str, Any] | None = None) -> dict[str, Any]:
     """FastAPI's schema, then: the Problem schema for every 4xx/5xx (422 and 500 on every operation,
     404 on every path with a parameter, 413 on every operation with a body, 401/403 on every operation
-    with the bearer scheme), and
-    ``extra_schemas`` added to the components."""
+    with the bearer scheme),
+    ``extra_schemas`` added to the components, no default beside a ``$ref`` and operations named by their
+    function (app/api/openapi_compat.py)."""
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     components["Problem"] = PROBLEM_SCHEMA
@@ -170,4 +173,4 @@ def build_openapi(app: FastAPI, extra_schemas: dict[str, Any] | None = None) -> 
                     response["description"] = response.get("description") or DESCRIPTIONS.get(int(code), "error")
                     if int(code) == 422 or "content" not in response:
                         response["content"] = _problem_content()
-    return schema
+    return portable(schema)

@@ -81,6 +81,16 @@ def test_spec_hash_is_canonical_and_stable():
     assert JobSpec.parse({"train": {"epochs": 3, "lr": 0.2}, "dynds": {"schedule": {"kind": "stochastic", "p": 0.4}}}).spec_hash != a.spec_hash
 
 
+def test_the_json_schema_requires_the_schedule_kind_as_parsing_does():
+    # Client generators need the discriminator required in each variant; Python keeps its default.
+    defs = JobSpec.model_json_schema()["$defs"]
+    for variant in ("NoneSchedule", "StochasticSchedule", "PeriodicSchedule", "PhaseSchedule", "AdaptiveSchedule"):
+        assert defs[variant]["required"] == ["kind"], variant
+    with pytest.raises(SpecError, match="discriminator 'kind'"):
+        JobSpec.parse({"dynds": {"schedule": {"p": 0.3}}})
+    assert JobSpec.parse({}).canonical()["dynds"]["schedule"] == {"kind": "stochastic", "p": 0.5, "p_end": None, "final_full_fraction": 0.0}
+
+
 def test_yaml_and_json_files_read_alike(tmp_path):
     data = {"name": "x", "train": {"epochs": 1}, "dynds": {"schedule": {"kind": "periodic", "every": 2}}}
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(data))
@@ -190,4 +200,3 @@ def test_a_periodic_schedule_needs_every_or_a_pattern():
         JobSpec.parse({"dynds": {"schedule": {"kind": "periodic", "every": None}}})
     assert "or a pattern" in dict(ei.value.errors)["dynds.schedule.every"]
     assert JobSpec.parse({"dynds": {"schedule": {"kind": "periodic", "every": None, "pattern": "RRF"}}}).dynds.schedule.pattern == "RRF"
-

@@ -8,9 +8,10 @@ import io
 import json
 import threading
 from collections.abc import Callable
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from pydantic import BaseModel
 
 from app import crud
 from app.api.deps import ReadAuthDep, SessionDep
@@ -83,6 +84,64 @@ MinSeeds = Annotated[int, Query(ge=1, le=100, description="seeds a cell needs to
 IncludeNoisy = Annotated[bool, Query(description="count jobs whose timing was noisy or whose hardware was contended (left out by default)")]
 
 
+class LeaderboardCell(BaseModel):
+    """One schedule setting of a track over its seeds (app.leaderboard.cells; docs/api.md explains each field)."""
+
+    rank: int | None
+    ranked: bool
+    why_unranked: str | None
+    setting: dict[str, Any] | None
+    setting_key: str
+    schedule_kind: str
+    n_seeds: int
+    seeds: list[int]
+    n_jobs: int
+    job_ids: list[int]
+    n_noisy: int
+    noisy_included: bool
+    noisy_job_ids: list[int]
+    time_saving_mean: float | None
+    time_saving_std: float | None
+    time_saving_ci95: list[float] | None
+    acc_delta_mean: float | None
+    acc_delta_std: float | None
+    acc_delta_ci95: list[float] | None
+    equal_time_gap_mean: float | None
+    equal_time_gap_std: float | None
+    equal_time_gap_ci95: list[float] | None
+    equal_time_n_seeds: int
+    dynds_acc_mean: float | None
+    dynds_acc_ci95: list[float] | None
+    within_bound: bool
+    pareto: bool
+    verdict: str
+    verdict_sentence: str
+
+
+class LeaderboardTrack(BaseModel):
+    """One track (a recipe on one hardware key) and its cells, ranked ones first."""
+
+    track: str
+    track_key: str
+    recipe_label: str
+    hardware_key: str
+    recipe_hash: str | None
+    frontier_key: str | None
+    recipe: dict[str, Any] | None
+    arch: str
+    dataset: str
+    entries: list[LeaderboardCell]
+
+
+class LeaderboardPublic(BaseModel):
+    """GET /leaderboard. The route serves cached bytes; this model is the schema they follow (for the OpenAPI)."""
+
+    max_acc_drop: float
+    min_seeds: int
+    include_noisy: bool
+    tracks: list[LeaderboardTrack]
+
+
 def _rows(session, **kw) -> list[dict]:
     rows = crud.summary_rows(session=session, with_setting=True, **kw)
     for r in rows:
@@ -96,7 +155,7 @@ def _json(obj) -> bytes:
 
 @router.get(
     "/leaderboard",
-    responses={200: {"description": "tracks (one per recipe) with ranked cells (see docs/api.md)", "content": {"application/json": {}}}},
+    responses={200: {"description": "tracks (one per recipe) with ranked cells (see docs/api.md)", "model": LeaderboardPublic}},
 )
 def leaderboard(
     request: Request,
@@ -187,7 +246,8 @@ def export_csv(rows: list[tuple]) -> bytes:
 EXPORT_TYPES = {"json": "application/json", "csv": "text/csv; charset=utf-8"}
 
 
-@router.get("/export", responses={200: {"content": {"text/csv": {}, "application/json": {}}}})
+# operation_id: `export` is a reserved word in TypeScript (a generated client would call it `_export`)
+@router.get("/export", operation_id="export_results", responses={200: {"content": {"text/csv": {}, "application/json": {}}}})
 def export(
     request: Request,
     session: SessionDep,

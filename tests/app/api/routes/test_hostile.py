@@ -277,10 +277,10 @@ def test_openapi_documents_jobspec_bearer_and_every_status(client):
     assert "JobSpec" in components["schemas"] and "Problem" in components["schemas"]
     assert components["securitySchemes"]["bearer"] == {**components["securitySchemes"]["bearer"], "type": "http", "scheme": "bearer"}
     create = components["schemas"]["JobCreate"]
-    assert {"$ref": "#/components/schemas/JobSpec"} in create["properties"]["spec"]["anyOf"]
+    assert {"$ref": "#/components/schemas/JobSpec"} in create["properties"]["spec"]["oneOf"]
     assert create["required"] == ["spec"] and create["additionalProperties"] is False
     sweep = components["schemas"]["SweepCreate"]
-    assert {"$ref": "#/components/schemas/JobSpec"} in sweep["properties"]["base"]["anyOf"]
+    assert {"$ref": "#/components/schemas/JobSpec"} in sweep["properties"]["base"]["oneOf"]
     paths = schema["paths"]
     expected = {
         ("/api/v1/jobs", "post"): {"200", "201", "401", "403", "413", "422", "500", "503"},
