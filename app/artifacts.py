@@ -36,6 +36,7 @@ from app.models import Artifact
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pt"
+CHECKPOINTS = "checkpoints"
 
 
 class ArtifactError(Exception):
@@ -44,6 +45,27 @@ class ArtifactError(Exception):
 
 def artifact_root(settings: Settings) -> Path:
     return Path(settings.artifact_dir or settings.home / "artifacts")
+
+
+def checkpoint_dir(settings: Settings, job_id: int) -> Path:
+    """Where a running job's checkpoints go: beside its weights, so storage the API and every worker share
+    (the next attempt of an interrupted job, on any worker, continues from them)."""
+    return artifact_root(settings) / str(int(job_id)) / CHECKPOINTS
+
+
+def remove_checkpoints(settings: Settings, job_id: int, *, ended: bool = True, logger: logging.Logger = log) -> bool:
+    """Delete a job's checkpoints: when it ends (``ended``: unless ``settings.keep_checkpoints``), or because its
+    next attempt starts from scratch. True when there were some."""
+    path = checkpoint_dir(settings, job_id)
+    if (ended and settings.keep_checkpoints) or not path.exists():
+        return False
+    files = sum(1 for p in path.iterdir() if p.suffix == ".dynds")
+    shutil.rmtree(path, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        path.parent.rmdir()  # the job's directory, when nothing else is in it
+    if files:
+        logger.info("job %s: %d checkpoint%s deleted (%s)", job_id, files, "" if files == 1 else "s", path)
+    return True
 
 
 def resolve(settings: Settings, rel_path: str) -> Path:

@@ -9,8 +9,10 @@ checked at start-up and every ``stale_check_interval_s`` in both modes; ``app.cr
 never because this process has just started. The one exception is proof, not age: ``dynds serve`` in
 embedded mode holds the database's serve lock (app/core/serve_lock.py), so the jobs of an embedded executor left
 running belong to a server that is gone, and it passes ``recover_executor_jobs=True`` to recover them at
-once. What recovery does is ``settings.recover_policy``: "fail" (with the reason; the user retries, because
-a job that took its process down may do it again) or "requeue" (at most ``max_attempts`` starts).
+once. What recovery does is ``settings.recover_policy``: "resume" (requeued, its next attempt continues from
+its last checkpoint) or "requeue" (from step 0), at most ``max_attempts`` starts, or "fail" (with the reason;
+the user retries, because a job that took its process down may do it again). The checkpoints of a job that
+recovery ends (failed, cancelled) are deleted here.
 
 In Celery mode the API also re-sends jobs that stay queued without a claim (at start-up, then every
 ``redispatch_check_interval_s`` those last sent ``redispatch_after_s`` ago, with a doubling back-off):
@@ -41,10 +43,12 @@ from app.api.routes import artifacts as artifact_routes
 from app.api.routes import health, jobs, meta, results, sweeps, workers
 from app.api.routes import logs as log_routes
 from app.api.routes.results import ResultsCache
+from app.artifacts import remove_checkpoints
 from app.core.config import Settings, get_settings
 from app.core.db import init_db, make_engine
 from app.dispatch import CeleryDispatcher, Dispatcher
 from app.fleet import routing
+from app.models import FINAL_STATES
 
 log = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
@@ -154,6 +158,7 @@ def startup(engine: Engine, settings: Settings, *, recover_executor_jobs: bool =
         ids = crud.recover_interrupted(session=session, policy=settings.recover_policy, max_attempts=settings.max_attempts, executor_only=True)
     if ids:
         log.warning("jobs %s were left running by a stopped dynds serve: %s", ids, settings.recover_policy)
+        remove_ended_checkpoints(engine, settings, ids)
     return ids
 
 
@@ -169,10 +174,21 @@ def check_heartbeats(engine: Engine, settings: Settings, dispatcher: Dispatcher 
         )
     if outcome:
         log.warning("jobs %s: no heartbeat from their worker for %g s", outcome, settings.stale_job_after_s)
+    remove_ended_checkpoints(engine, settings, [job_id for job_id, status in outcome.items() if status != "queued"])
     requeued = [job_id for job_id, status in outcome.items() if status == "queued"]
     if requeued and dispatcher is not None:
         send_again(engine, dispatcher, requeued, default_queue=settings.queue)
     return list(outcome)
+
+
+def remove_ended_checkpoints(engine: Engine, settings: Settings, job_ids: list[int]) -> None:
+    """The checkpoints of those of ``job_ids`` that recovery ended (failed, cancelled); requeued ones keep theirs."""
+    if not job_ids:
+        return
+    with Session(engine) as session:
+        ended = [job_id for job_id in job_ids if (job := crud.get_job(session=session, job_id=job_id)) and job.status in FINAL_STATES]
+    for job_id in ended:
+        remove_checkpoints(settings, job_id)
 
 
 def send_again(engine: Engine, dispatcher: Dispatcher, job_ids: list[int], *, default_queue: str) -> list[int]:

@@ -33,6 +33,10 @@ class Callback:
     def should_stop(self) -> bool:
         return False
 
+    def on_checkpoint(self) -> None:
+        """A checkpoint is about to be written (every step it covers was reported): a callback that stores
+        what it saw (the service's metrics sink) does so now, so that what a resumption keeps is stored."""
+
 
 class CallbackList(Callback):
     """Fans every hook out to several callbacks."""
@@ -58,3 +62,7 @@ class CallbackList(Callback):
 
     def should_stop(self):
         return any(cb.should_stop() for cb in self.callbacks)
+
+    def on_checkpoint(self):
+        for cb in self.callbacks:
+            cb.on_checkpoint()

@@ -5,26 +5,34 @@
 The same function serves the embedded executor, the Celery task and the tests. It is idempotent:
 only a queued job can be claimed (an atomic UPDATE), so a redelivered queue message, or two
 workers racing for one job, run it once; the loser returns "skipped" without touching the job.
+
+With ``recover_policy`` "resume" (the default) training writes checkpoints to
+``<artifact_dir>/<job id>/checkpoints`` (app.artifacts.checkpoint_dir), and an attempt that finds some
+(written on its hardware) continues from the newest valid one, after deleting in one transaction the
+points an earlier attempt wrote beyond it (``crud.resume_run``). They are deleted when the job ends.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
 import threading
+import time
+from pathlib import Path
 from typing import Any
 
 from sqlmodel import col
 
 from app import crud
-from app.artifacts import store_result
+from app.artifacts import checkpoint_dir, remove_checkpoints, store_result
 from app.core.config import Settings, get_settings
 from app.core.db import get_engine
 from app.core.db import session_factory as make_session_factory
 from app.crud.transitions import GIVE_UP, sources
 from app.logs import job_context, one_line, start_job_log
-from app.models import Job
+from app.models import FINAL_STATES, Job
 from dynds_core.spec import JobSpec
 
 from .reproducibility import reproducibility_record
@@ -74,8 +82,9 @@ def pid_alive(pid: int) -> bool:
 
 def recover_if_orphaned(session, job_id: int, settings: Settings) -> str | None:
     """A job left `running` by a process of this host that no longer exists is recovered by
-    ``settings.recover_policy`` ("fail": failed as interrupted; "requeue": queued again while its
-    attempts last); returns its new status, or None when it was left as it is.
+    ``settings.recover_policy`` ("fail": failed as interrupted; "resume" / "requeue": queued again while its
+    attempts last, to continue from its checkpoint / from step 0); returns its new status, or None when it was
+    left as it is.
 
     This is the redelivery Celery makes after a worker child died mid-job (task_reject_on_worker_lost):
     the message names the job, and the dead pid is proof, not a guess. Only this host's processes can
@@ -98,7 +107,84 @@ def recover_if_orphaned(session, job_id: int, settings: Settings) -> str | None:
     )
     if status:
         log.warning("job %s was left running by process %s, which is gone: %s", job_id, pid, status)
+        end_checkpoints(settings, job_id, status)
     return status
+
+
+HARDWARE_FILE = "hardware.json"  # beside a job's checkpoints: the hardware they were written on
+
+
+def resume_point(job_id: int, spec: JobSpec, directory: Path, *, hardware_key: str, attempt: int) -> tuple[Any, dict[str, Any] | None]:
+    """The checkpoint this attempt of job ``job_id`` continues from, and what its progress says of it:
+    (Checkpoint, {"attempt", "checkpoint", "phase", "steps", "lost_s"}), or (None, None) to start from scratch.
+
+    A checkpoint written on other hardware is not used: a job's runs are timed against each other (the
+    lockstep pairs, the equal-time budget), so all of it runs on one hardware class; a job whose spec leaves
+    the hardware open (``train.hardware: auto``) and that lands on another class starts again there. So is
+    one that is corrupt or of another spec (dynds_core.training.checkpoint names it). Either way the old
+    checkpoints are deleted, and the hardware of this attempt is written beside the new ones.
+    """
+    from dynds_core.training.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
+
+    found, marker = list_checkpoints(directory), directory / HARDWARE_FILE
+    ckpt = None
+    if found:
+        try:
+            written_on = json.loads(marker.read_text())["hardware_key"]
+        except (OSError, ValueError, KeyError, TypeError):
+            written_on = None
+        if written_on != hardware_key:
+            log.warning(
+                "job %s: its checkpoint %s was written on %s, this worker is %s: one job's runs are timed on one "
+                "hardware, so attempt %d starts from scratch",
+                job_id, found[0].name, written_on or "unknown hardware", hardware_key, attempt,
+            )  # fmt: skip
+        else:
+            try:
+                ckpt = load_checkpoint(directory, spec.spec_hash)
+            except CheckpointError as exc:
+                log.warning("job %s: no checkpoint to resume from (%s): attempt %d starts from scratch", job_id, exc, attempt)
+        if ckpt is None:
+            remove_checkpoints_now(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"hardware_key": hardware_key}))
+    if ckpt is None:
+        return None, None
+    steps = {str(k): int(v) for k, v in ckpt.header.get("steps", {}).items()}
+    lost_s = round(max(0.0, time.time() - float(ckpt.header["saved_at"])), 3)
+    where = ", ".join(f"{run} at step {step}" for run, step in steps.items()) or "between its runs"
+    log.warning(
+        "job %s resumes from checkpoint %s (attempt %d, %s: %s); %.1f s of training lost since it was written",
+        job_id, ckpt.path.name, attempt, ckpt.header.get("phase"), where, lost_s,
+    )  # fmt: skip
+    return ckpt, {"attempt": attempt, "checkpoint": ckpt.path.name, "phase": ckpt.header.get("phase"), "steps": steps, "lost_s": lost_s}
+
+
+def remove_checkpoints_now(directory: Path) -> None:
+    from dynds_core.training.checkpoint import list_checkpoints
+
+    for path in list_checkpoints(directory):
+        path.unlink(missing_ok=True)
+
+
+def kept_points(ckpt: Any) -> dict[str, tuple[int, int] | None]:
+    """What of each run a checkpoint covers (``crud.resume_run``'s ``kept``): the runs it holds as finished
+    whole, each run in flight up to its step and the epoch it was in; {} for none (from scratch)."""
+    if ckpt is None:
+        return {}
+    kept: dict[str, tuple[int, int] | None] = {str(kind): None for kind in ckpt.payload.get("done", {})}
+    for run in ckpt.payload.get("runs", []):
+        kept[str(run["kind"])] = (int(run["step"]), int(run["epoch"]))
+    return kept
+
+
+def end_checkpoints(settings: Settings, job_id: int, status: str | None) -> None:
+    """A job that ended (succeeded, failed, cancelled) needs its checkpoints no more; a requeued one does."""
+    if status in FINAL_STATES:
+        try:
+            remove_checkpoints(settings, job_id, logger=log)
+        except OSError:
+            log.warning("job %s: its checkpoints could not be deleted", job_id, exc_info=True)
 
 
 def default_session_factory(settings: Settings) -> SessionFactory:
@@ -158,10 +244,27 @@ def _run_job(
         stop_event=stop_event,
         attempt=attempt,
     )
+    resuming = settings.recover_policy == "resume"
+    directory = checkpoint_dir(settings, job_id)
     try:
         spec = JobSpec.parse(raw_spec, source=f"job {job_id}")
+        record = reproducibility_record(spec)
+        ckpt = None
+        if resuming:  # checkpoints on, and the job goes on from its last one (if its last attempt left one)
+            try:
+                ckpt, resumed = resume_point(job_id, spec, directory, hardware_key=record["hardware"]["key"], attempt=attempt)
+            except OSError as exc:  # like the weights, checkpoints never fail a job
+                log.warning("job %s: runs without checkpoints: %s is not writable (%s)", job_id, directory, exc)
+                resuming = False
+            else:
+                if resumed is not None:
+                    sink.resume_at(resumed)
+        else:  # "requeue" or "fail": an attempt starts from scratch
+            remove_checkpoints(settings, job_id, ended=False, logger=log)
         with session_factory() as session:
-            crud.set_reproducibility(session=session, job_id=job_id, record=reproducibility_record(spec))
+            # The points an earlier attempt wrote past the checkpoint (all of them, from scratch) go first.
+            crud.resume_run(session=session, job_id=job_id, attempt=attempt, kept=kept_points(ckpt))
+            crud.set_reproducibility(session=session, job_id=job_id, record=record)
         noise = TimingNoise(max_saving_gap=settings.noisy_saving_gap, max_full_step_cv=settings.noisy_step_cv)
         contention = Contention(max_wait_share=settings.contended_wait_share, min_cpu_share=settings.contended_cpu_share)
         # A Celery worker process, or the embedded executor's child, exists for its jobs; a job run in a process
@@ -172,7 +275,10 @@ def _run_job(
         # The data boundary again where the files are read: every path inside DYNDS_DATA_DIRS (symlinks
         # resolved, default roots included) and the server's size limits (the API checked the spec already).
         with data_policy(allowed_roots=settings.allowed_data_dirs, limits=settings.data_limits):
-            result = train(spec, [sink], cache_dir=settings.cache_dir, timing_noise=noise, contention=contention, process=process)
+            result = train(
+                spec, [sink], cache_dir=settings.cache_dir, timing_noise=noise, contention=contention, process=process,
+                checkpoint_dir=directory if resuming else None, resume_from=ckpt.path if ckpt is not None else None,
+            )  # fmt: skip
         sink.close()
     except Exception as exc:
         message = error_message(exc)
@@ -182,19 +288,22 @@ def _run_job(
             log.error("job %s failed: %s", job_id, message, exc_info=True)
         _close_quietly(sink, job_id)
         with session_factory() as session:
-            crud.fail_job(session=session, job_id=job_id, error=message, attempt=attempt)
+            if crud.fail_job(session=session, job_id=job_id, error=message, attempt=attempt):
+                end_checkpoints(settings, job_id, "failed")
         return "failed"
 
     if result.cancelled and sink.no_longer_running:
         # The API gave up on this job (its heartbeat went stale while we were stalled): its word stands.
         log.warning("job %s: training stopped, the job is already %s", job_id, sink.no_longer_running)
+        end_checkpoints(settings, job_id, sink.no_longer_running)  # requeued meanwhile: kept for the next attempt
         return sink.no_longer_running
     if result.cancelled and not sink.cancel_requested:
         # Stopped by our own shutdown (SIGTERM), not by a user, after a whole step with its points flushed:
-        # an incomplete result must not pass as a cancel. Requeued (the attempt given back, its points
-        # deleted in the same transaction), so the next worker or server runs it from the start.
+        # an incomplete result must not pass as a cancel. Requeued (the attempt given back), so the next worker or
+        # server runs it: from the checkpoint training just wrote ("resume": the points stay), or from the start
+        # (its points deleted in the same transaction).
         with session_factory() as session:
-            requeued = crud.requeue_job(session=session, job_id=job_id, attempt=attempt)
+            requeued = crud.requeue_job(session=session, job_id=job_id, attempt=attempt, keep_points=resuming)
         log.warning("job %s stopped by a shutdown: %s", job_id, "requeued" if requeued else "no longer ours")
         return REQUEUED if requeued else SKIPPED
     with session_factory() as session:
@@ -204,8 +313,10 @@ def _run_job(
             job = crud.get_job(session=session, job_id=job_id)
             status = job.status if job is not None else "failed"
             log.warning("job %s finished training but was already %s: its result is not stored", job_id, status)
+            end_checkpoints(settings, job_id, status)
             return status
     status = "cancelled" if result.cancelled else "succeeded"
+    end_checkpoints(settings, job_id, status)
     log.info("job %s %s", job_id, status)
     return status
 

@@ -93,6 +93,8 @@ class MetricsSink(Callback):
         # The job's attempts when this run claimed it: every write requires it still (crud.flush_metrics), so a
         # run given up on (requeued and claimed again elsewhere) cannot add points to the rerun's.
         self.attempt = attempt
+        # Where this attempt resumed (``resume_at``), shown in the job's progress.
+        self.resumed: dict[str, Any] | None = None
 
         self.cancel_requested = False  # the cached flag should_stop answers from
         # The job's status when a poll found it no longer running (e.g. "failed" by the heartbeat check).
@@ -107,6 +109,12 @@ class MetricsSink(Callback):
         now = clock()
         self._next_flush = now + flush_interval_s
         self._next_poll = now  # poll before the first step: a job cancelled while starting stops at once
+
+    def resume_at(self, resumed: dict[str, Any]) -> None:
+        """This attempt continues from a checkpoint (runner.resume_point: checkpoint, phase, ``steps`` of each run
+        in flight, lost_s): the job's progress says so, and each resumed run counts its steps from there."""
+        self.resumed = resumed
+        self._last_step.update({run: step - 1 for run, step in resumed.get("steps", {}).items() if step > 0})
 
     # -- Callback hooks (the training thread) --------------------------------------------------
     def on_run_start(self, run, info):
@@ -133,6 +141,9 @@ class MetricsSink(Callback):
 
     def on_run_end(self, result: RunResult) -> None:
         self.flush()
+
+    def on_checkpoint(self) -> None:
+        self.flush()  # the points a checkpoint covers are stored before it exists: a resumption keeps them
 
     def should_stop(self) -> bool:
         if self.stop_event is not None and self.stop_event.is_set():
@@ -201,5 +212,8 @@ class MetricsSink(Callback):
 
     def _set_progress(self, run: str, *, step: int, epoch: int) -> None:
         info = self._run_info.get(run, {})
+        step = max(step, self._last_step.get(run, -1) + 1)  # a resumed run starts where its checkpoint stood
         self._progress = progress(run, step=step, total_steps=int(info.get("total_steps") or 0), epoch=epoch, epochs=int(info.get("epochs") or 0))
+        if self.resumed is not None:
+            self._progress["resumed"] = self.resumed
         self._progress_dirty = True

@@ -70,10 +70,12 @@ class Settings(BaseSettings):
     contended_wait_share: float = Field(default=0.15, gt=0, le=1)
     contended_cpu_share: float = Field(default=0.8, gt=0, le=1)
 
-    # Jobs left `running` by a process that died: "fail" (default) or "requeue" (see app.crud.give_up_run).
-    recover_policy: Literal["fail", "requeue"] = "fail"
-    # With "requeue": a job is started at most this many times (job.attempts), then failed with the reason.
-    # A graceful stop (SIGTERM) requeues without using up an attempt.
+    # Jobs left `running` by a process that died, stopped by a shutdown or whose server restarted: "resume"
+    # (default: requeued, the next attempt continues from the job's last checkpoint), "requeue" (requeued,
+    # from scratch: its checkpoints deleted) or "fail" (see app.crud.give_up_run).
+    recover_policy: Literal["resume", "requeue", "fail"] = "resume"
+    # With "resume" / "requeue": a job is started at most this many times (job.attempts), then failed with the
+    # reason. A graceful stop (SIGTERM) requeues without using up an attempt.
     max_attempts: int = Field(default=3, ge=1, le=100)
     # Celery mode: a job still queued (never claimed) this long after it was last sent is sent again (its
     # message may be lost: a broker restarted without persistence, an API that died between commit and send);
@@ -121,6 +123,9 @@ class Settings(BaseSettings):
     max_artifact_bytes: int = Field(default=2 * 1024**3, ge=0)
     artifact_retention_days: float | None = Field(default=None, gt=0)
     artifact_keep_last: int | None = Field(default=None, ge=1)
+    # A running job's checkpoints (<artifact_dir>/<job id>/checkpoints, so as shared as the weights) are
+    # deleted when the job ends (succeeded, failed, cancelled) unless this keeps them.
+    keep_checkpoints: bool = False
 
     # Server-sent events: how often the stream looks for news, and a keep-alive comment.
     events_poll_interval_s: float = 0.5

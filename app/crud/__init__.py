@@ -26,6 +26,7 @@ from app.crud.lifecycle import (
     next_queued_job_id,
     request_cancel,
     requeue_job,
+    resume_run,
     retry_job_once,
 )
 from app.crud.logs import append_job_logs, job_logs_after, last_job_log_seq, set_job_log_message
@@ -118,6 +119,7 @@ __all__ = [
     "recover_stale_jobs",
     "request_cancel",
     "requeue_job",
+    "resume_run",
     "results_version",
     "retry_job_once",
     "set_job_log_message",

@@ -146,11 +146,12 @@ def retry_job_once(*, session: Session, job: Job) -> tuple[Job, bool]:
 RUN_RESET = dict(started_at=None, worker=None, progress=None, result=None, reproducibility=None)
 
 
-def requeue_job(*, session: Session, job_id: int, attempt: int | None = None) -> bool:
+def requeue_job(*, session: Session, job_id: int, attempt: int | None = None, keep_points: bool = False) -> bool:
     """A run stopped by its own process's shutdown (SIGTERM, not a fault): back to `queued` at once,
     and the attempt given back (``attempts - 1``: a deploy restarting workers must not use up a job's
     requeue limit). Its points and progress are deleted in the same transaction: the rerun writes its own
-    from step 0. False when the job is no longer this run's."""
+    from step 0; ``keep_points`` (the rerun resumes from a checkpoint): the points stay, and the resuming
+    run deletes those its checkpoint does not cover (``resume_run``). False when the job is no longer this run's."""
     res = session.execute(
         move(
             "requeue",
@@ -163,6 +164,34 @@ def requeue_job(*, session: Session, job_id: int, attempt: int | None = None) ->
     if res.rowcount != 1:
         session.rollback()
         return False
-    session.execute(delete(MetricPoint).where(col(MetricPoint.job_id) == job_id))
+    if not keep_points:
+        session.execute(delete(MetricPoint).where(col(MetricPoint.job_id) == job_id))
+    session.commit()
+    return True
+
+
+def resume_run(*, session: Session, job_id: int, attempt: int, kept: dict[str, tuple[int, int] | None]) -> bool:
+    """The run claimed as ``attempt`` starts where a checkpoint left the job: the metric points an earlier
+    attempt wrote beyond it are deleted, so that each step is stored once (the resumed run writes them again).
+
+    ``kept``: what the checkpoint holds of each run: None for a run it holds as finished (all its points stay),
+    (step, epoch) for a run in flight (its step points before ``step`` stay, and its epoch points before
+    ``epoch``, the epoch in progress, whose evaluation runs again); a run it does not name loses all its
+    points (``{}``: no checkpoint, the run starts from step 0). One transaction, after an UPDATE that requires
+    the job still this run's (False, nothing deleted, when it is not).
+    """
+    res = session.execute(move("flush", *this_run(job_id, attempt), in_sources("fail_run"), heartbeat_at=utcnow()))
+    if res.rowcount != 1:
+        session.rollback()
+        return False
+    mine = col(MetricPoint.job_id) == job_id
+    session.execute(delete(MetricPoint).where(mine, col(MetricPoint.run).not_in(list(kept))))
+    for run, where in kept.items():
+        if where is None:
+            continue
+        step, epoch = where
+        this = (mine, col(MetricPoint.run) == run)
+        session.execute(delete(MetricPoint).where(*this, col(MetricPoint.kind) == "step", col(MetricPoint.step) >= step))
+        session.execute(delete(MetricPoint).where(*this, col(MetricPoint.kind) == "epoch", col(MetricPoint.epoch) >= epoch))
     session.commit()
     return True

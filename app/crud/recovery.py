@@ -17,12 +17,13 @@ STALE_ERROR = "interrupted: no heartbeat from worker {worker} for {age} s; retry
 INTERRUPTED_LIMIT = " (started {attempts} times, the most DYNDS_MAX_ATTEMPTS={max_attempts} allows: not requeued again)"
 # The name the embedded executor's runs carry (worker/runner.worker_name: host:pid:thread).
 EXECUTOR_THREAD = "dynds-executor"
-POLICIES = ("fail", "requeue")
+POLICIES = ("resume", "requeue", "fail")
+REQUEUING = ("resume", "requeue")
 
 
 def _check_policy(policy: str) -> None:
     if policy not in POLICIES:
-        raise ValueError(f"policy must be 'fail' or 'requeue', got {policy!r}")
+        raise ValueError(f"policy must be 'resume', 'requeue' or 'fail', got {policy!r}")
 
 
 def give_up_run(
@@ -33,7 +34,9 @@ def give_up_run(
 
     policy "requeue": back to `queued` while ``attempts < max_attempts``, its points, progress, result
     and reproducibility record of the lost run deleted (the rerun starts from step 0 and writes its own);
-    beyond that, and under policy "fail", failed with ``error`` (the limit said in it). A job whose
+    policy "resume": the same, but the points stay (the next attempt continues from the job's checkpoint
+    and deletes those it does not cover: ``resume_run``); beyond that, and under policy "fail", failed with
+    ``error`` (the limit said in it). A job whose
     cancel was requested is cancelled instead. One transaction: the conditional UPDATE of the job (which
     re-checks ``where``, e.g. the heartbeat still stale) before the points are deleted.
     """
@@ -46,16 +49,16 @@ def give_up_run(
     now = now or utcnow()
     if cancel:
         op, values = "give_up_cancelled", dict(active_hash=None, finished_at=now, error=error)
-    elif policy == "requeue" and attempts < max_attempts:
+    elif policy in REQUEUING and attempts < max_attempts:
         op, values = "give_up_requeue", dict(RUN_RESET, heartbeat_at=now)
     else:
-        limit = INTERRUPTED_LIMIT.format(attempts=attempts, max_attempts=max_attempts) if policy == "requeue" else ""
+        limit = INTERRUPTED_LIMIT.format(attempts=attempts, max_attempts=max_attempts) if policy in REQUEUING else ""
         op, values = "give_up_fail", dict(error=error + limit, active_hash=None, finished_at=now)
     stmt = move(op, *this_run(job_id, attempts), *where, **values)
     if session.execute(stmt).rowcount != 1:
         session.rollback()
         return None
-    if op == "give_up_requeue":
+    if op == "give_up_requeue" and policy == "requeue":
         session.execute(delete(MetricPoint).where(col(MetricPoint.job_id) == job_id))
     session.commit()
     return target(op)

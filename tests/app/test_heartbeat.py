@@ -130,7 +130,8 @@ def test_the_app_checks_heartbeats_periodically(settings, engine, dispatcher, br
     now = utcnow()
     set_heartbeat(engine, stale, now - timedelta(seconds=700))
     set_heartbeat(engine, fresh, now)
-    app = create_app(settings.model_copy(update={"broker_url": broker, "stale_check_interval_s": 0.05}), dispatcher=dispatcher)
+    update = {"broker_url": broker, "stale_check_interval_s": 0.05, "recover_policy": "fail"}
+    app = create_app(settings.model_copy(update=update), dispatcher=dispatcher)
 
     def status(c, job_id):
         return c.get(f"/api/v1/jobs/{job_id}").json()
@@ -183,3 +184,22 @@ def test_with_requeue_a_stale_job_is_requeued_and_sent_again_until_its_attempts_
             time.sleep(0.02)
         job = job_row(engine, job_id)
         assert job.error.startswith("interrupted: no heartbeat from worker gpu2:1:MainThread") and "started 2 times" in job.error
+
+
+def test_a_stale_job_keeps_its_checkpoints_while_requeued_and_loses_them_when_failed(settings, engine, session):
+    from app.artifacts import checkpoint_dir
+    from app.main import check_heartbeats
+
+    requeued, failed = running_job(session, seed=1), running_job(session, seed=2)
+    used = {failed: 2, requeued: 0}  # attempts before this claim: the failed one has used up max_attempts=2
+    for job_id, before in used.items():
+        with Session(engine) as s:
+            s.execute(update(Job).where(col(Job.id) == job_id).values(attempts=before + 1, heartbeat_at=utcnow() - timedelta(seconds=700)))
+            s.commit()
+        checkpoint_dir(settings, job_id).mkdir(parents=True)
+        (checkpoint_dir(settings, job_id) / "ckpt-000000.dynds").write_bytes(b"x")
+    outcome = check_heartbeats(engine, settings.model_copy(update={"max_attempts": 2}))  # the default policy: resume
+    assert sorted(outcome) == sorted([requeued, failed])
+    assert job_row(engine, requeued).status == "queued" and job_row(engine, failed).status == "failed"
+    assert (checkpoint_dir(settings, requeued) / "ckpt-000000.dynds").exists(), "the next attempt resumes from it"
+    assert not checkpoint_dir(settings, failed).exists(), "the job ended: its checkpoints are deleted"

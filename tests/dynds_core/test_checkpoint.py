@@ -335,3 +335,29 @@ def test_a_job_interrupted_twice_lists_both_resumptions(tmp_path, monkeypatch):
     resumed = train(spec, c, resume_from=tmp_path, keep_baseline_model=True)
     _assert_same_job(whole, seen, resumed, a.seen + b.seen + c.seen)
     assert [i.steps["dynds"] for i in resumed.interruptions] == [3, 6]
+
+
+def test_callbacks_hear_of_each_checkpoint_before_it_is_written(tmp_path):
+    """A callback that stores the steps it saw (the service's metrics sink) is told before each checkpoint file
+    exists, with every step that checkpoint covers already reported: what a resumption keeps is stored."""
+
+    class Store(Callback):
+        def __init__(self):
+            self.steps, self.calls = 0, []
+
+        def on_step(self, m):
+            self.steps += 1
+
+        def on_checkpoint(self):
+            newest = list_checkpoints(tmp_path)
+            self.calls.append((self.steps, newest[0].name if newest else None))
+
+    store = Store()
+    spec = tiny_spec(equal_time_baseline=False, train={"checkpoint_every_s": 1e-9})
+    train(spec, store, checkpoint_dir=tmp_path)
+    assert len(store.calls) >= 4
+    for i, (steps, newest) in enumerate(store.calls):
+        assert newest == (f"ckpt-{i - 1:06d}.dynds" if i else None), "told before its own file is written"
+        header = read_checkpoint(tmp_path / f"ckpt-{i:06d}.dynds").header if i >= len(store.calls) - 2 else None
+        if header is not None:  # the two kept: the steps they cover had all been reported
+            assert sum(header["steps"].values()) == steps

@@ -108,8 +108,12 @@ def test_stopping_the_executor_requeues_the_running_job(settings, sessions, make
     with sessions() as s:
         job = crud.get_job(session=s, job_id=job_id)
         points = crud.metrics_after(session=s, job_id=job_id)
-    # A shutdown is not the job's fault: queued again, the attempt given back, the stopped run's points gone.
-    assert job.status == "queued" and job.attempts == 0 and job.error is None and job.progress is None and points == []
+    # A shutdown is not the job's fault: queued again, the attempt given back; its points stay for the resumption
+    # from the checkpoint written at the stop (recover policy "resume"; "requeue" deletes them).
+    assert job.status == "queued" and job.attempts == 0 and job.error is None and job.progress is None
+    steps = sorted(p.step for p in points if p.kind == "step" and p.run == "dynds")
+    assert steps and steps == list(range(len(steps)))
+    assert list((settings.artifact_dir / str(job_id) / "checkpoints").glob("ckpt-*.dynds")), "a checkpoint at the stop"
 
 
 def test_embedded_threads():
@@ -159,6 +163,7 @@ def test_each_job_runs_in_a_child_process_named_in_its_worker_column(served, ses
 
 def test_a_child_killed_mid_job_has_its_job_recovered_at_once_and_the_queue_goes_on(settings, sessions, make_job):
     doomed, next_job = make_job(_long_spec()), make_job(tiny_spec(seed=1))
+    settings = settings.model_copy(update={"recover_policy": "fail"})
     executor = EmbeddedExecutor(settings, session_factory=sessions, idle_poll_s=0.1).start()
     try:
         wait_until(lambda: ((_job(sessions, doomed).progress or {}).get("step") or 0) >= 2, 60, "the job to take steps")

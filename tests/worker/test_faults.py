@@ -194,8 +194,9 @@ def test_a_second_embedded_serve_refuses_to_start_and_leaves_the_first_ones_job_
 
 
 def test_sigterm_to_serve_requeues_the_running_job_which_reruns_cleanly(tmp_path, database_url):
+    """Recover policy requeue: from scratch (test_resume.py: the default, resume, continues from a checkpoint)."""
     sessions = db_sessions(database_url)
-    serve, url = start_serve(tmp_path, database_url)
+    serve, url = start_serve(tmp_path, database_url, DYNDS_RECOVER_POLICY="requeue")
     try:
         job_id = submit(url, long_spec())["id"]
         wait_steps(sessions, job_id, 3, 60, serve)
@@ -210,7 +211,7 @@ def test_sigterm_to_serve_requeues_the_running_job_which_reruns_cleanly(tmp_path
     # progress gone with it in one transaction, and the heartbeat stamped with the requeue.
     assert job.status == "queued" and job.attempts == 0 and job.worker is None and job.progress is None, (job.status, job.error)
     assert points == [] and job.heartbeat_at is not None and job.result is None
-    again, _ = start_serve(tmp_path, database_url)
+    again, _ = start_serve(tmp_path, database_url, DYNDS_RECOVER_POLICY="requeue")
     try:
         wait_status(sessions, job_id, FINAL, 120, again)
         assert_one_clean_run(sessions, job_id)
@@ -227,9 +228,9 @@ def test_sigterm_to_a_worker_requeues_its_job_for_the_next_worker(tmp_path, redi
     db_url = f"sqlite:///{tmp_path / 'dynds.db'}"
     redis = redis_server()
     sessions = db_sessions(db_url)
-    serve, url = start_serve(tmp_path, db_url, **_celery_env(redis))
+    serve, url = start_serve(tmp_path, db_url, **_celery_env(redis, DYNDS_RECOVER_POLICY="requeue"))
     try:
-        first = start_worker(tmp_path, db_url, redis.url, "first")
+        first = start_worker(tmp_path, db_url, redis.url, "first", DYNDS_RECOVER_POLICY="requeue")
         try:
             job_id = submit(url, long_spec())["id"]
             wait_steps(sessions, job_id, 3, 90, first)
@@ -241,7 +242,7 @@ def test_sigterm_to_a_worker_requeues_its_job_for_the_next_worker(tmp_path, redi
             points = crud.metrics_after(session=s, job_id=job_id)
         assert job.status == "queued" and job.attempts == 0 and points == [], (job.status, job.error, first.output()[-3000:])
         # The message went back to the broker with the job (rejected with requeue): the next worker takes it.
-        second = start_worker(tmp_path, db_url, redis.url, "second")
+        second = start_worker(tmp_path, db_url, redis.url, "second", DYNDS_RECOVER_POLICY="requeue")
         try:
             wait_status(sessions, job_id, FINAL, 90, second)
             assert_one_clean_run(sessions, job_id)

@@ -331,6 +331,7 @@ def test_sink_batches_writes(sessions, make_job):
 
 def test_a_job_orphaned_by_a_dead_process_is_failed_not_rerun(sessions, settings, make_job):
     """What a Celery redelivery after a worker child died finds: the job running under a dead pid."""
+    settings = settings.model_copy(update={"recover_policy": "fail"})
     job_id = make_job()
     dead = subprocess.Popen(["true"])
     dead.wait()
@@ -346,3 +347,81 @@ def test_a_job_orphaned_by_a_dead_process_is_failed_not_rerun(sessions, settings
         crud.claim_job(session=s, job_id=live_id, worker=runner.worker_name())
     assert run_job(live_id, session_factory=sessions, settings=settings) == "skipped"
     assert _job(sessions, live_id).status == "running"
+
+
+class StopsAt(Callback):
+    """A shutdown (SIGTERM) arriving after the DynDS run's step ``at``: sets the runner's stop event."""
+
+    def __init__(self, event, at):
+        self.event, self.at = event, at
+
+    def on_step(self, m):
+        if m.run == "dynds" and m.step == self.at:
+            self.event.set()
+
+
+def _stopped_at_a_checkpoint(sessions, settings, make_job, monkeypatch, at=5):
+    """A job (12 steps a run) stopped by a shutdown after step ``at``: requeued, a checkpoint left at its stop."""
+    import dynds_core
+
+    real_train = dynds_core.train
+    job_id = make_job({**tiny_spec(), "data": {**TINY_SPEC["data"], "synthetic_size": 384}})
+    stop = threading.Event()
+    monkeypatch.setattr(dynds_core, "train", lambda spec, callbacks, **kw: real_train(spec, [StopsAt(stop, at), *callbacks], **kw))
+    assert run_job(job_id, session_factory=sessions, settings=settings, stop_event=stop) == "requeued"
+    monkeypatch.setattr(dynds_core, "train", real_train)
+    job = _job(sessions, job_id)
+    assert job.status == "queued" and job.attempts == 0
+    assert sorted(p.step for p in _points(sessions, job_id, "step") if p.run == "dynds") == list(range(at + 1)), "the points so far stay"
+    return job_id
+
+
+def _checkpoints(settings, job_id):
+    from app.artifacts import checkpoint_dir
+
+    return sorted(p.name for p in checkpoint_dir(settings, job_id).glob("*.dynds"))
+
+
+@pytest.mark.parametrize("keep", [False, True], ids=["dropped", "kept"])
+def test_a_job_stopped_by_a_shutdown_resumes_from_its_checkpoint_then_drops_it(sessions, settings, make_job, monkeypatch, caplog, keep):
+    settings = settings.model_copy(update={"keep_checkpoints": keep})
+    job_id = _stopped_at_a_checkpoint(sessions, settings, make_job, monkeypatch)
+    assert _checkpoints(settings, job_id)
+    assert run_job(job_id, session_factory=sessions, settings=settings) == "succeeded"
+    job = _job(sessions, job_id)
+    (where,) = job.result["interruptions"]
+    # In lockstep the baseline stopped within a step of the DynDS run (which of them the stop caught first).
+    assert where["steps"]["dynds"] == 6 and abs(where["steps"]["baseline"] - 6) <= 1 and job.attempts == 1
+    assert sorted(p.step for p in _points(sessions, job_id, "step") if p.run == "dynds") == list(range(12))
+    assert any("resumes from checkpoint" in r.getMessage() and "dynds at step 6" in r.getMessage() for r in caplog.records)
+    assert bool(_checkpoints(settings, job_id)) == keep, "deleted when the job ended, unless DYNDS_KEEP_CHECKPOINTS"
+
+
+def test_a_checkpoint_written_on_other_hardware_is_not_resumed(sessions, settings, make_job, monkeypatch, caplog):
+    import json
+
+    from app.artifacts import checkpoint_dir
+
+    job_id = _stopped_at_a_checkpoint(sessions, settings, make_job, monkeypatch)
+    # The job's spec leaves the hardware open: its next attempt landed on a worker of another class.
+    (checkpoint_dir(settings, job_id) / runner.HARDWARE_FILE).write_text(json.dumps({"hardware_key": "cpu · Other CPU · 8 threads"}))
+    assert run_job(job_id, session_factory=sessions, settings=settings) == "succeeded"
+    job = _job(sessions, job_id)
+    assert job.result["interruptions"] == [], "started from scratch"
+    assert sorted(p.step for p in _points(sessions, job_id, "step") if p.run == "dynds") == list(range(12)), "every step once"
+    assert any("was written on cpu · Other CPU · 8 threads" in r.getMessage() and "from scratch" in r.getMessage() for r in caplog.records)
+
+
+def test_recover_policy_requeue_starts_from_scratch(sessions, settings, make_job, monkeypatch):
+    settings = settings.model_copy(update={"recover_policy": "requeue"})
+    import dynds_core
+
+    real_train = dynds_core.train
+    job_id = make_job({**tiny_spec(), "data": {**TINY_SPEC["data"], "synthetic_size": 384}})
+    stop = threading.Event()
+    monkeypatch.setattr(dynds_core, "train", lambda spec, callbacks, **kw: real_train(spec, [StopsAt(stop, 5), *callbacks], **kw))
+    assert run_job(job_id, session_factory=sessions, settings=settings, stop_event=stop) == "requeued"
+    assert _points(sessions, job_id) == [] and _checkpoints(settings, job_id) == [], "no checkpoints written, the points gone"
+    monkeypatch.setattr(dynds_core, "train", real_train)
+    assert run_job(job_id, session_factory=sessions, settings=settings) == "succeeded"
+    assert _job(sessions, job_id).result["interruptions"] == []

@@ -15,6 +15,7 @@ from app.api import sse
 from app.api.deps import MAX_INT64, MAX_ROW_ID, CursorQuery, IdParam, OffsetQuery, ReadAuthDep, SessionDep, SettingsDep, WriteAuthDep
 from app.api.errors import problems
 from app.api.spec_policy import parse_spec_request
+from app.artifacts import remove_checkpoints
 from app.core.config import Settings
 from app.dispatch import dispatch
 from app.fleet import registry, routing
@@ -153,12 +154,14 @@ def read_job(job_id: IdParam, session: SessionDep, _: ReadAuthDep) -> JobPublic:
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic, responses=problems(404, 409))
-def cancel_job(job_id: IdParam, session: SessionDep, _: WriteAuthDep) -> JobPublic:
+def cancel_job(job_id: IdParam, session: SessionDep, settings: SettingsDep, _: WriteAuthDep) -> JobPublic:
     job = job_or_404(session, job_id)
     try:
         job = crud.request_cancel(session=session, job=job)
     except crud.JobStateError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
+    if job.status == "cancelled":  # a queued job (perhaps interrupted, waiting to resume) ended here
+        remove_checkpoints(settings, job.id)
     return JobPublic.from_job(job)
 
 

@@ -103,3 +103,44 @@ def test_a_shutdown_requeue_gives_the_attempt_back(session, new_job):
     assert job.status == "queued" and job.attempts == 0 and job.progress is None and job.worker is None
     assert session.exec(select(MetricPoint).where(MetricPoint.job_id == job.id)).all() == []
     assert not crud.requeue_job(session=session, job_id=job.id, attempt=attempt)  # not running: nothing changes
+
+
+def test_a_shutdown_requeue_keeps_the_points_for_a_resumption(session, new_job):
+    job = new_job()
+    attempt = crud.claim_job(session=session, job_id=job.id, worker="w").attempts
+    crud.append_metrics(session=session, job_id=job.id, points=[{"run": "dynds", "kind": "step", "step": 0, "values": {}}])
+    assert crud.requeue_job(session=session, job_id=job.id, attempt=attempt, keep_points=True)
+    session.refresh(job)
+    assert job.status == "queued" and job.attempts == 0 and job.progress is None
+    assert len(session.exec(select(MetricPoint).where(MetricPoint.job_id == job.id)).all()) == 1
+
+
+def test_a_resumed_run_replaces_the_points_written_after_its_checkpoint(session, new_job):
+    job = new_job()
+    first = crud.claim_job(session=session, job_id=job.id, worker="w1").attempts
+
+    def step(run, n):
+        return {"run": run, "kind": "step", "step": n, "epoch": n // 4, "values": {}}
+
+    def epoch(run, e):
+        return {"run": run, "kind": "epoch", "step": 4 * e + 3, "epoch": e, "values": {}}
+
+    # The lost attempt: the baseline finished (8 steps), the DynDS run reached step 9 (evaluated epochs 0 and 1);
+    # an equal-time run had begun. The checkpoint holds the baseline as done and DynDS after 8 steps, at the end
+    # of epoch 1 but before its evaluation (which the resumed run makes again).
+    points = [step("baseline", n) for n in range(8)] + [epoch("baseline", 0), epoch("baseline", 1)]
+    points += [step("dynds", n) for n in range(10)] + [epoch("dynds", 0), epoch("dynds", 1), step("equal_time", 0)]
+    assert crud.flush_metrics(session=session, job_id=job.id, points=points, attempt=first)
+    crud.requeue_job(session=session, job_id=job.id, attempt=first, keep_points=True)
+    second = crud.claim_job(session=session, job_id=job.id, worker="w2").attempts
+    assert not crud.resume_run(session=session, job_id=job.id, attempt=second + 1, kept={})  # not this run's: nothing deleted
+    assert len(session.exec(select(MetricPoint).where(MetricPoint.job_id == job.id)).all()) == len(points)
+
+    assert crud.resume_run(session=session, job_id=job.id, attempt=second, kept={"baseline": None, "dynds": (8, 1)})
+    left = session.exec(select(MetricPoint).where(MetricPoint.job_id == job.id).order_by(MetricPoint.id)).all()
+    assert [(p.run, p.kind, p.step) for p in left if p.run == "baseline"] == [(p["run"], p["kind"], p["step"]) for p in points[:10]]
+    assert sorted((p.kind, p.step) for p in left if p.run == "dynds") == [("epoch", 3)] + [("step", n) for n in range(8)]
+    assert not [p for p in left if p.run == "equal_time"]
+    # No checkpoint (from scratch): every point goes.
+    assert crud.resume_run(session=session, job_id=job.id, attempt=second, kept={})
+    assert session.exec(select(MetricPoint).where(MetricPoint.job_id == job.id)).all() == []

@@ -9,7 +9,7 @@ from app import crud
 from app.models import Job, MetricPoint, utcnow
 
 
-@pytest.mark.parametrize("policy", ["fail", "requeue"])
+@pytest.mark.parametrize("policy", ["fail", "requeue", "resume"])
 def test_recover_interrupted(session, policy, new_job, set_columns):
     stale, fresh = new_job(train={"seed": 1}), new_job(train={"seed": 2})
     for job in (stale, fresh):
@@ -22,13 +22,15 @@ def test_recover_interrupted(session, policy, new_job, set_columns):
         assert stale.status == "failed" and stale.error.startswith("interrupted") and f"/jobs/{stale.id}/retry" in stale.error
     else:
         assert stale.status == "queued" and stale.started_at is None and stale.attempts == 1
-        assert session.exec(select(MetricPoint).where(MetricPoint.job_id == stale.id)).all() == []
+        # "requeue" starts again from step 0; "resume" keeps the points (its next run deletes those past its checkpoint).
+        kept = session.exec(select(MetricPoint).where(MetricPoint.job_id == stale.id)).all()
+        assert len(kept) == (1 if policy == "resume" else 0)
         # Started three times (the limit), each run's first metrics flush overwriting the progress: the
         # count lives in job.attempts, so the third interruption fails the job with the reason.
         for n in (2, 3):
             assert crud.claim_job(session=session, job_id=stale.id, worker="dead").attempts == n
             assert crud.flush_metrics(session=session, job_id=stale.id, points=[], progress={"step": 1}, attempt=n)
-            crud.recover_interrupted(session=session, policy="requeue", max_attempts=3)
+            crud.recover_interrupted(session=session, policy=policy, max_attempts=3)
             session.refresh(stale)
             assert stale.status == ("queued" if n < 3 else "failed"), n
         assert stale.attempts == 3 and "started 3 times" in stale.error and "DYNDS_MAX_ATTEMPTS=3" in stale.error

@@ -116,6 +116,8 @@ def test_delete_removes_the_job_its_points_artifacts_and_files(client, session, 
     other = _fake_artifact(session, settings, keep, b"other weights")
     path = artifacts.resolve(settings, row.path)
     (path.parent.parent / "attempt-9").mkdir()  # a lost run's leftovers go with the job's directory
+    artifacts.checkpoint_dir(settings, done).mkdir()  # and its checkpoints (kept by DYNDS_KEEP_CHECKPOINTS)
+    (artifacts.checkpoint_dir(settings, done) / "ckpt-000003.dynds").write_bytes(b"checkpoint")
     crud.append_metrics(session=session, job_id=done, points=[{"run": "dynds", "kind": "step", "step": 0, "values": {"loss": 1.0}}])
     session.add(IdempotencyKey(key="k-1", job_id=done))
     session.commit()
@@ -133,6 +135,16 @@ def test_delete_removes_the_job_its_points_artifacts_and_files(client, session, 
     assert [a.id for a in crud.job_artifacts(session=session, job_id=keep)] == [other.id]
     assert client.get(f"{API}/jobs/{done}").status_code == 404
     assert client.delete(f"{API}/jobs/{done}").status_code == 404
+
+
+def test_cancelling_a_queued_job_deletes_the_checkpoints_it_was_to_resume_from(client, session, settings):
+    job, _ = crud.submit_job(session=session, spec=JobSpec.parse(TINY), force=True)  # interrupted, waiting to resume
+    where = artifacts.checkpoint_dir(settings, job.id)
+    where.mkdir(parents=True)
+    (where / "ckpt-000003.dynds").write_bytes(b"checkpoint")
+    r = client.post(f"{API}/jobs/{job.id}/cancel")
+    assert r.status_code == 200 and r.json()["status"] == "cancelled", r.text
+    assert not where.exists() and not where.parent.exists()
 
 
 def test_delete_keeps_a_retry_of_the_job(client, session):
