@@ -30,7 +30,7 @@ UNKNOWN = "unknown"
 _NOT_RECIPE = ("name", "dynds", "baseline", "equal_time_baseline")
 # What the recipe left out of train before (0003: the seed) and after this revision (where the job ran too).
 _NOT_TRAIN_BEFORE = ("seed",)
-_NOT_TRAIN_AFTER = ("seed", "device", "num_threads", "hardware")
+_NOT_TRAIN_AFTER = ("seed", "device", "num_threads", "hardware", "checkpoint_every_s")
 
 
 def _hash(obj) -> str:

@@ -81,6 +81,8 @@ def _old_job(spec: JobSpec, *, status: str, active: bool, data: dict | None = No
     from app.leaderboard import setting_key, track_of
 
     canonical = data if data is not None else spec.canonical()
+    # Stored before train.hardware and train.checkpoint_every_s existed (0007): an old row has neither.
+    canonical = {**canonical, "train": {k: v for k, v in canonical["train"].items() if k not in ("hardware", "checkpoint_every_s")}}
     return {
         "name": "old",
         "status": status,
@@ -219,9 +221,9 @@ def _check_0007(url):
     record = {"device": "cpu", "device_name": xeon, "torch_threads": 2, "torch": "2.14.1+cpu", "cuda": None, "cudnn": None}
     gpu_record = {**record, "device": "cuda:0", "device_name": "NVIDIA H100 80GB HBM3", "cuda": "13.0", "cudnn": 91000}
 
-    def stored(spec: JobSpec) -> dict:  # the spec as stored before train.hardware existed
+    def stored(spec: JobSpec) -> dict:  # the spec as stored before train.hardware and checkpoint_every_s existed
         data = spec.canonical()
-        del data["train"]["hardware"]
+        del data["train"]["hardware"], data["train"]["checkpoint_every_s"]
         return data
 
     def old_recipe_hash(data: dict) -> str:  # 0003's rule: the recipe kept train.device and num_threads
