@@ -23,7 +23,8 @@ def test_startup_touches_no_running_job_unless_it_holds_the_serve_lock(settings,
         assert c.get(f"/api/v1/jobs/{job.id}").json()["status"] == "running"
     # `dynds serve` holding the serve lock knows the executor that ran `job` is gone; a Celery worker's job is
     # left to its heartbeat.
-    app = create_app(settings, dispatcher=dispatcher, recover_executor_jobs=True)
+    # (recover_policy fail here: with the default, resume, the job would wait in the queue for its next attempt)
+    app = create_app(settings.model_copy(update={"recover_policy": "fail"}), dispatcher=dispatcher, recover_executor_jobs=True)
     with TestClient(app) as c:
         assert app.state.recovered == [job.id]
         body = c.get(f"/api/v1/jobs/{job.id}").json()
