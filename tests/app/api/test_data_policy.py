@@ -3,28 +3,11 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
+from policy_helpers import data_dir, locs, settings  # noqa: F401  (fixtures)
 
 from app.api.spec_policy import spec_errors
-from app.core.config import Settings
-
-
-@pytest.fixture
-def data_dir(tmp_path) -> Path:
-    d = tmp_path / "data"
-    (d / "cifar10").mkdir(parents=True)
-    return d
-
-
-@pytest.fixture
-def settings(tmp_path, data_dir) -> Settings:
-    return Settings(database_url="sqlite://", home=tmp_path / "home", data_dirs=[str(data_dir)], devices=["cpu"])
-
-
-def locs(errors) -> set[tuple]:
-    return {tuple(e["loc"]) for e in errors}
 
 
 def test_a_root_that_does_not_exist_is_422(settings, data_dir):

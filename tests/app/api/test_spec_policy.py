@@ -2,30 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from fastapi.exceptions import RequestValidationError
+from policy_helpers import data_dir, locs, settings  # noqa: F401  (fixtures)
 
 from app.api.spec_policy import parse_spec_request, spec_errors, too_deep
-from app.core.config import Settings
 from dynds_core.spec import JobSpec
-
-
-@pytest.fixture
-def data_dir(tmp_path) -> Path:
-    d = tmp_path / "data"
-    (d / "cifar10").mkdir(parents=True)
-    return d
-
-
-@pytest.fixture
-def settings(tmp_path, data_dir) -> Settings:
-    return Settings(database_url="sqlite://", home=tmp_path / "home", data_dirs=[str(data_dir)], devices=["cpu"])
-
-
-def locs(errors) -> set[tuple]:
-    return {tuple(e["loc"]) for e in errors}
 
 
 def nested(depth: int):

@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from fastapi.exceptions import RequestValidationError
+from policy_helpers import data_dir, settings  # noqa: F401  (fixtures)
 
 from app.api import sweep_grid
 from app.api.sweep_grid import set_dotted, sweep_specs
-from app.core.config import Settings
-
-
-@pytest.fixture
-def data_dir(tmp_path) -> Path:
-    d = tmp_path / "data"
-    (d / "cifar10").mkdir(parents=True)
-    return d
-
-
-@pytest.fixture
-def settings(tmp_path, data_dir) -> Settings:
-    return Settings(database_url="sqlite://", home=tmp_path / "home", data_dirs=[str(data_dir)], devices=["cpu"])
 
 
 def nested(depth: int):
