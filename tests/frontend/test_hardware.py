@@ -38,9 +38,10 @@ HW = machines()
 CPU, GPU, BUSY = HW["cpu"].key, HW["cuda"].key, HW["cpu2"].key  # "cpu · Test CPU · 1 thread", "cuda · Test GPU · x1", ...
 
 
-def result_of(spec, *, hardware, time_saving: float, gap: float, contention: str | None = None):
-    """A JobResult with a paired and an equal-time baseline, measured on ``hardware`` (as tests/app's make_result)."""
-    from dynds_core.result import JobResult, RunResult
+def result_of(spec, *, hardware, time_saving: float, gap: float, contention: str | None = None, interruptions=()):
+    """A JobResult with a paired and an equal-time baseline, measured on ``hardware`` (as tests/app's make_result);
+    ``interruptions``: (phase, {run: step}, lost_s) of each resumption from a checkpoint."""
+    from dynds_core.result import Interruption, JobResult, RunResult
 
     cpu_share, wait_share = (0.61, 0.38) if contention else (0.97, 0.01)  # what the run's meters saw
     return JobResult(
@@ -59,6 +60,10 @@ def result_of(spec, *, hardware, time_saving: float, gap: float, contention: str
         pairing="lockstep",
         contended=contention is not None,
         contention=contention,
+        interruptions=[
+            Interruption(checkpoint=f"ckpt-{i:06d}.dynds", phase=phase, steps=steps, saved_at=0.0, resumed_at=lost, lost_s=lost)
+            for i, (phase, steps, lost) in enumerate(interruptions, 1)
+        ],
     )
 
 
@@ -91,7 +96,9 @@ def seed_database(home) -> dict[str, list[int]]:
             # p=0.3: a tie on both
             finished("p3-cpu", {"name": f"p3-cpu-{seed}", **p3}, hardware=HW["cpu"], time_saving=0.08, gap=(0.1, -0.2, 0.05)[seed])
             finished("p3-gpu", {"name": f"p3-gpu-{seed}", **p3}, hardware=HW["cuda"], time_saving=0.25, gap=(0.2, -0.1, 0.0)[seed])
-        finished("busy", {"name": "busy", "train": {"epochs": 3}}, hardware=HW["cpu2"], time_saving=0.5, gap=0.3, contention=CONTENTION)
+        finished("busy", {"name": "busy", "train": {"epochs": 3}}, hardware=HW["cpu2"], time_saving=0.5, gap=0.3, contention=CONTENTION,
+            interruptions=[("lockstep", {"baseline": 60, "dynds": 60}, 42.5)],
+        )  # fmt: skip
     engine.dispose()
     return ids
 
@@ -221,7 +228,15 @@ def test_job_page_flags_contended_hardware_with_its_reason(vpage, server):
     block = page.locator("#job-hardware").inner_text()
     assert CONTENTION in page.locator("#hardware-contention").inner_text() and "2" in block
     assert "61 % of its CPU time · 38 % waiting for a CPU" in block  # what the DynDS run's meters saw
+    # It was resumed once from a checkpoint: where each run took up again, and the time that cost.
+    (resumed,) = page.locator("#resumptions li").all_inner_texts()
+    assert "Baseline from step 60" in resumed and "DynDS from step 60" in resumed and "42.5 s lost" in resumed and "lockstep" in resumed
     shot(page, f"job-contended-{page.size_name}")
+
+
+def test_a_job_never_interrupted_lists_no_resumption(page, server):
+    goto(page, server, f"jobs/{server.ids['p5-gpu'][0]}", "job")
+    assert page.locator("#resumptions").count() == 0 and page.locator("#attempts").inner_text() == "1"
 
 
 # --- jobs list ------------------------------------------------------------------------------------------

@@ -555,6 +555,17 @@ function hardwarePanel(j) {
     <p class="muted" style="margin:8px 0 0;font-size:.85rem">Measured by the process that ran the job, not read from the spec. Results are compared only with results measured on the same key.</p></section>`;
 }
 
+/** Each time the job resumed from a checkpoint (JobResult.interruptions; while it runs, its progress's resumed). */
+function resumptions(j) {
+  const done = (j.result && j.result.interruptions) || [];
+  const live = !done.length && j.progress && j.progress.resumed ? [j.progress.resumed] : [];
+  const all = done.length ? done : live;
+  if (!all.length) return "";
+  const steps = (r) => Object.entries(r.steps || {}).map(([run, step]) => `${RUN_LABEL[run] || run} from step ${int(step)}`).join(", ");
+  return html`<h3>Resumed from checkpoints</h3><ol class="resumptions" id="resumptions">${all.map((r) => html`<li>${steps(r) || "from the start of its part"}
+      <span class="muted">(${r.phase || "job"}; ${secs(r.lost_s, "time lost not recorded")} lost: steps done again and the time it was down)</span></li>`)}</ol>`;
+}
+
 function details(j, defaults) {
   const rep = j.reproducibility;
   const pkgs = rep && rep.packages ? Object.entries(rep.packages).map(([k, v]) => `${k} ${v}`).join(", ") : "not recorded";
@@ -573,7 +584,9 @@ function details(j, defaults) {
         <dt>packages</dt><dd class="mono">${pkgs}</dd></dl>` : html`<p class="muted">Recorded when a worker starts the job.</p>`}
       <h3>Timeline</h3>
       <dl class="kv"><dt>created</dt><dd>${when(j.created_at, "unknown")}</dd><dt>started</dt><dd>${when(j.started_at, "not yet")}</dd>
-        <dt>finished</dt><dd>${when(j.finished_at, "not yet")}</dd><dt>wall time</dt><dd>${j.started_at ? duration(j.started_at, j.finished_at) : "not started"}</dd></dl>
+        <dt>finished</dt><dd>${when(j.finished_at, "not yet")}</dd><dt>wall time</dt><dd>${j.started_at ? duration(j.started_at, j.finished_at) : "not started"}</dd>
+        <dt>attempts</dt><dd id="attempts">${int(j.attempts || 0)}</dd></dl>
+      ${resumptions(j)}
     </section>
     <section class="panel span-all" aria-labelledby="spec-title"><h2 id="spec-title">Spec</h2>
       <p class="muted">Hash <code>${j.spec_hash}</code></p>${specList(j.spec, defaults)}
