@@ -6,7 +6,7 @@ import math
 from collections import defaultdict
 from typing import Any
 
-from app.leaderboard.keys import HARDWARE_SEP, frontier_key, recipe_key, recipes_and_labels, resolve_track, split_track_key
+from app.leaderboard.keys import HARDWARE_SEP, frontier_key, recipe_key, split_track_key, track_index
 from dynds_core.stats import mean_ci95, mean_std
 from dynds_core.verdict import DEFAULT_MIN_SEEDS, judge
 
@@ -158,8 +158,9 @@ def build_leaderboard(
         raise ValueError(f"max_acc_drop must be >= 0 (percentage points), got {max_acc_drop}")
     if min_seeds < 1:
         raise ValueError(f"min_seeds must be >= 1, got {min_seeds}")
-    recipes, labels = recipes_and_labels(rows)
-    wanted = None if track is None else (resolve_track(rows, track) or "")
+    index = track_index(rows)
+    recipes, labels = index.recipes, index.labels
+    wanted = None if track is None else (index.resolve(track) or "")
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         if r.get("time_saving") is None or r.get("acc_delta") is None:

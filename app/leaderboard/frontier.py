@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 from app.leaderboard.cells import _ci, build_leaderboard, per_seed
-from app.leaderboard.keys import frontier_key, hardware_of, recipe_key, recipes_and_labels, resolve_track, split_track_key
+from app.leaderboard.keys import frontier_key, hardware_of, recipe_key, split_track_key, track_index
 from dynds_core.stats import mean_ci95
 from dynds_core.verdict import DEFAULT_MIN_SEEDS
 
@@ -76,8 +76,9 @@ def build_frontier(
     a baseline point's x is its steps as a fraction of the full budget's (the track's epochs), a DynDS
     cell's x is 1 - its paired time saving (measured against a baseline that ran beside it).
     """
-    recipes, labels = recipes_and_labels(rows)
-    k = resolve_track(rows, track)
+    index = track_index(rows)
+    recipes, labels = index.recipes, index.labels
+    k = index.resolve(track)
     if k is None:
         return None
     hardware = split_track_key(k)[1]  # one hardware's frontier: budgets measured elsewhere are other machines

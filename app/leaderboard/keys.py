@@ -11,6 +11,7 @@ import copy
 import hashlib
 import json
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -179,13 +180,39 @@ def split_track_key(key: str) -> tuple[str, str]:
     return part, hardware or UNKNOWN_HARDWARE
 
 
-def recipes_and_labels(rows: list[dict[str, Any]]) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
-    """Recipe (by track key) and unique label (by track key) of every track in ``rows``: the recipe's
-    label (unique among the recipes), `` on ``, the hardware key."""
+@dataclass(frozen=True)
+class TrackIndex:
+    """The tracks of some rows: recipe and unique label by track key, and each recipe's label by recipe part."""
+
+    recipes: dict[str, dict[str, Any]]
+    labels: dict[str, str]
+    recipe_labels: dict[str, str]
+
+    def resolve(self, track: str) -> str | None:
+        """The track key that ``track`` names, or None: a track key or label, or a recipe hash or label without
+        its hardware when that recipe was measured on one hardware key only."""
+        if track in self.labels:
+            return track
+        found = next((k for k, label in self.labels.items() if label == track), None)
+        if found is not None:
+            return found
+        parts = {part for part, label in self.recipe_labels.items() if track in (part, label)}
+        matches = [k for k in self.labels if split_track_key(k)[0] in parts]
+        return matches[0] if len(matches) == 1 else None
+
+
+def track_index(rows: list[dict[str, Any]]) -> TrackIndex:
+    """Every track in ``rows``, labelled: the recipe's label (unique among the recipes), `` on ``, the hardware key."""
     recipes, recipe_labels = _recipe_labels(rows)
     keys = {recipe_key(r): recipe_part(r) for r in rows}
     labels = {k: f"{recipe_labels[part]}{HARDWARE_SEP}{split_track_key(k)[1]}" for k, part in keys.items()}
-    return {k: recipes[part] for k, part in keys.items()}, labels
+    return TrackIndex({k: recipes[part] for k, part in keys.items()}, labels, recipe_labels)
+
+
+def recipes_and_labels(rows: list[dict[str, Any]]) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """Recipe (by track key) and unique label (by track key) of every track in ``rows`` (``track_index``)."""
+    index = track_index(rows)
+    return index.recipes, index.labels
 
 
 def _recipe_labels(rows: list[dict[str, Any]]) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
@@ -214,15 +241,5 @@ def _recipe_labels(rows: list[dict[str, Any]]) -> tuple[dict[str, dict[str, Any]
 
 
 def resolve_track(rows: list[dict[str, Any]], track: str) -> str | None:
-    """The track key that ``track`` names among ``rows``, or None: a track key or label, or a recipe hash or
-    label without its hardware when that recipe was measured on one hardware key only."""
-    _, labels = recipes_and_labels(rows)
-    if track in labels:
-        return track
-    found = next((k for k, label in labels.items() if label == track), None)
-    if found is not None:
-        return found
-    recipe_labels = _recipe_labels(rows)[1]
-    parts = {part for part, label in recipe_labels.items() if track in (part, label)}
-    matches = [k for k in labels if split_track_key(k)[0] in parts]
-    return matches[0] if len(matches) == 1 else None
+    """The track key that ``track`` names among ``rows`` (``TrackIndex.resolve``), or None."""
+    return track_index(rows).resolve(track)
