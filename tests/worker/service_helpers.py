@@ -156,17 +156,28 @@ def wait_serving(proc: Proc, health_url: str, timeout: float = 60) -> None:
     wait_until(up, timeout, f"dynds serve to answer {health_url}", interval=0.2)
 
 
+def start_serve(tmp_path: Path, **env: str) -> tuple[Proc, str]:
+    """`dynds serve` on a free port (log level warning; ``env`` over subprocess_env), once it answers /healthz:
+    (its Proc, its root URL). Stopped again if it never answers."""
+    port = free_port()
+    proc = Proc(["serve", "--port", str(port), "--log-level", "warning"], subprocess_env(tmp_path, **env), tmp_path / f"serve-{port}.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_serving(proc, url + "/healthz")
+    except BaseException:
+        proc.stop()
+        raise
+    return proc, url
+
+
 @pytest.fixture
 def serve(tmp_path):
     """Start `dynds serve` (embedded executor, SQLite in tmp_path); returns its base URL."""
     procs: list[Proc] = []
 
     def start(**env_extra: str) -> str:
-        port = free_port()
-        proc = Proc(["serve", "--port", str(port), "--log-level", "warning"], subprocess_env(tmp_path, **env_extra), tmp_path / f"serve-{port}.log")
+        proc, url = start_serve(tmp_path, **env_extra)
         procs.append(proc)
-        url = f"http://127.0.0.1:{port}"
-        wait_serving(proc, url + "/api/v1/healthz")
         return url
 
     yield start

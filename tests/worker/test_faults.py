@@ -25,9 +25,9 @@ from service_helpers import (  # noqa: F401  (fixtures)
     redis_server,
     subprocess_env,
     tiny_spec,
-    wait_serving,
     wait_until,
 )
+from service_helpers import start_serve as serve_process
 
 from app import crud
 from app.models import Job
@@ -45,15 +45,7 @@ def long_spec(seed: int = 0, size: int = 2048) -> dict:
 
 
 def start_serve(tmp_path: Path, db_url: str, **env: str) -> tuple[Proc, str]:
-    port = free_port()
-    proc = Proc(
-        ["serve", "--port", str(port), "--log-level", "warning"],
-        subprocess_env(tmp_path, DYNDS_DATABASE_URL=db_url, **env),
-        tmp_path / f"serve-{port}.log",
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_serving(proc, url + "/healthz")
-    return proc, url
+    return serve_process(tmp_path, DYNDS_DATABASE_URL=db_url, **env)
 
 
 def start_worker(tmp_path: Path, db_url: str, broker: str, name: str, **env: str) -> Proc:

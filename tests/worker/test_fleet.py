@@ -24,14 +24,13 @@ from service_helpers import (  # noqa: F401  (fixtures)
     DYNDS,
     Proc,
     db_sessions,
-    free_port,
     pg_database,
     redis_server,
     subprocess_env,
     tiny_spec,
-    wait_serving,
     wait_until,
 )
+from service_helpers import start_serve as serve_process
 from sqlmodel import select
 
 from app import crud
@@ -91,15 +90,8 @@ def _rows(sessions) -> list[tuple[str, bool]]:
 
 
 def start_serve(tmp_path: Path, db_url: str, broker: str, **env: str) -> tuple[Proc, str]:
-    port = free_port()
-    proc = Proc(
-        ["serve", "--port", str(port), "--log-level", "warning"],
-        subprocess_env(tmp_path, DYNDS_DATABASE_URL=db_url, DYNDS_BROKER_URL=broker, **FLEET, **env),
-        tmp_path / f"serve-{port}.log",
-    )
-    url = f"http://127.0.0.1:{port}/api/v1"
-    wait_serving(proc, url + "/healthz")
-    return proc, url
+    proc, url = serve_process(tmp_path, DYNDS_DATABASE_URL=db_url, DYNDS_BROKER_URL=broker, **FLEET, **env)
+    return proc, url + "/api/v1"
 
 
 def start_worker(tmp_path: Path, db_url: str, broker: str, name: str, **env: str) -> Proc:

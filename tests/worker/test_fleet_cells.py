@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 
 import httpx
-from service_helpers import TINY_SPEC, Proc, free_port, pg_database, subprocess_env, wait_serving, wait_until  # noqa: F401  (pg_database: a fixture)
+from service_helpers import TINY_SPEC, Proc, pg_database, start_serve, subprocess_env, wait_until  # noqa: F401  (pg_database: a fixture)
 
 API = "/api/v1"
 
@@ -15,13 +15,12 @@ API = "/api/v1"
 def test_a_sweep_over_seeds_on_two_hardware_classes_ends_in_one_cell_per_class(tmp_path, redis_url, pg_database):
     queue = f"fleet-{uuid.uuid4().hex[:8]}"
     env = {"DYNDS_BROKER_URL": redis_url, "DYNDS_DATABASE_URL": pg_database, "DYNDS_QUEUE": queue}
-    port = free_port()
-    procs = [Proc(["serve", "--port", str(port), "--log-level", "warning"], subprocess_env(tmp_path, **env), tmp_path / "serve.log")]
+    serve, url = start_serve(tmp_path, **env)
+    procs = [serve]
     for threads in (1, 2):
         # The spec leaves threads to the worker: each job's hardware is its worker's (1 or 2 threads).
         worker_env = subprocess_env(tmp_path, **env, DYNDS_WORKER_THREADS=str(threads))
         procs.append(Proc(["worker", "--name", f"t{threads}@%h", "--concurrency", "1"], worker_env, tmp_path / f"worker-t{threads}.log"))
-    url = f"http://127.0.0.1:{port}"
 
     def logs() -> str:
         return "\n".join(f"--- {p.log_path.name}:\n{p.output()[-3000:]}" for p in procs)
@@ -29,7 +28,6 @@ def test_a_sweep_over_seeds_on_two_hardware_classes_ends_in_one_cell_per_class(t
     try:
         for p in procs[1:]:  # both workers listening before the sweep goes in: the jobs spread over them
             wait_until(lambda p=p: p.popen.poll() is None and "ready" in p.output(), 90, f"{p.log_path.name} to be ready\n{logs()}", 0.3)
-        wait_serving(procs[0], f"{url}{API}/healthz")
         base = {k: dict(v) if isinstance(v, dict) else v for k, v in TINY_SPEC.items()}
         del base["train"]["num_threads"]
         r = httpx.post(f"{url}{API}/sweeps", json={"name": "fleet", "base": base, "seeds": list(range(6))}, timeout=30)

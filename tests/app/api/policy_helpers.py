@@ -1,20 +1,11 @@
 """Fixtures and helpers the spec-policy tests share (test_spec_policy, test_data_policy, test_device_policy,
-test_sweep_grid import them): a data directory, settings that allow only it and offer only the CPU."""
+test_sweep_grid import them): settings that allow only tests/app/conftest.py's data directory and offer only the CPU."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 
 from app.core.config import Settings
-
-
-@pytest.fixture
-def data_dir(tmp_path) -> Path:
-    d = tmp_path / "data"
-    (d / "cifar10").mkdir(parents=True)
-    return d
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from policy_helpers import data_dir, locs, settings  # noqa: F401  (fixtures)
+from policy_helpers import locs, settings  # noqa: F401  (fixtures)
 
 from app.api.spec_policy import spec_errors
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from fastapi.exceptions import RequestValidationError
-from policy_helpers import data_dir, locs, settings  # noqa: F401  (fixtures)
+from policy_helpers import locs, settings  # noqa: F401  (fixtures)
 
 from app.api.spec_policy import parse_spec_request, spec_errors, too_deep
 from dynds_core.spec import JobSpec

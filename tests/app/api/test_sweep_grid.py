@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from fastapi.exceptions import RequestValidationError
-from policy_helpers import data_dir, settings  # noqa: F401  (fixtures)
+from policy_helpers import settings  # noqa: F401  (fixtures)
 
 from app.api import sweep_grid
 from app.api.sweep_grid import set_dotted, sweep_specs
