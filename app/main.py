@@ -31,7 +31,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -129,6 +129,38 @@ def _static_dir() -> Path | None:
         STATIC_DIR = Path(__file__).resolve().parent.parent / "frontend" / "static"
     path = Path(STATIC_DIR)
     return path if (path / "index.html").is_file() else None
+
+
+DOCS_NOT_BUILT = (
+    "<!doctype html><title>dynds: documentation not built</title><h1>The documentation is not built here</h1>"
+    "<p>In a checkout: <code>bash scripts/docs.sh</code> builds it into <code>site/</code>, which "
+    "<code>dynds serve</code> serves here; or set <code>DYNDS_DOCS_DIR</code> to a built site. The same pages, "
+    "as Markdown, are in the source's <code>docs/</code>; the API's own reference is at <a href='/docs'>/docs</a>.</p>"
+)
+
+
+def _docs_dir(settings: Settings) -> Path | None:
+    """The built documentation site, if there is one."""
+    path = settings.docs_dir or Path(__file__).resolve().parent.parent / "site"
+    return path if (path / "index.html").is_file() else None
+
+
+def _mount_docs(app: FastAPI, settings: Settings) -> None:
+    """/manual/: the documentation site, offline (no fonts or scripts from elsewhere); a page saying how to
+    build it where it is not built (a 404: nothing there yet)."""
+    site = _docs_dir(settings)
+    if site is None:
+
+        @app.get("/manual/{path:path}", include_in_schema=False)
+        def docs_not_built(path: str) -> HTMLResponse:
+            return HTMLResponse(DOCS_NOT_BUILT, status_code=404)
+
+    else:
+        app.mount("/manual", StaticFiles(directory=site, html=True), name="manual")
+
+    @app.get("/manual", include_in_schema=False)
+    def manual() -> RedirectResponse:
+        return RedirectResponse("/manual/")
 
 
 def _mount_dashboard(app: FastAPI) -> None:
@@ -307,5 +339,6 @@ def create_app(
     app.include_router(health.router)  # /healthz and /readyz at the root too, for orchestrators
     app.include_router(log_routes.router, prefix=API_PREFIX)  # GET /jobs/{id}/logs
     app.include_router(workers.router, prefix=API_PREFIX)  # GET /workers: the fleet
+    _mount_docs(app, settings)
     _mount_dashboard(app)
     return app

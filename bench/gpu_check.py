@@ -1,4 +1,4 @@
-"""The CUDA figures the README still lacks, in one run of under 8 minutes (run it through bench/gpu_check.sh).
+"""The CUDA figures the documentation (docs/figures.md) still lacks, in one run of under 8 minutes (run it through bench/gpu_check.sh).
 
 1. Reduced versus full training-step speed-ups on CUDA for CIFAR ResNet-20 and ResNet-56 at batch 128 and
    512, in fp32 NCHW, fp32 channels_last and bf16 autocast (channels_last), with the FLOP ratio beside them

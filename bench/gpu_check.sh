@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# For the day a GPU machine is lent: the CUDA figures the README lacks, in under 8 minutes.
+# For the day a GPU machine is lent: the CUDA figures docs/figures.md lacks, in under 8 minutes.
 # Reduced-vs-full step speed-ups (ResNet-20/56, batch 128/512, fp32 / channels_last / bf16 autocast, FLOP
 # ratio beside them) and one lockstep job on the full CIFAR-10 set (see bench/gpu_check.py's docstring).
 # Without CUDA it runs a tiny CPU smoke run instead (prints "no CUDA: CPU fallback") and exits 0.

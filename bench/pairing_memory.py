@@ -1,6 +1,6 @@
 """What lockstep pairing costs in host memory: peak RSS of one job, lockstep against sequential.
 
-Claim checked (README, "Lockstep pairing"): lockstep holds a second model and optimizer at once, not a second
+Claim checked (docs/figures.md, "Lockstep pairing"): lockstep holds a second model and optimizer at once, not a second
 set of activations or a second copy of the data. Each order runs in a fresh process (peak RSS is per
 process): ResNet-20 by default, synthetic 32x32 images, batch 128, one epoch, paired baseline on.
 

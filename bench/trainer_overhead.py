@@ -13,7 +13,7 @@ Conditions are printed with the figures (device, threads, data, batch).
 
 Both sides get the same untimed warm-up (train() runs two steps of each pass type on a throwaway
 copy before timing). Without it the hand loop paid one-off kernel set-up costs in its first steps
-and came out 14-18% slower than train() in earlier runs. Figures: see the README.
+and came out 14-18% slower than train() in earlier runs. Figures: docs/figures.md.
 """
 
 from __future__ import annotations

@@ -12,9 +12,9 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null
 fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 
-# The service's extra always (the quick start runs it); --test adds what the tests use.
-extras="[service]"
-[ "${1:-}" = "--test" ] && extras="[service,test]"
+# The service's extra always (the quick start runs it) and the docs' (it serves them); --test adds what the tests use.
+extras="[service,docs]"
+[ "${1:-}" = "--test" ] && extras="[service,docs,test]"
 # Reinstall only when the dependency list changed (torch alone is several GB to unpack).
 stamp=".venv/.dynds-installed$extras"
 want=$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)

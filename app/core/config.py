@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     data_dirs: Annotated[list[str] | None, NoDecode] = None
     cache_dir: Path | None = None
 
+    # The documentation site served at /manual/ (built by scripts/docs.sh into the checkout's site/). None:
+    # that site/ folder, when this is a source checkout that has built it.
+    docs_dir: Path | None = None
+
     read_requires_token: bool = False
     # The door (`dynds serve`, app/security.py): a server listening beyond loopback with no API token refuses to
     # start unless open_writes says it is meant to be open. Its first token may come as a secret, stored hashed

@@ -1,4 +1,4 @@
-"""DynDS in a user's own loop (dynds_core.method): the README's loop, run for real."""
+"""DynDS in a user's own loop (dynds_core.method): the documentation's loop (docs/library.md), run for real."""
 
 import contextlib
 import re
@@ -14,15 +14,15 @@ from dynds_core.spec import PeriodicSchedule
 
 
 def readme_loop() -> str:
-    """The README's own-loop example, as printed there."""
-    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    """The own-loop example of docs/library.md, as printed there."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "library.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, re.S)
     (block,) = [b for b in blocks if "dynds.batch(" in b]
     return block
 
 
 def test_the_readme_loop_runs_as_printed(monkeypatch):
-    """The README's block itself, executed over a small data set: 15 lines of code, a complete loop, and
+    """The documentation's block itself, executed over a small data set: 15 lines of code, a complete loop, and
     it trains with both batch types."""
     code = readme_loop()
     assert len([line for line in code.splitlines() if line.strip()]) == 15
@@ -38,7 +38,7 @@ def test_the_readme_loop_runs_as_printed(monkeypatch):
     monkeypatch.setattr(DynDS, "batch", batch)
     torch.manual_seed(0)
     ns = {"train_set": TensorDataset(torch.randn(256, 3, 16, 16), torch.randint(0, 10, (256,)))}  # 16x16: a quarter of the cost
-    exec(compile(code, "README.md", "exec"), ns)
+    exec(compile(code, "docs/library.md", "exec"), ns)
     assert [s for s, _ in seen] == list(range(2 * 12))  # every step of 12 epochs of 2 batches, numbered across epochs
     assert {size for _, size in seen} == {16, 8} and torch.isfinite(ns["loss"])  # full and reduced steps both ran
 
