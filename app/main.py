@@ -40,6 +40,7 @@ import dynds_core
 from app import crud
 from app.api import errors
 from app.api.routes import artifacts as artifact_routes
+from app.api.routes import gate as gate_routes
 from app.api.routes import health, jobs, meta, results, sweeps, workers
 from app.api.routes import logs as log_routes
 from app.api.routes.results import ResultsCache
@@ -339,6 +340,7 @@ def create_app(
     app.include_router(health.router)  # /healthz and /readyz at the root too, for orchestrators
     app.include_router(log_routes.router, prefix=API_PREFIX)  # GET /jobs/{id}/logs
     app.include_router(workers.router, prefix=API_PREFIX)  # GET /workers: the fleet
+    app.include_router(gate_routes.router, prefix=API_PREFIX)  # POST /gate: a decision over seeds
     _mount_docs(app, settings)
     _mount_dashboard(app)
     return app

@@ -6,6 +6,7 @@
         job = api.submit(spec)
         job = api.follow(job, on_state=print)   # the job as it ended, with its result
         board = api.leaderboard(min_seeds=1)
+        gate = api.follow_gate(spec, require="worth-it", max_seeds=5)   # a decision over seeds: gate["decision"]
 
 Answers are the API's JSON as dicts (docs/api.md documents each; /openapi.json has their schemas, from
 which typed clients in any language can be generated: tests/app/test_generated_clients.py does).
@@ -27,7 +28,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 import httpx
 
@@ -49,6 +50,58 @@ def dashboard_url(server: str, job_id: int) -> str:
     """The job's page on the dashboard the server serves."""
     root = api_base(server).removesuffix("/api/v1")
     return f"{root}/#/jobs/{job_id}"
+
+
+# POST /gate's decisions; all but "undecided" are final (asking again answers the same).
+GATE_DECISIONS = ("pass", "fail", "undecided", "inconclusive", "error")
+GATE_FINAL = ("pass", "fail", "inconclusive", "error")
+
+
+class GateSeed(TypedDict):
+    """One planned seed of a gate (docs/api.md, "Gate")."""
+
+    seed: int
+    status: Literal["done", "running", "queued", "failed", "elsewhere", "missing", "not_needed"]
+    job_ids: list[int]
+    value: float | None
+    hardware_key: str | None
+
+
+class GateLook(TypedDict):
+    n_seeds: int
+    mean: float
+    ci: list[float]
+    outcome: Literal["pass", "fail"] | None
+
+
+class Gate(TypedDict):
+    """POST /gate's answer: where the decision over seeds stands (docs/api.md, "Gate"; GatePublic in the OpenAPI)."""
+
+    decision: Literal["pass", "fail", "undecided", "inconclusive", "error"]
+    reason: str
+    require: Literal["worth-it", "no-worse"]
+    metric: Literal["equal_time_gap", "acc_delta"]
+    threshold: float
+    max_acc_drop: float | None
+    min_seeds: int
+    max_seeds: int
+    alpha: float
+    level: float
+    looks_planned: int
+    looks: list[GateLook]
+    n_seeds: int
+    mean: float | None
+    ci: list[float] | None
+    ci95: list[float] | None
+    time_saving_mean: float | None
+    recipe_hash: str
+    setting_key: str
+    hardware_key: str | None
+    seeds: list[GateSeed]
+    submitted_job_ids: list[int]
+    noisy_job_ids: list[int]
+    notes: list[str]
+    warnings: list[str]
 
 
 class ApiError(Exception):
@@ -198,6 +251,53 @@ class Client:
         """GET /leaderboard: tracks with their ranked cells over seeds; ``params``: ``track``, ``max_acc_drop``,
         ``min_seeds``, ``include_noisy``."""
         return self._request("GET", "/leaderboard", params=params).json()
+
+    def gate(
+        self,
+        spec: dict[str, Any],
+        *,
+        require: Literal["worth-it", "no-worse"],
+        max_acc_drop: float | None = None,
+        min_seeds: int = 3,
+        max_seeds: int | None = None,
+    ) -> Gate:
+        """POST /gate: where the decision over seeds stands; submits the seeds it still needs. Idempotent: ask
+        again (or ``follow_gate``) until ``decision`` is not "undecided"."""
+        body: dict[str, Any] = {"spec": spec, "require": require, "min_seeds": min_seeds}
+        if max_seeds is not None:  # the server's default: 5, or min_seeds if larger
+            body["max_seeds"] = max_seeds
+        if max_acc_drop is not None:
+            body["max_acc_drop"] = max_acc_drop
+        return self._request("POST", "/gate", json=body).json()
+
+    def follow_gate(
+        self,
+        spec: dict[str, Any],
+        *,
+        require: Literal["worth-it", "no-worse"],
+        max_acc_drop: float | None = None,
+        min_seeds: int = 3,
+        max_seeds: int | None = None,
+        timeout_s: float | None = None,
+        on_gate: Callable[[Gate], None] | None = None,
+        on_state: Callable[[dict[str, Any]], None] | None = None,
+    ) -> Gate:
+        """Ask the gate until it decides (or ``timeout_s`` passes: then its last, undecided answer): between asks,
+        follow the job of the first seed still pending to its end (``on_state`` hears that job's states)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            g = self.gate(spec, require=require, max_acc_drop=max_acc_drop, min_seeds=min_seeds, max_seeds=max_seeds)
+            if on_gate:
+                on_gate(g)
+            if g["decision"] in GATE_FINAL or (deadline is not None and time.monotonic() >= deadline):
+                return g
+            pending = [s for s in g["seeds"] if s["status"] in ("queued", "running") and s["job_ids"]]
+            if not pending:  # a seed's job was just made elsewhere: ask again shortly
+                self._sleep(1.0)
+                continue
+            for state in self.states(pending[0]["job_ids"][-1], deadline=deadline):
+                if on_state:
+                    on_state(state)
 
     def states(self, job_id: int, *, deadline: float | None = None) -> Iterator[dict[str, Any]]:
         """The job (as a list item, progress included) each time it changes, until its end or ``deadline``

@@ -3,6 +3,10 @@
 Exit codes: 0 the job succeeded and met the thresholds; 1 it failed, was cancelled, timed out or missed a
 threshold; 2 the spec was refused, or the server could not be reached (after retrying: dynds/client.py)
 or refused the token. Needs only httpx and the spec reader (no server code, no torch).
+
+With ``--require worth-it|no-worse`` (and ``--wait``) it gates on a decision over seeds instead (POST /gate,
+app/gate.py): 0 pass; 1 fail; 2 as above; 3 inconclusive (--max-seeds reached without a decision); 4 the gate
+could not decide (a seed's job failed or was cancelled, seeds ran on unlike hardware, or --timeout passed).
 """
 
 from __future__ import annotations
@@ -10,11 +14,30 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from dynds.commands.common import EXIT_JOB, EXIT_OK, EXIT_USAGE, fail
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
+# --require's exit codes, by the gate's decision (0, 1 and 2 mean what they mean without it).
+EXIT_INCONCLUSIVE, EXIT_UNDECIDED = 3, 4
+GATE_EXIT = {"pass": EXIT_OK, "fail": EXIT_JOB, "inconclusive": EXIT_INCONCLUSIVE, "error": EXIT_UNDECIDED, "undecided": EXIT_UNDECIDED}
+EXIT_CODES_HELP = """exit codes:
+  0  the job succeeded and met the thresholds; with --require: the gate passed
+  1  the job failed, was cancelled, timed out or missed a threshold; with --require: the gate failed
+     (the interval shows the requirement does not hold)
+  2  the spec or the flags were refused, or the server could not be reached or refused the token
+  3  with --require: inconclusive (--max-seeds seeds ran and the interval still spans the threshold)
+  4  with --require: the gate could not decide (a seed's job failed or was cancelled, seeds ran on
+     unlike hardware, or --timeout passed first)
+
+--require decides over seeds (POST /api/v1/gate): it reuses the finished jobs of the same recipe, setting
+and hardware, runs the first --min-seeds seeds at once and one more after each look that does not decide,
+up to --max-seeds. Each look's interval is corrected for looking again (Bonferroni over the planned looks),
+so a wrong pass or fail happens at most 5 % of the time. worth-it: the equal-time gap's interval lies above
+0 (DynDS beats the baseline trained for the same time); no-worse: the accuracy delta's interval lies above
+-Y (--max-acc-drop, default 0.5)."""
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +45,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "submit",
         help="submit a job spec to a server; with --wait, follow it (for CI)",
         description="Submit a job spec to a dynds server. With --wait, follow the job to its end; the "
-        "exit code then says whether it succeeded and met the thresholds.",
+        "exit code then says whether it succeeded and met the thresholds. With --require, gate on a decision "
+        "over seeds instead.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("spec", help="the job spec, a YAML or JSON file (a relative data.root is made absolute here)")
     p.add_argument("--server", default=None, metavar="URL", help=f"the server's URL (default: $DYNDS_SERVER, else {DEFAULT_SERVER})")
@@ -41,7 +67,19 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=None,
         metavar="Y",
-        help="with --wait: fail if accuracy drops by more than Y points against the baseline (default: not checked)",
+        help="with --wait: fail if accuracy drops by more than Y points against the baseline (default: not checked); "
+        "with --require no-worse: the drop the accuracy delta's interval must stay within (default: 0.5)",
+    )
+    p.add_argument(
+        "--require",
+        choices=("worth-it", "no-worse"),
+        default=None,
+        help="with --wait: decide over seeds (POST /api/v1/gate): worth-it: DynDS beats the baseline trained for the same "
+        "time; no-worse: accuracy drops by at most --max-acc-drop (see exit codes below)",
+    )
+    p.add_argument("--min-seeds", type=int, default=3, metavar="N", help="with --require: seeds of the first look (default: %(default)s)")
+    p.add_argument(
+        "--max-seeds", type=int, default=None, metavar="N", help="with --require: the most seeds to run (default: 5, or --min-seeds if larger)"
     )
     p.add_argument("--timeout", type=float, default=None, metavar="S", help="with --wait: give up after S seconds (default: none)")
     p.add_argument(
@@ -210,10 +248,76 @@ def progress_printer() -> ProgressReporter:
     return ProgressReporter()
 
 
+def gate_flag_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with --require's companions (None: nothing)."""
+    if args.require is None:
+        return None
+    if not args.wait:
+        return "--require needs --wait (the decision comes once the seeds have run)"
+    if args.force:
+        return "--require reuses finished seeds; it does not take --force"
+    if args.min_time_saving is not None:
+        return "--min-time-saving checks one job; --require judges the interval over seeds (leave one out)"
+    if args.max_acc_drop is not None and args.require != "no-worse":
+        return "--max-acc-drop goes with --require no-worse (worth-it compares with the equal-time baseline)"
+    if args.max_acc_drop is not None and args.max_acc_drop < 0:
+        return f"--max-acc-drop must be >= 0 (points): {args.max_acc_drop}"
+    if args.min_seeds < 2:
+        return f"--min-seeds must be >= 2 (one seed has no interval): {args.min_seeds}"
+    if args.max_seeds is not None and args.max_seeds < args.min_seeds:
+        return f"--max-seeds must be >= --min-seeds ({args.min_seeds}): {args.max_seeds}"
+    return None
+
+
+def format_gate(g: Mapping[str, Any]) -> str:
+    """The gate's answer in a few lines: the decision and its reason, then one line per seed that ran or runs."""
+    lines = [f"gate {g['decision']}: {g['reason']}"]
+    for s in g["seeds"]:
+        if s["status"] in ("missing", "not_needed"):
+            continue
+        value = f" {g['metric']} {s['value']:+.2f} pt" if s.get("value") is not None else ""
+        jobs = ", ".join(f"job {i}" for i in s["job_ids"])
+        lines.append(f"  seed {s['seed']}: {s['status']}{value} ({jobs})")
+    lines += [f"  note: {n}" for n in g.get("notes") or []]
+    return "\n".join(lines)
+
+
+class GateReporter:
+    """Prints the gate's answers as ``dynds submit --require`` follows it: a line when the decision or the seeds
+    change (not at every ask), and each pending job's progress through a ProgressReporter of its own."""
+
+    def __init__(self, stream: Any = None):
+        self.stream = stream or sys.stdout
+        self._last: tuple | None = None
+        self._job: int | None = None
+        self._progress: ProgressReporter | None = None
+
+    def gate(self, g: Mapping[str, Any]) -> None:
+        self.end()
+        key = (g["decision"], tuple((s["seed"], s["status"], tuple(s["job_ids"])) for s in g["seeds"]))
+        if key != self._last and g["decision"] == "undecided":
+            print(f"gate undecided: {g['reason']}", file=self.stream, flush=True)
+        self._last = key
+
+    def state(self, job: dict[str, Any]) -> None:
+        if job.get("id") != self._job:
+            self.end()
+            self._job, self._progress = job.get("id"), ProgressReporter(self.stream)
+        assert self._progress is not None
+        self._progress(job)
+
+    def end(self) -> None:
+        if self._progress is not None:
+            self._progress.end()
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     from dynds.client import FINAL_STATES, ApiError, Client, Retry, Unreachable, dashboard_url
     from dynds_core.spec import SpecError, read_spec_file, resolve_data_root
 
+    problem = gate_flag_problem(args)
+    if problem:
+        return fail(problem)
     try:
         spec = resolve_data_root(read_spec_file(args.spec), os.getcwd())
     except SpecError as exc:
@@ -224,19 +328,17 @@ def cmd_submit(args: argparse.Namespace) -> int:
     def note(message: str) -> None:
         print(f"warning: {message}", file=sys.stderr, flush=True)
 
+    if args.require is not None:
+        return gate_command(args, spec, server, token, note)
+
     try:
         with Client(server, token, retry=Retry(retry_for_s=args.retry_for), note=note) as api:
             try:
                 job = api.submit(spec, force=args.force)
             except ApiError as exc:
-                if exc.status_code == 422:
-                    print(f"error: the server refused the spec {args.spec}:", file=sys.stderr)
-                    for line in validation_lines(exc.body):
-                        print(line, file=sys.stderr)
-                    return EXIT_USAGE
-                if exc.status_code in (401, 403):
-                    hint = "pass --token or set DYNDS_TOKEN" if not token else "the token was refused; check it"
-                    return fail(f"{exc} ({hint})")
+                code = refused(exc, args.spec, token)
+                if code is not None:
+                    return code
                 raise
             dedup = ""
             if job.get("deduplicated"):
@@ -272,3 +374,54 @@ def cmd_submit(args: argparse.Namespace) -> int:
     for failure in failures:
         print(f"threshold missed: {failure}", file=sys.stderr)
     return EXIT_JOB if failures else EXIT_OK
+
+
+def refused(exc: Any, spec_path: str, token: str | None) -> int | None:
+    """The exit code and message for a 422 or a refused token (None: another error)."""
+    if exc.status_code == 422:
+        print(f"error: the server refused the spec {spec_path}:", file=sys.stderr)
+        for line in validation_lines(exc.body):
+            print(line, file=sys.stderr)
+        return EXIT_USAGE
+    if exc.status_code in (401, 403):
+        hint = "pass --token or set DYNDS_TOKEN" if not token else "the token was refused; check it"
+        return fail(f"{exc} ({hint})")
+    return None
+
+
+def gate_command(args: argparse.Namespace, spec: dict[str, Any], server: str, token: str | None, note: Any) -> int:
+    """``dynds submit --wait --require ...``: ask POST /gate until it decides; the exit code is the decision's."""
+    from dynds.client import ApiError, Client, Retry, Unreachable
+
+    reporter = GateReporter()
+    try:
+        with Client(server, token, retry=Retry(retry_for_s=args.retry_for), note=note) as api:
+            print(f"gate: {args.require}, asking {api.base}/gate", flush=True)
+            try:
+                g = api.follow_gate(
+                    spec,
+                    require=args.require,
+                    max_acc_drop=args.max_acc_drop,
+                    min_seeds=args.min_seeds,
+                    max_seeds=args.max_seeds,
+                    timeout_s=args.timeout,
+                    on_gate=reporter.gate,
+                    on_state=reporter.state,
+                )
+            except KeyboardInterrupt:
+                reporter.end()
+                return fail("stopped asking the gate; its seeds keep running on the server (ask again: it reuses them)", 130)
+    except Unreachable as exc:
+        reporter.end()
+        return fail(f"cannot reach the server at {server}: {exc}")
+    except ApiError as exc:
+        reporter.end()
+        code = refused(exc, args.spec, token)
+        return code if code is not None else fail(str(exc))
+    reporter.end()
+    for warning in g.get("warnings") or []:
+        note(warning)
+    print(format_gate(g), flush=True)
+    if g["decision"] == "undecided":
+        return fail(f"the gate did not decide within --timeout {args.timeout} s", EXIT_UNDECIDED)
+    return GATE_EXIT[g["decision"]]
