@@ -41,7 +41,7 @@ from app import crud
 from app.api import errors
 from app.api.routes import artifacts as artifact_routes
 from app.api.routes import gate as gate_routes
-from app.api.routes import health, jobs, meta, results, sweeps, workers
+from app.api.routes import health, jobs, meta, recommendation, results, sweeps, workers
 from app.api.routes import logs as log_routes
 from app.api.routes.results import ResultsCache
 from app.artifacts import remove_checkpoints
@@ -340,6 +340,7 @@ def create_app(
     app.include_router(health.router)  # /healthz and /readyz at the root too, for orchestrators
     app.include_router(log_routes.router, prefix=API_PREFIX)  # GET /jobs/{id}/logs
     app.include_router(workers.router, prefix=API_PREFIX)  # GET /workers: the fleet
+    app.include_router(recommendation.router, prefix=API_PREFIX)  # GET /recommendation: what to use, per track
     app.include_router(gate_routes.router, prefix=API_PREFIX)  # POST /gate: a decision over seeds
     _mount_docs(app, settings)
     _mount_dashboard(app)

@@ -21,9 +21,11 @@ Cells are built by the leaderboard's own pure functions (``app.leaderboard.build
 ``build_frontier`` over rows made from the JobResults as the service makes them), so the study and the
 leaderboard share one aggregation; where that module lacks them, ``dynds_core.stats`` directly (said so).
 
-    python bench/tradeoff.py --jobs 2 --threads 1 --out /work/study/tradeoff.jsonl --resume   # the README's table
+    python bench/tradeoff.py --jobs 2 --threads 1 --out /work/study/tradeoff.jsonl --resume   # the table of docs/figures.md
     python bench/tradeoff.py --table-only --out /work/study/tradeoff.jsonl                   # its table again
     python bench/tradeoff.py --quick --out /tmp/quick.jsonl                                  # a smoke run, minutes
+    python bench/tradeoff.py --methods dynds,progressive,mixsize,fixres --jobs 2 --out /work/study/relatives.jsonl --resume
+                                             # the relatives beside DynDS, same budget and baselines (docs/library.md)
 """
 
 from __future__ import annotations
@@ -56,6 +58,19 @@ SETTINGS: dict[str, dict | None] = {
     "anneal-0.8to0": {"schedule": {"kind": "stochastic", "p": 0.8, "p_end": 0.0}},
     "periodic-RF": {"schedule": {"kind": "periodic", "pattern": "RF"}},
     "adaptive": {"schedule": {"kind": "adaptive"}},
+    # DynDS's relatives (docs/library.md), each with its source's defaults, on the same budget and baselines
+    "progressive": {"schedule": {"kind": "progressive"}},
+    "mixsize": {"schedule": {"kind": "mixsize"}},
+    "progressive-fixres": {"schedule": {"kind": "progressive"}, "bn_recalibration": {"batches": 50}},
+    "mixsize-fixres": {"schedule": {"kind": "mixsize"}, "bn_recalibration": {"batches": 50}},
+    "default-fixres": {"schedule": {"kind": "stochastic", "p": 0.5}, "bn_recalibration": {"batches": 50}},
+}
+# --methods: each method's settings, added to --settings (the baseline frontier always comes with them).
+METHODS: dict[str, list[str]] = {
+    "dynds": ["input-only", "phase-first50", "default"],
+    "progressive": ["progressive"],  # Composer's ProgressiveResizing defaults
+    "mixsize": ["mixsize"],  # Mix&Match (Hoffer et al. 2019), sizes clamped to the data's 32 px
+    "fixres": ["progressive-fixres", "mixsize-fixres", "default-fixres"],  # FixRes BN recalibration on each
 }
 LABELS = {
     "baseline": "baseline",
@@ -66,6 +81,11 @@ LABELS = {
     "anneal-0.8to0": "p annealed 0.8 -> 0",
     "periodic-RF": "periodic RF",
     "adaptive": "adaptive",
+    "progressive": "progressive resizing (Composer defaults)",
+    "mixsize": "Mix&Match sizes 16/24/32 px",
+    "progressive-fixres": "progressive + FixRes BN recalibration",
+    "mixsize-fixres": "Mix&Match + FixRes BN recalibration",
+    "default-fixres": "default + FixRes BN recalibration",
 }
 
 
@@ -484,6 +504,11 @@ def main(argv: list[str] | None = None) -> int:
         default="baseline,input-only,phase-first50,default",
         help=f"comma-separated, from {', '.join(SETTINGS)} (baseline: the recipe alone at 25/50/75/100 %% of the epochs)",
     )
+    p.add_argument(
+        "--methods",
+        default=None,
+        help=f"comma-separated, from {', '.join(METHODS)}: their settings (and the baseline frontier) added to --settings",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch threads per job (default: cores // jobs)")
     p.add_argument("--jobs", type=int, default=1, help="jobs run at once, in separate processes")
     p.add_argument("--device", default="cpu")
@@ -499,6 +524,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.subset, args.val_subset, args.epochs, args.seeds, args.settings = 1000, 500, 2, "0,1", "baseline,default"
     args.settings = [s.strip() for s in args.settings.split(",") if s.strip()]
+    if args.methods:
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        bad = [m for m in methods if m not in METHODS]
+        if bad:
+            p.error(f"unknown method(s) {bad}; choose from {', '.join(METHODS)}")
+        extra = ["baseline"] + [name for m in methods for name in METHODS[m]]
+        args.settings += [name for name in extra if name not in args.settings]
     unknown = [n for n in args.settings if n not in SETTINGS]
     if unknown:
         p.error(f"unknown setting(s) {unknown}; choose from {', '.join(SETTINGS)}")

@@ -33,9 +33,9 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from .op_settings import KernelArg, kernel_settings
+from .op_settings import FULL_KERNELS, KernelArg, kernel_settings
 from .schedules import make_schedule
-from .spec import JobSpec
+from .spec import RELATIVE_KINDS, JobSpec
 
 CACHE_SIZE = 512  # counts kept (least recently used out): a server sees many settings over its life
 _CACHE: OrderedDict[tuple, float] = OrderedDict()
@@ -112,10 +112,12 @@ def step_flops(
     device: str | torch.device | None = None,
     count_batch: int = 2,
     timeout_s: float | None = None,
+    input_size: tuple[int, int] | None = None,
 ) -> float:
     """Forward + backward FLOPs of one training step on a batch of ``input_shape`` (N, C, H, W).
 
-    ``reduced``: the reduced step (input downsampled by ``input_factor``, kernels pooled per ``kernel``).
+    ``reduced``: the reduced step (input downsampled by ``input_factor``, kernels pooled per ``kernel``);
+    ``input_size`` (H, W): the input resized to it instead (the relatives' steps at any size).
     ``device``: where to count (default: the model's); FLOPs do not depend on it, only the counting time
     ("meta": no tensor memory at all). ``timeout_s``: raise :class:`EstimateTimeout` past it.
     """
@@ -123,11 +125,12 @@ def step_flops(
         raise ValueError(f"input_shape must be a positive (N, C, H, W): {tuple(input_shape)!r}")
     n, c, h, w = (int(v) for v in input_shape)
     # bn and device never change FLOPs, so they stay out of the key (the baseline's count is reused).
-    key = (_model_signature(model), (c, h, w), reduced) + ((_kernel_key(kernel), input_factor, input_mode) if reduced else ())
+    size = None if input_size is None else (int(input_size[0]), int(input_size[1]))
+    key = (_model_signature(model), (c, h, w), reduced) + ((_kernel_key(kernel), input_factor, input_mode, size) if reduced else ())
     per_sample = _cached(key)
     if per_sample is None:
         deadline = time.monotonic() + timeout_s if timeout_s is not None else None
-        per_sample, _ = _count(model, (c, h, w), reduced, kernel, bn, input_factor, input_mode, device, max(1, count_batch), deadline)
+        per_sample, _ = _count(model, (c, h, w), reduced, kernel, bn, input_factor, input_mode, device, max(1, count_batch), deadline, size)
         _store(key, per_sample)
     return per_sample * n
 
@@ -147,9 +150,9 @@ def _store(key: tuple, value: Any) -> None:
             _CACHE.popitem(last=False)
 
 
-def _count(model, chw, reduced, kernel, bn, input_factor, input_mode, device, count_batch, deadline=None) -> tuple[float, int]:
+def _count(model, chw, reduced, kernel, bn, input_factor, input_mode, device, count_batch, deadline=None, input_size=None) -> tuple[float, int]:
     """(FLOPs per sample of a forward + backward step, bytes per sample the forward pass's ops return)."""
-    from .ops import downsample_input
+    from .ops import downsample_input, resize_input
     from .reduced import attach_separate_bn, reduced_pass
 
     ref = next(iter(model.parameters()), None)
@@ -162,7 +165,7 @@ def _count(model, chw, reduced, kernel, bn, input_factor, input_mode, device, co
     # Values never change FLOPs; zeros keep the global RNG (and so a run's random stream) untouched.
     x = torch.zeros(count_batch, *chw, device=device, dtype=dtype)
     if reduced:
-        x = downsample_input(x, input_factor, input_mode)
+        x = downsample_input(x, input_factor, input_mode) if input_size is None else resize_input(x, input_size, input_mode)
     watch = _Watch(deadline)
     with FlopCounterMode(display=False) as counter, watch:
         if reduced:
@@ -256,22 +259,28 @@ def estimate_spec(
         _store(full_key, counted)
     full_per_sample, act_per_sample = counted
     full = full_per_sample * bs
-    left = None if deadline is None else max(0.0, deadline - time.monotonic())
-    reduced = step_flops(
-        model,
-        (bs, c, h, w),
-        reduced=True,
-        kernel=spec.dynds.kernel,
-        bn=spec.dynds.bn,
-        input_factor=spec.dynds.input.factor,
-        input_mode=spec.dynds.input.mode,
-        device="meta",
-        count_batch=COUNT_BATCH,
-        timeout_s=left,
-    )
     steps_per_epoch = max(1, n_train // spec.train.batch_size)
-    schedule = make_schedule(spec.dynds.schedule, spec.train.epochs * steps_per_epoch, spec.train.seed)
+    schedule = make_schedule(spec.dynds.schedule, spec.train.epochs * steps_per_epoch, spec.train.seed, image_size=(h, w))
     frac = schedule.expected_reduced_fraction()
+    # A relative's reduced steps come in several sizes: their FLOPs, weighted by each size's share of them.
+    shares: dict[tuple[int, int] | None, float] = {size: p for size, p in schedule.size_shares().items()} or {None: 1.0}
+    reduced = 0.0
+    for size, share in shares.items():
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        reduced += share * step_flops(
+            model,
+            (bs, c, h, w),
+            reduced=True,
+            kernel=spec.dynds.kernel if size is None else FULL_KERNELS,
+            bn=spec.dynds.bn,
+            input_factor=spec.dynds.input.factor,
+            input_mode=spec.dynds.input.mode,
+            device="meta",
+            count_batch=COUNT_BATCH,
+            timeout_s=left,
+            input_size=size,
+        )
+    reduced /= sum(shares.values())
     param_bytes = sum(p.numel() for p in model.parameters()) * 4
     state = 2 if spec.train.optimizer == "adamw" else 1  # momentum buffer / Adam's two moments
     models = 2 if spec.baseline and spec.train.pairing == "lockstep" else 1
@@ -350,6 +359,8 @@ def reduced_input_problem(spec: JobSpec, chw: tuple[int, int, int]) -> str | Non
     Measured on every arch: training never fails on small maps (BatchNorm needs two values per channel and a
     batch holds >= 2 images), but on a first map of 1x1 the reduced step trains on one pixel per image.
     """
+    if spec.dynds.schedule.kind in RELATIVE_KINDS:
+        return None  # the relatives' sizes are not the factor's: relative_input_problem
     c, h, w = chw
     factor, arch = spec.dynds.input.factor, spec.model.arch
     need = smallest_reduced_side(arch, c, spec.model.small_input)
@@ -363,4 +374,19 @@ def reduced_input_problem(spec: JobSpec, chw: tuple[int, int, int]) -> str | Non
         f"the reduced input is {h // factor}x{w // factor} ({h}x{w} images / dynds.input.factor {factor}): {arch}'s first "
         f"layer would see a {first_map_side(arch, c, spec.model.small_input, min(h, w) // factor)}-pixel-wide map, where every "
         f"kernel tap but the centre multiplies padding; it needs a reduced input of at least {need}x{need}: {fix}"
+    )
+
+
+def relative_input_problem(spec: JobSpec, chw: tuple[int, int, int], smallest: tuple[int, int]) -> tuple[str, str] | None:
+    """(key path, why) when a relative's smallest input size (progressive's initial_scale, mixsize's
+    smallest scale, of (C, H, W) images) is too small for its network (as :func:`reduced_input_problem`); or None."""
+    c, h, w = chw
+    arch, kind = spec.model.arch, spec.dynds.schedule.kind
+    need = smallest_reduced_side(arch, c, spec.model.small_input)
+    if min(smallest) >= need:
+        return None
+    key = "dynds.schedule.initial_scale" if kind == "progressive" else "dynds.schedule.scales"
+    return key, (
+        f"the smallest {kind} input is {smallest[0]}x{smallest[1]} (of {h}x{w} images): {arch} needs a reduced input of at "
+        f"least {need}x{need} (its first map would be too small to train its kernels); raise {key.rsplit('.', 1)[1]}"
     )

@@ -23,7 +23,8 @@ import torch
 import torch.nn as nn
 from pydantic import BaseModel
 
-from .ops import downsample_input
+from .op_settings import FULL_KERNELS
+from .ops import downsample_input, resize_input
 from .reduced import attach_separate_bn, reduced_pass
 from .schedules import make_schedule
 from .spec import DynDSSpec, JobSpec
@@ -51,6 +52,7 @@ class DynDS:
         input: Setting = None,  # noqa: A002  (the spec section's name)
         bn: str = "frozen",
         seed: int = 0,
+        image_size: tuple[int, int] | None = None,  # (H, W) of the data: the relatives (progressive, mixsize) need it
     ):
         if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
             raise ValueError(f"total_steps must be a positive integer: {total_steps!r}")
@@ -58,7 +60,7 @@ class DynDS:
         # Through JobSpec, so that errors name the key as a spec would ("dynds.schedule.p").
         self.settings: DynDSSpec = JobSpec.parse({"dynds": {**raw, "bn": bn}}, source="DynDS(...)").dynds
         self.total_steps = total_steps
-        self.schedule = make_schedule(self.settings.schedule, total_steps, seed)
+        self.schedule = make_schedule(self.settings.schedule, total_steps, seed, image_size)
         self.last: str | None = None  # the batch type of the latest batch()
 
     def prepare(self, model: nn.Module) -> nn.Module:
@@ -79,6 +81,11 @@ class DynDS:
             yield x
             return
         d = self.settings
+        size = self.schedule.input_size(step)
+        if size is not None:  # a relative's step: the batch resized to its size, kernels full
+            with reduced_pass(model, FULL_KERNELS, d.bn):
+                yield resize_input(x, size, d.input.mode)
+            return
         with reduced_pass(model, d.kernel, d.bn):
             yield downsample_input(x, d.input.factor, d.input.mode)
 

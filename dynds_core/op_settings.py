@@ -90,6 +90,8 @@ class KernelFields(Protocol):
 KernelArg = KernelSettings | KernelFields | Mapping[str, Any] | None
 KERNEL_FIELDS = tuple(f.name for f in dataclasses.fields(KernelSettings))
 DEFAULT_KERNEL = KernelSettings()
+# The relatives' reduced steps (progressive resizing, Mix&Match): the input at another size, kernels as trained.
+FULL_KERNELS = KernelSettings(mode="none")
 
 # KernelSettings by the field values of the spec sections they were built from: a training step passes the
 # same section every time and pays a lookup, not a rebuild and check. Bounded: a server sees few settings.

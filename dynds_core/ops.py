@@ -46,6 +46,33 @@ def downsample_input(x: torch.Tensor, factor: int = 2, mode: str = "avg") -> tor
     if mode == "avg":
         # Area average over factor x factor blocks; a remainder row/column is dropped (floor size).
         return F.avg_pool2d(x, factor)
+    return resize_input(x, (h, w), mode)
+
+
+def resize_input(x: torch.Tensor, size: Sequence[int], mode: str = "avg") -> torch.Tensor:
+    """Shrink a batch of images (N, C, H, W) to any (N, C, h, w) with h <= H, w <= W: the input half of a
+    reduced pass at any size (progressive resizing, Mix&Match), not only at integer factors.
+
+    ``avg`` is an area average (adaptive average pooling: each output pixel averages the input pixels it
+    covers; an exact block average at integer ratios, as :func:`downsample_input`), ``bilinear`` is
+    antialiased, ``nearest`` samples. The data's own size returns ``x``.
+
+    >>> resize_input(torch.ones(2, 3, 32, 32), (20, 20)).shape
+    torch.Size([2, 3, 20, 20])
+    """
+    if mode not in INPUT_MODES:
+        raise ValueError(f"input downsampling mode must be one of {', '.join(INPUT_MODES)}: {mode!r}")
+    if x.dim() != 4:
+        raise ValueError(f"resize_input expects a (N, C, H, W) batch, got shape {tuple(x.shape)}")
+    h, w = (int(v) for v in size)
+    if (h, w) == tuple(x.shape[-2:]):
+        return x
+    if not (1 <= h <= x.shape[-2] and 1 <= w <= x.shape[-1]):
+        raise ValueError(f"resize_input shrinks only: {x.shape[-2]}x{x.shape[-1]} cannot become {h}x{w}")
+    if mode == "avg":
+        if x.shape[-2] % h == 0 and x.shape[-1] % w == 0:
+            return F.avg_pool2d(x, (x.shape[-2] // h, x.shape[-1] // w))  # the same values, a faster kernel
+        return F.adaptive_avg_pool2d(x, (h, w))
     if mode == "bilinear":
         return F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
     return F.interpolate(x, size=(h, w), mode="nearest")

@@ -35,7 +35,7 @@ from torch.nn.modules.utils import _pair
 from torch.overrides import TorchFunctionMode
 
 from .op_settings import BN_MODES, KernelArg, KernelSettings, kernel_settings
-from .ops import downsample_input
+from .ops import downsample_input, resize_input
 from .pooled_conv import get_pooled_conv, pooled_convs
 from .reduced_bn import BATCH_COUNT, ReducedBatchNorm, attach_separate_bn, full_state_dict
 from .reduced_diagnostics import ReducedPassError, explain_failure, naming_the_layer
@@ -143,9 +143,11 @@ def check_reduced_pass(
     *,
     input_mode: str = "avg",
     bn: str = "frozen",
+    size: tuple[int, int] | None = None,
 ) -> None:
     """Run one tiny eval-mode, no-grad forward of the full and the reduced pass; raise
-    :class:`ReducedPassError` naming the layer when the reduced pass cannot work.
+    :class:`ReducedPassError` naming the layer when the reduced pass cannot work. ``size`` (H, W): the
+    reduced input resized to it instead of downsampled by ``factor`` (the relatives' steps).
 
     ``input_shape`` is (C, H, W) or (N, C, H, W) (N is ignored). The model's training flags, BatchNorm
     running statistics and parameters are left as they were.
@@ -155,7 +157,7 @@ def check_reduced_pass(
     c, h, w = input_shape[-3:]
     ref = next(iter(model.parameters()), None)
     x = torch.zeros(2, c, h, w, dtype=ref.dtype if ref is not None else torch.float32, device=ref.device if ref is not None else "cpu")
-    x_small = downsample_input(x, factor, input_mode)
+    x_small = downsample_input(x, factor, input_mode) if size is None else resize_input(x, size, input_mode)
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:

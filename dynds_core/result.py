@@ -73,6 +73,10 @@ class RunResult(BaseModel):
     wait_share: float | None = None
     device_others: int | None = None
     device_users: str | None = None
+    # A relative's (progressive, mixsize) reduced steps by input size, "HxW": count; None for other kinds.
+    steps_by_size: dict[str, int] | None = None
+    # Seconds of FixRes BatchNorm recalibration after training (dynds.bn_recalibration), in train_time_s.
+    bn_recalibration_s: float | None = None
     cancelled: bool = False
 
 

@@ -13,6 +13,16 @@ any step in any order.
 
 The adaptive schedule (ours; none of the prior work has one) follows training signals: see
 :class:`AdaptiveState`.
+
+DynDS's relatives (``RELATIVE_KINDS``) schedule input *sizes*: each step's size is a pure function of
+(seed, step, total steps, the data's size); a step below the data's size is a reduced step, run through
+the same reduced pass with full kernels::
+
+    sched = make_schedule({"kind": "progressive"}, total_steps=100, image_size=(32, 32))
+    sched.input_size(0), sched.input_size(70), sched.input_size(99)   # (16, 16) (24, 24) None (full)
+
+- ``progressive``: Composer's ProgressiveResizing (:func:`progressive_scale`, :func:`progressive_size`).
+- ``mixsize``: Mix&Match, Hoffer et al. 2019, arXiv:1908.08986 (:func:`mixsize_scale`).
 """
 
 from __future__ import annotations
@@ -21,7 +31,16 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .spec import AdaptiveSchedule, NoneSchedule, PeriodicSchedule, PhaseSchedule, StochasticSchedule
+from .spec import (
+    RELATIVE_KINDS,
+    AdaptiveSchedule,
+    MixSizeSchedule,
+    NoneSchedule,
+    PeriodicSchedule,
+    PhaseSchedule,
+    ProgressiveSchedule,
+    StochasticSchedule,
+)
 
 BatchType = Literal["full", "reduced"]
 
@@ -29,14 +48,16 @@ BatchType = Literal["full", "reduced"]
 # definition): a plain dict that leaves a setting out gets the spec's default.
 SCHEDULE_DEFAULTS: dict[str, dict[str, Any]] = {
     section.model_fields["kind"].default: section().model_dump()
-    for section in (NoneSchedule, StochasticSchedule, PeriodicSchedule, PhaseSchedule, AdaptiveSchedule)
+    for section in (NoneSchedule, StochasticSchedule, PeriodicSchedule, PhaseSchedule, AdaptiveSchedule, ProgressiveSchedule, MixSizeSchedule)
 }
 _PERIODIC, _ADAPTIVE = SCHEDULE_DEFAULTS["periodic"], SCHEDULE_DEFAULTS["adaptive"]
+_PROGRESSIVE, _MIXSIZE = SCHEDULE_DEFAULTS["progressive"], SCHEDULE_DEFAULTS["mixsize"]
 
 _MASK64 = (1 << 64) - 1
 # Salts keep the schedule's random stream apart from any other use of the same seed.
 _STREAM_STOCHASTIC = 0x5EED_5C4E
 _STREAM_ADAPTIVE = 0xADA9_7135
+_STREAM_MIXSIZE = 0x312E_5175
 
 
 def _splitmix64(x: int) -> int:
@@ -135,6 +156,105 @@ def adaptive_p(rate_reduced: float | None, rate_full: float | None, p_min: float
 
 
 # ---------------------------------------------------------------------------------------------
+# Input sizes of the relatives (a step's size; the data's own size is a full step)
+# ---------------------------------------------------------------------------------------------
+
+Size = tuple[int, int]
+
+
+def scaled_size(image_size: Size, scale: float, size_increment: int = 1) -> Size:
+    """(H, W) of ``image_size`` scaled by ``scale``, the width rounded to a multiple of ``size_increment``
+    (at least one increment, never above the data's size) and the height following the rounded width, as
+    Composer's ProgressiveResizing rounds.
+
+    >>> scaled_size((32, 32), 0.5, 4), scaled_size((32, 32), 0.6, 4), scaled_size((28, 28), 0.75)
+    ((16, 16), (20, 20), (21, 21))
+    """
+    if not 0 < scale <= 1:
+        raise ValueError(f"scale must be in (0, 1]: {scale}")
+    if size_increment < 1:
+        raise ValueError(f"size_increment must be a positive integer: {size_increment}")
+    h, w = image_size
+    new_w = min(w, max(size_increment, int(round(w * scale / size_increment)) * size_increment))
+    return min(h, max(1, int(round(h * new_w / w)))), new_w
+
+
+def progressive_scale(
+    step: int,
+    total_steps: int,
+    initial_scale: float = _PROGRESSIVE["initial_scale"],
+    delay_fraction: float = _PROGRESSIVE["delay_fraction"],
+    finetune_fraction: float = _PROGRESSIVE["finetune_fraction"],
+) -> float:
+    """Composer's ProgressiveResizing scale at ``step``: ``initial_scale`` for the first ``delay_fraction``
+    of training, rising linearly to 1 where the last ``finetune_fraction`` begins, 1 after.
+
+    >>> [progressive_scale(s, 10) for s in (0, 4, 5, 6, 7, 8, 9)]
+    [0.5, 0.5, 0.5, 0.6666666666666666, 0.8333333333333333, 1.0, 1.0]
+    """
+    _check_step(step, total_steps)
+    if not 0 < initial_scale <= 1:
+        raise ValueError(f"initial_scale must be between 0 and 1: {initial_scale}")
+    if not (0 <= delay_fraction <= 1 and 0 <= finetune_fraction <= 1 and delay_fraction + finetune_fraction <= 1):
+        raise ValueError(f"delay_fraction + finetune_fraction must be at most 1, each in [0, 1]: {delay_fraction}, {finetune_fraction}")
+    elapsed = step / total_steps
+    if elapsed < delay_fraction:
+        return initial_scale
+    ramp = 1.0 - finetune_fraction - delay_fraction
+    done = 1.0 if ramp <= 0 else min(1.0, (elapsed - delay_fraction) / ramp)
+    return initial_scale + (1.0 - initial_scale) * done
+
+
+def progressive_size(
+    step: int,
+    total_steps: int,
+    image_size: Size,
+    initial_scale: float = _PROGRESSIVE["initial_scale"],
+    delay_fraction: float = _PROGRESSIVE["delay_fraction"],
+    finetune_fraction: float = _PROGRESSIVE["finetune_fraction"],
+    size_increment: int = _PROGRESSIVE["size_increment"],
+) -> Size:
+    """The input size of ``step`` under progressive resizing (the data's own size: a full step).
+
+    >>> [progressive_size(s, 10, (32, 32))[1] for s in range(10)]
+    [16, 16, 16, 16, 16, 16, 20, 28, 32, 32]
+    """
+    return scaled_size(image_size, progressive_scale(step, total_steps, initial_scale, delay_fraction, finetune_fraction), size_increment)
+
+
+def mixsize_scale(step: int, seed: int, scales: list[float] = _MIXSIZE["scales"], probs: list[float] = _MIXSIZE["probs"]) -> float:
+    """The scale Mix&Match draws for ``step``: ``scales[i]`` with probability ``probs[i]``, from the
+    counter-based hash of (seed, step), so any step can be asked in any order.
+
+    >>> mixsize_scale(3, seed=0) == mixsize_scale(3, seed=0)
+    True
+    """
+    if not scales or len(scales) != len(probs):
+        raise ValueError(f"mixsize needs one probability per scale: {len(probs)} for {len(scales)} scales")
+    u, acc = uniform(seed, step, _STREAM_MIXSIZE), 0.0
+    for scale, p in zip(scales, probs, strict=True):
+        acc += p
+        if u < acc:
+            return scale
+    return scales[-1]  # float rounding of a sum of 1
+
+
+def smallest_size(schedule: Any, image_size: Size) -> Size:
+    """The smallest input size a relative's schedule section (or dict) can use on ``image_size`` images, without
+    walking its steps (what a spec is checked against at the door); ``image_size`` for DynDS's own kinds.
+
+    >>> smallest_size({"kind": "progressive"}, (32, 32)), smallest_size({"kind": "mixsize"}, (28, 28))
+    ((16, 16), (14, 14))
+    """
+    kind, s = _settings(schedule)
+    if kind == "progressive":
+        return scaled_size(image_size, s["initial_scale"], s["size_increment"])
+    if kind == "mixsize":
+        return min((scaled_size(image_size, sc) for sc, p in zip(s["scales"], s["probs"], strict=True) if p > 0), default=image_size)
+    return image_size
+
+
+# ---------------------------------------------------------------------------------------------
 # Adaptive signals
 # ---------------------------------------------------------------------------------------------
 
@@ -208,15 +328,19 @@ def _settings(spec: Any) -> tuple[str, dict[str, Any]]:
 
 
 class Schedule:
-    """Decides, step by step, whether a batch runs full or reduced. Build with :func:`make_schedule`."""
+    """Decides, step by step, whether a batch runs full or reduced (and, for the relatives, at which input
+    size). Build with :func:`make_schedule`; the relatives need the data's ``image_size`` (H, W)."""
 
-    def __init__(self, spec: Any, total_steps: int, seed: int):
+    def __init__(self, spec: Any, total_steps: int, seed: int, image_size: Size | None = None):
         if total_steps < 1:
             raise ValueError(f"total_steps must be at least 1: {total_steps}")
         self.kind, self.settings = _settings(spec)
         self.spec = spec
         self.total_steps = int(total_steps)
         self.seed = int(seed)
+        self.image_size = None if image_size is None else (int(image_size[0]), int(image_size[1]))
+        if self.kind in RELATIVE_KINDS and self.image_size is None:
+            raise ValueError(f"a {self.kind!r} schedule needs the data's image_size (H, W): its sizes are fractions of it")
         self.final_start = final_full_start(self.total_steps, float(self.settings["final_full_fraction"] or 0.0))
         self.adaptive = AdaptiveState(window=int(self.settings["window"])) if self.kind == "adaptive" else None
 
@@ -234,7 +358,43 @@ class Schedule:
             return phase_reduced(step, n, s["start"], s["end"])
         if k == "adaptive":
             return uniform(self.seed, step, _STREAM_ADAPTIVE) < self.current_p()
+        if k in RELATIVE_KINDS:
+            return self._size(step) != self.image_size
         return False  # none (_settings refused any other kind)
+
+    def _size(self, step: int) -> Size:
+        s, full = self.settings, self.image_size
+        assert full is not None  # __init__ refused a relative without it
+        if self.kind == "progressive":
+            return progressive_size(
+                step, self.total_steps, full, s["initial_scale"], s["delay_fraction"], s["finetune_fraction"], s["size_increment"]
+            )
+        return scaled_size(full, mixsize_scale(step, self.seed, s["scales"], s["probs"]))
+
+    def input_size(self, step: int) -> Size | None:
+        """The input size of a relative's reduced step; None for a full step and for DynDS's own kinds
+        (their reduced steps divide the input by ``dynds.input.factor``)."""
+        if self.kind not in RELATIVE_KINDS or not self._reduced(step):
+            return None
+        return self._size(step)
+
+    def size_shares(self) -> dict[Size, float]:
+        """Expected share of all steps at each reduced input size (the relatives; {} for the other kinds):
+        exact counts for progressive, the draw probabilities for mixsize. What FLOPs and warm-up need."""
+        shares: dict[Size, float] = {}
+        if self.kind == "progressive":
+            for i in range(self.final_start):
+                size = self._size(i)
+                if size != self.image_size:
+                    shares[size] = shares.get(size, 0.0) + 1.0 / self.total_steps
+        elif self.kind == "mixsize":
+            assert self.image_size is not None
+            head = self.final_start / self.total_steps
+            for scale, p in zip(self.settings["scales"], self.settings["probs"], strict=True):
+                size = scaled_size(self.image_size, scale)
+                if size != self.image_size and p > 0:
+                    shares[size] = shares.get(size, 0.0) + p * head
+        return shares
 
     def decide(self, step: int, epoch: int = 0) -> BatchType:
         """``"reduced"`` or ``"full"`` for this step (``epoch`` is informational: kinds work in steps)."""
@@ -270,6 +430,8 @@ class Schedule:
             return False
         if self.kind == "adaptive":
             return self.settings["p_max"] > 0
+        if self.kind in RELATIVE_KINDS:
+            return bool(self.size_shares())
         return any(self._reduced(i) for i in range(self.final_start))
 
     def plan(self) -> list[BatchType] | None:
@@ -287,16 +449,19 @@ class Schedule:
             return sum(stochastic_p(i, n, s["p"], s["p_end"]) for i in range(head)) / n
         if k == "adaptive":
             return 0.5 * (s["p_min"] + s["p_max"]) * head / n
+        if k in RELATIVE_KINDS:
+            return sum(self.size_shares().values())
         return sum(self._reduced(i) for i in range(head)) / n
 
     def __repr__(self) -> str:
         return f"Schedule(kind={self.kind!r}, total_steps={self.total_steps}, seed={self.seed})"
 
 
-def make_schedule(spec: Any, total_steps: int, seed: int = 0) -> Schedule:
-    """Build the schedule of ``spec.dynds.schedule`` (a schedule section or a plain dict).
+def make_schedule(spec: Any, total_steps: int, seed: int = 0, image_size: Size | None = None) -> Schedule:
+    """Build the schedule of ``spec.dynds.schedule`` (a schedule section or a plain dict); ``image_size``
+    (H, W), the data's, is needed by the relatives (progressive, mixsize).
 
     >>> make_schedule({"kind": "periodic", "every": 3}, total_steps=6).plan()
     ['reduced', 'reduced', 'full', 'reduced', 'reduced', 'full']
     """
-    return Schedule(spec, total_steps, seed)
+    return Schedule(spec, total_steps, seed, image_size)

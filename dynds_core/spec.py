@@ -35,12 +35,16 @@ SPEC_VERSION: Final = 1
 # sees it too) and the tuple of its values (error messages, the API's /meta choices), as in op_settings.
 Arch = Literal["resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet18", "resnet34", "resnet50"]
 DatasetName = Literal["synthetic", "cifar10", "cifar100", "imagefolder", "fashion-mnist"]
-ScheduleKind = Literal["none", "stochastic", "periodic", "phase", "adaptive"]
+ScheduleKind = Literal["none", "stochastic", "periodic", "phase", "adaptive", "progressive", "mixsize"]
 LRSchedule = Literal["onecycle", "cosine", "step", "constant"]
 Pairing = Literal["lockstep", "sequential"]
 ARCHS: tuple[Arch, ...] = get_args(Arch)
 DATASETS: tuple[DatasetName, ...] = get_args(DatasetName)
 SCHEDULE_KINDS: tuple[ScheduleKind, ...] = get_args(ScheduleKind)
+# DynDS's relatives: schedules of input *sizes* (any size, kernels full) rather than of DynDS's reduced
+# batches (input / dynds.input.factor, kernels pooled per dynds.kernel). They run through the same reduced
+# pass, trainer, pairing and accounting; dynds.kernel and dynds.input.factor are not used by them.
+RELATIVE_KINDS: tuple[ScheduleKind, ...] = ("progressive", "mixsize")
 
 # The side of the smallest kernel each architecture's reduced pass pools (every conv of at least 2x2 is
 # pooled; 1x1 convs are left alone): a resize target may not be larger, or the "reduced" pass would grow
@@ -227,10 +231,77 @@ class AdaptiveSchedule(_ScheduleBase):
         return self
 
 
+class ProgressiveSchedule(_ScheduleBase):
+    """Progressive resizing: a deterministic ramp of input sizes, kernels full.
+
+    Names and defaults are Composer's ``ProgressiveResizing`` (docs.mosaicml.com, "Progressive Resizing"):
+    the first ``delay_fraction`` of training at ``initial_scale`` of the data's size, then a linear ramp to
+    the full size, reached when the last ``finetune_fraction`` begins; sizes rounded to ``size_increment``
+    px. FFCV's ImageNet ResNet-50 ramps 160 -> 192 px near the end in the same spirit.
+    """
+
+    kind: Literal["progressive"] = "progressive"
+    initial_scale: float = Field(default=0.5, gt=0, le=1)  # of the data's side: 0.5 -> 16 px on 32 px CIFAR
+    delay_fraction: float = Field(default=0.5, ge=0, le=1)  # of training, at initial_scale
+    finetune_fraction: float = Field(default=0.2, ge=0, le=1)  # of training, at the full size, at the end
+    size_increment: int = Field(default=4, ge=1, le=64)  # px: sizes are multiples of it
+
+    @model_validator(mode="after")
+    def _check_fractions(self) -> ProgressiveSchedule:
+        if self.delay_fraction + self.finetune_fraction > 1:
+            raise ValueError(
+                f"[dynds.schedule.finetune_fraction] delay_fraction + finetune_fraction must be at most 1: "
+                f"{self.delay_fraction} + {self.finetune_fraction}"
+            )
+        return self
+
+
+class MixSizeSchedule(_ScheduleBase):
+    """Mix&Match (Hoffer et al. 2019, arXiv:1908.08986): an input size drawn per step, kernels full.
+
+    ``scales`` are fractions of the data's side, drawn with ``probs`` from a hash of (seed, step). Their
+    CIFAR setting draws 16/24/32/48 px with p 0.2/0.3/0.3/0.2; 48 px upsamples 32 px images, so here every
+    scale is at most 1 and the default clamps 48 to 32: scales 0.5/0.75/1 with p 0.2/0.3/0.5. Their
+    constant-compute option (batch scaled by (32/s)^2) is not offered: the loader, the learning-rate
+    schedule, lockstep pairing and the equal-time sizing all count steps of train.batch_size images.
+    """
+
+    kind: Literal["mixsize"] = "mixsize"
+    scales: list[float] = Field(default_factory=lambda: [0.5, 0.75, 1.0], min_length=1, max_length=32)
+    probs: list[float] = Field(default_factory=lambda: [0.2, 0.3, 0.5], min_length=1, max_length=32)
+
+    @field_validator("scales")
+    @classmethod
+    def _check_scales(cls, scales: list[float]) -> list[float]:
+        for s in scales:
+            if not 0 < s <= 1:
+                raise ValueError(
+                    f"each scale must be in (0, 1], a fraction of the data's own resolution: {s} "
+                    "(a scale above 1 upsamples the images past their resolution, where a resolution trick wins for nothing)"
+                )
+        return scales
+
+    @model_validator(mode="after")
+    def _check_probs(self) -> MixSizeSchedule:
+        if len(self.probs) != len(self.scales):
+            raise ValueError(f"[dynds.schedule.probs] needs one probability per scale: {len(self.probs)} for {len(self.scales)} scales")
+        if any(p < 0 for p in self.probs) or abs(sum(self.probs) - 1) > 1e-6:
+            raise ValueError(f"[dynds.schedule.probs] probabilities must be >= 0 and sum to 1: {self.probs}")
+        return self
+
+
 ScheduleSpec = Annotated[
-    NoneSchedule | StochasticSchedule | PeriodicSchedule | PhaseSchedule | AdaptiveSchedule,
+    NoneSchedule | StochasticSchedule | PeriodicSchedule | PhaseSchedule | AdaptiveSchedule | ProgressiveSchedule | MixSizeSchedule,
     Field(discriminator="kind"),
 ]
+
+
+class BNRecalibration(_Section):
+    """FixRes (Touvron et al. 2019, arXiv:1906.06423): after training, BatchNorm's running statistics are
+    recomputed at the test resolution (the data's own) over ``batches`` training batches; nothing else
+    changes. 50 batches of 128: 6,400 images, as many forward passes as ~17 training steps."""
+
+    batches: int = Field(default=50, ge=1, le=10_000)
 
 
 class DynDSSpec(_Section):
@@ -238,6 +309,8 @@ class DynDSSpec(_Section):
     kernel: KernelPooling = KernelPooling()
     schedule: ScheduleSpec = StochasticSchedule()
     bn: BNMode = "frozen"
+    # null: none. Applies to the DynDS run (any schedule kind), not to its baselines.
+    bn_recalibration: BNRecalibration | None = None
 
 
 class JobSpec(_Section):
@@ -356,6 +429,9 @@ def spec_hash(spec: JobSpec) -> str:
         del data["train"]["hardware"]
     # How often a job checkpoints changes no result: jobs with any cadence share a hash (and old hashes stay).
     data["train"].pop("checkpoint_every_s", None)
+    # No BatchNorm recalibration is what every spec meant before the option existed: old hashes stay.
+    if data["dynds"].get("bn_recalibration") is None:
+        data["dynds"].pop("bn_recalibration", None)
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -17,6 +17,11 @@ steps. T_dynds / T_baseline is the lockstep runs' paired step ratio when there i
 :func:`equal_time_budget`) the DynDS run's own full steps, timed between its reduced ones, the
 sequential baseline run, or the FLOP ratio.
 
+The DynDS run may be one of DynDS's relatives (``dynds.schedule.kind`` progressive or mixsize: each reduced step
+at the schedule's input size, kernels full, FLOPs counted per size) and may end with FixRes BatchNorm
+recalibration (``dynds.bn_recalibration``, timed into its train time); the pairing, equal-time baseline and
+verdict are the same for all.
+
 ``timing_noisy`` flags a job whose timing cannot be trusted (:class:`TimingNoise`); ``contended`` one whose
 runs did not have their hardware to themselves (:class:`Contention`).
 
@@ -321,8 +326,11 @@ def train(
             )
         init_model = copy.deepcopy(model).cpu()
 
-        dynds_schedule = make_schedule(spec.dynds.schedule, total_steps, t.seed)
+        dynds_schedule = make_schedule(spec.dynds.schedule, total_steps, t.seed, image_size=dataset.image_size)
+        # A relative's reduced input sizes, smallest first (DynDS's own kinds: none, they use the factor).
+        sizes = sorted(dynds_schedule.size_shares(), key=lambda hw: (hw[0] * hw[1], hw))
         if dynds_schedule.can_reduce:
+            from .op_settings import FULL_KERNELS
             from .reduced import ReducedPassError, check_reduced_pass
 
             # Refuse a fixed-size head, or settings this model's layers cannot take, now rather than mid-run.
@@ -332,9 +340,10 @@ def train(
                     init_model,
                     (dataset.in_channels, *dataset.image_size),
                     factor=d.input.factor,
-                    kernel=d.kernel,
+                    kernel=FULL_KERNELS if sizes else d.kernel,
                     input_mode=d.input.mode,
                     bn="frozen",
+                    size=sizes[0] if sizes else None,
                 )
             except ReducedPassError:  # a ValueError too, but already names the layer: keep it as it is
                 raise
@@ -348,10 +357,16 @@ def train(
                 small = reduced_input_problem(spec, (dataset.in_channels, *dataset.image_size))
                 if small:
                     raise SpecError("spec", [("dynds.input.factor", small)])
+                if sizes:
+                    from .flops import relative_input_problem
+
+                    problem = relative_input_problem(spec, (dataset.in_channels, *dataset.image_size), sizes[0])
+                    if problem:
+                        raise SpecError("spec", [problem])
         if device.type == "cuda" and process.cudnn_benchmark:
             torch.backends.cudnn.benchmark = True  # same setting for every run of the job
 
-        warm_up(spec, init_model, dataset, device, reduced=dynds_schedule.can_reduce)
+        warm_up(spec, init_model, dataset, device, reduced=dynds_schedule.can_reduce, sizes=sizes)
 
         def plan(kind, schedule, steps):
             return RunPlan(kind=kind, schedule=schedule, total_steps=steps, steps_per_epoch=steps_per_epoch)
@@ -419,6 +434,10 @@ def train(
                     d_tally.step_times, d_tally.step_reduced, d_tally.step_at, b_tally.step_times, b_tally.step_at
                 )
                 baseline, dynds = runs[0].result, runs[1].result
+                recal = dynds.bn_recalibration_s or 0.0
+                if job.lockstep_ratio is not None and 0 < recal < dynds.train_time_s:
+                    # The paired ratio covers the steps; the BatchNorm recalibration after them costs too.
+                    job.lockstep_ratio *= dynds.train_time_s / (dynds.train_time_s - recal)
             else:
                 baseline, dynds = job.result("baseline"), job.result("dynds")
         else:

@@ -126,9 +126,28 @@ def _spec_errors(spec: JobSpec, settings: Settings) -> list[dict[str, Any]]:
     if reduced_error:
         factor = spec.dynds.input.factor
         errors.append({"loc": ["dynds", "input", "factor"], "msg": reduced_error, "type": "value_error.reduced_input", "input": factor})
+    relative_error = relative_input_error(spec)
+    if relative_error:
+        key, msg = relative_error
+        value = getattr(spec.dynds.schedule, key.rsplit(".", 1)[1])
+        errors.append({"loc": key.split("."), "msg": msg, "type": "value_error.reduced_input", "input": value})
     if settings.devices is not None:
         errors += declared_device_errors(spec, settings.devices)
     return errors
+
+
+def relative_input_error(spec: JobSpec) -> tuple[str, str] | None:
+    """(key path, why) when a relative's smallest input size (progressive's initial_scale, mixsize's smallest scale)
+    is too small for its network (``dynds_core.flops.relative_input_problem``), where the image size is known."""
+    from dynds_core.flops import DATASET_SHAPES, relative_input_problem
+    from dynds_core.schedules import smallest_size
+    from dynds_core.spec import RELATIVE_KINDS
+
+    d = spec.data
+    if spec.dynds.schedule.kind not in RELATIVE_KINDS or (d.dataset != "synthetic" and d.dataset not in DATASET_SHAPES):
+        return None
+    chw = (3, d.image_size, d.image_size) if d.dataset == "synthetic" else DATASET_SHAPES[d.dataset][0]
+    return relative_input_problem(spec, chw, smallest_size(spec.dynds.schedule, chw[1:]))
 
 
 def reduced_input_error(spec: JobSpec) -> str | None:

@@ -37,6 +37,13 @@ def schedule_label(schedule: dict[str, Any]) -> str:
         label = f"phase {_num(schedule['start'])}-{_num(schedule['end'])}"
     elif kind == "adaptive":
         label = f"adaptive p={_num(schedule['p_min'])}-{_num(schedule['p_max'])} w={schedule['window']}"
+    elif kind == "progressive":
+        label = (
+            f"progressive x{_num(schedule['initial_scale'])} delay={_num(schedule['delay_fraction'])} "
+            f"ft={_num(schedule['finetune_fraction'])} +{schedule['size_increment']}px"
+        )
+    elif kind == "mixsize":
+        label = f"mixsize x{'/'.join(map(_num, schedule['scales']))} p={'/'.join(map(_num, schedule['probs']))}"
     else:
         label = kind
     if schedule.get("final_full_fraction"):
@@ -58,10 +65,29 @@ def kernel_label(kernel: dict[str, Any]) -> str:
     return label
 
 
+# The method each schedule kind is (DynDS's own kinds, or a relative named by its source).
+RELATIVE_METHODS = {"progressive": "progressive resizing (Composer)", "mixsize": "Mix&Match (Hoffer et al. 2019)"}
+
+
+def method_of(dynds: dict[str, Any]) -> str:
+    """The method a setting is: ``DynDS``, a relative's name, ``+ FixRes BN recalibration`` where it is on."""
+    method = RELATIVE_METHODS.get(dynds["schedule"]["kind"], "DynDS")
+    return f"{method} + FixRes BN recalibration" if dynds.get("bn_recalibration") else method
+
+
 def setting_key(dynds: dict[str, Any]) -> str:
-    """A readable, unique name for a DynDS setting, e.g. ``stochastic p=0.5 | avg k2s1 sum | in/2 avg | bn frozen``."""
-    inp = dynds["input"]
-    return " | ".join((schedule_label(dynds["schedule"]), kernel_label(dynds["kernel"]), f"in/{inp['factor']} {inp['mode']}", f"bn {dynds['bn']}"))
+    """A readable, unique name for a DynDS setting, e.g. ``stochastic p=0.5 | avg k2s1 sum | in/2 avg | bn frozen``.
+
+    A relative (progressive, mixsize) runs full kernels at sizes of its own: ``progressive x0.5 delay=0.5 ft=0.2
+    +4px | kernel full | in avg | bn frozen``. BatchNorm recalibration adds `` | bn recal 50``."""
+    inp, sched = dynds["input"], dynds["schedule"]
+    if sched["kind"] in RELATIVE_METHODS:
+        parts = [schedule_label(sched), "kernel full", f"in {inp['mode']}", f"bn {dynds['bn']}"]
+    else:
+        parts = [schedule_label(sched), kernel_label(dynds["kernel"]), f"in/{inp['factor']} {inp['mode']}", f"bn {dynds['bn']}"]
+    if dynds.get("bn_recalibration"):
+        parts.append(f"bn recal {dynds['bn_recalibration']['batches']}")
+    return " | ".join(parts)
 
 
 # ---------------------------------------------------------------- recipes: what makes numbers comparable

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from ..callbacks import Callback, CallbackList
 from ..flops import step_flops
+from ..op_settings import FULL_KERNELS
 from ..result import EpochMetrics, RunKind, RunResult, StepMetrics
 from ..schedules import BatchType, Schedule
 from ..spec import DynDSSpec, JobSpec
@@ -71,6 +72,7 @@ class _Pending:
     start: Any  # float (CPU clock) or a CUDA event
     end: Any
     at: float  # the host clock at the step's start (on the CPU, start itself)
+    size: tuple[int, int] | None = None  # a relative's reduced step: its input size
 
 
 @dataclass
@@ -88,11 +90,16 @@ class _Tally:
     epoch_loss: float = 0.0
     epoch_correct: float = 0.0
     epoch_seen: int = 0
+    # a relative's reduced steps by input size ("HxW"): its FLOPs count the size each step had
+    sizes: dict[str, int] = field(default_factory=dict)
 
-    def add(self, batch_type: str, dt: float, at: float) -> None:
+    def add(self, batch_type: str, dt: float, at: float, size: tuple[int, int] | None = None) -> None:
         self.train_time += dt
         self.time[batch_type] += dt
         self.steps[batch_type] += 1
+        if size is not None:
+            key = f"{size[0]}x{size[1]}"
+            self.sizes[key] = self.sizes.get(key, 0) + 1
         self.step_times.append(dt)
         self.step_reduced.append(batch_type == "reduced")
         self.step_at.append(at)
@@ -106,6 +113,7 @@ class _Tally:
             "step_reduced": torch.tensor(self.step_reduced, dtype=torch.int8),
             "step_at": torch.tensor(self.step_at, dtype=torch.float64),
             "epoch_loss": self.epoch_loss, "epoch_correct": self.epoch_correct, "epoch_seen": self.epoch_seen,
+            "sizes": dict(self.sizes),
         }  # fmt: skip
 
     def load_state_dict(self, state: dict[str, Any], clock_shift: float = 0.0) -> None:
@@ -115,6 +123,7 @@ class _Tally:
         self.step_reduced = array("b", state["step_reduced"].tolist())
         self.step_at = array("d", (a + clock_shift for a in state["step_at"].tolist()))
         self.epoch_loss, self.epoch_correct, self.epoch_seen = state["epoch_loss"], state["epoch_correct"], state["epoch_seen"]
+        self.sizes = dict(state.get("sizes", {}))  # absent in checkpoints written before the relatives
 
     def full_step_cv(self) -> float | None:
         """Standard deviation over mean of the full steps' times (None with fewer than 2)."""
@@ -161,7 +170,17 @@ class TrainingRun:
 
         shape = (t.batch_size, dataset.in_channels, *dataset.image_size)
         self.flops = {"full": step_flops(self.model, shape, reduced=False, device=device), "reduced": 0.0}
-        if can_reduce:
+        # A relative's reduced steps, one count per input size; flops["reduced"] is their expected mean.
+        shares = plan.schedule.size_shares()
+        self.flops_by_size = {
+            f"{h}x{w}": step_flops(
+                self.model, shape, reduced=True, kernel=FULL_KERNELS, bn=d.bn, input_mode=d.input.mode, device=device, input_size=(h, w)
+            )
+            for h, w in shares
+        }
+        if shares:
+            self.flops["reduced"] = sum(self.flops_by_size[f"{h}x{w}"] * p for (h, w), p in shares.items()) / sum(shares.values())
+        elif can_reduce:
             self.flops["reduced"] = step_flops(
                 self.model, shape, reduced=True, kernel=d.kernel, bn=d.bn, input_factor=d.input.factor, input_mode=d.input.mode, device=device
             )
@@ -204,7 +223,7 @@ class TrainingRun:
         corrects = torch.stack([p.correct for p in pending]).float().tolist()
         for p, loss, correct in zip(pending, losses, corrects, strict=True):
             dt = elapsed_s(p.start, p.end, self.cuda)
-            tally.add(p.batch_type, dt, p.at)
+            tally.add(p.batch_type, dt, p.at, p.size)
             tally.epoch_loss += loss * p.n
             tally.epoch_correct += correct
             tally.epoch_seen += p.n
@@ -231,11 +250,12 @@ class TrainingRun:
     def _step(self, x: torch.Tensor, y: torch.Tensor, step: int, epoch: int, start: Any, at: float) -> None:
         t, d = self.spec.train, self.spec.dynds
         batch_type = self.plan.schedule.decide(step, epoch)
+        size = self.plan.schedule.input_size(step) if batch_type == "reduced" else None
         lr = lr_at(step, self.plan.total_steps, peak=t.lr, kind=t.lr_schedule, warmup_steps=self.warmup)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with autocast(self.device, t.amp):
-            out = forward(self.model, x, batch_type, d)
+            out = forward(self.model, x, batch_type, d, size)
             loss = self.criterion(out, y)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -243,7 +263,7 @@ class TrainingRun:
         self.scaler.update()
         correct = (out.detach().argmax(1) == y).sum()
         end = step_clock(self.device)
-        self.pending.append(_Pending(step, epoch, batch_type, lr, loss.detach(), correct, len(y), start, end, at))
+        self.pending.append(_Pending(step, epoch, batch_type, lr, loss.detach(), correct, len(y), start, end, at, size))
 
     def steps(self) -> Iterator[None]:
         """Train, yielding after every step; returns when the run is done or stopped."""
@@ -288,6 +308,8 @@ class TrainingRun:
             if cancelled:
                 break
             collect_at_epoch_end()
+            if epoch == plan.epochs - 1 and plan.kind == "dynds" and self.spec.dynds.bn_recalibration is not None:
+                self._recalibrate_bn()
             val_loss, val_acc = evaluate(self.model, self.val_loader, device, self.spec.train.amp)
             n = max(tally.epoch_seen, 1)
             m = EpochMetrics(
@@ -307,6 +329,21 @@ class TrainingRun:
             self.result.epochs.append(m)
             callback.on_epoch(m)
         self._finish(cancelled)
+
+    def _recalibrate_bn(self) -> None:
+        """FixRes: BatchNorm's running statistics recomputed at the test resolution (the data's own) over
+        ``dynds.bn_recalibration.batches`` training batches of an epoch after the last (seeded like the
+        others). Timed and charged to the run's train time (a user pays it), outside its steps."""
+        from ..bn_recalibration import recalibrate_bn
+
+        n = self.spec.dynds.bn_recalibration.batches  # type: ignore[union-attr]  # the caller checked it is set
+        start = step_clock(self.device)
+        batches = (x for x, _ in self.loader.epoch(self.plan.epochs))
+        with autocast(self.device, self.spec.train.amp):
+            recalibrate_bn(self.model, batches, num_batches=n)
+        dt = elapsed_s(start, step_clock(self.device), self.cuda)
+        self.result.bn_recalibration_s = dt
+        self.tally.train_time += dt
 
     def state_dict(self) -> dict[str, Any]:
         """Everything this run needs to continue (between two steps, or after a stop): weights and BatchNorm
@@ -358,7 +395,14 @@ class TrainingRun:
         # the device's other users at the run's start or its end, whichever saw more
         others, words = max(self.device_users, device_users(self.device), key=lambda u: -1 if u[0] is None else u[0])
         result.device_others, result.device_users = others, words
-        result.total_flops = self.flops["full"] * result.steps_full + self.flops["reduced"] * result.steps_reduced
+        if self.flops_by_size:  # each reduced step at the size it had
+            reduced_flops = sum(self.flops_by_size[size] * n for size, n in tally.sizes.items())
+            result.steps_by_size = dict(sorted(tally.sizes.items()))
+            if result.steps_reduced:
+                result.flops_reduced_step = reduced_flops / result.steps_reduced
+        else:
+            reduced_flops = self.flops["reduced"] * result.steps_reduced
+        result.total_flops = self.flops["full"] * result.steps_full + reduced_flops
         if result.epochs:
             result.final_val_acc = result.epochs[-1].val_acc
             result.final_val_loss = result.epochs[-1].val_loss
@@ -409,18 +453,32 @@ def _model_copy(init_model: nn.Module, spec: JobSpec, device: torch.device, *, r
     return model
 
 
-def forward(model: nn.Module, x: torch.Tensor, batch_type: str, d: DynDSSpec) -> torch.Tensor:
-    """The model's output for a full batch, or the reduced pass on the downsampled batch."""
-    from ..ops import downsample_input
+def forward(model: nn.Module, x: torch.Tensor, batch_type: str, d: DynDSSpec, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """The model's output for a full batch, or the reduced pass on the downsampled batch; ``size``: a
+    relative's reduced step, the batch resized to it and the kernels full (the same reduced pass: BatchNorm
+    follows ``d.bn``)."""
+    from ..ops import downsample_input, resize_input
     from ..reduced import reduced_pass
 
     if batch_type != "reduced":
         return model(x)
+    if size is not None:
+        with reduced_pass(model, FULL_KERNELS, d.bn):
+            return model(resize_input(x, size, d.input.mode))
     with reduced_pass(model, d.kernel, d.bn):
         return model(downsample_input(x, d.input.factor, d.input.mode))
 
 
-def warm_up(spec: JobSpec, init_model: nn.Module, dataset: Any, device: torch.device, *, reduced: bool, steps: int = 2) -> None:
+def warm_up(
+    spec: JobSpec,
+    init_model: nn.Module,
+    dataset: Any,
+    device: torch.device,
+    *,
+    reduced: bool,
+    steps: int = 2,
+    sizes: list[tuple[int, int]] | None = None,
+) -> None:
     """Untimed steps of each pass type on a throwaway copy of the model.
 
     The first steps of a process pay one-off costs (oneDNN primitive creation, CUDA kernel selection,
@@ -433,11 +491,14 @@ def warm_up(spec: JobSpec, init_model: nn.Module, dataset: Any, device: torch.de
     n = min(t.batch_size, len(dataset.train_y))
     x = (dataset.train_x[:n].to(device).float() / 255.0).contiguous(memory_format=fmt)
     y = dataset.train_y[:n].to(device)
-    kinds = ["full", "reduced"] if reduced else ["full"]
+    # (batch type, a relative's input size): each shape the run will meet (oneDNN and cuDNN pick kernels per shape)
+    kinds: list[tuple[str, tuple[int, int] | None]] = [("full", None)]
+    if reduced:
+        kinds += [("reduced", size) for size in sizes] if sizes else [("reduced", None)]
     for _ in range(steps):
-        for kind in kinds:
+        for kind, size in kinds:
             with autocast(device, t.amp):
-                loss = F.cross_entropy(forward(model, x, kind, d).float(), y)
+                loss = F.cross_entropy(forward(model, x, kind, d, size).float(), y)
             model.zero_grad(set_to_none=True)
             loss.backward()
     if device.type == "cuda":

@@ -141,3 +141,21 @@ def test_table_shows_means_intervals_verdict_and_frontier_position(tmp_path, cap
     assert "Not worth it:" in out  # the verdict sentence
     assert "python bench/tradeoff.py --table-only" in out and "2026-12-01" in out
     assert ("app.leaderboard" if aggregation == "leaderboard" else "dynds_core.stats") in out
+
+
+def test_methods_add_the_relatives_settings_beside_dynds(capsys):
+    assert tradeoff.main(["--methods", "progressive,mixsize,fixres", "--settings", "default", "--seeds", "0", "--print-specs"]) == 0
+    specs = [JobSpec.parse(json.loads(line)) for line in capsys.readouterr().out.splitlines()]
+    settings = {(s.dynds.schedule.kind, s.dynds.bn_recalibration is not None) for s in specs if s.baseline}
+    assert settings == {
+        ("stochastic", False),
+        ("progressive", False),
+        ("mixsize", False),
+        ("progressive", True),
+        ("mixsize", True),
+        ("stochastic", True),
+    }
+    assert all(s.equal_time_baseline and s.train.pairing == "lockstep" for s in specs if s.baseline)
+    assert sum(1 for s in specs if not s.baseline) == 4  # the baseline frontier comes with the methods
+    with pytest.raises(SystemExit):
+        tradeoff.main(["--methods", "fixres,lars", "--print-specs"])

@@ -19,6 +19,7 @@ from app.fleet import registry
 from app.models import SpecBody
 from app.security import has_tokens
 from dynds_core import spec as spec_module
+from dynds_core.schedules import SCHEDULE_DEFAULTS
 from dynds_core.spec import JobSpec, SpecError, resolve_data_root
 
 log = logging.getLogger(__name__)
@@ -96,8 +97,12 @@ def meta(session: SessionDep, settings: SettingsDep, _: ReadAuthDep) -> dict[str
             "pad_side": list(spec_module.PAD_SIDES),
             "bn": list(spec_module.BN_MODES),
             "schedule_kind": list(spec_module.SCHEDULE_KINDS),
+            # DynDS's relatives (input sizes, kernels full): progressive resizing, Mix&Match (docs/spec.md)
+            "relative_schedule_kind": list(spec_module.RELATIVE_KINDS),
         },
         "defaults": JobSpec().canonical(),
+        # Each schedule kind's settings as it runs when only its kind is given ({"kind": "progressive"}).
+        "schedule_defaults": SCHEDULE_DEFAULTS,
         "presets": load_presets(),
         "data_dirs": settings.data_dirs,
         # What train.hardware may name and be served now (GET /workers has the whole fleet); devices: DYNDS_DEVICES.

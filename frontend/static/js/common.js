@@ -4,6 +4,7 @@ import { phaseWords } from "./progress.js";
 
 export const SCHEDULE_COLORS = {
   none: "#57606a", stochastic: "#1f5fbf", periodic: "#c2410c", phase: "#0f9d76", adaptive: "#8b3fd9",
+  progressive: "#b45309", mixsize: "#0e7490", // DynDS's relatives
 };
 export const RUN_STYLES = {
   dynds: { label: "DynDS", color: "#1f5fbf", dash: [] },

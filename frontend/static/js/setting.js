@@ -27,12 +27,17 @@ function scheduleWords(s) {
   if ((m = s.match(/^phase ([\d.e+-]+)-([\d.e+-]+)$/))) return `reduced ${pctOf(m[1]).replace(" %", "")}–${pctOf(m[2])} of training${ff}`;
   if ((m = s.match(/^adaptive p=([\d.e+-]+)-([\d.e+-]+) w=(\d+)$/))) return `adaptive p ${num(m[1])}–${num(m[2])}, window ${m[3]}${ff}`;
   if (s === "none") return `never reduced${ff}`;
+  // DynDS's relatives (their keys name their method): progressive resizing, Mix&Match
+  if ((m = s.match(/^progressive x([\d.e+-]+) delay=([\d.e+-]+) ft=([\d.e+-]+) \+(\d+)px$/))) {
+    return `progressive resizing ×${num(m[1])}→1 after ${pctOf(m[2])}, full for the last ${pctOf(m[3])}${ff}`;
+  }
+  if ((m = s.match(/^mixsize x(\S+) p=(\S+)$/))) return `Mix&Match sizes ×${m[1]} (p ${m[2]})${ff}`;
   return null;
 }
 
 function kernelWords(s, d) {
   let m;
-  if (s === "kernel none") return "full kernels";
+  if (s === "kernel none" || s === "kernel full") return "full kernels";
   const pad = s.match(/^(.*) pad-(\w+)$/);
   const side = pad ? pad[2] : d.padSide;
   if (pad) s = pad[1];
@@ -49,12 +54,17 @@ function kernelWords(s, d) {
 export function settingLabel(key, defaults = labelDefaults()) {
   const parts = String(key || "").split(" | ");
   if (parts.length === 1) return scheduleWords(parts[0]) ?? (key || "");  // a schedule alone
-  if (parts.length !== 4) return key || "";
+  // a fifth part: FixRes BatchNorm recalibration ("bn recal 50")
+  const recal = parts.length === 5 ? parts[4].match(/^bn recal (\d+)$/) : null;
+  if (parts.length !== 4 && !recal) return key || "";
   const [schedule, kernel, input, bn] = parts;
   const s = scheduleWords(schedule), k = kernelWords(kernel, defaults);
-  const i = input.match(/^in\/(\d+) (\w+)$/), b = bn.match(/^bn (\w+)$/);
+  // a relative's input part has no factor ("in avg"): its sizes are the schedule's
+  const i = input.match(/^in(?:\/(\d+))? (\w+)$/), b = bn.match(/^bn (\w+)$/);
   if (s === null || k === null || !i || !b) return key;
-  const words = [s, k, `input /${i[1]}${i[2] !== defaults.inputMode ? ` ${i[2]}` : ""}`];
+  const mode = i[2] !== defaults.inputMode ? ` ${i[2]}` : "";
+  const words = [s, k, i[1] ? `input /${i[1]}${mode}` : `input resized${mode}`];
   if (b[1] !== defaults.bn) words.push(`BN ${b[1]}`);
+  if (recal) words.push(`BN recalibrated (${recal[1]} batches)`);
   return words.join(" · ");
 }

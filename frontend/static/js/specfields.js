@@ -56,7 +56,7 @@ export const SECTIONS = [
   ] },
   { id: "schedule", title: "Schedule: which batches run reduced", fields: [
     { path: "dynds.schedule.kind", label: "Kind", type: "choice", choices: "schedule_kind" },
-    { path: "dynds.schedule.final_full_fraction", label: "Final full fraction", type: "float", min: 0, max: 1, step: "any", hint: "last part of training always full", only: { "dynds.schedule.kind": ["stochastic", "periodic", "phase", "adaptive", "none"] } },
+    { path: "dynds.schedule.final_full_fraction", label: "Final full fraction", type: "float", min: 0, max: 1, step: "any", hint: "last part of training always full", only: { "dynds.schedule.kind": ["stochastic", "periodic", "phase", "adaptive", "none", "progressive", "mixsize"] } },
     { path: "dynds.schedule.p", label: "p (reduced)", type: "float", min: 0, max: 1, step: "any", hint: "probability a batch is reduced", only: { "dynds.schedule.kind": "stochastic" } },
     { path: "dynds.schedule.p_end", label: "p at the end", type: "float", nullable: true, min: 0, max: 1, step: "any", hint: "anneal linearly; empty: constant", only: { "dynds.schedule.kind": "stochastic" } },
     { path: "dynds.schedule.every", label: "Every", type: "int", nullable: true, min: 1, max: 1000, hint: "3: reduced, reduced, full", only: { "dynds.schedule.kind": "periodic" } },
@@ -66,6 +66,11 @@ export const SECTIONS = [
     { path: "dynds.schedule.p_min", label: "p min", type: "float", min: 0, max: 1, step: "any", only: { "dynds.schedule.kind": "adaptive" } },
     { path: "dynds.schedule.p_max", label: "p max", type: "float", min: 0, max: 1, step: "any", only: { "dynds.schedule.kind": "adaptive" } },
     { path: "dynds.schedule.window", label: "Window", type: "int", min: 5, max: 10000, hint: "steps averaged", only: { "dynds.schedule.kind": "adaptive" } },
+    // Relatives (Composer's ProgressiveResizing; Mix&Match's scales/probs are lists: set them in a spec file)
+    { path: "dynds.schedule.initial_scale", label: "Initial scale", type: "float", min: 0, max: 1, step: "any", hint: "of the image side", only: { "dynds.schedule.kind": "progressive" } },
+    { path: "dynds.schedule.delay_fraction", label: "Delay fraction", type: "float", min: 0, max: 1, step: "any", hint: "at the initial scale", only: { "dynds.schedule.kind": "progressive" } },
+    { path: "dynds.schedule.finetune_fraction", label: "Finetune fraction", type: "float", min: 0, max: 1, step: "any", hint: "full size at the end", only: { "dynds.schedule.kind": "progressive" } },
+    { path: "dynds.schedule.size_increment", label: "Size increment", type: "int", min: 1, max: 64, hint: "px", only: { "dynds.schedule.kind": "progressive" } },
   ] },
 ];
 export const FIELDS = SECTIONS.flatMap((s) => s.fields);
@@ -96,6 +101,8 @@ export const SCHEDULE_DEFAULTS = {
   periodic: { final_full_fraction: 0, every: 3, pattern: null },
   phase: { final_full_fraction: 0, start: 0, end: 0.5 },
   adaptive: { final_full_fraction: 0, p_min: 0.1, p_max: 0.9, window: 50 },
+  progressive: { final_full_fraction: 0, initial_scale: 0.5, delay_fraction: 0.5, finetune_fraction: 0.2, size_increment: 4 },
+  mixsize: { final_full_fraction: 0, scales: [0.5, 0.75, 1], probs: [0.2, 0.3, 0.5] },
 };
 const SCHEDULE_KINDS = Object.keys(SCHEDULE_DEFAULTS);
 

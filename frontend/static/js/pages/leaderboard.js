@@ -23,6 +23,7 @@ export function render(root, { query }) {
       <div class="field"><label class="check" for="lb-noisy"><input type="checkbox" id="lb-noisy" name="include_noisy"> Include noisy timing</label></div>
       <div class="field actions"><button type="submit" class="btn">Apply</button></div>
     </form>
+    <div id="lb-recommendation" aria-live="polite"></div>
     <div id="lb-hardware" aria-live="polite"></div>
     <div id="lb-body" aria-live="polite">${loadingBox("the leaderboard")}</div>`);
   const form = root.querySelector("#lb-filters");
@@ -52,14 +53,16 @@ export async function update(root, { query }) {
     <a class="btn" href="${apiUrl("/export", { format: "csv", track: query.track })}" download="dynds-results.csv" id="export-csv">Export CSV</a>
     <a class="btn" href="${apiUrl("/export", { format: "json", track: query.track })}" download="dynds-results.json" id="export-json">Export JSON</a>`);
   const opts = { max_acc_drop: query.max_acc_drop, min_seeds: query.min_seeds, include_noisy: query.include_noisy };
-  let lb, all, m, byHw;
+  let lb, all, m, byHw, rec;
   try {
-    [lb, all, m, byHw] = await Promise.all([
+    [lb, all, m, byHw, rec] = await Promise.all([
       get("/leaderboard", { track: query.track, ...opts }),
       st.tracksKnown || !query.track ? Promise.resolve(null) : get("/leaderboard", opts),
       meta().catch(() => null),  // the defaults a setting's short name leaves out
       // Only recipes measured on 2+ hardware keys; a server without the table (404) leaves the section out.
       get("/leaderboard/hardware", { ...opts, min_hardware: 2 }).catch((err) => (err.status === 404 ? null : { error: err })),
+      // What to use, per track: the headline above the tables (a server without it: no headline).
+      get("/recommendation", { track: query.track, min_seeds: query.min_seeds, include_noisy: query.include_noisy }).catch(() => null),
     ]);
   } catch (err) {
     if (st.alive && seq === st.seq) { root.querySelector("#lb-body").innerHTML = String(errorBox(err)); markRendered("leaderboard"); }
@@ -79,11 +82,27 @@ export async function update(root, { query }) {
   const tracks = (lb.tracks || []).filter((t) => !query.track || [t.track, t.track_key, t.recipe_hash].includes(query.track) || (lb.tracks || []).length === 1);
   // A track named by its key (a job page's link) shows as its label in the select.
   if (query.track && form.elements.track.value !== query.track && tracks.length === 1) form.elements.track.value = tracks[0].track;
+  root.querySelector("#lb-recommendation").innerHTML = String(recommendations(rec, tracks));
   root.querySelector("#lb-hardware").innerHTML = String(byHardware(byHw, query.track ? tracks : null, st.labelDefaults));
   body.innerHTML = tracks.length
     ? tracks.map((t) => String(trackTable(t, lb, st.labelDefaults))).join("")
     : String(emptyBox("Nothing ranked yet.", " Settings appear here when jobs with a baseline have succeeded.", '<a href="#/submit">Submit a job</a>'));
   markRendered("leaderboard");
+}
+
+/** The headline per shown track: the setting to use (its verdict holds, best gap to the equal-time baseline) or
+ * the plain "nothing tested beats training the baseline for less time", with its evidence one click away. */
+function recommendations(rec, tracks) {
+  const shown = new Set(tracks.map((t) => t.track_key));
+  const recs = ((rec && rec.recommendations) || []).filter((r) => shown.has(r.track_key));
+  if (!recs.length) return "";
+  const item = (r) => {
+    const e = r.evidence;
+    const jobs = e ? e.job_ids.slice(0, 5).map((id) => html`<a href="#/jobs/${id}">#${id}</a>`) : [];
+    const proof = e ? html` <span class="muted">Evidence: <a href="${e.link}">${e.method}, ${seedsWords(e.n_seeds)}</a>${jobs.length ? raw(" · jobs " + jobs.map(String).join(" ")) : ""}</span>` : "";
+    return html`<li data-kind="${r.kind}"><strong>${r.recipe_label} ${hardwareBadge(r.hardware_key, { prefix: "on " })}:</strong> ${r.headline}${proof}</li>`;
+  };
+  return html`<section class="panel recommendation" aria-label="What to use"><h2>What to use</h2><ul>${raw(recs.map((r) => String(item(r))).join(""))}</ul></section>`;
 }
 
 /** The track select: one group per hardware key (a track is a recipe on one hardware), in key order. */

@@ -1,0 +1,76 @@
+"""What should I use? The recommendation per track (and hardware key) from the leaderboard's cells
+(app/leaderboard/recommendation.py): the setting whose verdict holds with the best gap to the baseline trained
+for the same time, or the plain statement that nothing tested beats training the baseline for less time."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
+
+from app import crud
+from app.api.deps import ReadAuthDep, SessionDep
+from app.leaderboard import build_leaderboard
+from app.leaderboard.recommendation import build_recommendations
+from dynds_core.verdict import DEFAULT_MIN_SEEDS
+
+router = APIRouter(tags=["results"])
+
+
+class RecommendationEvidence(BaseModel):
+    """The cell an answer rests on: its seeds, intervals (percentage points; time saving as a fraction) and jobs."""
+
+    setting_key: str
+    method: str
+    schedule_kind: str
+    verdict: str
+    verdict_sentence: str
+    n_seeds: int
+    seeds: list[int]
+    job_ids: list[int]
+    equal_time_gap_mean: float | None
+    equal_time_gap_ci95: list[float] | None
+    time_saving_mean: float | None
+    time_saving_ci95: list[float] | None
+    acc_delta_mean: float | None
+    acc_delta_ci95: list[float] | None
+    link: str  # the dashboard's view of the track
+
+
+class Recommendation(BaseModel):
+    """One track's answer. kind: setting (use evidence's setting), baseline_for_less_time (nothing tested beats
+    the baseline trained for the same time), not_enough_evidence (no conclusive verdict yet)."""
+
+    track: str
+    track_key: str
+    recipe_label: str
+    hardware_key: str | None
+    kind: Literal["setting", "baseline_for_less_time", "not_enough_evidence"]
+    headline: str
+    evidence: RecommendationEvidence | None
+    n_settings: int
+    n_conclusive: int
+    verdicts: dict[str, int]
+
+
+class RecommendationsPublic(BaseModel):
+    min_seeds: int
+    include_noisy: bool
+    recommendations: list[Recommendation]
+
+
+@router.get("/recommendation", response_model=RecommendationsPublic)
+def recommendation(
+    session: SessionDep,
+    _: ReadAuthDep,
+    track: Annotated[str | None, Query(description="a track label or key, as GET /leaderboard takes it; default: every track")] = None,
+    min_seeds: Annotated[int, Query(ge=1, le=100, description="seeds a cell needs to be judged")] = DEFAULT_MIN_SEEDS,
+    include_noisy: Annotated[bool, Query(description="count jobs whose timing was noisy or whose hardware was contended")] = False,
+) -> RecommendationsPublic:
+    """Per track (a recipe on one hardware key): what to use, with the evidence one link away."""
+    rows = crud.summary_rows(session=session, with_setting=True, track=track)
+    for r in rows:
+        r["job_id"] = r.pop("id")
+    board = build_leaderboard(rows, track=track, min_seeds=min_seeds, include_noisy=include_noisy)
+    return RecommendationsPublic.model_validate(build_recommendations(board))
