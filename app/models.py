@@ -36,6 +36,24 @@ SUMMARY_FIELDS = (
     "hardware_key",
 )
 
+# The columns GET /jobs orders by (besides id), each with a (column, id) index.
+JOB_SORT_COLUMNS = (
+    "name",
+    "status",
+    "track",
+    "hardware_key",
+    "schedule_kind",
+    "created_at",
+    "finished_at",
+    "time_saving",
+    "acc_delta",
+    "equal_time_gap",
+    "verdict",
+)
+
+# GET /jobs counts matching jobs exactly up to this many; past it, the count is an estimate (count_exact false).
+JOBS_COUNT_EXACT_UP_TO = 10_000
+
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit metric id.
 MetricId = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -120,6 +138,10 @@ class Job(JobBase, table=True):
         Index("ix_job_recipe_status", "recipe_hash", "status"),
         Index("ix_job_frontier_status", "frontier_key", "status"),
         Index("ix_job_hardware_status", "hardware_key", "status"),
+        # GET /jobs pages by keyset on (order column, id): one index per sortable column (migration 0009).
+        *(Index(f"ix_job_{c}_id", c, "id") for c in JOB_SORT_COLUMNS),
+        Index("ix_job_arch_dataset", "arch", "dataset"),
+        Index("ix_job_dataset", "dataset"),
     )
     id: int | None = Field(default=None, primary_key=True)
     spec: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
@@ -232,8 +254,12 @@ class JobListItem(JobPublic):
 
 
 class JobsPublic(SQLModel):
+    """A page of GET /jobs. Follow ``next_cursor`` (``cursor=``) for the next page: stable while jobs are added."""
+
     data: list[JobListItem]
-    count: int
+    count: int = Field(description="jobs matching the filters: exact when count_exact, else the planner's estimate")
+    count_exact: bool = Field(True, description=f"false when more than {JOBS_COUNT_EXACT_UP_TO:,} jobs match and count is an estimate")
+    next_cursor: str | None = Field(None, description="the next page's cursor (same order and filters); null on the last page")
 
 
 class JobSubmitted(JobPublic):
@@ -393,6 +419,17 @@ class ArtifactPublic(_UTCModel):
 class ArtifactsPublic(SQLModel):
     data: list[ArtifactPublic]
     count: int
+
+
+class ResultsVersion(SQLModel, table=True):
+    """A counter per stored track label (scope "track") and per frontier key (scope "frontier"), bumped by
+    database triggers whenever a succeeded job of it is written, changed or deleted (migration 0009): what
+    the results cache checks, one track at a time."""
+
+    __tablename__ = "results_version"
+    scope: str = Field(primary_key=True, max_length=16)
+    key: str = Field(primary_key=True, max_length=300)
+    version: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
 # ---------------------------------------------------------------- workers (the fleet: app/fleet)

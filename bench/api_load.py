@@ -43,8 +43,8 @@ PS = (0.2, 0.35, 0.5, 0.65, 0.8)
 KINDS = ("stochastic", "periodic", "phase")
 
 
-def job_rows(n: int) -> list[dict]:
-    """n jobs: 16 tracks x 15 settings x seeds, 90% succeeded with summary figures."""
+def job_rows(n: int, subsets: tuple[int, ...] = (10000,)) -> list[dict]:
+    """n jobs: 16 tracks per train subset x 15 settings x seeds, 90% succeeded with summary figures."""
     from app.crud import job_columns
     from dynds_core.spec import JobSpec
 
@@ -60,8 +60,8 @@ def job_rows(n: int) -> list[dict]:
             {
                 "name": f"bench-{i}",
                 "model": {"arch": ARCHS[(i // 15) % 4]},
-                "data": {"dataset": DATASETS[(i // 60) % 2], "train_subset": 10000},
-                "train": {"epochs": EPOCHS[(i // 120) % 2], "seed": i // 240},
+                "data": {"dataset": DATASETS[(i // 60) % 2], "train_subset": subsets[(i // 240) % len(subsets)]},
+                "train": {"epochs": EPOCHS[(i // 120) % 2], "seed": i // (240 * len(subsets))},
                 "dynds": {"schedule": sched},
             }
         )

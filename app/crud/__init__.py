@@ -33,6 +33,7 @@ from app.crud.logs import append_job_logs, job_logs_after, last_job_log_seq, set
 from app.crud.queries import (
     JOB_ORDERS,
     SUMMARY_ROW_COLUMNS,
+    CursorError,
     frontier_rows,
     get_job,
     list_jobs_json,
@@ -41,8 +42,10 @@ from app.crud.queries import (
     metrics_json_rows,
     recipes,
     results_version,
+    results_versions,
     summary_rows,
     summary_tuples,
+    track_base,
 )
 from app.crud.recovery import (
     EXECUTOR_THREAD,
@@ -73,6 +76,7 @@ __all__ = [
     "EXECUTOR_THREAD",
     "INTERRUPTED_ERROR",
     "JOB_ORDERS",
+    "CursorError",
     "NOT_REPEATABLE_KINDS",
     "RETRY_COLUMNS",
     "STALE_ERROR",
@@ -121,11 +125,13 @@ __all__ = [
     "requeue_job",
     "resume_run",
     "results_version",
+    "results_versions",
     "retry_job_once",
     "set_job_log_message",
     "set_reproducibility",
     "submit_job",
     "summary_rows",
+    "track_base",
     "summary_tuples",
     "sweep_jobs",
 ]

@@ -3,18 +3,23 @@ results pages, and the results version (the results cache's key)."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import functools
 import json
 import re
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Text, cast, func
+from sqlalchemy import Select, Text, cast, func, literal, tuple_
 from sqlmodel import Session, col, select
 
 from app.leaderboard import frontier_key, recipe_of, resolve_track
 from app.leaderboard.keys import HARDWARE_SEP, recipe_key
-from app.models import SUMMARY_FIELDS, Job, MetricPoint, iso_utc
+from app.models import JOB_SORT_COLUMNS, JOBS_COUNT_EXACT_UP_TO, SUMMARY_FIELDS, Job, MetricPoint, ResultsVersion, iso_utc
 
-JOB_ORDERS = ("created_at", "-created_at", "id", "-id", "finished_at", "-finished_at", "name", "-name")
+# order=<column> ascending, order=-<column> descending; every one has a (column, id) index (JOB_SORT_COLUMNS).
+JOB_ORDERS = tuple(o for c in ("id", *JOB_SORT_COLUMNS) for o in (c, f"-{c}"))
 
 
 def get_job(*, session: Session, job_id: int) -> Job | None:
@@ -64,20 +69,152 @@ LIST_SCALARS = (
 LIST_RAW_JSON = ("spec", "progress", "reproducibility", "hardware")
 
 
-def list_jobs_json(*, session: Session, limit: int = 50, offset: int = 0, order: str = "-created_at", **filters) -> tuple[str, int]:
-    """A page of jobs under the filters (status, arch, dataset, schedule_kind, track, hardware_key; ``q``: in the name) as a
-    ready JSON array of list items (JobListItem's shape), stored JSON spliced in unparsed, and the total count.
+class CursorError(ValueError):
+    """A GET /jobs cursor that this server did not make for this order (the route answers 422 naming it)."""
 
+
+def encode_cursor(order: str, value: Any, job_id: int) -> str:
+    """The opaque position after a row: its order, its value in the order column and its id."""
+    if isinstance(value, datetime):
+        value = {"t": value.isoformat()}
+    raw = json.dumps([order, value, job_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, order: str) -> tuple[Any, int]:
+    """(value, id) of a cursor made by ``encode_cursor`` under ``order``; CursorError otherwise."""
+    try:
+        got, value, job_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if isinstance(value, dict):
+            value = datetime.fromisoformat(value["t"])
+        valid = isinstance(job_id, int) and 0 <= job_id < 2**63 and (value is None or isinstance(value, str | int | float | datetime))
+    except (ValueError, TypeError, KeyError, binascii.Error):
+        valid = False
+    if not valid:
+        raise CursorError("cursor is not one this server gave: pass next_cursor from a page as it came")
+    if got != order:
+        raise CursorError(f"cursor was made for order={got}, not order={order}: keep the order while paging, or start again without a cursor")
+    return value, job_id
+
+
+# The summary figures a job has only once it succeeded (hardware_key, also a summary column, comes at its start).
+SUCCESS_ONLY = ("time_saving", "acc_delta", "equal_time_gap", "verdict")
+
+
+def _count(session: Session, conds: list) -> tuple[int, bool]:
+    """How many jobs match: exact up to JOBS_COUNT_EXACT_UP_TO (a bounded scan), the planner's estimate past it
+    on PostgreSQL (counting a million rows on every page is what made deep listings slow). SQLite, for
+    small deployments, counts exactly."""
+    cap = JOBS_COUNT_EXACT_UP_TO
+    postgres = session.get_bind().dialect.name == "postgresql"
+    estimate = _planner_rows(session, conds) if postgres else None
+    if estimate is not None and estimate > 2 * cap:  # well past the bound: not worth counting even that far
+        return estimate, False
+    bounded = select(Job.id).where(*conds).limit(cap + 1).subquery()
+    n = session.execute(select(func.count()).select_from(bounded)).scalar_one()
+    if n <= cap:
+        return n, True
+    if estimate is None:
+        return session.execute(select(func.count()).select_from(Job).where(*conds)).scalar_one(), True
+    return max(estimate, cap + 1), False
+
+
+def _planner_rows(session: Session, conds: list) -> int:
+    """PostgreSQL's estimate of the jobs matching ``conds`` (EXPLAIN: statistics, no rows read)."""
+    stmt = select(Job.id).where(*conds).compile(dialect=session.get_bind().dialect)
+    plan = session.connection().exec_driver_sql("EXPLAIN (FORMAT JSON) " + str(stmt), stmt.params).scalar_one()
+    plan = json.loads(plan) if isinstance(plan, str) else plan
+    return int(plan[0]["Plan"]["Plan Rows"])
+
+
+def _keyset_rows(session: Session, base: Select, conds: list, order: str, after: tuple[Any, int] | None, limit: int) -> list:
+    """Up to ``limit`` rows after ``after`` (value, id) in ``order``, NULLs last both ways: the rows with a
+    value (a range scan of the (column, id) index, forwards or backwards), then those without (by id)."""
+    name = order.lstrip("-")
+    desc = order.startswith("-")
+    field, ids = getattr(Job, name), col(Job.id)
+    after_value, after_id = after if after is not None else (None, None)
+    rows: list = []
+    if name == "id":
+        if after_id is not None:
+            conds = [*conds, ids < after_id if desc else ids > after_id]
+        return list(session.execute(base.where(*conds).order_by(ids.desc() if desc else ids).limit(limit)).all())
+    if after is None or after_value is not None:
+        more = [col(field).is_not(None)]
+        if after_value is not None:
+            key, at = tuple_(field, Job.id), tuple_(literal(after_value, field.type), literal(after_id))
+            more.append(key < at if desc else key > at)
+        ordering = [col(field).desc(), ids.desc()] if desc else [col(field).asc(), ids.asc()]
+        rows = list(session.execute(base.where(*conds, *more).order_by(*ordering).limit(limit)).all())
+    if len(rows) < limit:
+        more = [col(field).is_(None)]
+        if after is not None and after_value is None:
+            more.append(ids < after_id if desc else ids > after_id)
+        stmt = base.where(*conds, *more).order_by(ids.desc() if desc else ids.asc()).limit(limit - len(rows))
+        rows += session.execute(stmt).all()
+    return rows
+
+
+def _offset_rows(session: Session, base: Select, conds: list, order: str, offset: int, limit: int) -> list:
+    """The legacy OFFSET page in the same order as the keyset pages (NULLs last): slow for deep pages, as
+    every skipped row is read."""
+    name = order.lstrip("-")
+    desc = order.startswith("-")
+    field, ids = getattr(Job, name), col(Job.id)
+    if name == "id":
+        stmt = base.where(*conds).order_by(ids.desc() if desc else ids).offset(offset).limit(limit)
+        return list(session.execute(stmt).all())
+    present = [*conds, col(field).is_not(None)]
+    ordering = [col(field).desc(), ids.desc()] if desc else [col(field).asc(), ids.asc()]
+    rows = list(session.execute(base.where(*present).order_by(*ordering).offset(offset).limit(limit)).all())
+    if len(rows) < limit:
+        if rows:
+            skip = 0
+        else:  # the page starts among the rows without a value: how many rows with one come before it
+            skipped = select(Job.id).where(*present).limit(offset).subquery()
+            skip = offset - session.execute(select(func.count()).select_from(skipped)).scalar_one()
+        stmt = base.where(*conds, col(field).is_(None)).order_by(ids.desc() if desc else ids.asc())
+        rows += session.execute(stmt.offset(skip).limit(limit - len(rows))).all()
+    return rows
+
+
+@functools.cache
+def _list_select() -> Select:
+    """SELECT of a list item's columns, built once: coercing its 45 columns was a quarter of a page's CPU."""
+    return select(*[getattr(Job, c) for c in LIST_SCALARS + SUMMARY_FIELDS], *[cast(getattr(Job, c), Text) for c in LIST_RAW_JSON])
+
+
+def list_jobs_json(
+    *, session: Session, limit: int = 50, offset: int = 0, order: str = "-created_at", cursor: str | None = None, **filters
+) -> tuple[str, int, bool, str | None]:
+    """A page of jobs under the filters (status, arch, dataset, schedule_kind, track, hardware_key; ``q``: in the name) as a
+    ready JSON array of list items (JobListItem's shape), stored JSON spliced in unparsed; the count of matching jobs,
+    whether it is exact (``_count``), and the cursor of the next page (None on the last).
+
+    ``cursor`` (from a previous page): keyset pagination on (order column, id), an index range scan at any
+    depth, stable while jobs are added; ``offset`` otherwise. NULLs sort last both ways.
     GET /jobs is the most requested page; building ORM objects and re-encoding every spec was most of its cost.
     """
     if order not in JOB_ORDERS:
         raise ValueError(f"order must be one of {', '.join(JOB_ORDERS)}, got {order!r}")
+    after = decode_cursor(cursor, order) if cursor else None
     conds = _job_filters(**filters)
-    field = getattr(Job, order.lstrip("-"))
-    ordering = [col(field).desc(), col(Job.id).desc()] if order.startswith("-") else [col(field).asc(), col(Job.id).asc()]
-    columns = [getattr(Job, c) for c in LIST_SCALARS + SUMMARY_FIELDS] + [cast(getattr(Job, c), Text) for c in LIST_RAW_JSON]
-    rows = session.execute(select(*columns).where(*conds).order_by(*ordering).offset(offset).limit(limit)).all()
-    count = session.exec(select(func.count()).select_from(Job).where(*conds)).one()
+    name = order.lstrip("-")
+    # Only succeeded jobs have figures: under another state they all lack one, and the order is the nulls' (by
+    # id). Said outright, not left to a scan of the figure's whole index that finds nothing.
+    by = order if name not in SUCCESS_ONLY or filters.get("status") in (None, "succeeded") else order.replace(name, "id")
+    if after is None and offset:
+        rows = _offset_rows(session, _list_select(), conds, by, offset, limit + 1)
+    else:
+        rows = _keyset_rows(session, _list_select(), conds, by, after, limit + 1)
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        last = rows[-1]
+        key = LIST_SCALARS.index("id")
+        value = None if by.lstrip("-") == "id" else _row_value(last, name)
+        next_cursor = encode_cursor(order, value, last[key])
+    count, exact = _count(session, conds)
     n_scalar, n_summary = len(LIST_SCALARS), len(SUMMARY_FIELDS)
     items = []
     for row in rows:
@@ -90,7 +227,14 @@ def list_jobs_json(*, session: Session, limit: int = 50, offset: int = 0, order:
         raw = row[n_scalar + n_summary :]
         tail = ",".join(f'"{name}":{text if text is not None else "null"}' for name, text in zip(LIST_RAW_JSON, raw, strict=True))
         items.append(json.dumps(head, separators=(",", ":"))[:-1] + "," + tail + "}")
-    return "[" + ",".join(items) + "]", count
+    return "[" + ",".join(items) + "]", count, exact, next_cursor
+
+
+def _row_value(row, name: str) -> Any:
+    """The value of column ``name`` in a list row (LIST_SCALARS, then SUMMARY_FIELDS)."""
+    if name in LIST_SCALARS:
+        return row[LIST_SCALARS.index(name)]
+    return row[len(LIST_SCALARS) + SUMMARY_FIELDS.index(name)]
 
 
 def metrics_after(*, session: Session, job_id: int, after: int = 0, limit: int = 1000, kind: str | None = None) -> list[MetricPoint]:
@@ -192,16 +336,28 @@ def summary_tuples(*, session: Session, track: str | None = None) -> list[tuple]
     return [t for t, r in zip(tuples, rows, strict=True) if key is not None and recipe_key(r) == key]
 
 
-def summary_rows(*, session: Session, track: str | None = None, with_setting: bool = False) -> list[dict[str, Any]]:
+def track_base(*, session: Session, track: str) -> str:
+    """The stored track label (Job.track) the jobs of ``track`` (a label, a track key or a recipe hash) carry:
+    the scope of their results version."""
+    return _track_base(session, track)
+
+
+def summary_rows(*, session: Session, track: str | None = None, base: str | None = None, with_setting: bool = False) -> list[dict[str, Any]]:
     """One flat row per succeeded job, from the summary columns only (no result JSON is read), each with
     its ``recipe``. With ``track`` (a label or a recipe hash): the jobs under that track's stored label,
-    every recipe sharing it included (so labels are made unique over the same recipes as the full board)."""
-    conds = [] if track is None else [Job.track == _track_base(session, track)]
+    every recipe sharing it included (so labels are made unique over the same recipes as the full board).
+    With ``base``: the jobs whose stored label (Job.track) is exactly that."""
+    if base is None and track is not None:
+        base = _track_base(session, track)
+    conds = [] if base is None else [Job.track == base]
     rows = _with_recipes(session, [dict(zip(SUMMARY_ROW_COLUMNS, row, strict=True)) for row in _summary_tuples(session, conds)])
     if with_setting and rows:
-        # Equal setting_keys mean equal settings: parse one stored setting per key, not one per job.
-        first_ids = select(func.min(Job.id)).where(Job.status == "succeeded").group_by(Job.setting_key)
-        settings = dict(session.execute(select(Job.setting_key, Job.setting).where(col(Job.id).in_(first_ids))).all())
+        # Equal setting_keys mean equal settings: parse one stored setting per key (of these rows' first
+        # jobs, by primary key), not one per job, and never group the whole table.
+        first_ids: dict[str, int] = {}
+        for r in rows:
+            first_ids.setdefault(r["setting_key"], r["id"])
+        settings = dict(session.execute(select(Job.setting_key, Job.setting).where(col(Job.id).in_(list(first_ids.values())))).all())
         for row in rows:
             row["setting"] = settings.get(row["setting_key"])
     return rows
@@ -237,6 +393,19 @@ def frontier_rows(*, session: Session, track: str) -> list[dict[str, Any]] | Non
             row["frontier_key"] = fk
             row.update({f"{run}_steps": _steps(res, run) for run in ("dynds", "baseline", "equal_time")})
     return rows
+
+
+def results_versions(*, session: Session, scopes: list[tuple[str, str]] | None = None) -> dict[tuple[str, str], int]:
+    """The results version of each (scope, key) in ``scopes`` (every one stored when None): ``("track", <Job.track>)``
+    or ``("frontier", <frontier key>)``, bumped by the database whenever a succeeded job of it is written,
+    changed or deleted (migration 0009). A scope with no succeeded job ever is absent (version 0)."""
+    stmt = select(ResultsVersion.scope, ResultsVersion.key, ResultsVersion.version)
+    if scopes is not None:
+        if not scopes:
+            return {}
+        stmt = stmt.where(col(ResultsVersion.key).in_({k for _, k in scopes}))
+    found = {(scope, key): v for scope, key, v in session.execute(stmt).all()}
+    return found if scopes is None else {s: found.get(s, 0) for s in scopes}
 
 
 def results_version(*, session: Session) -> tuple[int, Any]:

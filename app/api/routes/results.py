@@ -21,57 +21,109 @@ from dynds_core.verdict import DEFAULT_MIN_SEEDS
 router = APIRouter(tags=["results"])
 
 
-class ResultsCache:
-    """Encoded results pages (leaderboards, exports), each valid while the set of succeeded jobs is unchanged.
+Scope = tuple[str, str]  # ("track", <stored track label>) or ("frontier", <frontier key>): crud.results_versions
 
-    An entry is stored with the ``crud.results_version`` it was built under and served only while the
-    version is the same (one cheap aggregate query per request), so a job that succeeds invalidates
-    every entry at once. Bounded by entries and by bytes (an export of 10,000 jobs is ~5 MB);
-    the oldest entries go first.
+
+class ResultsCache:
+    """Encoded results pages (leaderboards, frontiers, exports) and the per-track parts of the full leaderboard,
+    each valid while the results versions it was built from are unchanged.
+
+    An entry is stored with the versions of the scopes it read (one track, a track and its frontier key, or
+    every scope) and served only while they are the same: a job that succeeds in track A leaves the entries
+    of track B warm. Bounded by entries and by bytes (an export of 10,000 jobs is ~5 MB); the oldest go first.
     """
 
-    def __init__(self, size: int = 64, max_bytes: int = 256 * 1024 * 1024):
+    def __init__(self, size: int = 4096, max_bytes: int = 256 * 1024 * 1024):
         self.size = size
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
-        self._entries: dict[tuple, tuple[tuple, bytes]] = {}
+        self._entries: dict[tuple, tuple[Any, Any, int]] = {}
         self._bytes = 0
 
-    def get(self, key: tuple, version: tuple) -> bytes | None:
+    def entry(self, key: tuple) -> tuple[Any, Any] | None:
+        """(version, body) as stored, whatever the version."""
         with self._lock:
             hit = self._entries.get(key)
+        return (hit[0], hit[1]) if hit else None
+
+    def get(self, key: tuple, version: Any) -> Any:
+        hit = self.entry(key)
         return hit[1] if hit and hit[0] == version else None
 
-    def put(self, key: tuple, version: tuple, body: bytes) -> None:
-        if len(body) > self.max_bytes:
+    def put(self, key: tuple, version: Any, body: Any, nbytes: int | None = None) -> None:
+        nbytes = len(body) if nbytes is None else nbytes
+        if nbytes > self.max_bytes:
             return
         with self._lock:
             old = self._entries.pop(key, None)
             if old is not None:
-                self._bytes -= len(old[1])
-            while self._entries and (len(self._entries) >= self.size or self._bytes + len(body) > self.max_bytes):
-                self._bytes -= len(self._entries.pop(next(iter(self._entries)))[1])
-            self._entries[key] = (version, body)
-            self._bytes += len(body)
+                self._bytes -= old[2]
+            while self._entries and (len(self._entries) >= self.size or self._bytes + nbytes > self.max_bytes):
+                self._bytes -= self._entries.pop(next(iter(self._entries)))[2]
+            self._entries[key] = (version, body, nbytes)
+            self._bytes += nbytes
 
     def __contains__(self, key: tuple) -> bool:
         with self._lock:
             return key in self._entries
 
 
-def cached_body(request: Request, session, key: tuple, build: Callable[[], bytes]) -> bytes:
-    """The cached body for ``key`` if no job has succeeded since it was built, else ``build()`` (and cache it).
+def cached_body(request: Request, session, key: tuple, build: Callable[[], tuple[bytes, list[Scope] | None]]) -> bytes:
+    """The cached body for ``key`` while the scopes it was built from are unchanged, else ``build()`` (and cache it).
 
-    The version is read before the rows: a job succeeding in between makes the stored body newer than
-    its version (rebuilt once more at the next request), never older.
+    ``build`` returns the body and the scopes it read (None: all of them). Versions are read before the
+    rows: a job succeeding in between makes the stored body newer than its versions (rebuilt once more at
+    the next request), never older.
     """
     cache: ResultsCache | None = request.app.state.leaderboard_cache
-    version = crud.results_version(session=session)
-    body = cache.get(key, version) if cache else None
-    if body is None:
-        body = build()
-        if cache:
-            cache.put(key, version, body)
+    hit = cache.entry(key) if cache else None
+    if hit is not None:
+        (scopes, versions), body = hit
+        if crud.results_versions(session=session, scopes=scopes) == versions:
+            return body
+    snapshot = crud.results_versions(session=session)
+    body, scopes = build()
+    if cache:
+        versions = snapshot if scopes is None else {s: snapshot.get(s, 0) for s in scopes}
+        cache.put(key, (scopes, versions), body)
+    return body
+
+
+def board_body(params: dict[str, Any], tracks: list[tuple[str, bytes]]) -> bytes:
+    """The full leaderboard's JSON from its tracks' encoded parts, ordered by label as build_leaderboard orders them."""
+    head = _json(params)[:-1]
+    return head + b',"tracks":[' + b",".join(part for _, part in sorted(tracks, key=lambda t: t[0])) + b"]}"
+
+
+def track_parts(board: dict[str, Any]) -> list[tuple[str, bytes]]:
+    """A leaderboard's tracks, each as (label, its JSON): the unit board_body joins."""
+    return [(t["track"], _json(t)) for t in board["tracks"]]
+
+
+def full_leaderboard(request: Request, session, params: dict[str, Any]) -> bytes:
+    """Every track's leaderboard, maintained per stored track label: on a change, only the labels whose
+    version moved are read and ranked again (labels are unique within a stored label, so the parts join
+    into what one build over all rows gives)."""
+    cache: ResultsCache | None = request.app.state.leaderboard_cache
+    snapshot = crud.results_versions(session=session)
+    if cache is None:
+        return _json(build_leaderboard(_rows(session), **params))
+    key = ("leaderboard", None, *params.values())
+    body = cache.get(key, snapshot)
+    if body is not None:
+        return body
+    tracks: list[tuple[str, bytes]] = []
+    for (scope, base), version in snapshot.items():
+        if scope != "track":
+            continue
+        part_key = ("leaderboard-part", base, *params.values())
+        part = cache.get(part_key, version)
+        if part is None:
+            part = track_parts(build_leaderboard(_rows(session, base=base), **params))
+            cache.put(part_key, version, part, nbytes=sum(len(b) for _, b in part))
+        tracks += part
+    body = board_body(params, tracks)
+    cache.put(key, snapshot, body)
     return body
 
 
@@ -166,11 +218,16 @@ def leaderboard(
     min_seeds: MinSeeds = DEFAULT_MIN_SEEDS,
     include_noisy: IncludeNoisy = False,
 ) -> Response:
-    def build() -> bytes:
-        rows = _rows(session, track=track)
-        return _json(build_leaderboard(rows, max_acc_drop=max_acc_drop, track=track, min_seeds=min_seeds, include_noisy=include_noisy))
+    params = {"max_acc_drop": max_acc_drop, "min_seeds": min_seeds, "include_noisy": include_noisy}
+    if track is None:
+        return Response(full_leaderboard(request, session, params), media_type="application/json")
+    base = crud.track_base(session=session, track=track)
 
-    key = (track, max_acc_drop, min_seeds, include_noisy)
+    def build() -> tuple[bytes, list[Scope]]:
+        rows = _rows(session, base=base)
+        return _json(build_leaderboard(rows, track=track, **params)), [("track", base)]
+
+    key = ("leaderboard", track, *params.values())
     return Response(cached_body(request, session, key, build), media_type="application/json")
 
 
@@ -189,9 +246,10 @@ def leaderboard_by_hardware(
 ) -> Response:
     """One setting's verdict side by side across hardware classes, never pooled: each entry is one track's cell."""
 
-    def build() -> bytes:
-        board = build_leaderboard(_rows(session), max_acc_drop=max_acc_drop, min_seeds=min_seeds, include_noisy=include_noisy)
-        return _json(build_hardware_table(board, min_hardware=min_hardware))
+    def build() -> tuple[bytes, None]:
+        # From the full board as kept per track: a change reads that track's rows only, not every row again.
+        board = json.loads(full_leaderboard(request, session, {"max_acc_drop": max_acc_drop, "min_seeds": min_seeds, "include_noisy": include_noisy}))
+        return _json(build_hardware_table(board, min_hardware=min_hardware)), None
 
     key = ("hardware", max_acc_drop, min_seeds, include_noisy, min_hardware)
     return Response(cached_body(request, session, key, build), media_type="application/json")
@@ -215,14 +273,16 @@ def frontier(
 ) -> Response:
     """The baseline's accuracy against its budget (a band over seeds) and the track's DynDS cells on the same axes."""
 
-    def build() -> bytes:
+    def build() -> tuple[bytes, list[Scope]]:
+        base = crud.track_base(session=session, track=track)
         rows = crud.frontier_rows(session=session, track=track)
         if rows is None:
-            return b""
+            return b"", [("track", base)]
         for r in rows:
             r["job_id"] = r.pop("id")
+        scopes = [("track", base), *{("frontier", r["frontier_key"]) for r in rows if r.get("frontier_key")}]
         front = build_frontier(rows, track=track, max_acc_drop=max_acc_drop, min_seeds=min_seeds, include_noisy=include_noisy)
-        return _json(front) if front is not None else b""
+        return (_json(front) if front is not None else b""), scopes
 
     body = cached_body(request, session, ("frontier", track, max_acc_drop, min_seeds, include_noisy), build)
     if not body:
@@ -257,6 +317,7 @@ def export(
 ) -> Response:
     """Every succeeded job's summary row; served from the results cache until the next job succeeds."""
     encode = export_json if format == "json" else export_csv
-    body = cached_body(request, session, ("export", format, track), lambda: encode(crud.summary_tuples(session=session, track=track)))
+    scopes = None if track is None else [("track", crud.track_base(session=session, track=track))]
+    body = cached_body(request, session, ("export", format, track), lambda: (encode(crud.summary_tuples(session=session, track=track)), scopes))
     headers = {"Content-Disposition": 'attachment; filename="dynds-results.csv"'} if format == "csv" else None
     return Response(body, media_type=EXPORT_TYPES[format], headers=headers)

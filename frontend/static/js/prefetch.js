@@ -6,7 +6,7 @@
   try { t = sessionStorage.getItem("dynds.token"); } catch (e) { /* storage disabled */ }
   if (/^#\/compare$/.test(h)) u = "/api/v1/export?format=json";
   else if (/^#\/leaderboard$/.test(h)) u = "/api/v1/leaderboard";
-  else if (!h || /^#\/?(jobs)?$/.test(h)) u = "/api/v1/jobs?limit=50&offset=0&order=-created_at";
+  else if (!h || /^#\/?(jobs)?$/.test(h)) u = "/api/v1/jobs?limit=50&order=-created_at";
   var headers = { Accept: "application/json" };
   if (t) headers.Authorization = "Bearer " + t;
   if (!u || !window.fetch) return;

@@ -4,37 +4,24 @@ up (one row per host and node name, enforced by the database), down to 0007 (the
 from __future__ import annotations
 
 import pytest
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import inspect
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from app import crud
-from app.core.db import MIGRATIONS_DIR, init_db, make_engine
+from app.core.db import init_db, make_engine
 from app.fleet import registry
 from app.models import Job, Worker
 from dynds_core.hardware import make_hardware
-from dynds_core.spec import JobSpec
-
-
-def _move(engine, direction: str, revision: str) -> None:
-    cfg = Config(str(MIGRATIONS_DIR / "alembic.ini"))
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        getattr(command, direction)(cfg, revision)
+from tests.app.core.migration_helpers import add_job, job_ids, move
 
 
 def _check_0008(url: str) -> None:
     engine = make_engine(url)
     hw = make_hardware(device="cpu", model="Intel Xeon", threads=2)
     try:
-        _move(engine, "upgrade", "0007")
+        move(engine, "upgrade", "0007")
         assert "worker" not in inspect(engine).get_table_names()
-        with Session(engine) as s:
-            job, _ = crud.submit_job(session=s, spec=JobSpec.parse({"train": {"seed": 1}}))
-            job_id = job.id
+        job_id, _ = add_job(engine, seed=1)
         init_db(engine)  # 0008 on top of a database with jobs in it
         insp = inspect(engine)
         columns = {c["name"] for c in insp.get_columns("worker")}
@@ -47,10 +34,9 @@ def _check_0008(url: str) -> None:
             s.add(Worker(host="h", name="dynds@h", kind="celery", pid=2, version="x", hardware={}, hardware_key="k", hardware_class="c"))
             with pytest.raises(IntegrityError):
                 s.commit()
-        _move(engine, "downgrade", "0007")
+        move(engine, "downgrade", "0007")
         assert "worker" not in inspect(engine).get_table_names()
-        with Session(engine) as s:
-            assert [j.id for j in s.exec(select(Job)).all()] == [job_id]
+        assert job_ids(engine) == [job_id]
         init_db(engine)
         with Session(engine) as s:
             assert s.exec(select(Worker)).all() == []

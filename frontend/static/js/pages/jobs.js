@@ -10,24 +10,24 @@ const PAGE = 50;
 const POLL_MS = 2000;
 const FILTERS = ["status", "arch", "dataset", "schedule_kind", "hardware_key", "q"];
 
-const STATUS_RANK = { running: 0, queued: 1, succeeded: 2, failed: 3, cancelled: 4 };
-const VERDICT_RANK = { beats_equal_time: 0, tie: 1, needs_seeds: 2, loses_to_equal_time: 3, no_equal_time: 4 };
-const summaryOf = (j) => j.summary || {};
 /**
- * Sortable columns. `api`: the server orders by it (GET /jobs?order=), so the sort holds across pages;
- * the others have no server order, so they sort the page shown (and the caption says so).
+ * Sortable columns, each ordered by the server (GET /jobs?order=, an index per column), so a sort holds across
+ * every page; jobs without a value (no figures yet) come last either way. States and verdicts sort by name.
  * `first`: the direction a first click gives; `words`: [ascending, descending] for the phone's select.
  */
 export const SORTS = {
   id: { label: "Job", api: "id", first: "desc", words: ["lowest id first", "highest id first"] },
   name: { label: "Name", api: "name", first: "asc", words: ["A to Z", "Z to A"] },
-  status: { label: "Status", value: (j) => STATUS_RANK[j.status], first: "asc", words: ["running first", "cancelled first"] },
-  track: { label: "Track", value: (j) => j.track, first: "asc", words: ["A to Z", "Z to A"] },
-  schedule: { label: "Schedule", value: (j) => j.schedule_kind, first: "asc", words: ["A to Z", "Z to A"] },
-  time_saving: { label: "Time saving", value: (j) => summaryOf(j).time_saving, first: "desc", words: ["lowest first", "highest first"] },
-  acc_delta: { label: "Acc. Δ", value: (j) => summaryOf(j).acc_delta, first: "desc", words: ["lowest first", "highest first"] },
-  verdict: { label: "Verdict", value: (j) => VERDICT_RANK[summaryOf(j).verdict], first: "asc", words: ["worth it first", "not worth it first"] },
+  status: { label: "Status", api: "status", first: "asc", words: ["A to Z", "Z to A"] },
+  track: { label: "Track", api: "track", first: "asc", words: ["A to Z", "Z to A"] },
+  hardware: { label: "Hardware", api: "hardware_key", first: "asc", words: ["A to Z", "Z to A"] },
+  schedule: { label: "Schedule", api: "schedule_kind", first: "asc", words: ["A to Z", "Z to A"] },
+  time_saving: { label: "Time saving", api: "time_saving", first: "desc", words: ["lowest first", "highest first"] },
+  acc_delta: { label: "Acc. Δ", api: "acc_delta", first: "desc", words: ["lowest first", "highest first"] },
+  gap: { label: "Gap to equal time", api: "equal_time_gap", first: "desc", words: ["lowest first", "highest first"] },
+  verdict: { label: "Verdict", api: "verdict", first: "asc", words: ["A to Z", "Z to A"] },
   created: { label: "Created", api: "created_at", first: "desc", words: ["oldest first", "newest first"] },
+  finished: { label: "Finished", api: "finished_at", first: "desc", words: ["earliest first", "latest first"] },
 };
 const DEFAULT_SORT = "-created";
 
@@ -39,20 +39,8 @@ export function parseSort(text) {
   return { key, dir: s.startsWith("-") ? "desc" : "asc" };
 }
 const sortText = ({ key, dir }) => (dir === "desc" ? "-" : "") + key;
-
-/** The page's rows in the chosen order; missing values last either way, ties by newest id. */
-export function sortRows(rows, sort) {
-  const col = SORTS[sort.key];
-  if (!col || !col.value) return rows;
-  const sign = sort.dir === "desc" ? -1 : 1;
-  const absent = (v) => v === null || v === undefined || Number.isNaN(v);
-  return [...rows].sort((a, b) => {
-    const va = col.value(a), vb = col.value(b);
-    if (absent(va) || absent(vb)) return absent(va) - absent(vb) || b.id - a.id;
-    const c = typeof va === "string" ? va.localeCompare(vb) : va - vb;
-    return c * sign || b.id - a.id;
-  });
-}
+/** The GET /jobs order of a sort: "-time_saving", "created_at", ... */
+export const apiOrder = (sort) => (sort.dir === "desc" ? "-" : "") + SORTS[sort.key].api;
 
 let state = null;
 
@@ -153,15 +141,15 @@ async function load(first) {
   if (!state) return;
   clearTimeout(state.timer);
   const seq = ++state.seq;
-  const offset = Math.max(0, parseInt(state.query.offset || "0", 10) || 0);
+  // Pages follow the server's cursors (fast at any depth, stable while jobs are added); `page` numbers them.
+  const pageNo = Math.max(1, parseInt(state.query.page || "1", 10) || 1);
+  const cursor = pageNo > 1 ? state.query.cursor : undefined;
+  const offset = (pageNo - 1) * PAGE;
   const box = state.root.querySelector("#jobs-table");
   let page;
   try {
-    const sort = parseSort(state.query.sort);
-    const api = SORTS[sort.key].api;
-    // Columns the server cannot order by sort the newest page; the server orders the rest.
-    const order = api ? (sort.dir === "desc" ? "-" : "") + api : "-created_at";
-    page = await get("/jobs", { ...Object.fromEntries(FILTERS.map((k) => [k, state.query[k]])), limit: PAGE, offset, order });
+    const order = apiOrder(parseSort(state.query.sort));
+    page = await get("/jobs", { ...Object.fromEntries(FILTERS.map((k) => [k, state.query[k]])), limit: PAGE, order, cursor });
   } catch (err) {
     if (!state || seq !== state.seq) return;
     box.innerHTML = String(errorBox(err));
@@ -233,7 +221,7 @@ function table(page, offset) {
       : emptyBox("No jobs yet.", " Submit a spec to start training.", '<a class="btn btn-primary" href="#/submit">Submit a job</a>');
   }
   const sort = parseSort(state.query.sort);
-  const rows = sortRows(page.data, sort).map((j) => {
+  const rows = page.data.map((j) => {
     const s = j.summary || {};
     const done = j.status === "succeeded";
     const noBase = absentWords(j, "no baseline");
@@ -252,30 +240,34 @@ function table(page, offset) {
       <td data-label="Created" class="hide-sm" title="${j.created_at ? new Date(j.created_at).toLocaleString() : ""}">${shortWhen(j.created_at)}</td></tr>`;
   });
   const end = offset + page.data.length;
-  const prev = Math.max(0, offset - PAGE);
-  const q = { ...state.query };
-  const link = (off) => "#/jobs?" + new URLSearchParams({ ...q, offset: off }).toString();
+  const pageNo = Math.floor(offset / PAGE) + 1;
+  // The way back: the cursor each page was reached by, remembered for this filter and order.
+  const q = { ...filtersOf(state.query), ...(state.query.sort ? { sort: state.query.sort } : {}) };
+  const trail = (state.trail = state.trailKey === JSON.stringify(q) ? state.trail : {});
+  state.trailKey = JSON.stringify(q);
+  trail[pageNo] = state.query.cursor;
+  const link = (n, cursor) => "#/jobs?" + new URLSearchParams(n > 1 && cursor ? { ...q, page: n, cursor } : q).toString();
   const col = SORTS[sort.key];
   const words = `${col.label.toLowerCase()}, ${col.words[sort.dir === "asc" ? 0 : 1]}`;
-  const byDate = sort.key === "created" || !col.api;
-  const order = sortText(sort) === DEFAULT_SORT ? "newest first"
-    : col.api ? `by ${words}` : `newest first; ${page.count > page.data.length ? "this page " : ""}sorted by ${words}`;
+  const order = sortText(sort) === DEFAULT_SORT ? "newest first" : `by ${words}`;
+  const total = page.count_exact === false ? `about ${int(page.count)}` : int(page.count);
   const th = (key, cls = "") => {
     const c = SORTS[key];
     const on = sort.key === key;
     const mark = on ? (sort.dir === "asc" ? "▲" : "▼") : "↕";
     return html`<th class="${cls}" scope="col"${on ? raw(` aria-sort="${sort.dir === "asc" ? "ascending" : "descending"}"`) : ""}><button type="button" class="th-sort${on ? " on" : ""}" data-sort="${key}">${c.label}<span class="sort-mark" aria-hidden="true">${mark}</span></button></th>`;
   };
-  const [newer, older] = byDate && !(sort.key === "created" && sort.dir === "asc") ? ["← Newer", "Older →"] : ["← Previous", "Next →"];
+  const byDate = sort.key === "created";
+  const [newer, older] = byDate && sort.dir === "desc" ? ["← Newer", "Older →"] : ["← Previous", "Next →"];
   return html`<div class="table-wrap"><table class="cards job-cards">
-    <caption class="muted" style="text-align:left;padding:8px 10px">Jobs ${int(offset + 1)}–${int(end)} of ${int(page.count)}, ${order}</caption>
+    <caption class="muted" style="text-align:left;padding:8px 10px">Jobs ${int(offset + 1)}–${int(end)} of ${total}, ${order}</caption>
     <thead><tr>${th("id", "num")}${th("name")}${th("status")}<th scope="col">Progress</th>
       ${th("track", "hide-sm")}${th("schedule", "hide-sm")}${th("time_saving", "num")}
       ${th("acc_delta", "num")}${th("verdict")}${th("created", "hide-sm")}</tr></thead>
     <tbody>${rows}</tbody></table></div>
     <nav class="pager" aria-label="Pages of jobs">
-      ${offset > 0 ? html`<a class="btn" href="${link(prev)}" rel="prev">${newer}</a>` : html`<span class="btn" aria-disabled="true" style="opacity:.45">${newer}</span>`}
-      <span class="muted">Page ${int(Math.floor(offset / PAGE) + 1)} of ${int(Math.max(1, Math.ceil(page.count / PAGE)))}</span>
-      ${end < page.count ? html`<a class="btn" href="${link(offset + PAGE)}" rel="next">${older}</a>` : html`<span class="btn" aria-disabled="true" style="opacity:.45">${older}</span>`}
+      ${pageNo > 1 ? html`<a class="btn" href="${link(pageNo - 1, trail[pageNo - 1])}" rel="prev">${newer}</a>` : html`<span class="btn" aria-disabled="true" style="opacity:.45">${newer}</span>`}
+      <span class="muted">Page ${int(pageNo)}${page.count_exact === false ? "" : html` of ${int(Math.max(1, Math.ceil(page.count / PAGE)))}`}</span>
+      ${page.next_cursor ? html`<a class="btn" href="${link(pageNo + 1, page.next_cursor)}" rel="next">${older}</a>` : html`<span class="btn" aria-disabled="true" style="opacity:.45">${older}</span>`}
     </nav>`;
 }
