@@ -75,7 +75,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         choices=("worth-it", "no-worse"),
         default=None,
         help="with --wait: decide over seeds (POST /api/v1/gate): worth-it: DynDS beats the baseline trained for the same "
-        "time; no-worse: accuracy drops by at most --max-acc-drop (see exit codes below)",
+        "time; no-worse: accuracy drops by at most --max-acc-drop (see exit codes below; default: no gate over seeds)",
     )
     p.add_argument("--min-seeds", type=int, default=3, metavar="N", help="with --require: seeds of the first look (default: %(default)s)")
     p.add_argument(
