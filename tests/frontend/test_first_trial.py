@@ -99,15 +99,21 @@ def jobs_list() -> list[dict]:
 
 
 def route_jobs_list(page, jobs: list[dict], asked: list[dict]) -> None:
-    """GET /jobs answered with ``jobs``, ordered as the request's ``order`` says (as the server does)."""
-    keys = {"created_at": lambda j: j["created_at"], "id": lambda j: j["id"], "name": lambda j: j["name"]}
+    """GET /jobs answered with ``jobs``, ordered as the request's ``order`` says, as the server does: by (column,
+    id), jobs without a value last either way."""
 
     def answer(route):
         q = query_of(route.request.url)
         asked.append(q)
         order = q.get("order", "-created_at")
-        data = sorted(jobs, key=keys[order.lstrip("-")], reverse=order.startswith("-"))
-        fulfil_json(route, {"data": data, "count": len(data)})
+        column, descending = order.lstrip("-"), order.startswith("-")
+
+        def value(j):  # a column of the job, or of its summary (time_saving, acc_delta, ...)
+            return j[column] if column in j else (j.get("summary") or {}).get(column)
+
+        valued = sorted((j for j in jobs if value(j) is not None), key=lambda j: (value(j), j["id"]), reverse=descending)
+        data = valued + sorted((j for j in jobs if value(j) is None), key=lambda j: j["id"], reverse=descending)
+        fulfil_json(route, {"data": data, "count": len(data), "count_exact": True, "next_cursor": None})
 
     page.route(re.compile(r".*/api/v1/jobs\?.*"), answer)
 
@@ -181,7 +187,7 @@ def test_jobs_sort_by_a_header_and_say_it_in_aria_sort(vpage, server):
     assert th.get_attribute("aria-sort") == "descending" and page.locator("#jobs-table th[aria-sort]").count() == 1
     # highest first; jobs without a figure last
     assert row_names(page) == ["cifar-p05", "a-tie", "no-equal-time", "slow-setting", "running-one", "oom-on-gpu"]
-    assert "sorted by time saving, highest first" in page.locator("#jobs-table caption").inner_text()
+    assert "of 6, by time saving, highest first" in page.locator("#jobs-table caption").inner_text()  # the whole list, by the server
     if page.size_name == "desktop":
         assert page.evaluate("document.activeElement.dataset.sort") == "time_saving"  # focus kept across the redraw
         page.click("#jobs-table th button[data-sort=time_saving]")

@@ -1,5 +1,6 @@
 // Every JobSpec field (dynds_core/spec.py), as the submit form shows it. Pure data + pure functions.
-// type: int | float | bool | choice | text; nullable: empty input means null; choices: a list or a /meta key.
+// type: int | float | bool | choice | text; nullable: empty input means null; choices: a list or a /meta key;
+// wrap: the spec holds {wrap: value} (a one-key section), the form the value.
 export const SECTIONS = [
   { id: "job", title: "Job", fields: [
     { path: "name", label: "Name", type: "text", hint: "a label for lists; not part of the spec hash" },
@@ -53,6 +54,8 @@ export const SECTIONS = [
     { path: "dynds.kernel.scale", label: "Kernel scale", type: "choice", choices: ["sum", "none"] },
     { path: "dynds.kernel.pad_side", label: "Even-kernel padding", type: "choice", choices: ["end", "start", "alternate"] },
     { path: "dynds.bn", label: "Batch norm", type: "choice", choices: "bn" },
+    // FixRes: a section ({batches: N}) or null; the form holds its one number.
+    { path: "dynds.bn_recalibration", label: "BN recalibration", type: "int", nullable: true, wrap: "batches", min: 1, max: 10000, hint: "FixRes: batches to recompute BatchNorm statistics after training; empty: off" },
   ] },
   { id: "schedule", title: "Schedule: which batches run reduced", fields: [
     { path: "dynds.schedule.kind", label: "Kind", type: "choice", choices: "schedule_kind" },
@@ -124,6 +127,10 @@ export function applies(field, valueOf) {
 
 /** One input's text -> the spec value (numbers stay text when unparsable, so the API names them). */
 export function parseValue(field, text) {
+  const value = parseBare(field, text);
+  return field.wrap && typeof value === "number" ? { [field.wrap]: value } : value;
+}
+function parseBare(field, text) {
   if (field.type === "bool") return !!text;
   const s = typeof text === "string" ? text.trim() : text;
   if (s === "" || s === null || s === undefined) return field.nullable ? null : field.type === "text" || field.type === "choice" ? "" : null;
@@ -136,6 +143,7 @@ export function parseValue(field, text) {
   return s;
 }
 export function formatValue(field, value) {
+  if (field.wrap && value && typeof value === "object") value = value[field.wrap];
   if (value === null || value === undefined) return "";
   if (field.type === "pair" && Array.isArray(value)) return value.join(", ");
   return String(value);
@@ -149,6 +157,8 @@ export function locToPath(loc) {
   if (parts[0] === "dynds" && parts[1] === "schedule" && SCHEDULE_KINDS.includes(parts[2])) parts.splice(2, 1);
   // Pydantic adds tuple indexes (kernel.size.0): the field is the tuple.
   while (parts.length && /^\d+$/.test(parts[parts.length - 1]) && !FIELD_BY_PATH[parts.join(".")]) parts.pop();
+  // A wrapped section's key (dynds.bn_recalibration.batches) is its field's.
+  if (!FIELD_BY_PATH[parts.join(".")] && FIELD_BY_PATH[parts.slice(0, -1).join(".")]?.wrap) parts.pop();
   return parts.join(".");
 }
 
@@ -162,7 +172,8 @@ export function parseSweepValues(field, text) {
     else if (field.type === "pair") v = parseValue(field, item.replace(/[()[\]]/g, ""));
     else if (/^null$/i.test(item) && field.nullable) v = null;
     else v = parseValue(field, item);
-    if (v === undefined || ((field.type === "int" || field.type === "float") && typeof v !== "number")) bad.push(item); else values.push(v);
+    const bare = field.wrap && v && typeof v === "object" ? v[field.wrap] : v;
+    if (v === undefined || ((field.type === "int" || field.type === "float") && bare !== null && typeof bare !== "number")) bad.push(item); else values.push(v);
   }
   return { values, bad };
 }
