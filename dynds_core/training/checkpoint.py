@@ -176,6 +176,11 @@ class Checkpointer:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.spec_hash, self.every_s, self.keep = spec_hash, float(every_s), keep
+        # A writer killed mid-write (SIGKILL, power cut) leaves its temporary file: never a checkpoint (only a
+        # rename makes one), and one run writes a job's directory at a time, so what is left now is garbage.
+        for stale in self.directory.glob(".ckpt-*.tmp"):
+            log.warning("removing %s, a checkpoint whose writing was cut off", stale.name)
+            stale.unlink(missing_ok=True)
         existing = list_checkpoints(self.directory)
         self.index = int(_NAME.match(existing[0].name).group(1)) + 1 if existing else 0  # type: ignore[union-attr]
         self.last_save = time.monotonic()

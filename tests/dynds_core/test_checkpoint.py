@@ -361,3 +361,67 @@ def test_callbacks_hear_of_each_checkpoint_before_it_is_written(tmp_path):
         header = read_checkpoint(tmp_path / f"ckpt-{i:06d}.dynds").header if i >= len(store.calls) - 2 else None
         if header is not None:  # the two kept: the steps they cover had all been reported
             assert sum(header["steps"].values()) == steps
+
+
+# A process that writes checkpoints of ~8 MB, printing each one written; with a cut ("data": half the bytes written,
+# "rename": all written and fsynced, not yet renamed) the third save stops there and says so, to be SIGKILLed.
+_WRITER = """
+import builtins, os, sys, time, torch
+from dynds_core.training import checkpoint
+cut = sys.argv[2]
+saver = checkpoint.Checkpointer(sys.argv[1], "abc")
+
+class HalfWriter:
+    def __init__(self, f): self.f = f
+    def __enter__(self): return self
+    def __exit__(self, *a): self.f.close()
+    def write(self, data):
+        self.f.write(data[: len(data) // 2]); self.f.flush()
+        print("cut", flush=True); time.sleep(60)
+    def flush(self): self.f.flush()
+    def fileno(self): return self.f.fileno()
+
+def replace_later(src, dst):
+    print("cut", flush=True); time.sleep(60)
+
+for n in range(1_000_000):
+    if n == 2 and cut == "data":
+        checkpoint.open = lambda path, mode: HalfWriter(builtins.open(path, mode))
+    if n == 2 and cut == "rename":
+        checkpoint.os.replace = replace_later
+    saver.save({"i": saver.index, "w": torch.full((2_000_000,), float(saver.index))})
+    print(saver.index - 1, flush=True)
+"""
+
+
+@pytest.mark.parametrize("cut", ["data", "rename", "random"])
+def test_sigkill_while_writing_leaves_the_previous_checkpoint_valid(tmp_path, cut):
+    """A writer SIGKILLed with half a checkpoint's bytes written, with all of them written but not renamed, or at
+    random moments: the newest loadable checkpoint is whole and the last one written, and the next writer
+    clears the cut-off temporary file."""
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    rng = random.Random(0)
+    for _ in range(3 if cut == "random" else 1):
+        writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path), cut], stdout=subprocess.PIPE, text=True)
+        lines = [writer.stdout.readline().strip()]  # one written
+        if cut == "random":
+            time.sleep(rng.uniform(0.05, 0.4))
+        else:
+            while lines[-1] != "cut":
+                lines.append(writer.stdout.readline().strip())
+            assert list(tmp_path.glob(".ckpt-*.tmp")), "killed with its temporary file there"
+        writer.send_signal(signal.SIGKILL)
+        lines += writer.stdout.read().split()
+        writer.wait()
+        written = [int(x) for x in lines if x != "cut"]
+        ckpt = load_checkpoint(tmp_path, "abc")
+        i = ckpt.payload["i"]
+        # the last reported, or (a random kill between a rename and its print) the one after it
+        assert max(written) <= i <= max(written) + 1 and torch.equal(ckpt.payload["w"], torch.full((2_000_000,), float(i)))
+    Checkpointer(tmp_path, "abc")
+    assert not list(tmp_path.glob(".*.tmp")), "the cut-off write's temporary file is cleared by the next writer"
