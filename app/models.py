@@ -110,9 +110,11 @@ class JobBase(_UTCModel):
     # DynDS setting and the baseline flags). NULL only on rows the 0003 migration could not read.
     recipe_hash: str | None = Field(default=None, max_length=16)
     attempt: int = 1  # 1 + how many retries (POST /jobs/{id}/retry) lead to this job
-    # How many times this job has been started (claimed by a worker); recovery with recover_policy
-    # "resume" or "requeue" puts it back in the queue only while attempts < settings.max_attempts (migration 0004).
+    # How many times this job has been started (claimed by a worker), and how many of those runs their own
+    # process's shutdown stopped (SIGTERM on a deploy: not a fault). Recovery with recover_policy "resume" or
+    # "requeue" puts it back in the queue only while attempts - stops < settings.max_attempts (0004, 0010).
     attempts: int = 0
+    stops: int = 0
     retry_of: int | None = Field(default=None, foreign_key="job.id")
     sweep_id: int | None = Field(default=None, foreign_key="sweep.id")
     created_at: datetime = Field(default_factory=utcnow)

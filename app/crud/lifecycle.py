@@ -148,8 +148,8 @@ RUN_RESET = dict(started_at=None, worker=None, progress=None, result=None, repro
 
 def requeue_job(*, session: Session, job_id: int, attempt: int | None = None, keep_points: bool = False) -> bool:
     """A run stopped by its own process's shutdown (SIGTERM, not a fault): back to `queued` at once,
-    and the attempt given back (``attempts - 1``: a deploy restarting workers must not use up a job's
-    requeue limit). Its points and progress are deleted in the same transaction: the rerun writes its own
+    counted in ``stops`` (a deploy restarting workers must not use up a job's requeue limit, which is on
+    ``attempts - stops``; ``attempts`` still counts the run). Its points and progress are deleted in the same transaction: the rerun writes its own
     from step 0; ``keep_points`` (the rerun resumes from a checkpoint): the points stay, and the resuming
     run deletes those its checkpoint does not cover (``resume_run``). False when the job is no longer this run's."""
     res = session.execute(
@@ -158,7 +158,7 @@ def requeue_job(*, session: Session, job_id: int, attempt: int | None = None, ke
             *this_run(job_id, attempt),
             **RUN_RESET,
             heartbeat_at=utcnow(),
-            attempts=case((col(Job.attempts) > 0, Job.attempts - 1), else_=0),
+            stops=Job.stops + 1,
         )
     )
     if res.rowcount != 1:

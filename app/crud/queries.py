@@ -56,6 +56,7 @@ LIST_SCALARS = (
     "recipe_hash",
     "attempt",
     "attempts",
+    "stops",
     "retry_of",
     "sweep_id",
     "created_at",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func
+from sqlalchemy import and_, delete, func, or_
 from sqlmodel import Session, col, select
 
 from app.crud.lifecycle import RUN_RESET, this_run
@@ -14,7 +14,7 @@ from app.models import Job, MetricPoint, as_utc, utcnow
 
 INTERRUPTED_ERROR = "interrupted: the process running it stopped; retry it with POST /jobs/{id}/retry"
 STALE_ERROR = "interrupted: no heartbeat from worker {worker} for {age} s; retry it with POST /jobs/{id}/retry"
-INTERRUPTED_LIMIT = " (started {attempts} times, the most DYNDS_MAX_ATTEMPTS={max_attempts} allows: not requeued again)"
+INTERRUPTED_LIMIT = " (started {attempts} times{stopped}, the most DYNDS_MAX_ATTEMPTS={max_attempts} allows: not requeued again)"
 # The name the embedded executor's runs carry (worker/runner.worker_name: host:pid:thread).
 EXECUTOR_THREAD = "dynds-executor"
 POLICIES = ("resume", "requeue", "fail")
@@ -41,18 +41,20 @@ def give_up_run(
     re-checks ``where``, e.g. the heartbeat still stale) before the points are deleted.
     """
     _check_policy(policy)
-    row = session.execute(select(Job.attempts, Job.cancel_requested).where(col(Job.id) == job_id, in_sources(*GIVE_UP))).first()
+    row = session.execute(select(Job.attempts, Job.stops, Job.cancel_requested).where(col(Job.id) == job_id, in_sources(*GIVE_UP))).first()
     if row is None:
         session.rollback()
         return None
-    attempts, cancel = row
+    attempts, stops, cancel = row
+    faults = attempts - stops  # runs a shutdown stopped (a deploy) do not count against the limit
     now = now or utcnow()
     if cancel:
         op, values = "give_up_cancelled", dict(active_hash=None, finished_at=now, error=error)
-    elif policy in REQUEUING and attempts < max_attempts:
+    elif policy in REQUEUING and faults < max_attempts:
         op, values = "give_up_requeue", dict(RUN_RESET, heartbeat_at=now)
     else:
-        limit = INTERRUPTED_LIMIT.format(attempts=attempts, max_attempts=max_attempts) if policy in REQUEUING else ""
+        stopped = f", {stops} of them stopped by a shutdown, which do not count" if stops else ""
+        limit = INTERRUPTED_LIMIT.format(attempts=attempts, stopped=stopped, max_attempts=max_attempts) if policy in REQUEUING else ""
         op, values = "give_up_fail", dict(error=error + limit, active_hash=None, finished_at=now)
     stmt = move(op, *this_run(job_id, attempts), *where, **values)
     if session.execute(stmt).rowcount != 1:
@@ -145,19 +147,24 @@ def jobs_to_redispatch(*, session: Session, older_than: timedelta, now: datetime
     """
     now = now or utcnow()
     sent = func.coalesce(Job.heartbeat_at, Job.created_at)
-    rows = session.execute(
-        select(Job.id, Job.created_at, Job.heartbeat_at)
-        .where(in_sources("mark_dispatched"), sent <= now - older_than)
-        .order_by(col(Job.created_at), col(Job.id))
-        .limit(limit)
-    ).all()
+    candidates = select(Job.id, Job.created_at, Job.heartbeat_at).where(in_sources("mark_dispatched"), sent <= now - older_than)
+    due: list[int] = []
+    # Page by page (oldest first) until ``limit`` are due: the back-off is judged here, so the oldest jobs, just
+    # sent and not due, must not hide those behind them (a backlog of more than ``limit`` after a broker lost it).
+    after = None
+    while len(due) < limit:
+        page = candidates
+        if after is not None:
+            page = page.where(or_(col(Job.created_at) > after[0], and_(col(Job.created_at) == after[0], col(Job.id) > after[1])))
+        rows = session.execute(page.order_by(col(Job.created_at), col(Job.id)).limit(limit)).all()
+        for job_id, created, last in rows:
+            if last is None or now - as_utc(last) >= max(older_than, as_utc(last) - as_utc(created)):
+                due.append(job_id)
+        if len(rows) < limit:
+            break
+        after = (rows[-1][1], rows[-1][0])
     session.rollback()
-    due = []
-    for job_id, created, last in rows:
-        created, last = as_utc(created), as_utc(last)
-        if last is None or now - last >= max(older_than, last - created):
-            due.append(job_id)
-    return due
+    return due[:limit]
 
 
 def mark_dispatched(*, session: Session, job_ids: list[int], now: datetime | None = None) -> None:

@@ -80,9 +80,12 @@ def seed_database(home) -> dict[str, list[int]]:
     ids: dict[str, list[int]] = {}
     with Session(engine) as session:
 
-        def finished(what: str, data: dict, **figures) -> None:
+        def finished(what: str, data: dict, stops: int = 0, **figures) -> None:
             spec = JobSpec.parse(data)
             job, _ = crud.submit_job(session=session, spec=spec, force=True)
+            for n in range(1, stops + 1):  # a deploy stopped it (SIGTERM), and it was taken up again
+                assert crud.claim_job(session=session, job_id=job.id, worker="test") is not None
+                assert crud.requeue_job(session=session, job_id=job.id, attempt=n, keep_points=True)
             assert crud.claim_job(session=session, job_id=job.id, worker="test") is not None
             assert crud.finish_job(session=session, job_id=job.id, result=result_of(spec, **figures))
             ids.setdefault(what, []).append(job.id)
@@ -97,7 +100,7 @@ def seed_database(home) -> dict[str, list[int]]:
             finished("p3-cpu", {"name": f"p3-cpu-{seed}", **p3}, hardware=HW["cpu"], time_saving=0.08, gap=(0.1, -0.2, 0.05)[seed])
             finished("p3-gpu", {"name": f"p3-gpu-{seed}", **p3}, hardware=HW["cuda"], time_saving=0.25, gap=(0.2, -0.1, 0.0)[seed])
         finished("busy", {"name": "busy", "train": {"epochs": 3}}, hardware=HW["cpu2"], time_saving=0.5, gap=0.3, contention=CONTENTION,
-            interruptions=[("lockstep", {"baseline": 60, "dynds": 60}, 42.5)],
+            interruptions=[("lockstep", {"baseline": 60, "dynds": 60}, 42.5)], stops=1,
         )  # fmt: skip
     engine.dispose()
     return ids
@@ -231,6 +234,7 @@ def test_job_page_flags_contended_hardware_with_its_reason(vpage, server):
     # It was resumed once from a checkpoint: where each run took up again, and the time that cost.
     (resumed,) = page.locator("#resumptions li").all_inner_texts()
     assert "Baseline from step 60" in resumed and "DynDS from step 60" in resumed and "42.5 s lost" in resumed and "lockstep" in resumed
+    assert page.locator("#attempts").inner_text() == "2 (1 stopped by a shutdown, resumed)"  # two runs, one stopped by a deploy
     shot(page, f"job-contended-{page.size_name}")
 
 

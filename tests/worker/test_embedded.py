@@ -108,9 +108,9 @@ def test_stopping_the_executor_requeues_the_running_job(settings, sessions, make
     with sessions() as s:
         job = crud.get_job(session=s, job_id=job_id)
         points = crud.metrics_after(session=s, job_id=job_id)
-    # A shutdown is not the job's fault: queued again, the attempt given back; its points stay for the resumption
+    # A shutdown is not the job's fault: queued again, counted as a stop (not against the limit); its points stay for the resumption
     # from the checkpoint written at the stop (recover policy "resume"; "requeue" deletes them).
-    assert job.status == "queued" and job.attempts == 0 and job.error is None and job.progress is None
+    assert job.status == "queued" and (job.attempts, job.stops) == (1, 1) and job.error is None and job.progress is None
     steps = sorted(p.step for p in points if p.kind == "step" and p.run == "dynds")
     assert steps and steps == list(range(len(steps)))
     assert list((settings.artifact_dir / str(job_id) / "checkpoints").glob("ckpt-*.dynds")), "a checkpoint at the stop"
@@ -187,7 +187,7 @@ def test_a_sigkilled_server_leaves_no_child_training(serve, sessions):
     # the child sees its server's end of the pipe close: its job stops at the step and is requeued
     wait_until(lambda: _gone(child), 30, f"the orphaned job process {child} to exit")
     job = _job(sessions, job_id)
-    assert job.status == "queued" and job.attempts == 0, (job.status, job.error)
+    assert job.status == "queued" and (job.attempts, job.stops) == (1, 1), (job.status, job.error)
 
 
 def _parent(pid: int) -> int | None:

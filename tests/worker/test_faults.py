@@ -199,14 +199,14 @@ def test_sigterm_to_serve_requeues_the_running_job_which_reruns_cleanly(tmp_path
     job = job_row(sessions, job_id)
     with sessions() as s:
         points = crud.metrics_after(session=s, job_id=job_id)
-    # Requeued (a shutdown is not the job's fault): the attempt given back, the stopped run's points and
+    # Requeued (a shutdown is not the job's fault): counted as a stop, not against the limit, the stopped run's points and
     # progress gone with it in one transaction, and the heartbeat stamped with the requeue.
-    assert job.status == "queued" and job.attempts == 0 and job.worker is None and job.progress is None, (job.status, job.error)
+    assert job.status == "queued" and (job.attempts, job.stops) == (1, 1) and job.worker is None and job.progress is None, (job.status, job.error)
     assert points == [] and job.heartbeat_at is not None and job.result is None
     again, _ = start_serve(tmp_path, database_url, DYNDS_RECOVER_POLICY="requeue")
     try:
         wait_status(sessions, job_id, FINAL, 120, again)
-        assert_one_clean_run(sessions, job_id)
+        assert_one_clean_run(sessions, job_id, attempts=2)  # the stopped run and this one
     finally:
         again.stop()
         sessions.engine.dispose()
@@ -232,12 +232,12 @@ def test_sigterm_to_a_worker_requeues_its_job_for_the_next_worker(tmp_path, redi
         job = job_row(sessions, job_id)
         with sessions() as s:
             points = crud.metrics_after(session=s, job_id=job_id)
-        assert job.status == "queued" and job.attempts == 0 and points == [], (job.status, job.error, first.output()[-3000:])
+        assert job.status == "queued" and (job.attempts, job.stops) == (1, 1) and points == [], (job.status, job.error, first.output()[-3000:])
         # The message went back to the broker with the job (rejected with requeue): the next worker takes it.
         second = start_worker(tmp_path, db_url, redis.url, "second", DYNDS_RECOVER_POLICY="requeue")
         try:
             wait_status(sessions, job_id, FINAL, 90, second)
-            assert_one_clean_run(sessions, job_id)
+            assert_one_clean_run(sessions, job_id, attempts=2)
         finally:
             second.stop()
     finally:

@@ -371,7 +371,7 @@ def _stopped_at_a_checkpoint(sessions, settings, make_job, monkeypatch, at=5):
     assert run_job(job_id, session_factory=sessions, settings=settings, stop_event=stop) == "requeued"
     monkeypatch.setattr(dynds_core, "train", real_train)
     job = _job(sessions, job_id)
-    assert job.status == "queued" and job.attempts == 0
+    assert job.status == "queued" and (job.attempts, job.stops) == (1, 1)
     assert sorted(p.step for p in _points(sessions, job_id, "step") if p.run == "dynds") == list(range(at + 1)), "the points so far stay"
     return job_id
 
@@ -391,7 +391,7 @@ def test_a_job_stopped_by_a_shutdown_resumes_from_its_checkpoint_then_drops_it(s
     job = _job(sessions, job_id)
     (where,) = job.result["interruptions"]
     # In lockstep the baseline stopped within a step of the DynDS run (which of them the stop caught first).
-    assert where["steps"]["dynds"] == 6 and abs(where["steps"]["baseline"] - 6) <= 1 and job.attempts == 1
+    assert where["steps"]["dynds"] == 6 and abs(where["steps"]["baseline"] - 6) <= 1 and (job.attempts, job.stops) == (2, 1)
     assert sorted(p.step for p in _points(sessions, job_id, "step") if p.run == "dynds") == list(range(12))
     assert any("resumes from checkpoint" in r.getMessage() and "dynds at step 6" in r.getMessage() for r in caplog.records)
     assert bool(_checkpoints(settings, job_id)) == keep, "deleted when the job ended, unless DYNDS_KEEP_CHECKPOINTS"

@@ -94,13 +94,13 @@ def test_retries_of_one_job_make_one_new_job_even_concurrently(session, engine, 
     assert new.attempt == 2 and new.status == "queued" and new.active_hash == job.spec_hash and new.attempts == 0
 
 
-def test_a_shutdown_requeue_gives_the_attempt_back(session, new_job):
+def test_a_shutdown_requeue_counts_a_stop_not_a_fault(session, new_job):
     job = new_job()
     attempt = crud.claim_job(session=session, job_id=job.id, worker="w").attempts
     crud.append_metrics(session=session, job_id=job.id, points=[{"run": "dynds", "kind": "step", "step": 0, "values": {}}])
     assert crud.requeue_job(session=session, job_id=job.id, attempt=attempt)
     session.refresh(job)
-    assert job.status == "queued" and job.attempts == 0 and job.progress is None and job.worker is None
+    assert job.status == "queued" and (job.attempts, job.stops) == (1, 1) and job.progress is None and job.worker is None
     assert session.exec(select(MetricPoint).where(MetricPoint.job_id == job.id)).all() == []
     assert not crud.requeue_job(session=session, job_id=job.id, attempt=attempt)  # not running: nothing changes
 
@@ -111,7 +111,7 @@ def test_a_shutdown_requeue_keeps_the_points_for_a_resumption(session, new_job):
     crud.append_metrics(session=session, job_id=job.id, points=[{"run": "dynds", "kind": "step", "step": 0, "values": {}}])
     assert crud.requeue_job(session=session, job_id=job.id, attempt=attempt, keep_points=True)
     session.refresh(job)
-    assert job.status == "queued" and job.attempts == 0 and job.progress is None
+    assert job.status == "queued" and (job.attempts, job.stops) == (1, 1) and job.progress is None
     assert len(session.exec(select(MetricPoint).where(MetricPoint.job_id == job.id)).all()) == 1
 
 

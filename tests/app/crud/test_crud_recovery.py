@@ -42,6 +42,22 @@ def test_recover_interrupted(session, policy, new_job, set_columns):
         crud.recover_interrupted(session=session, policy="ignore")
 
 
+def test_runs_a_shutdown_stopped_do_not_count_against_the_attempts_limit(session, new_job):
+    """A deploy (SIGTERM) stops a run: counted in ``stops``, so a job interrupted by two deploys and two crashes
+    is still requeued under DYNDS_MAX_ATTEMPTS=3; the third crash fails it, the message counting both kinds."""
+    job = new_job()
+    for n in (1, 2):  # two deploys
+        assert crud.claim_job(session=session, job_id=job.id, worker="w").attempts == n
+        assert crud.requeue_job(session=session, job_id=job.id, attempt=n, keep_points=True)
+    for n in (3, 4, 5):  # then three crashes
+        assert crud.claim_job(session=session, job_id=job.id, worker="dead").attempts == n
+        crud.recover_interrupted(session=session, policy="resume", max_attempts=3)
+        session.refresh(job)
+        assert job.status == ("queued" if n < 5 else "failed"), (n, job.status)
+    assert (job.attempts, job.stops) == (5, 2)
+    assert "started 5 times, 2 of them stopped by a shutdown" in job.error and "DYNDS_MAX_ATTEMPTS=3" in job.error
+
+
 def test_queued_jobs_are_resent_with_a_doubling_back_off(session, new_job, set_columns):
     job = new_job()
     now = utcnow()
@@ -56,6 +72,18 @@ def test_queued_jobs_are_resent_with_a_doubling_back_off(session, new_job, set_c
     # A claimed job is never re-sent.
     crud.claim_job(session=session, job_id=job.id, worker="w")
     assert crud.jobs_to_redispatch(session=session, older_than=after, now=now + timedelta(days=1)) == []
+
+
+def test_jobs_just_sent_do_not_hide_the_due_ones_behind_them(session, new_job, set_columns):
+    """The back-off is judged page by page: with more queued jobs than one round sends, the oldest (just sent,
+    not due) must not stop the re-dispatch of the later ones (a backlog a restarted broker lost)."""
+    now = utcnow()
+    jobs = [new_job(train={"seed": i}) for i in range(5)]
+    for i, job in enumerate(jobs):
+        set_columns(job.id, created_at=now - timedelta(hours=2, seconds=-i))
+    crud.mark_dispatched(session=session, job_ids=[j.id for j in jobs[:3]], now=now)  # the 3 oldest: sent just now
+    assert crud.jobs_to_redispatch(session=session, older_than=timedelta(0), now=now, limit=2) == [jobs[3].id, jobs[4].id]
+    assert crud.jobs_to_redispatch(session=session, older_than=timedelta(0), now=now, limit=1) == [jobs[3].id]
 
 
 def test_a_requeued_run_can_no_longer_write_to_its_job(session, new_job, set_columns):
