@@ -200,7 +200,8 @@ def apply_retention(session: Session, settings: Settings, *, logger: logging.Log
     days, keep = settings.artifact_retention_days, settings.artifact_keep_last
     if days is None and keep is None:
         return []
-    expired = crud.expired_artifacts(session=session, older_than=timedelta(days=days) if days is not None else None, keep_last=keep)
+    older_than = timedelta(days=days) if days is not None else None
+    expired = crud.expired_artifacts(session=session, older_than=older_than, keep_last=keep, name=MODEL_FILE)
     if not expired:
         return []
     gone = [(a.id, a.job_id, a.path) for a in expired]
@@ -215,11 +216,20 @@ def apply_retention(session: Session, settings: Settings, *, logger: logging.Log
 
 
 def store_result(
-    session: Session, *, job_id: int, result: Any, attempt: int | None, spec: Any, settings: Settings, logger: logging.Logger = log
+    session: Session,
+    *,
+    job_id: int,
+    result: Any,
+    attempt: int | None,
+    spec: Any,
+    settings: Settings,
+    logger: logging.Logger = log,
+    more: tuple[dict[str, Any], ...] = (),
 ) -> bool:
     """``crud.finish_job`` with the job's weights kept: the file first, then its row in the finishing
-    transaction. Returns finish_job's answer (False: the job was no longer this run's; no row, no file).
-    Keeping the weights never fails the job: every failure is logged and the job succeeds without them."""
+    transaction, with those of ``more`` (files already written: the step archive). Returns finish_job's
+    answer (False: the job was no longer this run's; no row, no file). Keeping the files never fails the
+    job: every failure is logged and the job succeeds without them."""
     model = None if result.cancelled else result.model
     saved = None
     if model is not None:
@@ -229,18 +239,24 @@ def store_result(
             logger.warning("job %s: model weights not stored: %s; the job succeeds without them", job_id, exc)
         except Exception as exc:
             logger.warning("job %s: model weights not stored (%s: %s); the job succeeds without them", job_id, type(exc).__name__, exc, exc_info=True)
-    if saved is None:
+    files = [f for f in (saved, *more) if f is not None]
+    if not files:
         return crud.finish_job(session=session, job_id=job_id, result=result, attempt=attempt)
     try:
-        row = crud.finish_job_with_artifact(session=session, job_id=job_id, result=result, artifact=saved, attempt=attempt)
+        row = crud.finish_job_with_artifact(session=session, job_id=job_id, result=result, artifact=files[0], attempt=attempt, more=tuple(files[1:]))
     except Exception as exc:
         session.rollback()
-        _remove_quietly(settings, saved["path"], logger)
-        logger.warning("job %s: model weights not recorded (%s: %s); the job succeeds without them", job_id, type(exc).__name__, exc, exc_info=True)
+        for f in files:
+            _remove_quietly(settings, f["path"], logger)
+        names = ", ".join(f["name"] for f in files)
+        logger.warning("job %s: %s not recorded (%s: %s); the job succeeds without them", job_id, names, type(exc).__name__, exc, exc_info=True)
         return crud.finish_job(session=session, job_id=job_id, result=result, attempt=attempt)
     if row is None:
-        _remove_quietly(settings, saved["path"], logger)
+        for f in files:
+            _remove_quietly(settings, f["path"], logger)
         return False
+    if saved is None:
+        return True
     logger.info("job %s: model weights stored (%s bytes, sha256 %s)", job_id, saved["size_bytes"], saved["sha256"])
     try:
         apply_retention(session, settings, logger=logger)

@@ -59,8 +59,8 @@ def make_celery(settings: Settings | None = None, *, fleet: FleetEntry | None = 
         broker_transport_options={"visibility_timeout": settings.celery_visibility_timeout_s},
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
-        # One job per child process is enough to bound leaks (CUDA caches, data set caches) over weeks.
-        worker_max_tasks_per_child=1,
+        # One job per child process (the default) is enough to bound leaks (CUDA caches, data set caches) over weeks.
+        worker_max_tasks_per_child=settings.worker_max_jobs_per_child,
         # A child that imports torch on a busy machine can take seconds to report in (default 4 s).
         worker_proc_alive_timeout=60,
     )
@@ -183,3 +183,11 @@ def _init_worker_process(**_kwargs) -> None:
     db.get_engine.cache_clear()
     STOP.clear()
     log.info("dynds worker process %s: %d torch threads", os.getpid(), threads)
+    _say_if_no_step_archive(settings)
+
+
+def _say_if_no_step_archive(settings) -> None:
+    from app.storage.step_archive import NO_PYARROW, have_pyarrow
+
+    if settings.step_archive and not have_pyarrow():
+        log.warning(NO_PYARROW)

@@ -141,6 +141,10 @@ class EmbeddedExecutor:
         self._thread = threading.Thread(target=self._loop, name="dynds-executor", daemon=True)
         self._thread.start()
         log.info("embedded executor started (each job in a process of its own, %d torch threads)", self.threads)
+        from app.storage.step_archive import NO_PYARROW, have_pyarrow
+
+        if self.settings.step_archive and not have_pyarrow():
+            log.warning(NO_PYARROW)
         if self._fleet is None:
             self._fleet = embedded_heartbeat(self.settings, self.session_factory, self.threads)
         return self

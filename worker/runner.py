@@ -10,6 +10,9 @@ With ``recover_policy`` "resume" (the default) training writes checkpoints to
 ``<artifact_dir>/<job id>/checkpoints`` (app.artifacts.checkpoint_dir), and an attempt that finds some
 (written on its hardware) continues from the newest valid one, after deleting in one transaction the
 points an earlier attempt wrote beyond it (``crud.resume_run``). They are deleted when the job ends.
+
+Every step also goes to the job's step archive (app/storage/step_archive.py): chunks while it runs (a resumed
+attempt first drops the rows past its checkpoint, as resume_run the points), ``steps.parquet`` when it ends.
 """
 
 from __future__ import annotations
@@ -33,6 +36,15 @@ from app.core.db import session_factory as make_session_factory
 from app.crud.transitions import GIVE_UP, sources
 from app.logs import job_context, one_line, start_job_log
 from app.models import FINAL_STATES, Job
+from app.storage.step_archive import (
+    NO_PYARROW,
+    StepArchive,
+    have_pyarrow,
+    keep_step_archive,
+    merge_step_archive,
+    prune_chunks,
+    step_chunk_dir,
+)
 from dynds_core.spec import JobSpec
 
 from .reproducibility import reproducibility_record
@@ -107,7 +119,7 @@ def recover_if_orphaned(session, job_id: int, settings: Settings) -> str | None:
     )
     if status:
         log.warning("job %s was left running by process %s, which is gone: %s", job_id, pid, status)
-        end_checkpoints(settings, job_id, status)
+        end_checkpoints(settings, job_id, status, session)
     return status
 
 
@@ -178,13 +190,26 @@ def kept_points(ckpt: Any) -> dict[str, tuple[int, int] | None]:
     return kept
 
 
-def end_checkpoints(settings: Settings, job_id: int, status: str | None) -> None:
-    """A job that ended (succeeded, failed, cancelled) needs its checkpoints no more; a requeued one does."""
+def end_checkpoints(settings: Settings, job_id: int, status: str | None, session: Any = None) -> None:
+    """A job that ended (succeeded, failed, cancelled) needs its checkpoints no more, and its step archive is
+    merged and recorded (with a ``session``); a requeued one keeps both for its next attempt."""
     if status in FINAL_STATES:
         try:
             remove_checkpoints(settings, job_id, logger=log)
         except OSError:
             log.warning("job %s: its checkpoints could not be deleted", job_id, exc_info=True)
+        if session is not None:
+            keep_step_archive(session, settings, job_id, logger=log)
+
+
+def step_archive(settings: Settings, job_id: int, attempt: int) -> StepArchive | None:
+    """Where this attempt writes every step (settings.step_archive), or None (off, or no pyarrow: said so)."""
+    if not settings.step_archive:
+        return None
+    if not have_pyarrow():
+        log.warning("job %s: %s", job_id, NO_PYARROW)
+        return None
+    return StepArchive(step_chunk_dir(settings, job_id), attempt=attempt, chunk_rows=settings.step_archive_chunk_rows)
 
 
 def default_session_factory(settings: Settings) -> SessionFactory:
@@ -243,6 +268,8 @@ def _run_job(
         flush_interval_s=settings.metrics_flush_interval_s,
         stop_event=stop_event,
         attempt=attempt,
+        max_step_points=settings.metrics_max_step_points,
+        archive=step_archive(settings, job_id, attempt),
     )
     resuming = settings.recover_policy == "resume"
     directory = checkpoint_dir(settings, job_id)
@@ -261,10 +288,15 @@ def _run_job(
                     sink.resume_at(resumed)
         else:  # "requeue" or "fail": an attempt starts from scratch
             remove_checkpoints(settings, job_id, ended=False, logger=log)
+        kept = kept_points(ckpt)
         with session_factory() as session:
             # The points an earlier attempt wrote past the checkpoint (all of them, from scratch) go first.
-            crud.resume_run(session=session, job_id=job_id, attempt=attempt, kept=kept_points(ckpt))
+            crud.resume_run(session=session, job_id=job_id, attempt=attempt, kept=kept)
             crud.set_reproducibility(session=session, job_id=job_id, record=record)
+        if sink.archive is not None:  # and so do its archived steps
+            dropped = prune_chunks(sink.archive.directory, kept)
+            if dropped:
+                log.info("job %s: %d archived steps of an earlier attempt past the checkpoint dropped", job_id, dropped)
         noise = TimingNoise(max_saving_gap=settings.noisy_saving_gap, max_full_step_cv=settings.noisy_step_cv)
         contention = Contention(max_wait_share=settings.contended_wait_share, min_cpu_share=settings.contended_cpu_share)
         # A Celery worker process, or the embedded executor's child, exists for its jobs; a job run in a process
@@ -289,17 +321,18 @@ def _run_job(
         _close_quietly(sink, job_id)
         with session_factory() as session:
             if crud.fail_job(session=session, job_id=job_id, error=message, attempt=attempt):
-                end_checkpoints(settings, job_id, "failed")
+                end_checkpoints(settings, job_id, "failed", session)
         return "failed"
 
     if result.cancelled and sink.no_longer_running:
         # The API gave up on this job (its heartbeat went stale while we were stalled): its word stands.
         log.warning("job %s: training stopped, the job is already %s", job_id, sink.no_longer_running)
-        end_checkpoints(settings, job_id, sink.no_longer_running)  # requeued meanwhile: kept for the next attempt
+        with session_factory() as session:  # requeued meanwhile: kept for the next attempt
+            end_checkpoints(settings, job_id, sink.no_longer_running, session)
         return sink.no_longer_running
     if result.cancelled and not sink.cancel_requested:
         # Stopped by our own shutdown (SIGTERM), not by a user, after a whole step with its points flushed:
-        # an incomplete result must not pass as a cancel. Requeued (the attempt given back), so the next worker or
+        # an incomplete result must not pass as a cancel. Requeued (a stop, not counted against the attempts limit), so the next worker or
         # server runs it: from the checkpoint training just wrote ("resume": the points stay), or from the start
         # (its points deleted in the same transaction).
         with session_factory() as session:
@@ -307,16 +340,20 @@ def _run_job(
         log.warning("job %s stopped by a shutdown: %s", job_id, "requeued" if requeued else "no longer ours")
         return REQUEUED if requeued else SKIPPED
     with session_factory() as session:
-        # The trained weights are written (fsynced) first and recorded in the finishing transaction.
-        if not store_result(session, job_id=job_id, result=result, attempt=attempt, spec=spec, settings=settings, logger=log):
+        # The trained weights and the step archive are written (fsynced) first and recorded in the finishing
+        # transaction: a client that sees the job ended finds them listed.
+        archived = merge_step_archive(settings, job_id, logger=log) if sink.archive is not None else None
+        more = (archived,) if archived is not None else ()
+        if not store_result(session, job_id=job_id, result=result, attempt=attempt, spec=spec, settings=settings, logger=log, more=more):
             # No longer running: failed meanwhile (a stale heartbeat, say); that outcome stands.
             job = crud.get_job(session=session, job_id=job_id)
             status = job.status if job is not None else "failed"
             log.warning("job %s finished training but was already %s: its result is not stored", job_id, status)
-            end_checkpoints(settings, job_id, status)
+            end_checkpoints(settings, job_id, status, session)
             return status
     status = "cancelled" if result.cancelled else "succeeded"
-    end_checkpoints(settings, job_id, status)
+    with session_factory() as session:
+        end_checkpoints(settings, job_id, status, session)
     log.info("job %s %s", job_id, status)
     return status
 

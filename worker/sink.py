@@ -14,6 +14,11 @@ Every flush also writes the job's heartbeat (``heartbeat_at``, in the progress U
 anyway): the API fails a running job whose heartbeat is older than ``stale_job_after_s``, which is how
 a job whose worker died is freed. If the poll finds the job no longer running (failed that way while
 this process was only stalled), training stops: its result would be thrown away.
+
+Step points are stored bounded (``max_step_points`` per run: app/storage/buckets.py), every epoch point
+as it comes; every step also goes to the job's step archive (``archive``: app/storage/step_archive.py).
+A checkpoint cuts the open buckets and writes the archive's chunk before its file exists, so the steps it
+covers are stored in both.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from app import crud
+from app.storage.buckets import StepBuckets
 from dynds_core.callbacks import Callback
 from dynds_core.result import EpochMetrics, RunResult, StepMetrics
 
@@ -77,6 +83,8 @@ class MetricsSink(Callback):
         stop_event: threading.Event | None = None,
         clock: Callable[[], float] = time.monotonic,
         attempt: int | None = None,
+        max_step_points: int | None = None,  # per run; None: every step
+        archive: Any = None,  # a StepArchive (app/storage/step_archive.py): every step, to a Parquet file
     ):
         if flush_every < 1:
             raise ValueError(f"flush_every must be at least 1 point: {flush_every}")
@@ -95,6 +103,9 @@ class MetricsSink(Callback):
         self.attempt = attempt
         # Where this attempt resumed (``resume_at``), shown in the job's progress.
         self.resumed: dict[str, Any] | None = None
+        self.max_step_points = max_step_points
+        self.archive = archive
+        self._buckets: dict[str, StepBuckets] = {}
 
         self.cancel_requested = False  # the cached flag should_stop answers from
         # The job's status when a poll found it no longer running (e.g. "failed" by the heartbeat check).
@@ -123,7 +134,13 @@ class MetricsSink(Callback):
         self.flush()
 
     def on_step(self, m: StepMetrics) -> None:
-        self._buffer.append(metric_point(m))
+        point = metric_point(m)
+        if self.archive is not None and self.no_longer_running is None:
+            self.archive.append(point)
+        buckets = self._buckets.get(m.run)
+        if buckets is None:
+            buckets = self._buckets[m.run] = StepBuckets(total_steps=m.total_steps, max_points=self.max_step_points)
+        self._buffer.extend(buckets.add(point))
         self._last_step[m.run] = m.step
         if self._progress is not None:  # cheaper than rebuilding the dict on every step
             self._progress["step"] = m.step + 1
@@ -140,10 +157,31 @@ class MetricsSink(Callback):
         self.flush()
 
     def on_run_end(self, result: RunResult) -> None:
+        self._cut(result.run)  # a run stopped early (cancel, shutdown) ends inside a bucket
         self.flush()
 
     def on_checkpoint(self) -> None:
-        self.flush()  # the points a checkpoint covers are stored before it exists: a resumption keeps them
+        # The points a checkpoint covers are stored before it exists: a resumption keeps them (a run resumed
+        # from it starts a bucket at its step: buckets.py).
+        self._cut()
+        self._flush_archive()
+        self.flush()
+
+    def _cut(self, run: str | None = None) -> None:
+        for name, buckets in self._buckets.items():
+            if run is None or name == run:
+                point = buckets.cut()
+                if point is not None:
+                    self._buffer.append(point)
+
+    def _flush_archive(self) -> None:
+        if self.archive is None or self.no_longer_running is not None:
+            return
+        try:
+            self.archive.flush()
+        except Exception:  # like the weights, the archive never fails a job; its log line says what is missing
+            log.warning("job %s: step archive chunk not written; the archive stops here", self.job_id, exc_info=True)
+            self.archive = None
 
     def should_stop(self) -> bool:
         if self.stop_event is not None and self.stop_event.is_set():
@@ -200,6 +238,8 @@ class MetricsSink(Callback):
 
     def close(self) -> None:
         """Final flush; raises if the points still cannot be written (the job's record would be incomplete)."""
+        self._cut()
+        self._flush_archive()
         self.flush()
         if self._buffer:
             with self.session_factory() as session:

@@ -25,6 +25,10 @@ What keeps many streams from starving the rest of the server (bench/sse_load.py 
 Events: ``status`` (the job as a list item, when it changes), ``metric`` (one point, ``id:`` its id, so
 ``Last-Event-ID`` resumes after it), ``end`` (the final status) — a job seen final has flushed all its
 points, so ``end`` comes after the last one.
+
+The points are those stored, so a long run's step points come bucketed (app/storage/buckets.py: mean with
+``<value>_min`` / ``_max``, ``n`` steps from ``first_step``), each as its bucket completes; the buckets lie on
+a grid fixed when the run starts, so a point once sent never changes and the id cursor stays exact.
 """
 
 from __future__ import annotations

@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     # (DYNDS_EMBEDDED_API_THREADS and DYNDS_EMBEDDED_SWITCH_INTERVAL_MS are gone, ignored if set: embedded
     # jobs run in a child process of their own, where the API's threads no longer take their GIL.)
     worker_threads: int | None = None
+    # Jobs a Celery pool child runs before it is replaced by a fresh one: 1 bounds what a job leaks (CUDA
+    # caches, data set caches) to that job; a fleet of many short jobs sets more, since a fresh child costs
+    # about 0.3 s of CPU per job (cold imports, connection and caches; bench/fleet_sim.py).
+    worker_max_jobs_per_child: int = Field(default=1, ge=1)
     metrics_flush_every: int = 200  # points
     metrics_flush_interval_s: float = 2.0
     # When a job's timing is flagged noisy (dynds_core.trainer.TimingNoise, which says why these defaults):
@@ -130,6 +134,19 @@ class Settings(BaseSettings):
     # A running job's checkpoints (<artifact_dir>/<job id>/checkpoints, so as shared as the weights) are
     # deleted when the job ends (succeeded, failed, cancelled) unless this keeps them.
     keep_checkpoints: bool = False
+    # The storage tiers of a job's record (app/storage): at most this many step points per run in SQL (every
+    # step of a shorter run, else buckets of mean/min/max; None: every step), every step in the job's Parquet
+    # archive steps.parquet beside its weights (written in chunks of step_archive_chunk_rows steps).
+    metrics_max_step_points: int | None = Field(default=2000, ge=4)
+    step_archive: bool = True
+    step_archive_chunk_rows: int = Field(default=50_000, ge=1)
+    # Retention of finished jobs' records, by days since they finished (None: kept): their step archives,
+    # their step points in SQL (the epoch points and the job's result stay), the checkpoints left beside them
+    # (keep_checkpoints, or a worker that died). `dynds retention [--dry-run]` applies them, a queued or
+    # running job never touched; the weights keep artifact_retention_days / artifact_keep_last above.
+    step_archive_retention_days: float | None = Field(default=None, gt=0)
+    metric_points_retention_days: float | None = Field(default=None, gt=0)
+    checkpoint_retention_days: float | None = Field(default=None, gt=0)
 
     # Server-sent events: how often the stream looks for news, and a keep-alive comment.
     events_poll_interval_s: float = 0.5

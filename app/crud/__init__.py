@@ -17,7 +17,15 @@ One module a seam, every public name importable from here (``from app import cru
 - ``artifacts``: artifact rows and deleting a job; ``logs``: a job's log lines.
 """
 
-from app.crud.artifacts import delete_artifact_rows, delete_job, expired_artifacts, finish_job_with_artifact, job_artifact, job_artifacts
+from app.crud.artifacts import (
+    delete_artifact_rows,
+    delete_job,
+    expired_artifacts,
+    finish_job_with_artifact,
+    job_artifact,
+    job_artifacts,
+    record_artifact,
+)
 from app.crud.lifecycle import (
     RETRY_COLUMNS,
     claim_job,
@@ -95,6 +103,7 @@ __all__ = [
     "delete_artifact_rows",
     "delete_job",
     "expired_artifacts",
+    "record_artifact",
     "fail_job",
     "fail_stale_jobs",
     "finish_job",

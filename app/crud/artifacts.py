@@ -15,11 +15,11 @@ from dynds_core.result import JobResult
 
 
 def finish_job_with_artifact(
-    *, session: Session, job_id: int, result: JobResult, artifact: dict[str, Any], attempt: int | None = None
+    *, session: Session, job_id: int, result: JobResult, artifact: dict[str, Any], attempt: int | None = None, more: tuple[dict[str, Any], ...] = ()
 ) -> Artifact | None:
-    """``finish_job`` and the job's artifact row (``artifact``: Artifact's columns but job_id) in one
-    transaction: the artifact exists exactly when the job succeeded with it. None when the job was no
-    longer this run's (nothing written: the caller removes the file).
+    """``finish_job`` and the job's artifact row (``artifact``: Artifact's columns but job_id; ``more``: other
+    files of the job, its step archive) in one transaction: the artifact exists exactly when the job succeeded
+    with it. None when the job was no longer this run's (nothing written: the caller removes the files).
 
     A no-op UPDATE of the running job takes its row lock (PostgreSQL) or the write lock (SQLite) first,
     so nobody changes the job between the INSERT and finish_job's UPDATE, which commits both.
@@ -28,13 +28,24 @@ def finish_job_with_artifact(
     if locked.rowcount != 1:
         session.rollback()
         return None
-    row = Artifact(job_id=job_id, **artifact)
-    session.add(row)
+    rows = [Artifact(job_id=job_id, **a) for a in (artifact, *more)]
+    session.add_all(rows)
     session.flush()
     if not finish_job(session=session, job_id=job_id, result=result, attempt=attempt):  # commits
-        session.delete(row)  # cannot happen under the lock; never leave a row for a job that did not finish
+        for row in rows:  # cannot happen under the lock; never leave a row for a job that did not finish
+            session.delete(row)
         session.commit()
         return None
+    return rows[0]
+
+
+def record_artifact(*, session: Session, job_id: int, artifact: dict[str, Any]) -> Artifact:
+    """A file a job left after it ended (its step archive: app/storage/step_archive.py), its row committed
+    after the file is complete; ``artifact``: Artifact's columns but job_id."""
+    row = Artifact(job_id=job_id, **artifact)
+    session.add(row)
+    session.commit()
+    session.refresh(row)
     return row
 
 
@@ -48,16 +59,18 @@ def job_artifact(*, session: Session, job_id: int, name: str) -> Artifact | None
 
 
 def expired_artifacts(
-    *, session: Session, older_than: timedelta | None = None, keep_last: int | None = None, now: datetime | None = None
+    *, session: Session, older_than: timedelta | None = None, keep_last: int | None = None, now: datetime | None = None, name: str | None = None
 ) -> list[Artifact]:
-    """Artifacts past retention: created before ``now - older_than``, or not among the newest ``keep_last``."""
+    """Artifacts past retention: created before ``now - older_than``, or not among the newest ``keep_last``;
+    only those called ``name`` when given (the weights and the step archives expire by settings of their own)."""
     found: dict[int, Artifact] = {}
+    named = (col(Artifact.name) == name,) if name is not None else ()
     if older_than is not None:
         cutoff = (now or utcnow()) - older_than
-        for a in session.exec(select(Artifact).where(col(Artifact.created_at) < cutoff)).all():
+        for a in session.exec(select(Artifact).where(col(Artifact.created_at) < cutoff, *named)).all():
             found[a.id] = a
     if keep_last is not None:
-        stmt = select(Artifact).order_by(col(Artifact.created_at).desc(), col(Artifact.id).desc()).offset(keep_last)
+        stmt = select(Artifact).where(*named).order_by(col(Artifact.created_at).desc(), col(Artifact.id).desc()).offset(keep_last)
         for a in session.exec(stmt).all():
             found[a.id] = a
     return sorted(found.values(), key=lambda a: a.id)

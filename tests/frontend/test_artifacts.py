@@ -37,8 +37,9 @@ def trained_job(server) -> dict:
             break
         time.sleep(0.5)
     assert job["status"] == "succeeded", f"{job['status']}: {job.get('error')}\n{server.log()}"
-    (artifact,) = server.api("GET", f"/jobs/{job_id}/artifacts").json()["data"]
-    return {"id": job_id, "artifact": artifact}
+    listed = {a["name"]: a for a in server.api("GET", f"/jobs/{job_id}/artifacts").json()["data"]}
+    assert set(listed) == {"model.pt", "steps.parquet"}
+    return {"id": job_id, "artifact": listed["model.pt"], "steps": listed["steps.parquet"]}
 
 
 def test_job_page_links_the_model_weights_with_size_and_sha256(page, server, trained_job):
@@ -59,6 +60,20 @@ def test_job_page_links_the_model_weights_with_size_and_sha256(page, server, tra
     data = open(download.path(), "rb").read()
     assert len(data) == artifact["size_bytes"] and hashlib.sha256(data).hexdigest() == artifact["sha256"]
     shot(page, "job-model-weights")
+
+
+def test_job_page_links_the_step_archive(page, server, trained_job):
+    job_id, steps = trained_job["id"], trained_job["steps"]
+    goto(page, server, f"jobs/{job_id}")
+    line = page.locator("#job-steps")
+    line.wait_for()
+    assert line.inner_text().startswith("Every step:") and f"{steps['recipe']['rows']} steps" in line.inner_text()
+    link = page.locator("#steps-download")
+    assert link.get_attribute("href") == f"/api/v1/jobs/{job_id}/artifacts/steps.parquet"
+    with page.expect_download() as info:
+        link.click()
+    data = open(info.value.path(), "rb").read()
+    assert len(data) == steps["size_bytes"] and hashlib.sha256(data).hexdigest() == steps["sha256"]
 
 
 def test_a_succeeded_job_without_weights_says_so(page, server, trained_job):
@@ -87,7 +102,7 @@ def test_with_read_tokens_the_link_downloads_with_the_token(browser, tmp_path_fa
         deadline = time.monotonic() + 240
         while srv.api("GET", f"/jobs/{job_id}", headers=auth).json()["status"] in ("queued", "running") and time.monotonic() < deadline:
             time.sleep(0.5)
-        (artifact,) = srv.api("GET", f"/jobs/{job_id}/artifacts", headers=auth).json()["data"]
+        (artifact,) = [a for a in srv.api("GET", f"/jobs/{job_id}/artifacts", headers=auth).json()["data"] if a["name"] == "model.pt"]
         assert srv.api("GET", f"/jobs/{job_id}/artifacts/model.pt").status_code == 401
 
         ctx = browser.new_context(accept_downloads=True)

@@ -24,7 +24,10 @@ from worker.runner import run_job
 
 @pytest.fixture
 def settings(tmp_path, database_url) -> Settings:  # noqa: F811  (each test on SQLite and PostgreSQL)
-    return Settings(home=tmp_path / "home", database_url=database_url, broker_url=None, worker_threads=1, metrics_flush_interval_s=0.2)
+    # The weights alone (the step archive beside them: tests/worker/test_step_storage.py).
+    return Settings(
+        home=tmp_path / "home", database_url=database_url, broker_url=None, worker_threads=1, metrics_flush_interval_s=0.2, step_archive=False
+    )
 
 
 @pytest.fixture

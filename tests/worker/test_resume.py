@@ -15,6 +15,7 @@ import os
 import signal
 
 import httpx
+import pyarrow.parquet as pq
 import pytest
 import torch
 from service_helpers import (  # noqa: F401  (fixtures)
@@ -81,7 +82,7 @@ def uninterrupted(tmp_path_factory) -> dict:
         assert run_job(job.id, session_factory=sessions, settings=settings, own_process=True) == "succeeded"
         with sessions() as s:
             job = crud.get_job(session=s, job_id=job.id)
-            (artifact,) = crud.job_artifacts(session=s, job_id=job.id)
+            (artifact,) = [a for a in crud.job_artifacts(session=s, job_id=job.id) if a.name == "model.pt"]
         assert job.result["interruptions"] == []
         state = torch.load(resolve(settings, artifact.path), weights_only=True)
         return {"result": job.result, "losses": losses(step_points(sessions, job.id)), "weights": state}
@@ -118,6 +119,12 @@ def assert_resumed_as_uninterrupted(sessions, url: str, job_id: int, uninterrupt
     assert losses(step_points(sessions, job_id)) == uninterrupted["losses"]
     mine, theirs = weights(url, job_id), uninterrupted["weights"]
     assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
+    # The step archive too: every step once, the dead attempt's past the checkpoint dropped (app/storage/step_archive.py).
+    r = httpx.get(f"{url}/api/v1/jobs/{job_id}/artifacts/steps.parquet", timeout=30)
+    assert r.status_code == 200, r.text
+    archived = pq.read_table(io.BytesIO(r.content)).to_pylist()
+    assert sorted((a["run"], a["step"], a["loss"], a["acc"], a["batch_type"]) for a in archived) == uninterrupted["losses"]
+    assert {a["attempt"] for a in archived if a["run"] == "dynds" and a["step"] >= resumed} == {attempts}
     return {"job": job, "resumed": resumed}
 
 
@@ -151,7 +158,8 @@ def test_a_sigkilled_worker_child_has_its_job_resumed_from_the_checkpoint(tmp_pa
 
 def test_sigterm_to_a_worker_stops_its_job_at_a_checkpoint_and_the_next_worker_resumes_it(tmp_path, redis_server, uninterrupted):
     """A graceful stop (a deploy): the job stops at the end of a step with a checkpoint there, goes back to the
-    queue with the points so far (the attempt given back), and the next worker continues from that step."""
+    queue with the points so far (a stop: not counted against the attempts limit), and the next worker continues
+    from that step: two attempts, one of them stopped."""
     db_url = f"sqlite:///{tmp_path / 'dynds.db'}"
     redis = redis_server()
     sessions = db_sessions(db_url)
@@ -167,12 +175,12 @@ def test_sigterm_to_a_worker_stops_its_job_at_a_checkpoint_and_the_next_worker_r
         job = job_row(sessions, job_id)
         kept = step_points(sessions, job_id)
         stopped_at = max(p.step for p in kept if p.run == "dynds") + 1  # the stop's checkpoint: steps done
-        assert job.status == "queued" and job.attempts == 0 and stopped_at >= int(0.6 * STEPS), (job.status, job.error)
+        assert job.status == "queued" and (job.attempts, job.stops) == (1, 1) and stopped_at >= int(0.6 * STEPS), (job.status, job.error)
         assert checkpoints_of(tmp_path, job_id), "no checkpoint at the stop"
         second = start_worker(tmp_path, db_url, redis.url, "second")
         try:
             wait_status(sessions, job_id, FINAL, 90, second)
-            out = assert_resumed_as_uninterrupted(sessions, url, job_id, uninterrupted, attempts=1, kept=kept)
+            out = assert_resumed_as_uninterrupted(sessions, url, job_id, uninterrupted, attempts=2, kept=kept)
             assert out["resumed"] == stopped_at, "the stop's own checkpoint: nothing done twice"
         finally:
             second.stop()

@@ -11,15 +11,23 @@ export function pointX(p, axis) {
   return p.step ?? null;
 }
 
-/** Group points into {run: {loss: [{x,y}], val_acc: [{x,y}], val_loss: [...]}} sorted by x. */
+/**
+ * Group points into {run: {loss: [{x,y}], val_acc: [{x,y}], val_loss: [...], loss_lo, loss_hi}} sorted by x.
+ * A long run's step points are buckets (app/storage/buckets.py): loss is their mean, and loss_lo / loss_hi
+ * their min and max (the band a spike shows in), present only for buckets.
+ */
 export function shapeCurves(points, axis) {
   const out = {};
   for (const p of points) {
-    const run = (out[p.run] ||= { loss: [], val_acc: [], val_loss: [] });
+    const run = (out[p.run] ||= { loss: [], val_acc: [], val_loss: [], loss_lo: [], loss_hi: [] });
     const x = pointX(p, axis);
     if (x === null || x === undefined) continue;
     const v = p.values || {};
     if (p.kind === "step" && v.loss !== undefined) run.loss.push({ x, y: v.loss });
+    if (p.kind === "step" && v.loss_min != null && v.loss_max != null) {
+      run.loss_lo.push({ x, y: v.loss_min });
+      run.loss_hi.push({ x, y: v.loss_max });
+    }
     if (p.kind === "epoch") {
       if (v.val_acc !== undefined) run.val_acc.push({ x, y: v.val_acc });
       if (v.val_loss !== undefined) run.val_loss.push({ x, y: v.val_loss });
@@ -59,6 +67,7 @@ export function smoothCurves(curves, metric, weight) {
 export function legendLabels({ lineWidth = null } = {}) {
   return {
     usePointStyle: true, boxHeight: 10, ...(lineWidth ? { pointStyleWidth: lineWidth } : {}),
+    filter: (item, data) => !(data.datasets[item.datasetIndex] || {}).$band,  // min-max bands: no legend entry
     generateLabels: (chart) => chartLib().defaults.plugins.legend.labels.generateLabels(chart).map((item) => {
       const ds = chart.data.datasets[item.datasetIndex] || {};
       const type = ds.type || chart.config.type;
@@ -108,6 +117,12 @@ export function setSeries(chart, curves, metric, axis, { labelFor = null, points
     const c = curves[run];
     if (!c || !c[metric].length) continue;
     const st = RUN_STYLES[run];
+    if (metric === "loss" && c.loss_hi && c.loss_hi.length) {
+      // The buckets' min-max band under the mean (the upper edge filled down to the lower: "+1").
+      const band = { borderWidth: 0, pointRadius: 0, pointHoverRadius: 0, tension: 0, $band: true };
+      datasets.push({ ...band, label: `${st.label} max`, data: c.loss_hi, backgroundColor: `${st.color}26`, fill: "+1" });
+      datasets.push({ ...band, label: `${st.label} min`, data: c.loss_lo, backgroundColor: "transparent", fill: false });
+    }
     datasets.push({
       label: labelFor ? labelFor(run) : st.label, data: c[metric], borderColor: st.color, backgroundColor: st.color,
       borderDash: st.dash, borderWidth: points ? 2 : 1.5, pointRadius: points ? 3 : 0, pointHoverRadius: 4, tension: 0, indexAxis: "x",

@@ -184,8 +184,10 @@ function updateNote(root, st) {
   const nSteps = st.points.filter((p) => p.kind === "step").length;
   const nEpochs = st.points.filter((p) => p.kind === "epoch").length;
   const note = root.querySelector("#curves-note");
+  const widest = st.points.reduce((w, p) => (p.kind === "step" && p.values && p.values.n > w ? p.values.n : w), 1);
+  const buckets = widest > 1 ? ` (long runs in buckets of up to ${int(widest)} steps: their mean, shaded from min to max)` : "";
   note.textContent = st.points.length
-    ? `${int(nSteps)} step points, ${int(nEpochs)} epoch points${ACTIVE.has(st.job.status) ? " · updating live" : ""}`
+    ? `${int(nSteps)} step points${buckets}, ${int(nEpochs)} epoch points${ACTIVE.has(st.job.status) ? " · updating live" : ""}`
     : st.job.status === "queued" ? "Curves appear here once the job starts." : "No metrics were recorded for this job.";
 }
 
@@ -293,25 +295,37 @@ function noteLogs(root, st, active) {
     : active ? "No log lines yet · following" : "No log lines were stored for this job.";
 }
 
-// ---------------------------------------------------------------- model weights (GET /jobs/{id}/artifacts)
+// ---------------------------------------------------------------- model weights and step archive (GET /jobs/{id}/artifacts)
 
 const bytes = (n) => (n >= 1e9 ? `${(n / 1e9).toFixed(2)} GB` : n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB` : `${(n / 1e3).toFixed(1)} kB`);
 
-/** A succeeded job's "Model weights" line at the top of its details: size, sha256, a download link. */
+/** A succeeded job's "Model weights" line at the top of its details: size, sha256, a download link; and
+ * for any job that ended, its "Every step" line: the Parquet archive of all its steps, when it has one. */
 function weightsLine(root, st) {
-  if (st.job.status !== "succeeded") return;
+  if (ACTIVE.has(st.job.status)) return;
   const show = () => {
     const box = root.querySelector("#job-details");
     if (!box || !st.weights) return;
     box.querySelector("#job-weights")?.remove();
-    box.insertAdjacentHTML("afterbegin", String(weightsHtml(st)));
-    const link = box.querySelector("#weights-download");
-    if (link) link.onclick = (ev) => downloadWithToken(ev, link);
+    box.querySelector("#job-steps")?.remove();
+    box.insertAdjacentHTML("afterbegin", String(stepsHtml(st)));
+    if (st.job.status === "succeeded") box.insertAdjacentHTML("afterbegin", String(weightsHtml(st)));
+    for (const id of ["#weights-download", "#steps-download"]) {
+      const link = box.querySelector(id);
+      if (link) link.onclick = (ev) => downloadWithToken(ev, link);
+    }
   };
   if (st.weights !== undefined) return show();
   st.weights = null;  // loading
-  get(`/jobs/${st.id}/artifacts`).then((r) => { st.weights = r; }, (err) => { st.weights = { error: err.message }; })
-    .then(() => { if (st.alive) show(); });
+  // The step archive is recorded just after the job ends: a page that saw it end looks once more, a moment later.
+  const load = (again) => get(`/jobs/${st.id}/artifacts`)
+    .then((r) => { st.weights = r; }, (err) => { st.weights = { error: err.message }; })
+    .then(() => {
+      if (!st.alive) return;
+      show();
+      if (again && st.weights.data && !st.weights.data.some((a) => a.name === "steps.parquet")) setTimeout(() => load(false), 3000);
+    });
+  load(true);
 }
 
 function weightsHtml(st) {
@@ -323,6 +337,16 @@ function weightsHtml(st) {
       · ${bytes(model.size_bytes)} · sha256 <code class="mono" style="overflow-wrap:anywhere">${model.sha256}</code>
       <span class="muted">· loads into <code>create_model(${JSON.stringify(model.recipe.arch)}, num_classes=${model.recipe.num_classes}, in_channels=${model.recipe.in_channels}, small_input=${model.recipe.small_input ? "True" : "False"})</code></span>`;
   return html`<section class="panel" id="job-weights" aria-label="model weights" style="margin-bottom:12px"><strong>Model weights:</strong> ${body}</section>`;
+}
+
+function stepsHtml(st) {
+  const a = st.weights.data && st.weights.data.find((x) => x.name === "steps.parquet");
+  if (!a) return "";
+  const rows = a.recipe && a.recipe.rows;
+  return html`<section class="panel" id="job-steps" aria-label="every step" style="margin-bottom:12px"><strong>Every step:</strong>
+    <a id="steps-download" href="${apiUrl(`/jobs/${st.id}/artifacts/steps.parquet`)}" download="job-${st.id}-steps.parquet">steps.parquet</a>
+    · ${bytes(a.size_bytes)}${rows ? html` · ${int(rows)} steps` : ""}
+    <span class="muted">· Parquet (loss, accuracy, learning rate, batch type, step time of each step; the curves above keep at most a few thousand points per run): <code>pandas.read_parquet("job-${st.id}-steps.parquet")</code></span></section>`;
 }
 
 /** With an API token set, a plain link would go without it: fetch with the token, then save the bytes. */
@@ -585,7 +609,7 @@ function details(j, defaults) {
       <h3>Timeline</h3>
       <dl class="kv"><dt>created</dt><dd>${when(j.created_at, "unknown")}</dd><dt>started</dt><dd>${when(j.started_at, "not yet")}</dd>
         <dt>finished</dt><dd>${when(j.finished_at, "not yet")}</dd><dt>wall time</dt><dd>${j.started_at ? duration(j.started_at, j.finished_at) : "not started"}</dd>
-        <dt>attempts</dt><dd id="attempts">${int(j.attempts || 0)}</dd></dl>
+        <dt>attempts</dt><dd id="attempts">${int(j.attempts || 0)}${j.stops ? ` (${int(j.stops)} stopped by a shutdown, resumed)` : ""}</dd></dl>
       ${resumptions(j)}
     </section>
     <section class="panel span-all" aria-labelledby="spec-title"><h2 id="spec-title">Spec</h2>

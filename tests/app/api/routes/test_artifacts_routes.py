@@ -51,8 +51,8 @@ def test_a_trained_job_lists_and_serves_its_weights(client, engine, settings):
     listing = client.get(f"{API}/jobs/{job_id}/artifacts")
     assert listing.status_code == 200, listing.text
     body = listing.json()
-    assert body["count"] == 1
-    (item,) = body["data"]
+    assert body["count"] == 2 and [a["name"] for a in body["data"]] == ["model.pt", "steps.parquet"]  # the weights, every step
+    item = body["data"][0]
     assert item["name"] == "model.pt" and item["job_id"] == job_id and item["download"] == f"{API}/jobs/{job_id}/artifacts/model.pt"
     assert item["recipe"] == {"arch": "resnet20", "num_classes": 10, "in_channels": 3, "small_input": False}
     assert item["created_at"].endswith("Z") and "path" not in item  # server paths stay on the server
