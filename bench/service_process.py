@@ -22,15 +22,18 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 
 
-def start_serve(env: dict[str, str], port: int, *, unset: tuple[str, ...] = (), ready_s: float = 90.0) -> subprocess.Popen:
+def start_serve(
+    env: dict[str, str], port: int, *, unset: tuple[str, ...] = (), ready_s: float = 90.0, args: tuple[str, ...] = ()
+) -> subprocess.Popen:
     """`dynds serve` on 127.0.0.1:``port`` (embedded: no broker) in its own session, once /readyz answers 200;
-    ``env`` over this process's environment, without the variables in ``unset``."""
+    ``env`` over this process's environment, without the variables in ``unset``; ``args`` after serve's own
+    (``("--broker-url", url)``: Celery mode)."""
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **env}
     for name in ("DYNDS_BROKER_URL", *unset):
         full_env.pop(name, None)
     proc = subprocess.Popen(
         [sys.executable, "-c", "import sys; from dynds.cli import main; sys.exit(main(sys.argv[1:]))",
-         "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+         "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", *args],
         cwd=REPO, env=full_env, stdout=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     deadline = time.monotonic() + ready_s

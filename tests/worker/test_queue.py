@@ -55,3 +55,16 @@ def test_a_job_posted_to_the_api_runs_on_a_celery_worker(tmp_path, settings, ses
     with sessions() as s:
         assert len(crud.metrics_after(session=s, job_id=job_id, limit=10_000)) == n_points
         assert crud.get_job(session=s, job_id=job_id).status == "succeeded"
+
+
+def test_a_pool_child_runs_one_job_unless_the_settings_say_more(settings):
+    """A fresh child per job bounds what a job leaks; a fleet of short jobs may reuse children (a fresh one
+    costs about 0.3 s of CPU per job: bench/fleet_sim.py)."""
+    from worker.celery_app import make_celery
+
+    offline = {"broker_url": "redis://127.0.0.1:1/0"}  # never connected
+    assert make_celery(settings.model_copy(update=offline)).conf.worker_max_tasks_per_child == 1
+    many = settings.model_copy(update={**offline, "worker_max_jobs_per_child": 50})
+    assert make_celery(many).conf.worker_max_tasks_per_child == 50
+    with pytest.raises(ValueError, match="worker_max_jobs_per_child"):
+        Settings(worker_max_jobs_per_child=0)
