@@ -48,30 +48,35 @@ SCOPES = (("track", "track"), ("frontier", "frontier_key"))
 PG_FUNCTION = """
 CREATE FUNCTION job_results_bump() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF TG_OP <> 'INSERT' AND OLD.status = 'succeeded' THEN
-        INSERT INTO results_version AS v (scope, key, version) VALUES ('track', OLD.track, 1)
+    -- Statement-level, over the statement's transition tables: one bump per (scope, key) however many rows
+    -- changed (a row-level bump updated one counter row per job: quadratic in a bulk insert or delete).
+    IF TG_OP = 'INSERT' THEN
+        WITH touched AS (SELECT track, frontier_key FROM new_rows WHERE status = 'succeeded')
+        INSERT INTO results_version AS v (scope, key, version)
+            SELECT 'track', track, 1 FROM touched UNION SELECT 'frontier', frontier_key, 1 FROM touched WHERE frontier_key IS NOT NULL
             ON CONFLICT (scope, key) DO UPDATE SET version = v.version + 1;
-        IF OLD.frontier_key IS NOT NULL THEN
-            INSERT INTO results_version AS v (scope, key, version) VALUES ('frontier', OLD.frontier_key, 1)
-                ON CONFLICT (scope, key) DO UPDATE SET version = v.version + 1;
-        END IF;
-    END IF;
-    IF TG_OP <> 'DELETE' AND NEW.status = 'succeeded' THEN
-        INSERT INTO results_version AS v (scope, key, version) VALUES ('track', NEW.track, 1)
+    ELSIF TG_OP = 'UPDATE' THEN
+        WITH touched AS (
+            SELECT track, frontier_key FROM old_rows WHERE status = 'succeeded'
+            UNION ALL SELECT track, frontier_key FROM new_rows WHERE status = 'succeeded'
+        )
+        INSERT INTO results_version AS v (scope, key, version)
+            SELECT 'track', track, 1 FROM touched UNION SELECT 'frontier', frontier_key, 1 FROM touched WHERE frontier_key IS NOT NULL
             ON CONFLICT (scope, key) DO UPDATE SET version = v.version + 1;
-        IF NEW.frontier_key IS NOT NULL THEN
-            INSERT INTO results_version AS v (scope, key, version) VALUES ('frontier', NEW.frontier_key, 1)
-                ON CONFLICT (scope, key) DO UPDATE SET version = v.version + 1;
-        END IF;
+    ELSE
+        WITH touched AS (SELECT track, frontier_key FROM old_rows WHERE status = 'succeeded')
+        INSERT INTO results_version AS v (scope, key, version)
+            SELECT 'track', track, 1 FROM touched UNION SELECT 'frontier', frontier_key, 1 FROM touched WHERE frontier_key IS NOT NULL
+            ON CONFLICT (scope, key) DO UPDATE SET version = v.version + 1;
     END IF;
     RETURN NULL;
 END $$
 """
-# WHEN clauses: heartbeats and progress writes of running jobs never enter the function.
+# Each with the transition tables its event has.
 PG_TRIGGERS = {
-    "job_results_insert": ("AFTER INSERT", "NEW.status = 'succeeded'"),
-    "job_results_update": ("AFTER UPDATE", "OLD.status = 'succeeded' OR NEW.status = 'succeeded'"),
-    "job_results_delete": ("AFTER DELETE", "OLD.status = 'succeeded'"),
+    "job_results_insert": "AFTER INSERT ON job REFERENCING NEW TABLE AS new_rows",
+    "job_results_update": "AFTER UPDATE ON job REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows",
+    "job_results_delete": "AFTER DELETE ON job REFERENCING OLD TABLE AS old_rows",
 }
 
 
@@ -98,8 +103,8 @@ def upgrade() -> None:
         )
     if op.get_bind().dialect.name == "postgresql":
         op.execute(PG_FUNCTION)
-        for name, (when, cond) in PG_TRIGGERS.items():
-            op.execute(f"CREATE TRIGGER {name} {when} ON job FOR EACH ROW WHEN ({cond}) EXECUTE FUNCTION job_results_bump()")
+        for name, event in PG_TRIGGERS.items():
+            op.execute(f"CREATE TRIGGER {name} {event} FOR EACH STATEMENT EXECUTE FUNCTION job_results_bump()")
     else:
         for name, (when, cond, rows) in SQLITE_TRIGGERS.items():
             body = "\n".join(_SQLITE_BUMP.format(scope=scope, row=row, column=column) for row in rows for scope, column in SCOPES)
