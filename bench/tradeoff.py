@@ -149,6 +149,15 @@ def plan_jobs(args) -> list[dict]:
 
 
 def _init_worker(threads: int) -> None:
+    # A job process dies with the study (Linux: the parent-death signal): a study killed mid-run must not leave
+    # its jobs training on, taking the cores from whatever runs next.
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass  # not Linux: the job ends on its own
     os.environ["OMP_NUM_THREADS"] = str(threads)
     import torch
 

@@ -159,3 +159,37 @@ def test_methods_add_the_relatives_settings_beside_dynds(capsys):
     assert sum(1 for s in specs if not s.baseline) == 4  # the baseline frontier comes with the methods
     with pytest.raises(SystemExit):
         tradeoff.main(["--methods", "fixres,lars", "--print-specs"])
+
+
+# A study's parent as the bench makes it: its pool's job processes start with _init_worker; it prints a job's pid.
+_STUDY = """
+import concurrent.futures as cf, multiprocessing as mp, os, sys, time
+sys.path.insert(0, sys.argv[1])  # importable by name in the spawned job process too
+import tradeoff
+with cf.ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"), initializer=tradeoff._init_worker, initargs=(1,)) as pool:
+    print(pool.submit(os.getpid).result(), flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_killed_study_leaves_no_job_training_on():
+    """SIGKILL to the study: its job processes end too (they once trained on for an hour, taking a core)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    study = subprocess.Popen([sys.executable, "-c", _STUDY, str(ROOT / "bench")], stdout=subprocess.PIPE, text=True)
+    job = int(study.stdout.readline())
+    study.send_signal(signal.SIGKILL)
+    study.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(job, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    os.kill(job, signal.SIGKILL)
+    raise AssertionError(f"job process {job} outlived its study")
