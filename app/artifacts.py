@@ -186,6 +186,16 @@ def remove_file(settings: Settings, rel_path: str) -> None:
         parent = parent.parent
 
 
+def remove_files(settings: Settings, rel_paths: list[str], *, what: str, logger: logging.Logger = log) -> None:
+    """The files of artifact rows retention has deleted (committed first, so no row names a missing file); a
+    file that cannot be removed is logged, not raised: its row is gone either way."""
+    for rel in rel_paths:
+        try:
+            remove_file(settings, rel)
+        except (OSError, ArtifactError):
+            logger.warning("%s %s: row deleted by retention, file not removed", what, rel, exc_info=True)
+
+
 def remove_job_files(settings: Settings, job_id: int, artifacts: list[Artifact]) -> None:
     """After a job's rows are deleted: its files, then its whole directory (files of lost runs included)."""
     for a in artifacts:
@@ -206,11 +216,7 @@ def apply_retention(session: Session, settings: Settings, *, logger: logging.Log
         return []
     gone = [(a.id, a.job_id, a.path) for a in expired]
     crud.delete_artifact_rows(session=session, ids=[i for i, _, _ in gone])
-    for artifact_id, job_id, rel in gone:
-        try:
-            remove_file(settings, rel)
-        except (OSError, ArtifactError):
-            logger.warning("artifact %s of job %s: row deleted by retention, file %s not removed", artifact_id, job_id, rel, exc_info=True)
+    remove_files(settings, [rel for _, _, rel in gone], what="weights", logger=logger)
     logger.info("retention: deleted artifacts %s", [i for i, _, _ in gone])
     return [i for i, _, _ in gone]
 

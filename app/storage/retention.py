@@ -33,7 +33,7 @@ from sqlalchemy import delete, func, select, text
 from sqlmodel import Session, col
 
 from app import crud
-from app.artifacts import CHECKPOINTS, MODEL_FILE, ArtifactError, apply_retention, artifact_root, remove_checkpoints, remove_file
+from app.artifacts import CHECKPOINTS, MODEL_FILE, apply_retention, artifact_root, remove_checkpoints, remove_files
 from app.core.config import Settings
 from app.models import FINAL_STATES, Artifact, Job, MetricPoint, utcnow
 from app.storage.step_archive import ARCHIVE_FILE, CHUNKS, remove_chunks
@@ -194,11 +194,7 @@ def apply(session: Session, settings: Settings, *, now: datetime | None = None, 
             ended = select(Job.id).where(*_finished(cut))
             session.execute(delete(Artifact).where(col(Artifact.id).in_(chunk), col(Artifact.job_id).in_(ended)))
         session.commit()
-        for _, rel in gone:
-            try:
-                remove_file(settings, rel)
-            except (OSError, ArtifactError):
-                logger.warning("step archive %s: row deleted by retention, file not removed", rel, exc_info=True)
+        remove_files(settings, [rel for _, rel in gone], what="step archive", logger=logger)
         for path in stale.values():
             remove_chunks(path)
         out.append(e)
