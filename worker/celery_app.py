@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from celery import Celery
 from celery.exceptions import Reject
 from celery.signals import setup_logging, worker_init, worker_process_init, worker_ready, worker_shutdown, worker_shutting_down
+from celery.worker.request import Request
+from celery.worker.state import task_ready
 
 from app.core.config import Settings, get_settings
 from app.dispatch import TASK_NAME  # the API sends the task by this name
@@ -64,7 +66,7 @@ def make_celery(settings: Settings | None = None, *, fleet: FleetEntry | None = 
         # A child that imports torch on a busy machine can take seconds to report in (default 4 s).
         worker_proc_alive_timeout=60,
     )
-    app.task(name=TASK_NAME, bind=False)(run_job_task)
+    app.task(name=TASK_NAME, bind=False, Request=JobRequest)(run_job_task)
     app.dynds_fleet = fleet
     app.dynds_settings = settings
     return app
@@ -106,6 +108,50 @@ def _sign_off(**_kwargs) -> None:
     """In the parent, as it exits: off the live list at once (a killed worker leaves it by its heartbeat's age)."""
     while _HEARTBEAT:
         _HEARTBEAT.pop().stop()
+
+
+class JobRequest(Request):
+    """A delivery of ``dynds.run_job``, as the parent hands it to the pool. One whose job has already ended
+    (succeeded, failed or cancelled: a re-dispatched duplicate, a redelivery after the run finished) is
+    acknowledged here, without a child: with one job per child (``worker_max_jobs_per_child``) each
+    delivery the pool takes costs a fresh child process, and a backlog of duplicates after a broker restart
+    would cost one each. A job in any other state goes to a child, whose atomic claim decides as before
+    (a `running` job may be an orphan that this delivery recovers: runner.recover_if_orphaned)."""
+
+    def revoked(self) -> bool:
+        # Celery asks this just before it hands a delivery to the pool (a revoked one is dropped there and its
+        # pool slot given back); the request class Celery builds per task overrides execute_using_pool itself.
+        if super().revoked():
+            return True
+        ended = _ended_status(self._app, self.args)
+        if ended is None:
+            return False
+        log.info("job %s is already %s: its delivery acknowledged without a pool child", self.args[0], ended)
+        task_ready(self)
+        self.acknowledge()
+        self._already_revoked = True
+        return True
+
+
+def _ended_status(celery: Celery, args) -> str | None:
+    """The job's status if it has ended; None if it has not, or if that cannot be told here (the child decides)."""
+    from sqlalchemy import select
+
+    from app.models import FINAL_STATES, Job
+
+    try:
+        job_id = int(args[0])
+        sessions = getattr(celery, "dynds_parent_sessions", None)
+        if sessions is None:
+            from .fleet import unpooled_sessions  # no connection kept: the children forked later inherit none
+
+            sessions = celery.dynds_parent_sessions = unpooled_sessions(celery.dynds_settings.database_url)
+        with sessions() as session:
+            status = session.execute(select(Job.status).where(Job.id == job_id)).scalar_one_or_none()
+    except Exception:  # a database hiccup or an odd message: the child's claim handles it as before
+        log.debug("could not look up the job of delivery %r; passing it to the pool", args, exc_info=True)
+        return None
+    return status if status in FINAL_STATES else None
 
 
 # Set in a pool child by SIGTERM (the parent's warm shutdown passes it on): the running job stops after its step.

@@ -74,7 +74,11 @@ def wait_status(sessions, job_id: int, statuses, timeout: float, *procs: Proc) -
         job = job_row(sessions, job_id)
         return job if job.status in statuses else None
 
-    return wait_until(check, timeout, f"job {job_id} to be {'/'.join(statuses)}", interval=0.2)
+    try:
+        return wait_until(check, timeout, f"job {job_id} to be {'/'.join(statuses)}", interval=0.2)
+    except AssertionError as e:  # what the processes were doing meanwhile: the only trace a CI run keeps
+        tails = "\n".join(f"--- {p.log_path.name}:\n" + "\n".join(p.output().splitlines()[-40:]) for p in procs)
+        raise AssertionError(f"{e}\n{tails}") from None
 
 
 def wait_steps(sessions, job_id: int, steps: int, timeout: float, *procs: Proc) -> Job:
