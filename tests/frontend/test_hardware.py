@@ -247,6 +247,8 @@ def test_a_job_never_interrupted_lists_no_resumption(page, server):
 
 
 def test_jobs_list_shows_each_jobs_hardware_and_filters_by_it(page, server):
+    boards: list[str] = []
+    page.on("request", lambda r: boards.append(r.url.split("/api/v1")[1]) if "/api/v1/leaderboard" in r.url else None)
     goto(page, server, "jobs", "jobs")
     rows = page.locator("#jobs-table tbody tr")
     assert rows.count() == 13
@@ -258,6 +260,8 @@ def test_jobs_list_shows_each_jobs_hardware_and_filters_by_it(page, server):
     # the filter offers the machines results were measured on, and asks the API for one
     page.wait_for_selector(f"#f-hw option[value='{BUSY}']", state="attached")
     assert set(page.eval_on_selector_all("#f-hw option", "os => os.map(o => o.value)")) == {"", CPU, GPU, BUSY}
+    # from the tracks list, not the full leaderboard (megabytes at a large deployment)
+    assert boards == ["/leaderboard/tracks"]
     with page.expect_request(lambda r: "/api/v1/jobs?" in r.url and query_of(r.url).get("hardware_key") == GPU):
         page.select_option("#f-hw", GPU)
     wait_js(page, "() => location.hash.includes('hardware_key=')")

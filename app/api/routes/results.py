@@ -231,6 +231,47 @@ def leaderboard(
     return Response(cached_body(request, session, key, build), media_type="application/json")
 
 
+class TrackSummary(BaseModel):
+    """A track without its cells: what a page needs to list tracks or hardware keys."""
+
+    track: str
+    track_key: str
+    recipe_label: str
+    hardware_key: str
+    recipe_hash: str | None
+    frontier_key: str | None
+    arch: str
+    dataset: str
+    n_settings: int
+    n_jobs: int
+
+
+class TracksPublic(BaseModel):
+    """GET /leaderboard/tracks: every track with a succeeded job, ordered by label."""
+
+    tracks: list[TrackSummary]
+
+
+TRACK_FIELDS = ("track", "track_key", "recipe_label", "hardware_key", "recipe_hash", "frontier_key", "arch", "dataset")
+
+
+@router.get("/leaderboard/tracks", response_model=TracksPublic)
+def leaderboard_tracks(request: Request, session: SessionDep, _: ReadAuthDep) -> Response:
+    """The tracks and the hardware keys results were measured on, without the cells: a few kilobytes where the
+    full leaderboard of a large deployment is megabytes (the jobs page's hardware filter, the track pickers)."""
+    params = {"max_acc_drop": 0.5, "min_seeds": DEFAULT_MIN_SEEDS, "include_noisy": True}  # every job counted
+
+    def build() -> tuple[bytes, None]:
+        board = json.loads(full_leaderboard(request, session, params))
+        tracks = [
+            {**{f: t.get(f) for f in TRACK_FIELDS}, "n_settings": len(t["entries"]), "n_jobs": sum(e["n_jobs"] for e in t["entries"])}
+            for t in board["tracks"]
+        ]
+        return _json({"tracks": tracks}), None
+
+    return Response(cached_body(request, session, ("tracks",), build), media_type="application/json")
+
+
 @router.get(
     "/leaderboard/hardware",
     responses={200: {"description": "per recipe, each setting's cell on each hardware key (see docs/api.md)", "content": {"application/json": {}}}},

@@ -127,7 +127,7 @@ async function load(st) {
   let lb = null;
   try {
     // The leaderboard names the tracks as the frontier knows them (one per recipe); optional.
-    [st.rows, lb] = await Promise.all([get("/export", { format: "json" }), get("/leaderboard", { include_noisy: "true" }).catch(() => null)]);
+    [st.rows, lb] = await Promise.all([get("/export", { format: "json" }), get("/leaderboard/tracks").catch(() => null)]);
     if (st.rows && !Array.isArray(st.rows)) st.rows = st.rows.data || st.rows.rows || [];
   } catch (err) {
     if (!st.alive) return;

@@ -79,8 +79,8 @@ export function render(root, { query }) {
     fill("#f-dataset", m.choices && m.choices.dataset);
     fill("#f-kind", m.choices && m.choices.schedule_kind);
   }).catch(() => { /* the table shows the error */ });
-  // The hardware keys results were measured on (the leaderboard's tracks); the pages shown add theirs.
-  get("/leaderboard", { include_noisy: "true" }).then((lb) => addHardware((lb.tracks || []).map((t) => t.hardware_key)))
+  // The hardware keys results were measured on (the tracks, without their cells); the pages shown add theirs.
+  get("/leaderboard/tracks").then((lb) => addHardware((lb.tracks || []).map((t) => t.hardware_key)))
     .catch(() => { /* the keys seen on the pages still fill it */ });
   let typing = null;
   form.addEventListener("input", (e) => {

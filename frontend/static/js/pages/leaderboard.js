@@ -57,7 +57,7 @@ export async function update(root, { query }) {
   try {
     [lb, all, m, byHw, rec] = await Promise.all([
       get("/leaderboard", { track: query.track, ...opts }),
-      st.tracksKnown || !query.track ? Promise.resolve(null) : get("/leaderboard", opts),
+      st.tracksKnown || !query.track ? Promise.resolve(null) : get("/leaderboard/tracks"),
       meta().catch(() => null),  // the defaults a setting's short name leaves out
       // Only recipes measured on 2+ hardware keys; a server without the table (404) leaves the section out.
       get("/leaderboard/hardware", { ...opts, min_hardware: 2 }).catch((err) => (err.status === 404 ? null : { error: err })),
@@ -107,7 +107,8 @@ function recommendations(rec, tracks) {
 
 /** The track select: one group per hardware key (a track is a recipe on one hardware), in key order. */
 function trackOptions(sel, tracks) {
-  hardwareTrackOptions(sel, tracks, (t) => [`${t.track} (${int(t.entries.length)} settings)`, t.track]);
+  // A full board's tracks carry their cells; /leaderboard/tracks only their count.
+  hardwareTrackOptions(sel, tracks, (t) => [`${t.track} (${int(t.entries ? t.entries.length : t.n_settings)} settings)`, t.track]);
 }
 
 /** A cell's ranked flag and reason; older servers only send within_bound. */

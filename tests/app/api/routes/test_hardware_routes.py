@@ -71,6 +71,23 @@ def test_leaderboard_tracks_per_hardware_and_the_side_by_side_table(client, fini
     assert client.get(f"{API}/leaderboard/hardware", params={"min_hardware": 0}).status_code == 422
 
 
+def test_the_tracks_list_names_each_track_and_hardware_key_without_cells(client, finished_job):
+    for s in range(2):
+        finished_job(seeded(0.5, s), hardware="cpu")
+    finished_job(seeded(0.25, 0), hardware="cpu")
+    listed = client.get(f"{API}/leaderboard/tracks").json()["tracks"]
+    assert [(t["hardware_key"], t["n_settings"], t["n_jobs"]) for t in listed] == [(CPU_KEY, 2, 3)]
+    board = client.get(f"{API}/leaderboard", params={"include_noisy": True}).json()
+    assert {k: listed[0][k] for k in ("track", "track_key", "recipe_hash", "frontier_key")} == {
+        k: board["tracks"][0][k] for k in ("track", "track_key", "recipe_hash", "frontier_key")
+    }
+    assert "entries" not in listed[0]
+    # A job that succeeds on other hardware adds its track at once (the cached list is per results version).
+    finished_job(seeded(0.5, 0), hardware="cuda")
+    listed = client.get(f"{API}/leaderboard/tracks").json()["tracks"]
+    assert sorted(t["hardware_key"] for t in listed) == sorted([CPU_KEY, GPU_KEY])
+
+
 def test_contended_jobs_are_exported_and_left_out_of_rankings(client, finished_job):
     clean = [finished_job(seeded(0.5, s), time_saving=0.3, acc_delta=0.0) for s in range(3)]
     busy = [finished_job(seeded(0.7, s), time_saving=0.6, acc_delta=0.0, contended=True) for s in range(3)]
