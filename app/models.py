@@ -115,7 +115,7 @@ class JobBase(_UTCModel):
     # "requeue" puts it back in the queue only while attempts - stops < settings.max_attempts (0004, 0010).
     attempts: int = 0
     stops: int = 0
-    retry_of: int | None = Field(default=None, foreign_key="job.id")
+    retry_of: int | None = Field(default=None, foreign_key="job.id", index=True)  # migration 0011
     sweep_id: int | None = Field(default=None, foreign_key="sweep.id")
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
