@@ -61,6 +61,7 @@ SETTINGS: dict[str, dict | None] = {
     # DynDS's relatives (docs/library.md), each with its source's defaults, on the same budget and baselines
     "progressive": {"schedule": {"kind": "progressive"}},
     "mixsize": {"schedule": {"kind": "mixsize"}},
+    "progressive-pooled": {"schedule": {"kind": "progressive", "kernels": "pooled"}},  # DynDS's 2x2 kernels at 16 px
     "progressive-fixres": {"schedule": {"kind": "progressive"}, "bn_recalibration": {"batches": 50}},
     "mixsize-fixres": {"schedule": {"kind": "mixsize"}, "bn_recalibration": {"batches": 50}},
     "default-fixres": {"schedule": {"kind": "stochastic", "p": 0.5}, "bn_recalibration": {"batches": 50}},
@@ -68,7 +69,7 @@ SETTINGS: dict[str, dict | None] = {
 # --methods: each method's settings, added to --settings (the baseline frontier always comes with them).
 METHODS: dict[str, list[str]] = {
     "dynds": ["input-only", "phase-first50", "default"],
-    "progressive": ["progressive"],  # Composer's ProgressiveResizing defaults
+    "progressive": ["progressive", "progressive-pooled"],  # Composer's ProgressiveResizing defaults; + pooled kernels
     "mixsize": ["mixsize"],  # Mix&Match (Hoffer et al. 2019), sizes clamped to the data's 32 px
     "fixres": ["progressive-fixres", "mixsize-fixres", "default-fixres"],  # FixRes BN recalibration on each
 }
@@ -83,6 +84,7 @@ LABELS = {
     "adaptive": "adaptive",
     "progressive": "progressive resizing (Composer defaults)",
     "mixsize": "Mix&Match sizes 16/24/32 px",
+    "progressive-pooled": "progressive, 2x2 pooled kernels at 16 px",
     "progressive-fixres": "progressive + FixRes BN recalibration",
     "mixsize-fixres": "Mix&Match + FixRes BN recalibration",
     "default-fixres": "default + FixRes BN recalibration",

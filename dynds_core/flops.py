@@ -33,7 +33,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from .op_settings import FULL_KERNELS, KernelArg, kernel_settings
+from .op_settings import KernelArg, kernel_settings, relative_kernel
 from .schedules import make_schedule
 from .spec import RELATIVE_KINDS, JobSpec
 
@@ -271,7 +271,7 @@ def estimate_spec(
             model,
             (bs, c, h, w),
             reduced=True,
-            kernel=spec.dynds.kernel if size is None else FULL_KERNELS,
+            kernel=spec.dynds.kernel if size is None else relative_kernel(spec.dynds, (h, w), size),
             bn=spec.dynds.bn,
             input_factor=spec.dynds.input.factor,
             input_mode=spec.dynds.input.mode,

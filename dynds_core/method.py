@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 from pydantic import BaseModel
 
-from .op_settings import FULL_KERNELS
+from .op_settings import relative_kernel
 from .ops import downsample_input, resize_input
 from .reduced import attach_separate_bn, reduced_pass
 from .schedules import make_schedule
@@ -82,8 +82,8 @@ class DynDS:
             return
         d = self.settings
         size = self.schedule.input_size(step)
-        if size is not None:  # a relative's step: the batch resized to its size, kernels full
-            with reduced_pass(model, FULL_KERNELS, d.bn):
+        if size is not None:  # a relative's step: the batch resized to its size, kernels full (or pooled: relative_kernel)
+            with reduced_pass(model, relative_kernel(d, x.shape[-2:], size), d.bn):
                 yield resize_input(x, size, d.input.mode)
             return
         with reduced_pass(model, d.kernel, d.bn):

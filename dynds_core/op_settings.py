@@ -93,6 +93,26 @@ DEFAULT_KERNEL = KernelSettings()
 # The relatives' reduced steps (progressive resizing, Mix&Match): the input at another size, kernels as trained.
 FULL_KERNELS = KernelSettings(mode="none")
 
+
+def relative_kernel(dynds: Any, image_size: Sequence[int], size: Sequence[int]) -> KernelSettings:
+    """The kernels of a relative's reduced step at input ``size`` (progressive, mixsize): full, unless the
+    schedule asks for ``kernels: pooled`` and ``size`` is the data's ``image_size`` divided by
+    ``dynds.input.factor`` (DynDS's own reduced size), where DynDS's pooled kernels (``dynds.kernel``) apply.
+
+    >>> from dynds_core.spec import JobSpec
+    >>> d = JobSpec.parse({"dynds": {"schedule": {"kind": "progressive", "kernels": "pooled"}}}).dynds
+    >>> relative_kernel(d, (32, 32), (16, 16)) == kernel_settings(d.kernel), relative_kernel(d, (32, 32), (24, 24)) == FULL_KERNELS
+    (True, True)
+    """
+    if getattr(dynds.schedule, "kernels", "full") != "pooled":
+        return FULL_KERNELS
+    f = int(dynds.input.factor)
+    h, w = (int(v) for v in image_size)
+    if h % f or w % f or (int(size[0]), int(size[1])) != (h // f, w // f):
+        return FULL_KERNELS
+    return kernel_settings(dynds.kernel)
+
+
 # KernelSettings by the field values of the spec sections they were built from: a training step passes the
 # same section every time and pays a lookup, not a rebuild and check. Bounded: a server sees few settings.
 _FROM_FIELDS: dict[tuple, KernelSettings] = {}

@@ -231,7 +231,14 @@ class AdaptiveSchedule(_ScheduleBase):
         return self
 
 
-class ProgressiveSchedule(_ScheduleBase):
+class _RelativeSchedule(_ScheduleBase):
+    # "pooled": a reduced step whose size is the data's divided by dynds.input.factor runs DynDS's own reduced
+    # pass there (its kernels pooled as dynds.kernel says); steps at other sizes keep full kernels, as pooling
+    # needs an integer ratio. "full": every size with full kernels, as the sources train.
+    kernels: Literal["full", "pooled"] = "full"
+
+
+class ProgressiveSchedule(_RelativeSchedule):
     """Progressive resizing: a deterministic ramp of input sizes, kernels full.
 
     Names and defaults are Composer's ``ProgressiveResizing`` (docs.mosaicml.com, "Progressive Resizing"):
@@ -256,7 +263,7 @@ class ProgressiveSchedule(_ScheduleBase):
         return self
 
 
-class MixSizeSchedule(_ScheduleBase):
+class MixSizeSchedule(_RelativeSchedule):
     """Mix&Match (Hoffer et al. 2019, arXiv:1908.08986): an input size drawn per step, kernels full.
 
     ``scales`` are fractions of the data's side, drawn with ``probs`` from a hash of (seed, step). Their
@@ -432,6 +439,9 @@ def spec_hash(spec: JobSpec) -> str:
     # No BatchNorm recalibration is what every spec meant before the option existed: old hashes stay.
     if data["dynds"].get("bn_recalibration") is None:
         data["dynds"].pop("bn_recalibration", None)
+    # A relative's full kernels are what it meant before its `kernels` option existed: old hashes stay.
+    if data["dynds"]["schedule"].get("kernels") == "full":
+        del data["dynds"]["schedule"]["kernels"]
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

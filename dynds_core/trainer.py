@@ -330,21 +330,28 @@ def train(
         # A relative's reduced input sizes, smallest first (DynDS's own kinds: none, they use the factor).
         sizes = sorted(dynds_schedule.size_shares(), key=lambda hw: (hw[0] * hw[1], hw))
         if dynds_schedule.can_reduce:
-            from .op_settings import FULL_KERNELS
+            from .op_settings import FULL_KERNELS, relative_kernel
             from .reduced import ReducedPassError, check_reduced_pass
 
-            # Refuse a fixed-size head, or settings this model's layers cannot take, now rather than mid-run.
+            # Refuse a fixed-size head, or settings this model's layers cannot take, now rather than mid-run:
+            # DynDS's reduced pass, or a relative's smallest size and each size it pools kernels at.
             d = spec.dynds
+            pooled_at = [s for s in sizes if relative_kernel(d, dataset.image_size, s) != FULL_KERNELS]
+            checks: list[tuple[tuple[int, int] | None, Any]] = [
+                (s, relative_kernel(d, dataset.image_size, s)) for s in dict.fromkeys([*sizes[:1], *pooled_at])
+            ]
+            checks = checks or [(None, d.kernel)]
             try:
-                check_reduced_pass(
-                    init_model,
-                    (dataset.in_channels, *dataset.image_size),
-                    factor=d.input.factor,
-                    kernel=FULL_KERNELS if sizes else d.kernel,
-                    input_mode=d.input.mode,
-                    bn="frozen",
-                    size=sizes[0] if sizes else None,
-                )
+                for size, kernel in checks:
+                    check_reduced_pass(
+                        init_model,
+                        (dataset.in_channels, *dataset.image_size),
+                        factor=d.input.factor,
+                        kernel=kernel,
+                        input_mode=d.input.mode,
+                        bn="frozen",
+                        size=size,
+                    )
             except ReducedPassError:  # a ValueError too, but already names the layer: keep it as it is
                 raise
             except ValueError as exc:  # e.g. a pooling window larger than a kernel, a factor too large for the images

@@ -79,10 +79,12 @@ def setting_key(dynds: dict[str, Any]) -> str:
     """A readable, unique name for a DynDS setting, e.g. ``stochastic p=0.5 | avg k2s1 sum | in/2 avg | bn frozen``.
 
     A relative (progressive, mixsize) runs full kernels at sizes of its own: ``progressive x0.5 delay=0.5 ft=0.2
-    +4px | kernel full | in avg | bn frozen``. BatchNorm recalibration adds `` | bn recal 50``."""
+    +4px | kernel full | in avg | bn frozen``; with ``kernels: pooled``, DynDS's kernels at the data's size over
+    the factor: ``... | kernel avg k2s1 sum at /2, else full | ...``. BatchNorm recalibration adds `` | bn recal 50``."""
     inp, sched = dynds["input"], dynds["schedule"]
     if sched["kind"] in RELATIVE_METHODS:
-        parts = [schedule_label(sched), "kernel full", f"in {inp['mode']}", f"bn {dynds['bn']}"]
+        kernel = f"kernel {kernel_label(dynds['kernel'])} at /{inp['factor']}, else full" if sched.get("kernels") == "pooled" else "kernel full"
+        parts = [schedule_label(sched), kernel, f"in {inp['mode']}", f"bn {dynds['bn']}"]
     else:
         parts = [schedule_label(sched), kernel_label(dynds["kernel"]), f"in/{inp['factor']} {inp['mode']}", f"bn {dynds['bn']}"]
     if dynds.get("bn_recalibration"):

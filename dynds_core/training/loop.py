@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from ..callbacks import Callback, CallbackList
 from ..flops import step_flops
-from ..op_settings import FULL_KERNELS
+from ..op_settings import relative_kernel
 from ..result import EpochMetrics, RunKind, RunResult, StepMetrics
 from ..schedules import BatchType, Schedule
 from ..spec import DynDSSpec, JobSpec
@@ -174,7 +174,14 @@ class TrainingRun:
         shares = plan.schedule.size_shares()
         self.flops_by_size = {
             f"{h}x{w}": step_flops(
-                self.model, shape, reduced=True, kernel=FULL_KERNELS, bn=d.bn, input_mode=d.input.mode, device=device, input_size=(h, w)
+                self.model,
+                shape,
+                reduced=True,
+                kernel=relative_kernel(d, dataset.image_size, (h, w)),
+                bn=d.bn,
+                input_mode=d.input.mode,
+                device=device,
+                input_size=(h, w),
             )
             for h, w in shares
         }
@@ -455,15 +462,15 @@ def _model_copy(init_model: nn.Module, spec: JobSpec, device: torch.device, *, r
 
 def forward(model: nn.Module, x: torch.Tensor, batch_type: str, d: DynDSSpec, size: tuple[int, int] | None = None) -> torch.Tensor:
     """The model's output for a full batch, or the reduced pass on the downsampled batch; ``size``: a
-    relative's reduced step, the batch resized to it and the kernels full (the same reduced pass: BatchNorm
-    follows ``d.bn``)."""
+    relative's reduced step, the batch resized to it and the kernels full, or pooled at DynDS's own reduced size
+    when the schedule asks (``relative_kernel``; the same reduced pass: BatchNorm follows ``d.bn``)."""
     from ..ops import downsample_input, resize_input
     from ..reduced import reduced_pass
 
     if batch_type != "reduced":
         return model(x)
     if size is not None:
-        with reduced_pass(model, FULL_KERNELS, d.bn):
+        with reduced_pass(model, relative_kernel(d, x.shape[-2:], size), d.bn):
             return model(resize_input(x, size, d.input.mode))
     with reduced_pass(model, d.kernel, d.bn):
         return model(downsample_input(x, d.input.factor, d.input.mode))

@@ -331,3 +331,83 @@ def test_the_library_object_runs_a_relative_in_your_own_loop():
     assert model.seen == [(16, 16)] * 6 + [(20, 20), (28, 28), (32, 32), (32, 32)]
     with pytest.raises(ValueError, match="image_size"):
         DynDS(schedule={"kind": "mixsize"}, total_steps=10)
+
+
+# ------------------------------------------------------------------ kernels pooled where the ratio allows
+
+
+def test_relative_kernels_are_pooled_only_at_the_data_size_over_the_factor():
+    from dynds_core.op_settings import kernel_settings, relative_kernel
+
+    pooled = JobSpec.parse({"dynds": {"schedule": {"kind": "mixsize", "kernels": "pooled"}}}).dynds
+    assert relative_kernel(pooled, (32, 32), (16, 16)) == kernel_settings(pooled.kernel) != FULL_KERNELS
+    assert relative_kernel(pooled, (32, 32), (24, 24)) == FULL_KERNELS  # 32/24: no integer ratio
+    assert relative_kernel(pooled, (32, 32), (8, 8)) == FULL_KERNELS  # an integer ratio, but not the factor
+    assert relative_kernel(pooled, (28, 30), (14, 15)) == kernel_settings(pooled.kernel)
+    three = JobSpec.parse({"dynds": {"schedule": {"kind": "mixsize", "kernels": "pooled"}, "input": {"factor": 3}}}).dynds
+    assert relative_kernel(three, (32, 32), (10, 10)) == FULL_KERNELS  # 32 px does not divide by 3
+    full = JobSpec.parse({"dynds": {"schedule": {"kind": "mixsize"}}}).dynds
+    assert relative_kernel(full, (32, 32), (16, 16)) == FULL_KERNELS
+    with pytest.raises(SpecError) as exc:
+        JobSpec.parse({"dynds": {"schedule": {"kind": "progressive", "kernels": "some"}}})
+    assert exc.value.errors[0][0] == "dynds.schedule.kernels"
+
+
+def test_pooled_kernels_are_a_setting_of_their_own_and_full_ones_keep_old_hashes():
+    from app.leaderboard.keys import setting_key
+
+    plain = JobSpec.parse({"dynds": {"schedule": {"kind": "progressive"}}})
+    full = JobSpec.parse({"dynds": {"schedule": {"kind": "progressive", "kernels": "full"}}})
+    pooled = JobSpec.parse({"dynds": {"schedule": {"kind": "progressive", "kernels": "pooled"}}})
+    assert plain.spec_hash == full.spec_hash != pooled.spec_hash
+    import hashlib
+    import json
+
+    canonical = plain.canonical()  # hashed as a progressive spec was before the option existed
+    del canonical["dynds"]["schedule"]["kernels"], canonical["train"]["hardware"], canonical["train"]["checkpoint_every_s"]
+    del canonical["name"], canonical["dynds"]["bn_recalibration"]
+    before = hashlib.sha256(json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+    assert plain.spec_hash == before
+    assert setting_key(plain.canonical()["dynds"]).split(" | ")[1] == "kernel full"
+    assert setting_key(pooled.canonical()["dynds"]).split(" | ")[1].endswith("at /2, else full")
+
+
+def test_a_pooled_relative_step_at_the_factors_size_is_dynds_own_reduced_pass():
+    from dynds_core.method import DynDS
+    from dynds_core.reduced import reduced_pass
+
+    torch.manual_seed(0)
+    model = create_model("resnet20", num_classes=10).eval()
+    x = torch.rand(4, 3, 32, 32)
+    relative = DynDS(schedule={"kind": "progressive", "kernels": "pooled"}, total_steps=10, image_size=(32, 32))
+    default = JobSpec.parse({}).dynds
+    with reduced_pass(model, default.kernel, "frozen"):
+        dynds_out = model(downsample_input(x, 2))
+    with relative.batch(model, x, 0) as x_in:  # step 0: 16 px, the data's 32 px over the factor 2
+        assert x_in.shape[-2:] == (16, 16)
+        out = model(x_in)
+    assert torch.equal(out, dynds_out)
+    full = DynDS(schedule={"kind": "progressive"}, total_steps=10, image_size=(32, 32))
+    with full.batch(model, x, 0) as x_in:
+        assert not torch.allclose(model(x_in), dynds_out, atol=1e-4)  # full kernels: another function
+    with relative.batch(model, x, 6) as x_in, torch.no_grad():  # step 6: 20 px, no integer ratio: full kernels
+        a = model(x_in)
+    with full.batch(model, x, 6) as x_in, torch.no_grad():
+        assert torch.equal(a, model(x_in))
+
+
+def test_a_pooled_relative_counts_each_size_at_the_kernels_it_ran():
+    from dynds_core.op_settings import relative_kernel
+
+    spec = _spec({"kind": "progressive", "kernels": "pooled"})
+    result = train(spec, model=_Shapes())
+    plain = train(_spec({"kind": "progressive"}), model=_Shapes())
+    d = result.dynds
+    assert d.steps_by_size == plain.dynds.steps_by_size and "16x16" in d.steps_by_size
+    per_size = {
+        k: step_flops(_Shapes(), (16, 3, 32, 32), reduced=True, kernel=relative_kernel(spec.dynds, (32, 32), hw), input_size=hw)
+        for k in d.steps_by_size
+        for hw in [tuple(map(int, k.split("x")))]
+    }
+    assert d.total_flops == pytest.approx(d.flops_full_step * d.steps_full + sum(per_size[k] * n for k, n in d.steps_by_size.items()))
+    assert d.total_flops < plain.dynds.total_flops  # 2x2 kernels at 16 px instead of 3x3

@@ -74,6 +74,7 @@ export const SECTIONS = [
     { path: "dynds.schedule.delay_fraction", label: "Delay fraction", type: "float", min: 0, max: 1, step: "any", hint: "at the initial scale", only: { "dynds.schedule.kind": "progressive" } },
     { path: "dynds.schedule.finetune_fraction", label: "Finetune fraction", type: "float", min: 0, max: 1, step: "any", hint: "full size at the end", only: { "dynds.schedule.kind": "progressive" } },
     { path: "dynds.schedule.size_increment", label: "Size increment", type: "int", min: 1, max: 64, hint: "px", only: { "dynds.schedule.kind": "progressive" } },
+    { path: "dynds.schedule.kernels", label: "Kernels", type: "choice", choices: ["full", "pooled"], hint: "pooled: DynDS's kernels at the size over the factor", only: { "dynds.schedule.kind": ["progressive", "mixsize"] } },
   ] },
 ];
 export const FIELDS = SECTIONS.flatMap((s) => s.fields);
@@ -104,8 +105,8 @@ export const SCHEDULE_DEFAULTS = {
   periodic: { final_full_fraction: 0, every: 3, pattern: null },
   phase: { final_full_fraction: 0, start: 0, end: 0.5 },
   adaptive: { final_full_fraction: 0, p_min: 0.1, p_max: 0.9, window: 50 },
-  progressive: { final_full_fraction: 0, initial_scale: 0.5, delay_fraction: 0.5, finetune_fraction: 0.2, size_increment: 4 },
-  mixsize: { final_full_fraction: 0, scales: [0.5, 0.75, 1], probs: [0.2, 0.3, 0.5] },
+  progressive: { final_full_fraction: 0, initial_scale: 0.5, delay_fraction: 0.5, finetune_fraction: 0.2, size_increment: 4, kernels: "full" },
+  mixsize: { final_full_fraction: 0, scales: [0.5, 0.75, 1], probs: [0.2, 0.3, 0.5], kernels: "full" },
 };
 const SCHEDULE_KINDS = Object.keys(SCHEDULE_DEFAULTS);
 
