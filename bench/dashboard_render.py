@@ -8,6 +8,8 @@ Each page is loaded ``--repeat`` times in a fresh tab; the first load (cold serv
 median are printed.
 
     .venv/bin/python bench/dashboard_render.py [--jobs 10000] [--repeat 5] [--keep DIR]
+    .venv/bin/python bench/dashboard_render.py --url postgresql://postgres@127.0.0.1:5432/dynds_bench_million
+        # a database as it is (e.g. the million jobs bench/million_jobs.py --keep leaves), not seeded here
 """
 
 from __future__ import annotations
@@ -142,6 +144,20 @@ def seed_database(url: str, n: int) -> float:
     return time.perf_counter() - t0
 
 
+def count_jobs(url: str) -> int:
+    from sqlalchemy import func, select
+
+    from app.core.db import make_engine
+    from app.models import Job
+
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(Job)).scalar_one())
+    finally:
+        engine.dispose()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -212,14 +228,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=10_000)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--keep", type=Path, default=None, help="keep the seeded database in this directory")
+    ap.add_argument("--url", default=None, help="measure this database as it is (no seeding; --jobs is read from it)")
     args = ap.parse_args(argv)
     if not Path(CHROMIUM).exists():
         print(f"Chromium not found at {CHROMIUM}: apt-get install -y chromium (or set DYNDS_CHROMIUM)", file=sys.stderr)
         return 2
     home = args.keep or Path(tempfile.mkdtemp(prefix="dynds-bench-ui-"))
     home.mkdir(parents=True, exist_ok=True)
-    url = f"sqlite:///{home / 'dynds.db'}"
-    if not (home / "dynds.db").exists():
+    url = args.url or f"sqlite:///{home / 'dynds.db'}"
+    if args.url:
+        args.jobs = count_jobs(url)
+    elif not (home / "dynds.db").exists():
         print(f"seeding {args.jobs:,} succeeded jobs ... ", end="", flush=True)
         print(f"{seed_database(url, args.jobs):.1f} s")
     proc, base = start_server(home, url)

@@ -307,3 +307,33 @@ def test_compare_never_puts_two_machines_in_one_frontier(page, server):
     labels = page.evaluate("() => Chart.getChart(document.getElementById('scatter')).data.datasets.map(d => d.label)")
     assert not any(label.startswith("Pareto") for label in labels), labels
     shot(page, "compare-hardware-choice")
+
+
+def test_compare_past_the_export_limit_loads_one_tracks_runs_at_a_time(page, server):
+    """A large deployment (the tracks list counts more jobs than the page loads at once): no export of every
+    job; a choice of track first, then that track's export (by its key), redrawn from the server per track."""
+    import json as _json
+
+    from .conftest import fulfil_json
+
+    def many(route):
+        body = _json.loads(route.fetch().text())
+        for t in body["tracks"]:
+            t["n_jobs"] = 400_000  # what the page reads to decide
+        fulfil_json(route, body)
+
+    page.route("**/api/v1/leaderboard/tracks", many)
+    exports: list[dict] = []
+    page.on("request", lambda r: exports.append(query_of(r.url)) if "/api/v1/export" in r.url else None)
+    goto(page, server, "compare", "compare")
+    assert exports == []
+    assert "choose a track" in page.locator("#scatter-msg").inner_text()
+    assert f"{RECIPE} on {GPU} (400,000)" in page.locator("#track").inner_text()
+    page.select_option("#track", f"{RECIPE} on {GPU}")
+    wait_js(page, "() => Chart.getChart(document.getElementById('scatter'))")
+    assert exports and exports[-1]["track"].endswith(f"@{GPU}")
+    ids = page.evaluate(
+        """() => Chart.getChart(document.getElementById('scatter')).data.datasets
+                 .filter(d => d.type === 'scatter').flatMap(d => d.data.map(p => p.row.id))"""
+    )
+    assert sorted(ids) == sorted(server.ids["p5-gpu"] + server.ids["p3-gpu"])

@@ -4,7 +4,7 @@
 (function () {
   var h = location.hash, t = null, u = null;
   try { t = sessionStorage.getItem("dynds.token"); } catch (e) { /* storage disabled */ }
-  if (/^#\/compare$/.test(h)) u = "/api/v1/export?format=json";
+  if (/^#\/compare$/.test(h)) u = "/api/v1/leaderboard/tracks";  // then the export: all jobs, or one track's
   else if (/^#\/leaderboard$/.test(h)) u = "/api/v1/leaderboard";
   else if (!h || /^#\/?(jobs)?$/.test(h)) u = "/api/v1/jobs?limit=50&order=-created_at";
   var headers = { Accept: "application/json" };

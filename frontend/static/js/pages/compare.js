@@ -112,22 +112,39 @@ export function render(root, { query }) {
   return () => { st.alive = false; st.chart && st.chart.destroy(); st.overlay && st.overlay.destroy(); st.frontier && st.frontier.destroy(); };
 }
 
+// Up to this many succeeded jobs the page loads them all (every track in one scatter); past it, one track's at a
+// time (an export of a million jobs is hundreds of megabytes).
+export const EXPORT_ALL_MAX = 20000;
+
 export function update(root, { query }) {
-  // Track changes redraw from the rows already loaded: the export holds every track.
+  // Track changes redraw from the rows already loaded when the export holds every track; else that track's rows.
   const st = root.__compare;
   if (!st) return;
   st.track = query.track || "";
+  if (st.perTrack) { load(st); return; }
   pickTrack(st);
   draw(st);
   drawFrontier(st);
 }
 
+/** The rows of the chosen track (a label from the tracks list: asked for by its key), or none without one. */
+async function trackRows(st, tracks) {
+  const t = tracks.find((x) => x.track === st.track || x.track_key === st.track);
+  if (!st.track) return [];
+  return get("/export", { format: "json", track: t ? t.track_key : st.track });
+}
+
 async function load(st) {
   st.root.__compare = st;
+  const seq = (st.seq = (st.seq || 0) + 1);
   let lb = null;
   try {
-    // The leaderboard names the tracks as the frontier knows them (one per recipe); optional.
-    [st.rows, lb] = await Promise.all([get("/export", { format: "json" }), get("/leaderboard/tracks").catch(() => null)]);
+    // The tracks as the frontier knows them (one per recipe and hardware), and how many jobs each holds; optional.
+    lb = await get("/leaderboard/tracks").catch(() => null);
+    const tracks = (lb && lb.tracks) || [];
+    st.total = tracks.reduce((n, t) => n + (t.n_jobs || 0), 0);
+    st.perTrack = st.total > EXPORT_ALL_MAX;
+    st.rows = st.perTrack ? await trackRows(st, tracks) : await get("/export", { format: "json" });
     if (st.rows && !Array.isArray(st.rows)) st.rows = st.rows.data || st.rows.rows || [];
   } catch (err) {
     if (!st.alive) return;
@@ -135,9 +152,11 @@ async function load(st) {
     markRendered("compare");
     return;
   }
-  if (!st.alive) return;
+  if (!st.alive || seq !== st.seq) return;
   st.tracks = trackList((lb && lb.tracks) || [], st.rows);
-  const counts = new Map(st.tracks.map((t) => [t.label, st.rows.filter((r) => inTrack(r, t)).length]));
+  const counts = st.perTrack
+    ? new Map(((lb && lb.tracks) || []).map((t) => [t.track, t.n_jobs]))
+    : new Map(st.tracks.map((t) => [t.label, st.rows.filter((r) => inTrack(r, t)).length]));
   pickTrack(st);
   // A track with no finished DynDS-vs-baseline run can still have a frontier (baseline runs only).
   if (st.sel && !counts.has(st.sel.label)) { st.tracks.push(st.sel); counts.set(st.sel.label, null); }
@@ -207,6 +226,13 @@ function draw(st) {
   const rows = st.rows.filter((r) => inView(r) && r.time_saving !== null && r.time_saving !== undefined && r.acc_delta !== null && r.acc_delta !== undefined);
   const msg = st.root.querySelector("#scatter-msg");
   const box = st.root.querySelector("#scatter-box");
+  if (!rows.length && st.perTrack && !st.sel) {
+    msg.innerHTML = String(emptyBox(`${int(st.total)} finished jobs: choose a track.`, " With this many, the scatter shows one track's runs at a time."));
+    box.hidden = true;
+    st.root.querySelector("#scatter-note").textContent = "";
+    markRendered("compare");
+    return;
+  }
   if (!rows.length) {
     msg.innerHTML = String(emptyBox("No finished runs to compare yet.", " Runs appear here when a job with a baseline has succeeded.", '<a href="#/submit">Submit a job</a>'));
     box.hidden = true;
