@@ -266,6 +266,7 @@ def _run_job(
         session_factory=session_factory,
         flush_every=settings.metrics_flush_every,
         flush_interval_s=settings.metrics_flush_interval_s,
+        cancel_poll_s=settings.cancel_poll_s,
         stop_event=stop_event,
         attempt=attempt,
         max_step_points=settings.metrics_max_step_points,

@@ -7,8 +7,9 @@
 The training loop calls ``on_step`` after every step, so it must stay cheap: a step only appends a
 small dict to a list and reads the clock. The database sees one bulk INSERT per flush (every
 ``flush_every`` points or ``flush_interval_s`` seconds, whichever comes first, and at every epoch
-and run end) and one cheap cancel-flag query at most every ``cancel_poll_s`` seconds;
-``should_stop`` answers from the cached flag, so a cancel takes effect one step after it is seen.
+and run end), which also reads the job's cancel flag back, and a cancel-flag query only when no flush has
+read it for ``cancel_poll_s`` seconds; ``should_stop`` answers from the cached flag, so a cancel takes effect
+one step after it is seen.
 
 Every flush also writes the job's heartbeat (``heartbeat_at``, in the progress UPDATE a flush makes
 anyway): the API fails a running job whose heartbeat is older than ``stale_job_after_s``, which is how
@@ -79,7 +80,7 @@ class MetricsSink(Callback):
         session_factory: SessionFactory,
         flush_every: int = 256,  # points
         flush_interval_s: float = 2.0,
-        cancel_poll_s: float = 0.5,
+        cancel_poll_s: float = 2.0,  # the most time without reading the cancel flag (a flush reads it too)
         stop_event: threading.Event | None = None,
         clock: Callable[[], float] = time.monotonic,
         attempt: int | None = None,
@@ -235,6 +236,8 @@ class MetricsSink(Callback):
         self._progress_dirty = False
         self.points_written += len(points)
         self.flushes += 1
+        self.cancel_requested = self.cancel_requested or ours.cancel_requested
+        self._next_poll = self.clock() + self.cancel_poll_s  # the flush read the flag: no separate poll needed yet
 
     def close(self) -> None:
         """Final flush; raises if the points still cannot be written (the job's record would be incomplete)."""

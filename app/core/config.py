@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     worker_max_jobs_per_child: int = Field(default=1, ge=1)
     metrics_flush_every: int = 200  # points
     metrics_flush_interval_s: float = 2.0
+    # How long a running job may go without reading its cancel flag. Every metrics flush reads it (the flush's
+    # UPDATE returns it), so while a job trains this only adds a query when flushes are further apart; a cancel
+    # takes effect within about this long. It was the database's main load from a fleet (a query every 0.5 s).
+    cancel_poll_s: float = Field(default=2.0, ge=0, le=600)
     # When a job's timing is flagged noisy (dynds_core.trainer.TimingNoise, which says why these defaults):
     # paired and interleaved savings apart by more than this fraction, or full steps' coefficient of variation above this.
     noisy_saving_gap: float = Field(default=0.05, gt=0, le=1)

@@ -4,6 +4,7 @@ reproducibility record, the cancel flag."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import insert, select, update
@@ -57,12 +58,25 @@ def record_heartbeat(*, session: Session, job_id: int, progress: dict[str, Any] 
     session.commit()
 
 
+@dataclass(frozen=True)
+class Flushed:
+    """What a flush found: whether the job was still this run's (false: nothing written; the object is falsy
+    then), and its cancel flag, read back by the flush's own UPDATE (a flush is also a cancel check)."""
+
+    ours: bool
+    cancel_requested: bool = False
+
+    def __bool__(self) -> bool:
+        return self.ours
+
+
 def flush_metrics(
     *, session: Session, job_id: int, points: list[dict[str, Any]], progress: dict[str, Any] | None = None, attempt: int | None = None
-) -> bool:
+) -> Flushed:
     """A worker's flush in one transaction: heartbeat (and progress) first, by an UPDATE that requires the job
-    still this run's (``attempt``: claimed as that attempt and not requeued since: the "flush" transition),
-    then the points only if it matched. False: the job is no longer this run's (requeued, rerun); nothing was written.
+    still this run's (``attempt``: claimed as that attempt and not requeued since: the "flush" transition) and
+    returns its cancel flag, then the points only if it matched. Falsy: the job is no longer this run's
+    (requeued, rerun); nothing was written.
 
     The UPDATE takes the job's row lock (PostgreSQL) or the write lock (SQLite) before the INSERT, and a
     recovery updates the same row before deleting the points: the two serialise, so a requeued job never
@@ -71,15 +85,15 @@ def flush_metrics(
     conds = [col(Job.id) == job_id]
     if attempt is not None:
         conds += [col(Job.attempts) == attempt, in_sources("flush")]
-    res = session.execute(update(Job).where(*conds).values(**_beat(progress)))
-    if res.rowcount != 1:
+    row = session.execute(update(Job).where(*conds).values(**_beat(progress)).returning(Job.cancel_requested)).first()
+    if row is None:
         session.rollback()
-        return False
+        return Flushed(False)
     if points:
         append_metrics(session=session, job_id=job_id, points=points)  # commits
     else:
         session.commit()
-    return True
+    return Flushed(True, bool(row[0]))
 
 
 def job_control(*, session: Session, job_id: int) -> tuple[bool, str | None]:

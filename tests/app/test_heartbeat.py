@@ -111,6 +111,34 @@ def test_the_sink_writes_the_heartbeat_on_flush_and_not_per_step(session, engine
     assert crud.fail_stale_jobs(session=session, older_than=timedelta(seconds=600)) == []
 
 
+def test_a_flush_reads_the_cancel_flag_so_a_training_job_makes_no_separate_poll(session, engine):
+    job_id = running_job(session)
+    opened = []
+
+    def sessions():
+        opened.append(1)
+        return Session(engine)
+
+    clock = FakeClock()
+    sink = MetricsSink(job_id=job_id, session_factory=sessions, flush_every=1000, flush_interval_s=2.0, cancel_poll_s=2.0, clock=clock)
+    assert not sink.should_stop()  # the poll at start
+    opened.clear()
+    for i in range(40):  # 20 s of training, a step every 0.5 s: a flush every 2 s and nothing else
+        clock.now += 0.5
+        sink.on_step(step(i))
+        assert not sink.should_stop()
+    assert len(opened) == sink.flushes == 10
+    crud.request_cancel(session=session, job=crud.get_job(session=session, job_id=job_id))
+    for i in range(40, 43):
+        clock.now += 0.5
+        sink.on_step(step(i))
+        assert not sink.should_stop()  # not seen until the next flush
+    clock.now += 0.5
+    sink.on_step(step(43))  # flushes: its UPDATE returns the flag
+    assert sink.cancel_requested and sink.should_stop()
+    assert len(opened) == sink.flushes == 11  # and still no separate poll
+
+
 def test_the_sink_stops_training_when_the_job_was_failed_meanwhile(session, engine):
     job_id = running_job(session)
     clock = FakeClock()
