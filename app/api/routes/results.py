@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from app import crud
 from app.api.deps import ReadAuthDep, SessionDep
@@ -194,6 +194,99 @@ class LeaderboardPublic(BaseModel):
     tracks: list[LeaderboardTrack]
 
 
+class HardwareEntry(BaseModel):
+    """One setting's cell on one hardware key: exactly that track's leaderboard cell (its fields as there)."""
+
+    model_config = ConfigDict(extra="forbid")
+    track: str
+    verdict: str
+    verdict_sentence: str
+    rank: int | None
+    ranked: bool
+    why_unranked: str | None
+    n_seeds: int
+    time_saving_mean: float | None
+    time_saving_ci95: list[float] | None
+    acc_delta_mean: float | None
+    acc_delta_ci95: list[float] | None
+    equal_time_gap_mean: float | None
+    equal_time_gap_ci95: list[float] | None
+    job_ids: list[int]
+
+
+class HardwareSetting(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    setting_key: str
+    schedule_kind: str
+    by_hardware: dict[str, HardwareEntry]  # by hardware key
+    verdicts_differ: bool
+
+
+class HardwareRecipe(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    recipe_label: str
+    recipe_hash: str | None
+    hardware_keys: list[str]
+    settings: list[HardwareSetting]
+
+
+class HardwareTablePublic(BaseModel):
+    """GET /leaderboard/hardware (app.leaderboard.hardware): per recipe, each setting's cell per hardware key."""
+
+    model_config = ConfigDict(extra="forbid")
+    min_seeds: int
+    max_acc_drop: float
+    recipes: list[HardwareRecipe]
+
+
+class FrontierBaselinePoint(BaseModel):
+    """The baseline at one budget: its accuracy over seeds (docs/api.md explains each field)."""
+
+    model_config = ConfigDict(extra="forbid")
+    time_fraction: float
+    acc_mean: float | None
+    acc_ci95: list[float] | None
+    n_seeds: int
+    n_points: int
+    sources: list[Literal["baseline_only", "paired_baseline", "equal_time"]]
+    job_ids: list[int]
+
+
+class FrontierCell(BaseModel):
+    """A setting's cell placed on the frontier's axes, with where it lies against the baseline's band."""
+
+    model_config = ConfigDict(extra="forbid")
+    setting_key: str
+    setting: dict[str, Any] | None
+    schedule_kind: str
+    time_fraction: float | None
+    time_fraction_ci95: list[float] | None
+    acc_mean: float | None
+    acc_ci95: list[float] | None
+    position: Literal["above", "within", "below", "unknown"]
+    n_seeds: int
+    job_ids: list[int]
+    rank: int | None
+    ranked: bool
+    verdict: str
+    verdict_sentence: str
+
+
+class FrontierPublic(BaseModel):
+    """GET /frontier (app.leaderboard.frontier). The route serves cached bytes; this is their schema."""
+
+    model_config = ConfigDict(extra="forbid")
+    track: str
+    track_key: str
+    hardware_key: str
+    recipe_hash: str | None
+    frontier_key: str | None
+    recipe: dict[str, Any] | None
+    full_epochs: int | None
+    baseline: list[FrontierBaselinePoint]
+    dynds: list[FrontierCell]
+
+
 def _rows(session, **kw) -> list[dict]:
     rows = crud.summary_rows(session=session, with_setting=True, **kw)
     for r in rows:
@@ -274,7 +367,7 @@ def leaderboard_tracks(request: Request, session: SessionDep, _: ReadAuthDep) ->
 
 @router.get(
     "/leaderboard/hardware",
-    responses={200: {"description": "per recipe, each setting's cell on each hardware key (see docs/api.md)", "content": {"application/json": {}}}},
+    responses={200: {"description": "per recipe, each setting's cell on each hardware key (see docs/api.md)", "model": HardwareTablePublic}},
 )
 def leaderboard_by_hardware(
     request: Request,
@@ -299,7 +392,7 @@ def leaderboard_by_hardware(
 @router.get(
     "/frontier",
     responses={
-        200: {"description": "the track's budget frontier (see docs/api.md)", "content": {"application/json": {}}},
+        200: {"description": "the track's budget frontier (see docs/api.md)", "model": FrontierPublic},
         404: {"description": "no succeeded job has this track"},
     },
 )

@@ -88,6 +88,25 @@ def test_the_tracks_list_names_each_track_and_hardware_key_without_cells(client,
     assert sorted(t["hardware_key"] for t in listed) == sorted([CPU_KEY, GPU_KEY])
 
 
+def test_the_hardware_table_and_the_frontier_follow_their_openapi_schemas(client, finished_job):
+    """The routes serve cached bytes, so FastAPI does not check them against their documented models: a field
+    added, renamed or dropped in app/leaderboard must fail here, not in a client generated from the schema."""
+    from app.api.routes.results import FrontierPublic, HardwareTablePublic, TracksPublic
+
+    for s, gap in enumerate((1.0, 1.5, 1.2)):
+        finished_job(seeded(0.5, s), time_saving=0.4, acc_delta=-1.0, equal_time_gap=gap, hardware="cuda")
+        finished_job(seeded(0.5, s), time_saving=0.1, acc_delta=-1.0, equal_time_gap=-gap, hardware="cpu")
+    table = HardwareTablePublic.model_validate(client.get(f"{API}/leaderboard/hardware", params={"max_acc_drop": 5}).json())
+    assert {h for r in table.recipes for st in r.settings for h in st.by_hardware} == {CPU_KEY, GPU_KEY}
+    tracks = TracksPublic.model_validate(client.get(f"{API}/leaderboard/tracks").json()).tracks
+    gpu = next(t for t in tracks if t.hardware_key == GPU_KEY)
+    front = FrontierPublic.model_validate(client.get(f"{API}/frontier", params={"track": gpu.track_key}).json())
+    assert front.hardware_key == GPU_KEY and front.baseline and front.dynds
+    schema = client.get("/openapi.json").json()["paths"]
+    for path, model in (("/leaderboard/hardware", "HardwareTablePublic"), ("/frontier", "FrontierPublic"), ("/leaderboard/tracks", "TracksPublic")):
+        assert schema[API + path]["get"]["responses"]["200"]["content"]["application/json"]["schema"] == {"$ref": f"#/components/schemas/{model}"}
+
+
 def test_contended_jobs_are_exported_and_left_out_of_rankings(client, finished_job):
     clean = [finished_job(seeded(0.5, s), time_saving=0.3, acc_delta=0.0) for s in range(3)]
     busy = [finished_job(seeded(0.7, s), time_saving=0.6, acc_delta=0.0, contended=True) for s in range(3)]
