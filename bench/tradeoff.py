@@ -25,6 +25,8 @@ leaderboard share one aggregation; where that module lacks them, ``dynds_core.st
     python bench/tradeoff.py --table-only --out /work/study/tradeoff.jsonl                   # its table again
     python bench/tradeoff.py --quick --out /tmp/quick.jsonl                                  # a smoke run, minutes
     python bench/tradeoff.py --methods dynds,progressive,mixsize,fixres --jobs 2 --out /work/study/relatives.jsonl --resume
+    python bench/tradeoff.py --data fashion-mnist --methods dynds,progressive --jobs 2 --out bench/results/tradeoff-fashion.jsonl --resume
+                                             # the same on Fashion-MNIST (apt-get install dataset-fashion-mnist)
                                              # the relatives beside DynDS, same budget and baselines (docs/library.md)
 """
 
@@ -94,11 +96,22 @@ LABELS = {
 # ---------------------------------------------------------------- the jobs
 
 
+DATA_NAMES = {"imagefolder": "CIFAR-10 JPEG", "fashion-mnist": "Fashion-MNIST"}
+FASHION = "fashion-mnist"  # --data fashion-mnist: the Debian package dataset-fashion-mnist (28 px, grey)
+
+
+def data_section(args) -> dict:
+    """The spec's data: the shared CIFAR-10 JPEG archive (or another image-folder archive), or Fashion-MNIST."""
+    if str(args.data) == FASHION:
+        return {"dataset": FASHION, "train_subset": args.subset, "val_subset": args.val_subset}
+    return {"dataset": "imagefolder", "root": str(args.data), "train_subset": args.subset, "val_subset": args.val_subset}
+
+
 def base_spec(args, seed: int, epochs: int) -> dict:
     return {
         "name": "tradeoff",
         "model": {"arch": args.arch},
-        "data": {"dataset": "imagefolder", "root": str(args.data), "train_subset": args.subset, "val_subset": args.val_subset},
+        "data": data_section(args),
         "train": {
             "epochs": epochs,
             "batch_size": 128,
@@ -490,8 +503,9 @@ def _table_of(records: list[dict], args, command: str) -> None:
     walls = sum(r.get("wall_s", 0) for r in records)
     import torch
 
+    data = DATA_NAMES.get(spec["data"]["dataset"], spec["data"]["dataset"])
     print(
-        f"# tradeoff: {spec['model']['arch']}, CIFAR-10 JPEG, train_subset={spec['data']['train_subset']}, "
+        f"# tradeoff: {spec['model']['arch']}, {data}, train_subset={spec['data']['train_subset']}, "
         f"val={spec['data']['val_subset'] or 'all'}, epochs={agg['full_epochs']}, {len(records)} jobs, "
         f"device {records[0]['result']['device']}, hardware {hardware_of(records[0])}, torch {torch.__version__}, "
         f"measured {dates[0]}..{dates[-1]}, {walls / 60:.0f} job-minutes"
@@ -504,7 +518,7 @@ def _table_of(records: list[dict], args, command: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, default=ARCHIVE)
+    p.add_argument("--data", default=str(ARCHIVE), help=f"an image-folder archive (default: the shared CIFAR-10 JPEGs) or {FASHION!r}")
     p.add_argument("--arch", default="resnet20")
     p.add_argument("--subset", type=int, default=10000, help="stratified training images (default 10000)")
     p.add_argument("--val-subset", type=int, default=None, help="test images (default: all 10,000)")

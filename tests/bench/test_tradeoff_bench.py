@@ -161,6 +161,15 @@ def test_methods_add_the_relatives_settings_beside_dynds(capsys):
         tradeoff.main(["--methods", "fixres,lars", "--print-specs"])
 
 
+def test_the_study_runs_on_fashion_mnist_by_name_and_pools_kernels_where_asked(capsys):
+    args = ["--data", "fashion-mnist", "--settings", "baseline,progressive-pooled", "--seeds", "0", "--print-specs"]
+    assert tradeoff.main(args) == 0
+    specs = [JobSpec.parse(json.loads(line)) for line in capsys.readouterr().out.splitlines()]
+    assert {s.data.dataset for s in specs} == {"fashion-mnist"} and all(s.data.train_subset == 10000 for s in specs)
+    (pooled,) = [s for s in specs if s.baseline]
+    assert pooled.dynds.schedule.kind == "progressive" and pooled.dynds.schedule.kernels == "pooled"
+
+
 # A study's parent as the bench makes it: its pool's job processes start with _init_worker; it prints a job's pid.
 _STUDY = """
 import concurrent.futures as cf, multiprocessing as mp, os, sys, time
