@@ -105,7 +105,7 @@ class JobResult(BaseModel):
     equal_time: RunResult | None = None
     # Against the paired baseline; None when it did not run.
     # 1 - T_dynds / T_baseline. In lockstep, T_dynds / T_baseline is estimated from the two runs' steps
-    # paired by index (medians per batch type, dynds_core.training.timing.lockstep_time_ratio), so a burst
+    # paired by index (medians per step shape, dynds_core.training.timing.lockstep_time_ratio), so a burst
     # of load during part of the job does not move it; sequential: the ratio of the two train times.
     time_saving: float | None = None
     # Lockstep only: 1 - T_dynds / T_baseline from the two runs' total train times, as the clock read

@@ -37,7 +37,7 @@ from ..spec import DynDSSpec, JobSpec
 from .contention import CpuMeter, device_users
 from .evaluation import evaluate
 from .recipe import autocast, build_optimizer, lr_at
-from .timing import collect_after_steps, collect_at_epoch_end, collector_between_epochs, elapsed_s, flush_interval, host_clock, step_clock
+from .timing import collect_after_steps, collect_at_epoch_end, collector_between_epochs, elapsed_s, flush_interval, host_clock, step_clock, step_shape
 
 
 def seed_everything(seed: int) -> None:
@@ -82,10 +82,10 @@ class _Tally:
     train_time: float = 0.0
     time: dict[str, float] = field(default_factory=lambda: {"full": 0.0, "reduced": 0.0})
     steps: dict[str, int] = field(default_factory=lambda: {"full": 0, "reduced": 0})
-    # every step's time, whether it was reduced, and the host clock at its start, in step order:
-    # lockstep pairs the runs' steps by when they ran (timing.lockstep_time_ratio)
+    # every step's time, its shape (timing.step_shape: 0 full, else which reduced shape) and the host clock at its
+    # start, in step order: lockstep pairs the runs' steps by when they ran (timing.lockstep_time_ratio)
     step_times: array = field(default_factory=lambda: array("d"))
-    step_reduced: array = field(default_factory=lambda: array("b"))
+    step_reduced: array = field(default_factory=lambda: array("l"))
     step_at: array = field(default_factory=lambda: array("d"))
     epoch_loss: float = 0.0
     epoch_correct: float = 0.0
@@ -101,7 +101,7 @@ class _Tally:
             key = f"{size[0]}x{size[1]}"
             self.sizes[key] = self.sizes.get(key, 0) + 1
         self.step_times.append(dt)
-        self.step_reduced.append(batch_type == "reduced")
+        self.step_reduced.append(step_shape(batch_type, size))
         self.step_at.append(at)
 
     def state_dict(self) -> dict[str, Any]:
@@ -110,7 +110,7 @@ class _Tally:
         return {
             "train_time": self.train_time, "time": dict(self.time), "steps": dict(self.steps),
             "step_times": torch.tensor(self.step_times, dtype=torch.float64),
-            "step_reduced": torch.tensor(self.step_reduced, dtype=torch.int8),
+            "step_reduced": torch.tensor(self.step_reduced, dtype=torch.int64),
             "step_at": torch.tensor(self.step_at, dtype=torch.float64),
             "epoch_loss": self.epoch_loss, "epoch_correct": self.epoch_correct, "epoch_seen": self.epoch_seen,
             "sizes": dict(self.sizes),
@@ -120,7 +120,8 @@ class _Tally:
         """Restore the sums; ``clock_shift`` moves the saved steps' start times onto this process's clock."""
         self.train_time, self.time, self.steps = state["train_time"], dict(state["time"]), dict(state["steps"])
         self.step_times = array("d", state["step_times"].tolist())
-        self.step_reduced = array("b", state["step_reduced"].tolist())
+        # Checkpoints written before a relative's sizes were kept apart hold 0/1 (full/reduced): read as they are.
+        self.step_reduced = array("l", state["step_reduced"].tolist())
         self.step_at = array("d", (a + clock_shift for a in state["step_at"].tolist()))
         self.epoch_loss, self.epoch_correct, self.epoch_seen = state["epoch_loss"], state["epoch_correct"], state["epoch_seen"]
         self.sizes = dict(state.get("sizes", {}))  # absent in checkpoints written before the relatives

@@ -11,7 +11,7 @@ from dynds_core import schedules, trainer
 from dynds_core.callbacks import Callback
 from dynds_core.schedules import make_schedule
 from dynds_core.trainer import train
-from dynds_core.training import loop
+from dynds_core.training import loop, timing
 from dynds_core.training.checkpoint import (
     FORMAT_VERSION,
     MAGIC,
@@ -322,6 +322,10 @@ def test_tally_round_trip_moves_saved_steps_onto_the_new_clock():
     back.load_state_dict(tally.state_dict(), clock_shift=-90.0)
     assert list(back.step_at) == [10.0, 11.0, 12.0]
     assert list(back.step_times) == list(tally.step_times) and list(back.step_reduced) == [0, 1, 0]
+    tally.add("reduced", 0.25, at=104.0, size=(24, 24))  # a relative's size: a shape code past any int8
+    again = loop._Tally()
+    again.load_state_dict(tally.state_dict())
+    assert list(again.step_reduced) == [0, 1, 0, timing.step_shape("reduced", (24, 24))]
     assert (back.train_time, back.steps, back.epoch_loss, back.epoch_seen) == (1.5, {"full": 2, "reduced": 1}, 3.5, 48)
 
 

@@ -411,3 +411,24 @@ def test_a_pooled_relative_counts_each_size_at_the_kernels_it_ran():
     }
     assert d.total_flops == pytest.approx(d.flops_full_step * d.steps_full + sum(per_size[k] * n for k, n in d.steps_by_size.items()))
     assert d.total_flops < plain.dynds.total_flops  # 2x2 kernels at 16 px instead of 3x3
+
+
+def test_lockstep_pairs_each_input_size_of_a_relative_apart(monkeypatch):
+    """The trainer hands lockstep pairing each reduced step's size, so each size gets its own median."""
+    from dynds_core import trainer
+    from dynds_core.training.timing import step_shape
+
+    seen = {}
+    real = trainer.lockstep_time_ratio
+
+    def spy(d_times, d_shapes, *rest):
+        seen["shapes"] = list(d_shapes)
+        return real(d_times, d_shapes, *rest)
+
+    monkeypatch.setattr(trainer, "lockstep_time_ratio", spy)
+    spec = _spec({"kind": "progressive"})
+    result = train(spec, model=_Shapes())
+    sched = make_schedule(spec.dynds.schedule, 8, spec.train.seed, image_size=(32, 32))
+    want = [step_shape("reduced", sched.input_size(i)) if sched.input_size(i) else 0 for i in range(8)]
+    assert seen["shapes"] == want and len(set(want)) >= 3  # 16, 24 px and full steps at least
+    assert result.pairing == "lockstep"

@@ -74,6 +74,21 @@ def test_lockstep_ratio_takes_each_type_s_median_ratio_to_the_baseline_around_it
     assert timing.lockstep_time_ratio([1.0, 0.25], [0, 1], [1.0, 2.5], b_t[:3], b_at[:3]) == pytest.approx(0.625)
 
 
+def test_lockstep_ratio_takes_a_median_per_input_size_of_a_relative_s_reduced_steps():
+    # A relative's reduced steps at two sizes: five 16 px steps of 0.25 s and three 24 px steps of 0.5 s
+    # against a 1 s baseline. One median over all eight is the 16 px cost (0.25): the ratio would read
+    # 0.25 where the steps took 0.34 of the baseline's time on average. Per size: (5 * 0.25 + 3 * 0.5) / 8.
+    sizes = [(16, 16)] * 5 + [(24, 24)] * 3
+    d_t = [0.25] * 5 + [0.5] * 3
+    d_at = [1.0 + 1.5 * i for i in range(8)]
+    b_at = [1.5 * i for i in range(9)]
+    b_t = [1.0] * 9
+    shapes = [timing.step_shape("reduced", hw) for hw in sizes]
+    assert timing.lockstep_time_ratio(d_t, shapes, d_at, b_t, b_at) == pytest.approx((5 * 0.25 + 3 * 0.5) / 8)
+    assert timing.lockstep_time_ratio(d_t, [1] * 8, d_at, b_t, b_at) == pytest.approx(0.25)  # what one median gave
+    assert len({timing.step_shape("full"), timing.step_shape("reduced"), *shapes}) == 4
+
+
 def test_lockstep_ratio_interpolates_the_baseline_to_each_step_s_midpoint():
     # the baseline's steps slow from 1 s to 3 s; a reduced step a quarter of the way from one baseline
     # midpoint to the next is compared with the baseline's pace there (1.5 s), not with either neighbour
