@@ -285,6 +285,8 @@ def bench(kind: str, url: str, args) -> bool:
     if not args.reuse:
         print(f"\n[{kind}] filling {args.jobs:,} jobs, {args.points:,} points ...", flush=True)
         fill(url, args.jobs, args.points)
+    if args.fill_only:
+        return True
     from sqlalchemy import text
 
     from app.core.db import make_engine
@@ -364,7 +366,9 @@ def main(argv=None) -> int:
     p.add_argument("--name", default="dynds_bench_million", help="the PostgreSQL database (or SQLite file stem) to fill")
     p.add_argument("--keep", action="store_true", help="keep the database afterwards")
     p.add_argument("--reuse", action="store_true", help="measure a database kept by --keep, without filling it")
+    p.add_argument("--fill-only", action="store_true", help="fill the database, keep it and stop (e.g. for bench/dashboard_render.py --url)")
     args = p.parse_args(argv)
+    args.keep = args.keep or args.fill_only
     MIX["leaderboard"] = args.board_weight
     print(
         f"million_jobs: {args.jobs:,} jobs, {args.points:,} metric points, {args.clients} clients, 1 uvicorn worker, "

@@ -337,3 +337,29 @@ def test_compare_past_the_export_limit_loads_one_tracks_runs_at_a_time(page, ser
                  .filter(d => d.type === 'scatter').flatMap(d => d.data.map(p => p.row.id))"""
     )
     assert sorted(ids) == sorted(server.ids["p5-gpu"] + server.ids["p3-gpu"])
+
+
+def test_leaderboard_past_the_track_limit_asks_for_a_track_before_any_board(page, server):
+    """Many tracks (a million jobs made 512): the page reads the tracks list, offers them, and loads no board
+    until one is chosen; then that track's board only."""
+    import json as _json
+
+    from .conftest import fulfil_json
+
+    def many(route):
+        body = _json.loads(route.fetch().text())
+        real = body["tracks"]
+        fake = [{**real[0], "track": f"zz/fake{i:02d} on {CPU}", "track_key": f"fake{i:02d}@{CPU}", "n_jobs": 7} for i in range(41)]
+        fulfil_json(route, {"tracks": real + fake})
+
+    page.route("**/api/v1/leaderboard/tracks", many)
+    boards: list[str] = []
+    page.on("request", lambda r: boards.append(r.url.split("/api/v1")[1]) if "/api/v1/leaderboard" in r.url else None)
+    goto(page, server, "leaderboard", "leaderboard")
+    assert boards == ["/leaderboard/tracks"]
+    assert "tracks: choose one" in page.locator("#lb-body").inner_text()
+    assert page.locator("#lb-track option").count() > 41
+    with page.expect_request(lambda r: "/api/v1/leaderboard?" in r.url and query_of(r.url).get("track") == f"{RECIPE} on {GPU}"):
+        page.select_option("#lb-track", f"{RECIPE} on {GPU}")
+    wait_js(page, "() => document.querySelectorAll('#lb-body table').length === 1")
+    assert not any(b.startswith("/leaderboard?") and "track=" not in b for b in boards)

@@ -5,7 +5,7 @@
   var h = location.hash, t = null, u = null;
   try { t = sessionStorage.getItem("dynds.token"); } catch (e) { /* storage disabled */ }
   if (/^#\/compare$/.test(h)) u = "/api/v1/leaderboard/tracks";  // then the export: all jobs, or one track's
-  else if (/^#\/leaderboard$/.test(h)) u = "/api/v1/leaderboard";
+  else if (/^#\/leaderboard$/.test(h)) u = "/api/v1/leaderboard/tracks";  // then every track's board, or a choice
   else if (!h || /^#\/?(jobs)?$/.test(h)) u = "/api/v1/jobs?limit=50&order=-created_at";
   var headers = { Accept: "application/json" };
   if (t) headers.Authorization = "Bearer " + t;

@@ -8,6 +8,10 @@ import { html, raw, pct, pt, int, signClass, pm, pctCI, ptCI } from "../format.j
 import { kindDot, markRendered, loadingBox, emptyBox, errorBox, setHashQuery, verdictDetails, verdictWord } from "../common.js";
 import { hardwareBadge, hardwareTrackOptions, verdictSpread } from "../hardware.js";
 
+// Up to this many tracks the page shows them all; past it, one at a time (a million jobs made 512 tracks: a
+// 20 MB board that took the page over a minute to draw).
+export const LB_ALL_MAX = 40;
+
 const hasCI = (ci) => Array.isArray(ci) && ci.length === 2 && ci.every((v) => v !== null && v !== undefined);
 
 export function render(root, { query }) {
@@ -53,6 +57,22 @@ export async function update(root, { query }) {
     <a class="btn" href="${apiUrl("/export", { format: "csv", track: query.track })}" download="dynds-results.csv" id="export-csv">Export CSV</a>
     <a class="btn" href="${apiUrl("/export", { format: "json", track: query.track })}" download="dynds-results.json" id="export-json">Export JSON</a>`);
   const opts = { max_acc_drop: query.max_acc_drop, min_seeds: query.min_seeds, include_noisy: query.include_noisy };
+  if (!query.track) {
+    // Many tracks: the list (a few kilobytes) and a choice, not every track's board.
+    const list = await get("/leaderboard/tracks").catch(() => null);
+    if (!st.alive || seq !== st.seq) return;
+    const tracks = (list && list.tracks) || [];
+    if (tracks.length > LB_ALL_MAX) {
+      if (!st.tracksKnown) { trackOptions(form.elements.track, tracks); st.tracksKnown = true; }
+      form.elements.track.value = "";
+      root.querySelector("#lb-recommendation").innerHTML = "";
+      root.querySelector("#lb-hardware").innerHTML = "";
+      root.querySelector("#lb-body").innerHTML = String(emptyBox(`${int(tracks.length)} tracks: choose one.`,
+        ` They hold ${int(tracks.reduce((n, t) => n + (t.n_jobs || 0), 0))} finished jobs; the page shows one track's settings at a time.`));
+      markRendered("leaderboard");
+      return;
+    }
+  }
   let lb, all, m, byHw, rec;
   try {
     [lb, all, m, byHw, rec] = await Promise.all([
