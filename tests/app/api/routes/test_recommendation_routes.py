@@ -33,3 +33,20 @@ def test_recommendation_is_in_the_openapi_with_its_model(client):
     op = spec["paths"][f"{API}/recommendation"]["get"]
     assert op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/RecommendationsPublic")
     assert "Recommendation" in spec["components"]["schemas"] and "RecommendationEvidence" in spec["components"]["schemas"]
+
+
+def test_recommendation_is_cached_until_a_job_of_its_tracks_succeeds(client, finished_job, monkeypatch):
+    from app.api.routes import recommendation as route
+
+    builds = []
+    real = route.build_recommendations
+    monkeypatch.setattr(route, "build_recommendations", lambda board: builds.append(1) or real(board))
+    for seed in range(3):
+        job(finished_job, {"kind": "progressive"}, seed, -2.0)
+    first = client.get(f"{API}/recommendation").json()
+    assert client.get(f"{API}/recommendation").json() == first and len(builds) == 1  # served from the cache
+    assert first["recommendations"][0]["kind"] == "baseline_for_less_time"
+    for seed in range(3):  # a setting whose verdict holds: the answer changes at once
+        job(finished_job, {"kind": "mixsize"}, seed, 2.0)
+    (rec,) = client.get(f"{API}/recommendation").json()["recommendations"]
+    assert rec["kind"] == "setting" and rec["evidence"]["schedule_kind"] == "mixsize" and len(builds) == 2
