@@ -170,8 +170,8 @@ class LeaderboardCell(BaseModel):
     verdict_sentence: str
 
 
-class LeaderboardTrack(BaseModel):
-    """One track (a recipe on one hardware key) and its cells, ranked ones first."""
+class TrackFields(BaseModel):
+    """What names a track (a recipe on one hardware key): shared by the leaderboard's tracks and the tracks list."""
 
     track: str
     track_key: str
@@ -179,9 +179,14 @@ class LeaderboardTrack(BaseModel):
     hardware_key: str
     recipe_hash: str | None
     frontier_key: str | None
-    recipe: dict[str, Any] | None
     arch: str
     dataset: str
+
+
+class LeaderboardTrack(TrackFields):
+    """One track and its cells, ranked ones first."""
+
+    recipe: dict[str, Any] | None
     entries: list[LeaderboardCell]
 
 
@@ -324,17 +329,9 @@ def leaderboard(
     return Response(cached_body(request, session, key, build), media_type="application/json")
 
 
-class TrackSummary(BaseModel):
+class TrackSummary(TrackFields):
     """A track without its cells: what a page needs to list tracks or hardware keys."""
 
-    track: str
-    track_key: str
-    recipe_label: str
-    hardware_key: str
-    recipe_hash: str | None
-    frontier_key: str | None
-    arch: str
-    dataset: str
     n_settings: int
     n_jobs: int
 
@@ -345,7 +342,7 @@ class TracksPublic(BaseModel):
     tracks: list[TrackSummary]
 
 
-TRACK_FIELDS = ("track", "track_key", "recipe_label", "hardware_key", "recipe_hash", "frontier_key", "arch", "dataset")
+TRACK_FIELDS = tuple(TrackFields.model_fields)
 
 
 @router.get("/leaderboard/tracks", response_model=TracksPublic)
