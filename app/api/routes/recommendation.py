@@ -10,10 +10,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
 
-from app import crud
 from app.api.deps import ReadAuthDep, SessionDep
-from app.api.routes.results import Scope, _rows, cached_body, full_leaderboard
-from app.leaderboard import build_leaderboard
+from app.api.routes.results import Scope, cached_body, full_leaderboard, track_leaderboard
 from app.leaderboard.recommendation import build_recommendations
 from dynds_core.verdict import DEFAULT_MIN_SEEDS
 
@@ -80,8 +78,8 @@ def recommendation(
         if track is None:
             board, scopes = json.loads(full_leaderboard(request, session, params)), None
         else:
-            base = crud.track_base(session=session, track=track)
-            board, scopes = build_leaderboard(_rows(session, base=base), track=track, **params), [("track", base)]
+            body, scope = track_leaderboard(request, session, track, params)
+            board, scopes = json.loads(body), [scope]
         return RecommendationsPublic.model_validate(build_recommendations(board)).model_dump_json().encode(), scopes
 
     body = cached_body(request, session, ("recommendation", track, min_seeds, include_noisy), build)

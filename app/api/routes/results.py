@@ -317,16 +317,19 @@ def leaderboard(
     include_noisy: IncludeNoisy = False,
 ) -> Response:
     params = {"max_acc_drop": max_acc_drop, "min_seeds": min_seeds, "include_noisy": include_noisy}
-    if track is None:
-        return Response(full_leaderboard(request, session, params), media_type="application/json")
+    body = full_leaderboard(request, session, params) if track is None else track_leaderboard(request, session, track, params)[0]
+    return Response(body, media_type="application/json")
+
+
+def track_leaderboard(request: Request, session, track: str, params: dict[str, Any]) -> tuple[bytes, Scope]:
+    """One track's leaderboard (its JSON, cached until a job of it succeeds) and the scope it was built from."""
     base = crud.track_base(session=session, track=track)
 
     def build() -> tuple[bytes, list[Scope]]:
         rows = _rows(session, base=base)
         return _json(build_leaderboard(rows, track=track, **params)), [("track", base)]
 
-    key = ("leaderboard", track, *params.values())
-    return Response(cached_body(request, session, key, build), media_type="application/json")
+    return cached_body(request, session, ("leaderboard", track, *params.values()), build), ("track", base)
 
 
 class TrackSummary(TrackFields):
