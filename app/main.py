@@ -25,7 +25,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import logging
+import time
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -50,6 +52,7 @@ from app.core.db import init_db, make_engine
 from app.dispatch import CeleryDispatcher, Dispatcher
 from app.fleet import routing
 from app.models import FINAL_STATES
+from dynds_core.verdict import DEFAULT_MIN_SEEDS
 
 log = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
@@ -275,6 +278,20 @@ async def watch_queue(engine: Engine, settings: Settings, dispatcher: Dispatcher
         await asyncio.sleep(settings.redispatch_check_interval_s)
 
 
+def warm_results(engine: Engine, cache: ResultsCache) -> None:
+    """Build what the dashboard's pages read first into the results cache: the tracks list (every track's part
+    of the leaderboard) and the whole board's recommendation. Run once at start-up, off the event loop."""
+    started = time.perf_counter()
+    try:
+        with Session(engine) as session:
+            n_tracks = len(json.loads(results.tracks_body(cache, session))["tracks"])
+            recommendation.recommendation_body(cache, session, track=None, min_seeds=DEFAULT_MIN_SEEDS, include_noisy=False)
+    except Exception:  # a request builds it instead; a server stopping meanwhile lands here too
+        log.warning("warming the results cache failed; the first requests build it", exc_info=True)
+        return
+    log.info("results cache warmed in %.1f s (%d tracks)", time.perf_counter() - started, n_tracks)
+
+
 def create_app(
     settings: Settings | None = None, *, dispatcher: Dispatcher | None = None, engine: Engine | None = None, recover_executor_jobs: bool = False
 ) -> FastAPI:
@@ -296,6 +313,10 @@ def create_app(
         watches = [asyncio.create_task(watch_heartbeats(engine, settings, None if settings.embedded else d), name="dynds-heartbeat-check")]
         if not settings.embedded and d is not None:
             watches.append(asyncio.create_task(watch_queue(engine, settings, d), name="dynds-redispatch"))
+        if app.state.leaderboard_cache is not None and settings.leaderboard_warm:
+            # Not awaited: the server answers meanwhile (a request for the same body builds it too).
+            warm = asyncio.to_thread(warm_results, app.state.read_engine, app.state.leaderboard_cache)
+            watches.append(asyncio.create_task(warm, name="dynds-warm-results"))
         # What start-up built (torch, the ORM, the app) lives as long as the process: frozen out of the
         # cyclic collector, a full collection no longer walks it, which had paused every request in
         # flight for about 80 ms a few times a minute under load (bench/api_load.py). Garbage goes first.

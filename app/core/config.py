@@ -168,6 +168,9 @@ class Settings(BaseSettings):
     events_page_cache_mb: float = Field(default=16.0, ge=0)
     # GET /leaderboard is served from a cache while the set of succeeded jobs is unchanged.
     leaderboard_cache: bool = True
+    # At start-up, fill that cache in the background (the tracks list, the whole board's recommendation): at a
+    # million jobs their first build takes about 15 s, which the first visitor would otherwise wait for.
+    leaderboard_warm: bool = True
     # Logging of `dynds serve` and `dynds worker` (app/logs.py; their --log-level and --log-format win):
     # the console's level and format ("text", or "json": one object per line), and each job's stored
     # log lines (INFO and above, whatever the console's level): lines per run of a job, characters per line.

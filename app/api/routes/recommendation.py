@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
 
 from app.api.deps import ReadAuthDep, SessionDep
-from app.api.routes.results import Scope, cached_body, full_leaderboard, track_leaderboard
+from app.api.routes.results import ResultsCache, Scope, cached_body, full_leaderboard, results_cache, track_leaderboard
 from app.leaderboard.recommendation import build_recommendations
 from dynds_core.verdict import DEFAULT_MIN_SEEDS
 
@@ -72,15 +72,20 @@ def recommendation(
     """Per track (a recipe on one hardware key): what to use, with the evidence one link away. Built from the
     leaderboard as the results cache keeps it (per track), and cached itself until a job of a track it read
     succeeds: at a million jobs a build from every row took 15 s, on every request."""
+    body = recommendation_body(results_cache(request), session, track=track, min_seeds=min_seeds, include_noisy=include_noisy)
+    return Response(body, media_type="application/json")
+
+
+def recommendation_body(cache: ResultsCache | None, session, *, track: str | None, min_seeds: int, include_noisy: bool) -> bytes:
+    """GET /recommendation's JSON, cached until a job of a track it read succeeds."""
     params = {"max_acc_drop": 0.5, "min_seeds": min_seeds, "include_noisy": include_noisy}
 
     def build() -> tuple[bytes, list[Scope] | None]:
         if track is None:
-            board, scopes = json.loads(full_leaderboard(request, session, params)), None
+            board, scopes = json.loads(full_leaderboard(cache, session, params)), None
         else:
-            body, scope = track_leaderboard(request, session, track, params)
+            body, scope = track_leaderboard(cache, session, track, params)
             board, scopes = json.loads(body), [scope]
         return RecommendationsPublic.model_validate(build_recommendations(board)).model_dump_json().encode(), scopes
 
-    body = cached_body(request, session, ("recommendation", track, min_seeds, include_noisy), build)
-    return Response(body, media_type="application/json")
+    return cached_body(cache, session, ("recommendation", track, min_seeds, include_noisy), build)

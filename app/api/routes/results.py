@@ -68,14 +68,18 @@ class ResultsCache:
             return key in self._entries
 
 
-def cached_body(request: Request, session, key: tuple, build: Callable[[], tuple[bytes, list[Scope] | None]]) -> bytes:
+def results_cache(request: Request) -> ResultsCache | None:
+    """The app's results cache (None when DYNDS_LEADERBOARD_CACHE is off)."""
+    return request.app.state.leaderboard_cache
+
+
+def cached_body(cache: ResultsCache | None, session, key: tuple, build: Callable[[], tuple[bytes, list[Scope] | None]]) -> bytes:
     """The cached body for ``key`` while the scopes it was built from are unchanged, else ``build()`` (and cache it).
 
     ``build`` returns the body and the scopes it read (None: all of them). Versions are read before the
     rows: a job succeeding in between makes the stored body newer than its versions (rebuilt once more at
     the next request), never older.
     """
-    cache: ResultsCache | None = request.app.state.leaderboard_cache
     hit = cache.entry(key) if cache else None
     if hit is not None:
         (scopes, versions), body = hit
@@ -100,11 +104,10 @@ def track_parts(board: dict[str, Any]) -> list[tuple[str, bytes]]:
     return [(t["track"], _json(t)) for t in board["tracks"]]
 
 
-def full_leaderboard(request: Request, session, params: dict[str, Any]) -> bytes:
+def full_leaderboard(cache: ResultsCache | None, session, params: dict[str, Any]) -> bytes:
     """Every track's leaderboard, maintained per stored track label: on a change, only the labels whose
     version moved are read and ranked again (labels are unique within a stored label, so the parts join
     into what one build over all rows gives)."""
-    cache: ResultsCache | None = request.app.state.leaderboard_cache
     snapshot = crud.results_versions(session=session)
     if cache is None:
         return _json(build_leaderboard(_rows(session), **params))
@@ -317,11 +320,12 @@ def leaderboard(
     include_noisy: IncludeNoisy = False,
 ) -> Response:
     params = {"max_acc_drop": max_acc_drop, "min_seeds": min_seeds, "include_noisy": include_noisy}
-    body = full_leaderboard(request, session, params) if track is None else track_leaderboard(request, session, track, params)[0]
+    cache = results_cache(request)
+    body = full_leaderboard(cache, session, params) if track is None else track_leaderboard(cache, session, track, params)[0]
     return Response(body, media_type="application/json")
 
 
-def track_leaderboard(request: Request, session, track: str, params: dict[str, Any]) -> tuple[bytes, Scope]:
+def track_leaderboard(cache: ResultsCache | None, session, track: str, params: dict[str, Any]) -> tuple[bytes, Scope]:
     """One track's leaderboard (its JSON, cached until a job of it succeeds) and the scope it was built from."""
     base = crud.track_base(session=session, track=track)
 
@@ -329,7 +333,7 @@ def track_leaderboard(request: Request, session, track: str, params: dict[str, A
         rows = _rows(session, base=base)
         return _json(build_leaderboard(rows, track=track, **params)), [("track", base)]
 
-    return cached_body(request, session, ("leaderboard", track, *params.values()), build), ("track", base)
+    return cached_body(cache, session, ("leaderboard", track, *params.values()), build), ("track", base)
 
 
 class TrackSummary(TrackFields):
@@ -352,17 +356,22 @@ TRACK_FIELDS = tuple(TrackFields.model_fields)
 def leaderboard_tracks(request: Request, session: SessionDep, _: ReadAuthDep) -> Response:
     """The tracks and the hardware keys results were measured on, without the cells: a few kilobytes where the
     full leaderboard of a large deployment is megabytes (the jobs page's hardware filter, the track pickers)."""
-    params = {"max_acc_drop": 0.5, "min_seeds": DEFAULT_MIN_SEEDS, "include_noisy": True}  # every job counted
+    return Response(tracks_body(results_cache(request), session), media_type="application/json")
+
+
+def tracks_body(cache: ResultsCache | None, session) -> bytes:
+    """GET /leaderboard/tracks's JSON, from the full board as the cache keeps it per track (every job counted)."""
+    params = {"max_acc_drop": 0.5, "min_seeds": DEFAULT_MIN_SEEDS, "include_noisy": True}
 
     def build() -> tuple[bytes, None]:
-        board = json.loads(full_leaderboard(request, session, params))
+        board = json.loads(full_leaderboard(cache, session, params))
         tracks = [
             {**{f: t.get(f) for f in TRACK_FIELDS}, "n_settings": len(t["entries"]), "n_jobs": sum(e["n_jobs"] for e in t["entries"])}
             for t in board["tracks"]
         ]
         return _json({"tracks": tracks}), None
 
-    return Response(cached_body(request, session, ("tracks",), build), media_type="application/json")
+    return cached_body(cache, session, ("tracks",), build)
 
 
 @router.get(
@@ -382,11 +391,12 @@ def leaderboard_by_hardware(
 
     def build() -> tuple[bytes, None]:
         # From the full board as kept per track: a change reads that track's rows only, not every row again.
-        board = json.loads(full_leaderboard(request, session, {"max_acc_drop": max_acc_drop, "min_seeds": min_seeds, "include_noisy": include_noisy}))
+        board = json.loads(full_leaderboard(cache, session, {"max_acc_drop": max_acc_drop, "min_seeds": min_seeds, "include_noisy": include_noisy}))
         return _json(build_hardware_table(board, min_hardware=min_hardware)), None
 
+    cache = results_cache(request)
     key = ("hardware", max_acc_drop, min_seeds, include_noisy, min_hardware)
-    return Response(cached_body(request, session, key, build), media_type="application/json")
+    return Response(cached_body(cache, session, key, build), media_type="application/json")
 
 
 @router.get(
@@ -418,7 +428,7 @@ def frontier(
         front = build_frontier(rows, track=track, max_acc_drop=max_acc_drop, min_seeds=min_seeds, include_noisy=include_noisy)
         return (_json(front) if front is not None else b""), scopes
 
-    body = cached_body(request, session, ("frontier", track, max_acc_drop, min_seeds, include_noisy), build)
+    body = cached_body(results_cache(request), session, ("frontier", track, max_acc_drop, min_seeds, include_noisy), build)
     if not body:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no succeeded job has track {track!r} (a track label or a recipe hash)")
     return Response(body, media_type="application/json")
@@ -452,6 +462,7 @@ def export(
     """Every succeeded job's summary row; served from the results cache until the next job succeeds."""
     encode = export_json if format == "json" else export_csv
     scopes = None if track is None else [("track", crud.track_base(session=session, track=track))]
-    body = cached_body(request, session, ("export", format, track), lambda: (encode(crud.summary_tuples(session=session, track=track)), scopes))
+    cache = results_cache(request)
+    body = cached_body(cache, session, ("export", format, track), lambda: (encode(crud.summary_tuples(session=session, track=track)), scopes))
     headers = {"Content-Disposition": 'attachment; filename="dynds-results.csv"'} if format == "csv" else None
     return Response(body, media_type=EXPORT_TYPES[format], headers=headers)

@@ -4,14 +4,19 @@
 from __future__ import annotations
 
 import json
+import time
 
+import pytest
+from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app import crud
 from app.api.routes.results import board_body, track_parts
 from app.leaderboard import build_leaderboard, recipe_of
+from app.main import create_app
 from dynds_core.spec import JobSpec
+from dynds_core.verdict import DEFAULT_MIN_SEEDS
 
 API = "/api/v1"
 # Recipes: two share a stored track label (they differ in the learning rate only), so their labels must be made
@@ -100,3 +105,28 @@ def test_a_finish_in_one_track_leaves_the_other_tracks_cached(client, app, finis
     app.state.leaderboard_cache = None
     assert client.get(f"{API}/leaderboard", params={"min_seeds": 1}).json() == after
     assert running.id in {i for t in after["tracks"] for e in t["entries"] for i in e["job_ids"]}
+
+
+def _warm_keys(cache) -> set:
+    return {k for k in (("tracks",), ("recommendation", None, DEFAULT_MIN_SEEDS, False)) if k in cache}
+
+
+@pytest.mark.parametrize("warm", [True, False])
+def test_the_server_warms_the_tracks_list_and_the_recommendation_at_start_up(settings, dispatcher, finished_job, monkeypatch, warm):
+    # At a million jobs the first build of these took 15 s, which the first visitor waited for.
+    for seed in range(2):
+        finished_job({"train": {"seed": seed}, "dynds": {"schedule": {"kind": "stochastic", "p": 0.5}}}, time_saving=0.3, acc_delta=-0.1)
+    app = create_app(settings.model_copy(update={"leaderboard_warm": warm}), dispatcher=dispatcher)
+    cache = app.state.leaderboard_cache
+    with TestClient(app) as client:
+        deadline = time.monotonic() + 20
+        while warm and len(_warm_keys(cache)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(_warm_keys(cache)) == (2 if warm else 0)
+        built: list = []
+        real_rows = crud.summary_rows
+        monkeypatch.setattr(crud, "summary_rows", lambda **kw: built.append(kw) or real_rows(**kw))
+        tracks = client.get(f"{API}/leaderboard/tracks").json()["tracks"]
+        recommendation = client.get(f"{API}/recommendation").json()["recommendations"]
+        assert len(tracks) == 1 and tracks[0]["n_jobs"] == 2 and len(recommendation) == 1
+        assert (built == []) == warm  # warmed: both served without reading a row
