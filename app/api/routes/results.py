@@ -3,11 +3,12 @@ export of every succeeded job's summary."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
@@ -39,6 +40,24 @@ class ResultsCache:
         self._lock = threading.Lock()
         self._entries: dict[tuple, tuple[Any, Any, int]] = {}
         self._bytes = 0
+        self._builders: dict[tuple, list] = {}  # key -> [its build's lock, threads holding or waiting for it]
+
+    @contextlib.contextmanager
+    def building(self, key: tuple) -> Iterator[None]:
+        """Held while ``key``'s body is built: a second request for it waits for that build and reads its result
+        instead of doing the same work beside it (at a million jobs the first full board takes 15 s of a core,
+        and a restarted server's first visitors all ask for it at once)."""
+        with self._lock:
+            builder = self._builders.setdefault(key, [threading.Lock(), 0])
+            builder[1] += 1
+        try:
+            with builder[0]:
+                yield
+        finally:
+            with self._lock:
+                builder[1] -= 1
+                if not builder[1]:
+                    del self._builders[key]
 
     def entry(self, key: tuple) -> tuple[Any, Any] | None:
         """(version, body) as stored, whatever the version."""
@@ -80,17 +99,29 @@ def cached_body(cache: ResultsCache | None, session, key: tuple, build: Callable
     rows: a job succeeding in between makes the stored body newer than its versions (rebuilt once more at
     the next request), never older.
     """
-    hit = cache.entry(key) if cache else None
-    if hit is not None:
-        (scopes, versions), body = hit
-        if crud.results_versions(session=session, scopes=scopes) == versions:
+    if cache is None:
+        return build()[0]
+    body = _fresh(cache, session, key)
+    if body is not None:
+        return body
+    with cache.building(key):
+        body = _fresh(cache, session, key)  # built meanwhile by the request this one waited for
+        if body is not None:
             return body
-    snapshot = crud.results_versions(session=session)
-    body, scopes = build()
-    if cache:
+        snapshot = crud.results_versions(session=session)
+        body, scopes = build()
         versions = snapshot if scopes is None else {s: snapshot.get(s, 0) for s in scopes}
         cache.put(key, (scopes, versions), body)
     return body
+
+
+def _fresh(cache: ResultsCache, session, key: tuple) -> bytes | None:
+    """``key``'s cached body if the scopes it was built from are unchanged, else None."""
+    hit = cache.entry(key)
+    if hit is None:
+        return None
+    (scopes, versions), body = hit
+    return body if crud.results_versions(session=session, scopes=scopes) == versions else None
 
 
 def board_body(params: dict[str, Any], tracks: list[tuple[str, bytes]]) -> bytes:
@@ -115,18 +146,23 @@ def full_leaderboard(cache: ResultsCache | None, session, params: dict[str, Any]
     body = cache.get(key, snapshot)
     if body is not None:
         return body
-    tracks: list[tuple[str, bytes]] = []
-    for (scope, base), version in snapshot.items():
-        if scope != "track":
-            continue
-        part_key = ("leaderboard-part", base, *params.values())
-        part = cache.get(part_key, version)
-        if part is None:
-            part = track_parts(build_leaderboard(_rows(session, base=base), **params))
-            cache.put(part_key, version, part, nbytes=sum(len(b) for _, b in part))
-        tracks += part
-    body = board_body(params, tracks)
-    cache.put(key, snapshot, body)
+    with cache.building(key):
+        snapshot = crud.results_versions(session=session)  # a build this one waited for may have stored it
+        body = cache.get(key, snapshot)
+        if body is not None:
+            return body
+        tracks: list[tuple[str, bytes]] = []
+        for (scope, base), version in snapshot.items():
+            if scope != "track":
+                continue
+            part_key = ("leaderboard-part", base, *params.values())
+            part = cache.get(part_key, version)
+            if part is None:
+                part = track_parts(build_leaderboard(_rows(session, base=base), **params))
+                cache.put(part_key, version, part, nbytes=sum(len(b) for _, b in part))
+            tracks += part
+        body = board_body(params, tracks)
+        cache.put(key, snapshot, body)
     return body
 
 

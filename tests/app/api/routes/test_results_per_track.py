@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sqlmodel import Session
 
 from app import crud
-from app.api.routes.results import board_body, track_parts
+from app.api.routes.results import ResultsCache, board_body, cached_body, track_parts
 from app.leaderboard import build_leaderboard, recipe_of
 from app.main import create_app
 from dynds_core.spec import JobSpec
@@ -130,3 +132,24 @@ def test_the_server_warms_the_tracks_list_and_the_recommendation_at_start_up(set
         recommendation = client.get(f"{API}/recommendation").json()["recommendations"]
         assert len(tracks) == 1 and tracks[0]["n_jobs"] == 2 and len(recommendation) == 1
         assert (built == []) == warm  # warmed: both served without reading a row
+
+
+def test_requests_for_a_body_being_built_wait_for_that_build(engine):
+    # A restarted server's first visitors all ask for the same board: one build, the others read its result.
+    cache = ResultsCache()
+    calls: list[int] = []
+
+    def build():
+        calls.append(1)
+        time.sleep(0.3)
+        return b'{"built":true}', None
+
+    def request(_):
+        with Session(engine) as session:
+            return cached_body(cache, session, ("tracks",), build)
+
+    with ThreadPoolExecutor(4) as pool:
+        bodies = list(pool.map(request, range(4)))
+    assert bodies == [b'{"built":true}'] * 4 and len(calls) == 1
+    assert not cache._builders  # no lock kept once nobody waits
+    assert request(None) and cached_body(None, None, ("tracks",), build) == b'{"built":true}' and len(calls) == 2  # no cache: built each time
