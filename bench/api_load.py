@@ -142,13 +142,26 @@ def proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a process and its live children (uvicorn --workers N: the supervisor and its workers)."""
+    total = proc_cpu_s(pid)
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            for child in f.read().split():
+                try:
+                    total += tree_cpu_s(int(child))
+                except OSError:
+                    pass  # a child that ended meanwhile
+    return total
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def start_server(url: str, port: int, home: str) -> subprocess.Popen:
+def start_server(url: str, port: int, home: str, workers: int = 1) -> subprocess.Popen:
     env = {**os.environ, "DYNDS_DATABASE_URL": url, "DYNDS_HOME": home, "OMP_NUM_THREADS": "1"}
     env.pop("DYNDS_BROKER_URL", None)
     proc = subprocess.Popen(
@@ -163,7 +176,7 @@ def start_server(url: str, port: int, home: str) -> subprocess.Popen:
             "--port",
             str(port),
             "--workers",
-            "1",
+            str(workers),
             "--log-level",
             "warning",
             "--no-access-log",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import uuid
 
 from starlette.concurrency import run_in_threadpool
@@ -41,8 +42,10 @@ SECURITY_HEADERS = (
 
 class Gatekeeper:
     """Outermost: a request id for every request (``X-Request-ID``), the security headers on every
-    answer, and for an error no handler took, a 500 ``internal`` problem naming the request id (the
-    traceback goes to the log, with the id)."""
+    answer, the time the app took until its answer started (``Server-Timing: app;dur=<ms>``: a load test or
+    a browser's network panel tells the server's share from the queueing and transfer around it), and for
+    an error no handler took, a 500 ``internal`` problem naming the request id (the traceback goes to the
+    log, with the id)."""
 
     def __init__(self, app):
         self.app = app
@@ -50,6 +53,7 @@ class Gatekeeper:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        t0 = time.perf_counter()
         given = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"").decode("latin-1")
         request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         scope[SCOPE_REQUEST_ID] = request_id
@@ -63,7 +67,7 @@ class Gatekeeper:
                 started = True
                 headers = list(message.get("headers", []))
                 present = {k.lower() for k, _ in headers}
-                extra = [(b"x-request-id", request_id.encode())]
+                extra = [(b"x-request-id", request_id.encode()), (b"server-timing", b"app;dur=%.1f" % ((time.perf_counter() - t0) * 1000))]
                 extra += [(k, v) for k, v in SECURITY_HEADERS if k not in present]
                 if b"content-security-policy" not in present:
                     extra.append((b"content-security-policy", csp))

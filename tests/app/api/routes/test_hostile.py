@@ -7,6 +7,8 @@ validation; security headers; the request id of an unexpected error; the OpenAPI
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from app import crud
@@ -242,6 +244,21 @@ def test_request_id_is_echoed_or_made(client):
     assert r.headers["x-request-id"] == "ci-build-7.1"
     made = client.get(f"{API}/jobs", headers={"X-Request-ID": "bad id\twith spaces"}).headers["x-request-id"]
     assert made != "bad id\twith spaces" and len(made) == 32
+
+
+def test_every_answer_says_the_time_the_app_took(client, monkeypatch):
+    # Server-Timing: a load test tells the server's share of a request's time from the queueing around it.
+    real = crud.list_jobs_json
+
+    def slow(**kw):
+        time.sleep(0.25)
+        return real(**kw)
+
+    monkeypatch.setattr(crud, "list_jobs_json", slow)
+    for r in (client.get(f"{API}/jobs"), client.get(f"{API}/jobs", params={"limit": -1})):
+        name, dur = r.headers["server-timing"].split(";dur=")
+        assert name == "app" and float(dur) >= 0
+    assert float(client.get(f"{API}/jobs").headers["server-timing"].split("=")[1]) >= 250
 
 
 def test_an_unexpected_error_is_a_500_problem_naming_the_request_id(app, monkeypatch, caplog):
