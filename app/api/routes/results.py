@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from app import crud
 from app.api.deps import ReadAuthDep, SessionDep
 from app.leaderboard import build_frontier, build_hardware_table, build_leaderboard
+from app.models import column_model
 from dynds_core.verdict import DEFAULT_MIN_SEEDS
 
 router = APIRouter(tags=["results"])
@@ -484,10 +485,26 @@ def export_csv(rows: list[tuple]) -> bytes:
 
 
 EXPORT_TYPES = {"json": "application/json", "csv": "text/csv; charset=utf-8"}
+ExportRow = column_model(
+    "ExportRow",
+    crud.SUMMARY_ROW_COLUMNS,
+    "One succeeded job in GET /export (format=json; format=csv has the same columns, in this order, an empty field for null): "
+    "its identity, track and setting, and its summary (JobSummary).",
+    id=int,
+)
 
 
 # operation_id: `export` is a reserved word in TypeScript (a generated client would call it `_export`)
-@router.get("/export", operation_id="export_results", responses={200: {"content": {"text/csv": {}, "application/json": {}}}})
+@router.get(
+    "/export",
+    operation_id="export_results",
+    responses={
+        200: {
+            "model": list[ExportRow],
+            "content": {"text/csv": {"schema": {"type": "string", "description": "the same rows as CSV, a header line first"}}},
+        }
+    },
+)
 def export(
     request: Request,
     session: SessionDep,

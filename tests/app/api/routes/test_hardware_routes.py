@@ -4,6 +4,7 @@ leaderboard's tracks and side-by-side table (nothing pooled across hardware)."""
 import csv
 import io
 
+from app.models import JobSummary
 from tests.app.conftest import CPU_KEY, TEST_HARDWARE
 
 API = "/api/v1"
@@ -24,6 +25,10 @@ def test_every_job_says_what_it_ran_on_and_the_list_filters_by_it(client, finish
     listed = client.get(f"{API}/jobs", params={"hardware_key": GPU_KEY}).json()
     assert [j["id"] for j in listed["data"]] == [gpu] and listed["count"] == 1
     assert listed["data"][0]["hardware"]["device"] == "cuda" and listed["data"][0]["hardware_key"] == GPU_KEY
+    # The summary as the OpenAPI types it (JobSummary forbids unknown keys), on the job and in the list,
+    # which is encoded apart from the model (crud.list_jobs_json).
+    for summary in (job["summary"], listed["data"][0]["summary"]):
+        assert JobSummary.model_validate(summary).model_dump() == summary
     assert client.get(f"{API}/jobs", params={"hardware_key": "nowhere"}).json()["count"] == 0
 
 

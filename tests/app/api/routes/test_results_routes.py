@@ -146,6 +146,8 @@ def test_frontier_endpoint(client, finished_job):
 
 
 def test_export_csv_and_json(client, finished_job):
+    from app.api.routes.results import ExportRow
+
     j1 = finished_job({"name": "first", **seeded(0.5, 3)}, time_saving=0.25, acc_delta=-0.5)
     client.post(f"{API}/jobs", json={"spec": {"train": {"seed": 9}}})  # queued: not exported
     rows = client.get(f"{API}/export", params={"format": "json"}).json()
@@ -155,8 +157,11 @@ def test_export_csv_and_json(client, finished_job):
     assert row["time_saving"] == 0.25 and row["acc_delta"] == -0.5 and row["baseline_acc"] == 70.0
     assert row["recipe_hash"] == recipe_hash(JobSpec.parse(seeded(0.5, 3)).canonical())
     assert row["timing_noisy"] is False and row["verdict"] is None and row["time_saving_interleaved"] is None
+    # The OpenAPI's row type is what is sent: every column, none unknown (ExportRow forbids extras).
+    assert ExportRow.model_validate(row).model_dump() == row
     r = client.get(f"{API}/export", params={"format": "csv"})
     assert r.headers["content-type"].startswith("text/csv")
+    assert r.text.splitlines()[0].split(",") == list(ExportRow.model_fields)
     (csv_row,) = list(csv.DictReader(io.StringIO(r.text)))
     assert csv_row["id"] == str(j1) and float(csv_row["time_saving"]) == 0.25 and csv_row["setting_key"] == row["setting_key"]
     assert client.get(f"{API}/export", params={"format": "json", "track": "nope"}).json() == []
