@@ -168,6 +168,8 @@ class Settings(BaseSettings):
     events_page_cache_mb: float = Field(default=16.0, ge=0)
     # GET /leaderboard is served from a cache while the set of succeeded jobs is unchanged.
     leaderboard_cache: bool = True
+    # `dynds serve`'s API processes on its one port (its --workers); more than one needs a broker.
+    serve_workers: int = Field(default=1, ge=1, le=64)
     # At start-up, fill that cache in the background (the tracks list, the whole board's recommendation): at a
     # million jobs their first build takes about 15 s, which the first visitor would otherwise wait for.
     leaderboard_warm: bool = True

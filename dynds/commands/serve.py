@@ -56,6 +56,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help=f"if the server has no API token yet, create one named {FIRST_TOKEN_NAME!r} and print it once "
         "(only its hash is stored); a no-op once any token exists (default: off)",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="API processes sharing the port (default: $DYNDS_SERVE_WORKERS, else 1). More than one needs a broker "
+        "(--broker-url): the embedded executor runs jobs in the one server process. Each keeps its own results cache.",
+    )
     add_process_arguments(p)
     p.set_defaults(func=cmd_serve)
 
@@ -75,6 +82,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     problem = database_problem(settings.database_url)
     if problem:
         return fail(problem)
+    workers = settings.serve_workers if args.workers is None else args.workers
+    if not 1 <= workers <= 64:
+        return fail(f"--workers {workers}: give 1 to 64 API processes")
+    if workers > 1 and settings.embedded:
+        return fail(
+            f"--workers {workers} needs a broker: with none configured, jobs run in the one server process (the embedded "
+            "executor). Give one (--broker-url redis://HOST:6379/0 or DYNDS_BROKER_URL) and run `dynds worker`s, or serve "
+            "with one process (--workers 1)."
+        )
     engine = make_engine(settings.database_url)
     try:
         open_writes = args.open or settings.open_writes
@@ -104,10 +120,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # (holding the lock proves it is gone), then starts the executor; with a broker set it dispatches
     # through Celery instead. SIGTERM or Ctrl-C: uvicorn's graceful shutdown stops the executor, whose
     # running job ends its current step and is requeued.
-    app = create_app(settings, dispatcher=executor, engine=engine, recover_executor_jobs=lock is not None)
+    if workers > 1:
+        engine.dispose()  # each API process makes its own
+    else:
+        app = create_app(settings, dispatcher=executor, engine=engine, recover_executor_jobs=lock is not None)
     print(
         f"dynds serve: http://{args.host}:{args.port} (database {redact(settings.database_url)}, "
-        f"jobs {'embedded executor' if executor else 'via ' + redact(settings.broker_url)})",
+        f"jobs {'embedded executor' if executor else 'via ' + redact(settings.broker_url)}" + (f", {workers} API processes)" if workers > 1 else ")"),
         flush=True,
     )
     if first_token:
@@ -119,12 +138,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
         print(first_token, flush=True)
     try:
-        # log_config=None: uvicorn's loggers keep the configuration above (through the root logger).
-        uvicorn.run(app, host=args.host, port=args.port, log_level=chosen["level"], log_config=None)  # stops the executor on exit
+        if workers > 1:
+            # Processes of their own, started by uvicorn on the one socket; each builds its app from the
+            # environment (load_settings put the URL flags there; the door was decided above, here).
+            os.environ.update(DYNDS_LOG_LEVEL=chosen["level"], DYNDS_LOG_FORMAT=chosen["format"])
+            factory = "dynds.commands.serve:worker_app"
+            uvicorn.run(factory, factory=True, workers=workers, host=args.host, port=args.port, log_level=chosen["level"], log_config=None)
+        else:
+            # log_config=None: uvicorn's loggers keep the configuration above (through the root logger).
+            uvicorn.run(app, host=args.host, port=args.port, log_level=chosen["level"], log_config=None)  # stops the executor on exit
     finally:
         if lock is not None:
             lock.release()
     return EXIT_OK
+
+
+def worker_app():
+    """One API process of `dynds serve --workers N` (uvicorn's factory): settings and logging from the environment
+    the command prepared."""
+    from app.core.config import get_settings
+    from app.logs import configure_logging
+    from app.main import create_app
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings)
 
 
 def door_problem(host: str, port: int, *, has_token: bool, open_writes: bool) -> str | None:
