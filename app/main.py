@@ -27,6 +27,7 @@ import contextlib
 import gc
 import json
 import logging
+import threading
 import time
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -314,9 +315,10 @@ def create_app(
         if not settings.embedded and d is not None:
             watches.append(asyncio.create_task(watch_queue(engine, settings, d), name="dynds-redispatch"))
         if app.state.leaderboard_cache is not None and settings.leaderboard_warm:
-            # Not awaited: the server answers meanwhile (a request for the same body builds it too).
-            warm = asyncio.to_thread(warm_results, app.state.read_engine, app.state.leaderboard_cache)
-            watches.append(asyncio.create_task(warm, name="dynds-warm-results"))
+            # The server answers meanwhile (a request for a body being built waits for that build). A daemon
+            # thread, not the event loop's executor: a server stopped during a long warm-up exits at once.
+            args = (app.state.read_engine, app.state.leaderboard_cache)
+            threading.Thread(target=warm_results, args=args, name="dynds-warm-results", daemon=True).start()
         # What start-up built (torch, the ORM, the app) lives as long as the process: frozen out of the
         # cyclic collector, a full collection no longer walks it, which had paused every request in
         # flight for about 80 ms a few times a minute under load (bench/api_load.py). Garbage goes first.
