@@ -140,20 +140,12 @@ def full_leaderboard(cache: ResultsCache | None, session, params: dict[str, Any]
     """Every track's leaderboard, maintained per stored track label: on a change, only the labels whose
     version moved are read and ranked again (labels are unique within a stored label, so the parts join
     into what one build over all rows gives)."""
-    snapshot = crud.results_versions(session=session)
     if cache is None:
         return _json(build_leaderboard(_rows(session), **params))
-    key = ("leaderboard", None, *params.values())
-    body = cache.get(key, snapshot)
-    if body is not None:
-        return body
-    with cache.building(key):
-        snapshot = crud.results_versions(session=session)  # a build this one waited for may have stored it
-        body = cache.get(key, snapshot)
-        if body is not None:
-            return body
+
+    def build() -> tuple[bytes, None]:
         tracks: list[tuple[str, bytes]] = []
-        for (scope, base), version in snapshot.items():
+        for (scope, base), version in crud.results_versions(session=session).items():
             if scope != "track":
                 continue
             part_key = ("leaderboard-part", base, *params.values())
@@ -162,9 +154,9 @@ def full_leaderboard(cache: ResultsCache | None, session, params: dict[str, Any]
                 part = track_parts(build_leaderboard(_rows(session, base=base), **params))
                 cache.put(part_key, version, part, nbytes=sum(len(b) for _, b in part))
             tracks += part
-        body = board_body(params, tracks)
-        cache.put(key, snapshot, body)
-    return body
+        return board_body(params, tracks), None
+
+    return cached_body(cache, session, ("leaderboard", None, *params.values()), build)
 
 
 TrackQuery = Annotated[
