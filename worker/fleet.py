@@ -21,7 +21,8 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 from sqlmodel import Session, col, select
 
@@ -53,9 +54,19 @@ def measure_hardware(threads: int | None, timeout_s: float = 120.0) -> Hardware:
     return Hardware.model_validate_json(out.stdout.strip().splitlines()[-1])
 
 
+# Held while the forking parent (the Celery worker's) uses its database, and taken by every fork of this process:
+# a pool child forked while the heartbeat thread was inside SQLite (or libpq) inherits that library's internal
+# mutex locked, by a thread the child does not have, and hangs at its first query for good (seen in CI: a
+# child that logged its start and never claimed its job). With the fork waiting for the use to end, no child
+# inherits a lock mid-use.
+_FORK_GUARD = threading.Lock()
+os.register_at_fork(before=_FORK_GUARD.acquire, after_in_parent=_FORK_GUARD.release, after_in_child=_FORK_GUARD.release)
+
+
 def unpooled_sessions(database_url: str) -> SessionFactory:
-    """Sessions for the heartbeat of a process that forks (the Celery parent): each beat opens and closes its
-    connection, so the pool children forked meanwhile inherit none to share with it."""
+    """Sessions for a process that forks (the Celery parent): each opens and closes its own connection, so
+    the pool children forked meanwhile inherit none, and holds the fork guard meanwhile, so no child is
+    forked while one is in use (by the heartbeat's thread, say)."""
     from sqlalchemy import create_engine
     from sqlalchemy.pool import NullPool
 
@@ -63,7 +74,14 @@ def unpooled_sessions(database_url: str) -> SessionFactory:
 
     url = normalize_url(database_url)
     connect_args = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000} if url.startswith("sqlite") else {}
-    return session_factory(create_engine(url, poolclass=NullPool, connect_args=connect_args))
+    sessions = session_factory(create_engine(url, poolclass=NullPool, connect_args=connect_args))
+
+    @contextmanager
+    def guarded() -> Iterator[Session]:
+        with _FORK_GUARD, sessions() as session:
+            yield session
+
+    return guarded
 
 
 def parent_pid(pid: int) -> int | None:

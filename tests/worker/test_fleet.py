@@ -81,6 +81,32 @@ def test_the_embedded_executor_registers_as_a_worker_while_it_runs(settings, ses
     assert _rows(sessions) == [("dynds serve", False)]
 
 
+def test_a_child_forked_while_the_heartbeat_writes_can_still_use_the_database(settings, sessions):
+    """The Celery parent forks a pool child per job while its heartbeat thread writes the registry: a child
+    forked mid-query inherited SQLite's internal mutex locked and hung at its first query (a CI failure).
+    Here the heartbeat beats without pause and each of many forked children must query within seconds."""
+    from sqlalchemy import text
+
+    from worker.fleet import unpooled_sessions
+
+    hw = detect_hardware("cpu", threads=1, override=False)
+    beat = Heartbeat(unpooled_sessions(settings.database_url), name="test@fork", kind="celery", hardware=hw, queues=["cpu"], interval_s=0).start()
+    try:
+        for i in range(40):
+            pid = os.fork()
+            if pid == 0:  # the child: what a pool child does first (a fresh engine, a query), killed if it hangs
+                signal.alarm(10)
+                try:
+                    with unpooled_sessions(settings.database_url)() as s:
+                        s.exec(text("SELECT count(*) FROM worker")).one()
+                finally:
+                    os._exit(0)
+            _, status = os.waitpid(pid, 0)
+            assert not os.WIFSIGNALED(status), f"forked child {i + 1} hung at its first query"
+    finally:
+        beat.stop()
+
+
 def _rows(sessions) -> list[tuple[str, bool]]:
     with sessions() as s:
         return [(w.name, alive) for w, alive in registry.list_workers(session=s, timeout_s=30, history_s=3600)]
