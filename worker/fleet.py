@@ -58,8 +58,8 @@ def measure_hardware(threads: int | None, timeout_s: float = 120.0) -> Hardware:
 # a pool child forked while the heartbeat thread was inside SQLite (or libpq) inherits that library's internal
 # mutex locked, by a thread the child does not have, and hangs at its first query for good (seen in CI: a
 # child that logged its start and never claimed its job). With the fork waiting for the use to end, no child
-# inherits a lock mid-use.
-_FORK_GUARD = threading.Lock()
+# inherits a lock mid-use. Re-entrant: a fork from inside a use (none today) goes ahead instead of waiting for itself.
+_FORK_GUARD = threading.RLock()
 os.register_at_fork(before=_FORK_GUARD.acquire, after_in_parent=_FORK_GUARD.release, after_in_child=_FORK_GUARD.release)
 
 
