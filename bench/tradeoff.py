@@ -75,6 +75,13 @@ METHODS: dict[str, list[str]] = {
     "mixsize": ["mixsize"],  # Mix&Match (Hoffer et al. 2019), sizes clamped to the data's 32 px
     "fixres": ["progressive-fixres", "mixsize-fixres", "default-fixres"],  # FixRes BN recalibration on each
 }
+# How a setting's point reads against the baseline's band (app.leaderboard.position's words).
+BAND_WORDS = {
+    "above": "above the baseline's band",
+    "within": "within the baseline's band",
+    "below": "below the baseline's band",
+    "unknown": "outside the band's budgets (no baseline that short or that long)",
+}
 LABELS = {
     "baseline": "baseline",
     "input-only": "input /2 only (3x3 kernels)",
@@ -464,7 +471,7 @@ def print_table(agg: dict, names: list[str], command: str) -> None:
                 c = cells[name]
                 print(
                     f"- {LABELS.get(name, name)}: ({1 - c['time_saving_mean']:.2f}, {c['dynds_acc_mean']:.2f}%): "
-                    f"{pos.get(name, 'unknown')} the baseline's band"
+                    f"{BAND_WORDS[pos.get(name, 'unknown')]}"
                 )
 
 

@@ -21,13 +21,17 @@ def frontier_epochs(epochs: int) -> list[int]:
 
 def _band(points: list[dict[str, Any]], x: float) -> tuple[float, float] | None:
     """The baseline band [ci low, ci high] (the mean where a point has no interval) at ``x``, linearly
-    interpolated between the neighbouring points; None outside the points' x range."""
+    interpolated between the neighbouring points; None outside the points' x range. A point stands for the
+    budgets within FRONTIER_GAP of it (they were merged into it, at their mean), so an ``x`` that close
+    beyond an end point takes that point's band: a setting's own equal-time runs, merged with others, may
+    sit a hair on the other side of it."""
     if not points:
         return None
     eps = 1e-9
     xs = [p["time_fraction"] for p in points]
-    if x < xs[0] - eps or x > xs[-1] + eps:
+    if x < xs[0] - FRONTIER_GAP - eps or x > xs[-1] + FRONTIER_GAP + eps:
         return None
+    x = min(max(x, xs[0]), xs[-1])
 
     def lo_hi(p):
         ci = p["acc_ci95"]

@@ -129,7 +129,10 @@ def test_band_position_uses_the_mean_where_a_point_has_no_interval():
     assert position(pts, 0.5, 60.0) == "within" and position(pts, 0.5, 60.1) == "above" and position(pts, 0.5, 59.9) == "below"
     # At 0.75: band (60 + 69) / 2 .. (60 + 71) / 2 = 64.5 .. 65.5
     assert position(pts, 0.75, 64.4) == "below" and position(pts, 0.75, 65.0) == "within" and position(pts, 0.75, 65.6) == "above"
-    assert position(pts, 1.01, 70.0) == "unknown" and position([], 0.5, 1.0) == "unknown" and position(pts, 0.5, None) == "unknown"
+    assert position(pts, 1.04, 70.0) == "unknown" and position([], 0.5, 1.0) == "unknown" and position(pts, 0.5, None) == "unknown"
+    # Within FRONTIER_GAP beyond an end point (budgets that close were merged into it): that point's band.
+    assert position(pts, 0.497, 60.0) == "within" and position(pts, 0.497, 60.1) == "above" and position(pts, 0.47, 60.0) == "within"
+    assert position(pts, 1.02, 71.5) == "above" and position(pts, 0.46, 60.0) == "unknown"
 
 
 def test_equal_time_runs_of_one_setting_across_seeds_form_one_frontier_point():
