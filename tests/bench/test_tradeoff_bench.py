@@ -202,3 +202,16 @@ def test_a_killed_study_leaves_no_job_training_on():
         time.sleep(0.2)
     os.kill(job, signal.SIGKILL)
     raise AssertionError(f"job process {job} outlived its study")
+
+
+@pytest.mark.parametrize("results", ["tradeoff.jsonl", "tradeoff-fashion.jsonl"])
+def test_the_documented_study_tables_are_the_committed_results(results, capsys):
+    """docs/figures.md's study tables are regenerated from bench/results (--table-only): every setting's
+    lockstep time saving and test accuracy there, each with its 95 % interval, is what the records give now."""
+    assert tradeoff.table_from(ROOT / "bench" / "results" / results, _args()) == 0
+    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    cells = [(r[0].strip(), r[4].strip(), r[6].strip()) for r in rows if len(r) == 11 and "[" in r[4]]
+    assert len(cells) >= 2
+    docs = (ROOT / "docs" / "figures.md").read_text()
+    missing = [c for c in cells if not (f"| {c[1]} |" in docs and f"| {c[2]} |" in docs)]
+    assert not missing, f"docs/figures.md lacks these settings' figures (run the study's --table-only): {missing}"
