@@ -211,6 +211,9 @@ def _preload(**_kwargs) -> None:
     import dynds_core.trainer  # noqa: F401
 
     from . import runner  # noqa: F401
+    from .reproducibility import git_state
+
+    git_state()  # the checkout's state as this worker loads it, inherited by every child (read once per process)
 
 
 @worker_process_init.connect

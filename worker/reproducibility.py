@@ -9,6 +9,7 @@ because a missing git binary must not fail a training job.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import socket
@@ -36,17 +37,24 @@ def package_versions(names: tuple[str, ...] = RECORDED_PACKAGES) -> dict[str, st
 
 
 def _git(args: list[str], cwd: Path) -> str | None:
+    # No optional locks: `git status` would otherwise take the checkout's index.lock to refresh it, and a
+    # fleet of workers running from a checkout would make its developer's own git commands fail meanwhile.
+    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
     try:
-        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, env=env)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout if out.returncode == 0 else None
 
 
+@functools.lru_cache(maxsize=8)
 def git_state(repo_dir: Path = PROJECT_DIR) -> tuple[str | None, bool | None]:
     """(HEAD revision, dirty flag) of the checkout at ``repo_dir``; (None, None) when it is not one.
 
-    An installed wheel has no .git beside it, so its revision is unknown rather than guessed.
+    Read once per process: the code a worker runs is what it imported when it started (a Celery worker reads
+    it before its pool forks: worker/celery_app.py), not what the checkout holds after a later commit, and two
+    git processes per job are not paid again. An installed wheel has no .git beside it, so its revision is
+    unknown rather than guessed.
     """
     if not (repo_dir / ".git").exists():
         return None, None
