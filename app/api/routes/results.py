@@ -60,6 +60,11 @@ class ResultsCache:
                 if not builder[1]:
                     del self._builders[key]
 
+    def rebuilding(self, key: tuple) -> bool:
+        """Whether a request is building ``key``'s body now."""
+        with self._lock:
+            return key in self._builders
+
     def entry(self, key: tuple) -> tuple[Any, Any] | None:
         """(version, body) as stored, whatever the version."""
         with self._lock:
@@ -98,13 +103,19 @@ def cached_body(cache: ResultsCache | None, session, key: tuple, build: Callable
 
     ``build`` returns the body and the scopes it read (None: all of them). Versions are read before the
     rows: a job succeeding in between makes the stored body newer than its versions (rebuilt once more at
-    the next request), never older.
+    the next request), never older. While one request rebuilds a body whose scopes changed, the others get
+    the previous body at once instead of queueing behind it: under a fleet's finishes nearly every read
+    finds its track changed (10,000 jobs at 16 a second: the leaderboard's p50 621 ms, p99 3.0 s), and a
+    board one rebuild old is what a dashboard polling it would have shown a moment earlier. A body never
+    built yet is waited for.
     """
     if cache is None:
         return build()[0]
-    body = _fresh(cache, session, key)
-    if body is not None:
-        return body
+    hit = cache.entry(key)
+    if hit is not None:
+        (scopes, versions), body = hit
+        if crud.results_versions(session=session, scopes=scopes) == versions or cache.rebuilding(key):
+            return body
     with cache.building(key):
         body = _fresh(cache, session, key)  # built meanwhile by the request this one waited for
         if body is not None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -153,3 +154,29 @@ def test_requests_for_a_body_being_built_wait_for_that_build(engine):
     assert bodies == [b'{"built":true}'] * 4 and len(calls) == 1
     assert not cache._builders  # no lock kept once nobody waits
     assert request(None) and cached_body(None, None, ("tracks",), build) == b'{"built":true}' and len(calls) == 2  # no cache: built each time
+
+
+def test_while_one_request_rebuilds_a_changed_body_the_others_get_the_previous_one(engine):
+    # Under a fleet's finishes every read finds its track changed: one request rebuilds, the rest do not queue behind it.
+    cache = ResultsCache()
+    key = ("tracks",)
+    cache.put(key, (None, {("track", "gone"): -1}), b'{"old":true}')  # built before a change: stale now
+    started, release, calls = threading.Event(), threading.Event(), []
+
+    def slow_build():
+        calls.append(1)
+        started.set()
+        release.wait(10)
+        return b'{"new":true}', None
+
+    def request(build):
+        with Session(engine) as session:
+            return cached_body(cache, session, key, build)
+
+    with ThreadPoolExecutor(1) as pool:
+        rebuilt = pool.submit(request, slow_build)
+        assert started.wait(10)
+        assert request(lambda: pytest.fail("a second build while one runs")) == b'{"old":true}'  # at once, no wait
+        release.set()
+        assert rebuilt.result(10) == b'{"new":true}'
+    assert request(lambda: pytest.fail("rebuilt although unchanged")) == b'{"new":true}' and len(calls) == 1
