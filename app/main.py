@@ -252,7 +252,9 @@ def redispatch_queued(engine: Engine, settings: Settings, dispatcher: Dispatcher
         due = crud.jobs_to_redispatch(session=session, older_than=timedelta(seconds=after))
     sent = send_again(engine, dispatcher, due, default_queue=settings.queue) if due else []
     if sent:
-        log.warning("jobs %s were still queued without a claim: sent to the broker again", sent)
+        # A backlog can make this hundreds of jobs a round: the count, and the first few ids to look up.
+        shown = ", ".join(map(str, sent[:10])) + (f" and {len(sent) - 10} more" if len(sent) > 10 else "")
+        log.warning("%d jobs were still queued without a claim: sent to the broker again (%s)", len(sent), shown)
     return sent
 
 

@@ -138,3 +138,14 @@ def test_queued_jobs_are_sent_again_each_to_its_own_queue(settings, engine, disp
     sent = redispatch_queued(engine, settings.model_copy(update={"queue": "gpu"}), dispatcher, older_than_s=0.0)
     assert sorted(sent) == sorted([gpu.id, pinned.id, plain.id])
     assert sent_to(dispatcher) == {gpu.id: "cuda", pinned.id: "cpu.intel-xeon.t2", plain.id: "gpu"}
+
+
+def test_a_large_redispatch_is_logged_as_a_count_and_the_first_ids(settings, engine, dispatcher, caplog):
+    # A fleet's backlog re-sends hundreds of jobs a round: one readable line, not every id.
+    with Session(engine, expire_on_commit=False) as s:
+        ids = [crud.submit_job(session=s, spec=JobSpec.parse({"train": {"seed": seed}}))[0].id for seed in range(12)]
+    with caplog.at_level("WARNING", logger="app.main"):
+        sent = redispatch_queued(engine, settings, dispatcher, older_than_s=0.0)
+    assert sorted(sent) == ids
+    (line,) = [r.getMessage() for r in caplog.records if "sent to the broker again" in r.getMessage()]
+    assert line.startswith("12 jobs were still queued") and line.endswith(f"({', '.join(map(str, sent[:10]))} and 2 more)")
