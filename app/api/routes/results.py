@@ -111,11 +111,9 @@ def cached_body(cache: ResultsCache | None, session, key: tuple, build: Callable
     """
     if cache is None:
         return build()[0]
-    hit = cache.entry(key)
-    if hit is not None:
-        (scopes, versions), body = hit
-        if crud.results_versions(session=session, scopes=scopes) == versions or cache.rebuilding(key):
-            return body
+    body = _fresh(cache, session, key, or_while_rebuilding=True)
+    if body is not None:
+        return body
     with cache.building(key):
         body = _fresh(cache, session, key)  # built meanwhile by the request this one waited for
         if body is not None:
@@ -127,12 +125,15 @@ def cached_body(cache: ResultsCache | None, session, key: tuple, build: Callable
     return body
 
 
-def _fresh(cache: ResultsCache, session, key: tuple) -> bytes | None:
-    """``key``'s cached body if the scopes it was built from are unchanged, else None."""
+def _fresh(cache: ResultsCache, session, key: tuple, *, or_while_rebuilding: bool = False) -> bytes | None:
+    """``key``'s cached body if the scopes it was built from are unchanged, else None. ``or_while_rebuilding``:
+    also the previous body while another request rebuilds it (then the versions are not read at all)."""
     hit = cache.entry(key)
     if hit is None:
         return None
     (scopes, versions), body = hit
+    if or_while_rebuilding and cache.rebuilding(key):
+        return body
     return body if crud.results_versions(session=session, scopes=scopes) == versions else None
 
 
