@@ -47,15 +47,19 @@ def _git(args: list[str], cwd: Path) -> str | None:
     return out.stdout if out.returncode == 0 else None
 
 
-@functools.lru_cache(maxsize=8)
 def git_state(repo_dir: Path = PROJECT_DIR) -> tuple[str | None, bool | None]:
     """(HEAD revision, dirty flag) of the checkout at ``repo_dir``; (None, None) when it is not one.
 
-    Read once per process: the code a worker runs is what it imported when it started (a Celery worker reads
-    it before its pool forks: worker/celery_app.py), not what the checkout holds after a later commit, and two
-    git processes per job are not paid again. An installed wheel has no .git beside it, so its revision is
-    unknown rather than guessed.
+    Read once per process and checkout, however the path is passed: the code a worker runs is what it
+    imported when it started (a Celery worker reads it before its pool forks: worker/celery_app.py), not
+    what the checkout holds after a later commit, and two git processes per job are not paid again. An
+    installed wheel has no .git beside it, so its revision is unknown rather than guessed.
     """
+    return _read_git_state(Path(repo_dir).resolve())
+
+
+@functools.lru_cache(maxsize=8)
+def _read_git_state(repo_dir: Path) -> tuple[str | None, bool | None]:
     if not (repo_dir / ".git").exists():
         return None, None
     head = _git(["rev-parse", "HEAD"], repo_dir)

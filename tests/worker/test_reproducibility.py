@@ -31,7 +31,7 @@ def test_the_git_state_is_read_without_writing_the_checkouts_index_and_once_per_
     import os
     import subprocess
 
-    from worker.reproducibility import git_state
+    from worker.reproducibility import _read_git_state, git_state
 
     def git(*args):
         return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True, capture_output=True, text=True)
@@ -48,4 +48,18 @@ def test_the_git_state_is_read_without_writing_the_checkouts_index_and_once_per_
     assert git_state(tmp_path) == (head, False)
     assert (index.stat().st_mtime_ns, index.read_bytes()) == before
     (tmp_path / "b.txt").write_text("b")  # after the process read it: the record keeps what it loaded
-    assert git_state(tmp_path) == (head, False) and git_state.__wrapped__(tmp_path) == (head, True)
+    assert git_state(tmp_path) == (head, False) and _read_git_state.__wrapped__(tmp_path) == (head, True)
+
+
+def test_the_worker_start_up_read_of_the_git_state_is_the_one_each_job_record_uses(monkeypatch):
+    # worker/celery_app.py warms git_state() before the pool forks; run_job records git_state(PROJECT_DIR).
+    from worker import reproducibility
+    from worker.reproducibility import PROJECT_DIR, _read_git_state, git_state
+
+    _read_git_state.cache_clear()
+    calls: list = []
+    real = reproducibility._git
+    monkeypatch.setattr(reproducibility, "_git", lambda args, cwd: calls.append(args) or real(args, cwd))
+    first = git_state()
+    n = len(calls)
+    assert git_state(PROJECT_DIR) == first and len(calls) == n  # no git process again
