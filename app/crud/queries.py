@@ -376,7 +376,8 @@ def frontier_rows(*, session: Session, track: str) -> list[dict[str, Any]] | Non
     label and every succeeded job of its frontier key (all budgets), the latter with the step counts of
     their runs (``dynds_steps``, ``baseline_steps``, ``equal_time_steps``, read from the stored results).
     None when no succeeded job has that track."""
-    rows = summary_rows(session=session, track=track, with_setting=True)
+    base = _track_base(session, track)
+    rows = summary_rows(session=session, base=base, with_setting=True)
     key = resolve_track(rows, track)
     if key is None:
         return None
@@ -384,8 +385,8 @@ def frontier_rows(*, session: Session, track: str) -> list[dict[str, Any]] | Non
     if recipe is None:
         return rows
     fk = frontier_key(recipe)
-    seen = {r["id"] for r in rows}
-    more = [dict(zip(SUMMARY_ROW_COLUMNS, t, strict=True)) for t in _summary_tuples(session, [Job.frontier_key == fk]) if t[0] not in seen]
+    # The other budgets of the recipe: the jobs under this label are in ``rows`` already.
+    more = [dict(zip(SUMMARY_ROW_COLUMNS, t, strict=True)) for t in _summary_tuples(session, [Job.frontier_key == fk, Job.track != base])]
     rows += _with_recipes(session, more)
     results = dict(session.execute(select(Job.id, Job.result).where(Job.status == "succeeded", Job.frontier_key == fk)).all())
     for row in rows:

@@ -9,7 +9,7 @@ the job page's Hardware block, the jobs list's hardware filter, and the compare 
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, quote, urlparse
 
 import pytest
 
@@ -307,6 +307,44 @@ def test_compare_never_puts_two_machines_in_one_frontier(page, server):
     labels = page.evaluate("() => Chart.getChart(document.getElementById('scatter')).data.datasets.map(d => d.label)")
     assert not any(label.startswith("Pareto") for label in labels), labels
     shot(page, "compare-hardware-choice")
+
+
+def test_compare_opened_on_a_track_asks_for_its_frontier_beside_its_runs(page, server):
+    """Opened with a track in the URL, the page asks for the frontier while the export is still on its way (not
+    after the scatter is drawn), once; the export carries only the columns the page reads; and one hardware key
+    draws every point in one style (a per-point array makes Chart.js resolve 25,000 points' options one by one)."""
+    events: list[str] = []
+    held: list = []
+
+    def slow_export(route):
+        events.append("export asked")
+        held.append(route)  # answered only once the frontier has been asked for: a page that waits for it hangs
+
+    def frontier(route):
+        events.append("frontier asked")
+        route.continue_()
+        while held:
+            held.pop().continue_()
+
+    page.route("**/api/v1/export*", slow_export)
+    page.route("**/api/v1/frontier*", frontier)
+    exports: list[dict] = []
+    page.on("request", lambda r: exports.append(query_of(r.url)) if "/api/v1/export" in r.url else None)
+    goto(page, server, f"compare?track={quote(f'{RECIPE} on {GPU}', safe='')}", "compare")
+    wait_js(page, "() => Chart.getChart(document.getElementById('frontier')) || document.querySelector('#frontier-msg .alert')")
+    assert events.count("frontier asked") == 1, events
+    assert sorted(events[:2]) == ["export asked", "frontier asked"], events
+    assert exports and set(exports[-1]["columns"].split(",")) >= {"id", "time_saving", "acc_delta", "hardware_key", "setting_key"}
+    assert "equal_time_acc" not in exports[-1]["columns"]
+    styles = page.evaluate(
+        "() => Chart.getChart(document.getElementById('scatter')).data.datasets.filter(d => d.type === 'scatter').map(d => d.pointStyle)"
+    )
+    assert styles and all(s == "circle" for s in styles), styles
+    tip = page.evaluate(
+        """() => { const c = Chart.getChart(document.getElementById('scatter'));
+                   return c.options.plugins.tooltip.callbacks.label({raw: c.data.datasets[0].data[0]}); }"""
+    )
+    assert any(line.startswith("seed ") for line in tip) and any("time saving" in line for line in tip), tip
 
 
 def test_compare_past_the_export_limit_loads_one_tracks_runs_at_a_time(page, server):

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict
 
 from app import crud
@@ -475,17 +476,30 @@ def frontier(
     return Response(body, media_type="application/json")
 
 
-def export_json(rows: list[tuple]) -> bytes:
-    columns = crud.SUMMARY_ROW_COLUMNS
+def export_json(rows: list[tuple], columns: tuple[str, ...] = crud.SUMMARY_ROW_COLUMNS) -> bytes:
     return json.dumps([dict(zip(columns, row, strict=True)) for row in rows], separators=(",", ":")).encode()
 
 
-def export_csv(rows: list[tuple]) -> bytes:
+def export_csv(rows: list[tuple], columns: tuple[str, ...] = crud.SUMMARY_ROW_COLUMNS) -> bytes:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(crud.SUMMARY_ROW_COLUMNS)
+    writer.writerow(columns)
     writer.writerows(rows)  # None is written as an empty field
     return out.getvalue().encode()
+
+
+def export_columns(columns: str | None) -> tuple[str, ...]:
+    """The export's columns from ``columns`` (comma-separated, in the order asked; none: all of them); a 422 that
+    names the unknown ones otherwise."""
+    if columns is None:
+        return crud.SUMMARY_ROW_COLUMNS
+    asked = tuple(dict.fromkeys(c.strip() for c in columns.split(",") if c.strip()))
+    unknown = [c for c in asked if c not in crud.SUMMARY_ROW_COLUMNS]
+    if unknown or not asked:
+        msg = f"unknown column {', '.join(map(repr, unknown))}" if unknown else "no column named"
+        choices = ", ".join(crud.SUMMARY_ROW_COLUMNS)
+        raise RequestValidationError([{"loc": ["query", "columns"], "type": "value_error", "input": columns, "msg": f"{msg}; choose from {choices}"}])
+    return asked
 
 
 EXPORT_TYPES = {"json": "application/json", "csv": "text/csv; charset=utf-8"}
@@ -515,11 +529,28 @@ def export(
     _: ReadAuthDep,
     format: Literal["csv", "json"] = "csv",
     track: TrackQuery = None,
+    columns: Annotated[
+        str | None,
+        Query(
+            max_length=1000,
+            description="comma-separated column names, in the order wanted (default: all): a page that draws "
+            "25,000 runs asks for the dozen columns it shows, a fifth of the bytes",
+        ),
+    ] = None,
 ) -> Response:
     """Every succeeded job's summary row; served from the results cache until the next job succeeds."""
+    cols = export_columns(columns)
     encode = export_json if format == "json" else export_csv
     scopes = None if track is None else [("track", crud.track_base(session=session, track=track))]
-    cache = results_cache(request)
-    body = cached_body(cache, session, ("export", format, track), lambda: (encode(crud.summary_tuples(session=session, track=track)), scopes))
+
+    def build() -> tuple[bytes, list[Scope] | None]:
+        rows = crud.summary_tuples(session=session, track=track)
+        if cols != crud.SUMMARY_ROW_COLUMNS:
+            at = [crud.SUMMARY_ROW_COLUMNS.index(c) for c in cols]
+            rows = [tuple(row[i] for i in at) for row in rows]
+        return encode(rows, cols), scopes
+
+    key = ("export", format, track) if columns is None else ("export", format, track, cols)
+    body = cached_body(results_cache(request), session, key, build)
     headers = {"Content-Disposition": 'attachment; filename="dynds-results.csv"'} if format == "csv" else None
     return Response(body, media_type=EXPORT_TYPES[format], headers=headers)

@@ -3,6 +3,8 @@
 import csv
 import io
 
+import pytest
+
 from app.leaderboard import recipe_hash
 from dynds_core.spec import JobSpec
 from tests.app.conftest import CPU_KEY
@@ -166,6 +168,32 @@ def test_export_csv_and_json(client, finished_job):
     assert csv_row["id"] == str(j1) and float(csv_row["time_saving"]) == 0.25 and csv_row["setting_key"] == row["setting_key"]
     assert client.get(f"{API}/export", params={"format": "json", "track": "nope"}).json() == []
     assert client.get(f"{API}/export", params={"format": "xml"}).status_code == 422
+
+
+def test_export_gives_the_columns_asked_for_in_their_order(client, finished_job):
+    j1 = finished_job(seeded(0.5, 1), time_saving=0.25, acc_delta=-0.5)
+    j2 = finished_job(seeded(0.5, 2), time_saving=0.3, acc_delta=-0.1)
+    full = client.get(f"{API}/export", params={"format": "json"}).json()
+    rows = client.get(f"{API}/export", params={"format": "json", "columns": "time_saving, id,hardware_key,id"}).json()
+    assert [list(r) for r in rows] == [["time_saving", "id", "hardware_key"]] * 2  # a repeat is dropped
+    assert rows == [{"time_saving": r["time_saving"], "id": r["id"], "hardware_key": r["hardware_key"]} for r in full]
+    assert [r["id"] for r in rows] == [j1, j2]
+    csv_text = client.get(f"{API}/export", params={"format": "csv", "track": TRACK, "columns": "id,acc_delta"}).text
+    assert csv_text.splitlines() == ["id,acc_delta", f"{j1},-0.5", f"{j2},-0.1"]
+    # The full export is still every column (a cached narrow body is never served for it).
+    assert client.get(f"{API}/export", params={"format": "json"}).json() == full
+
+
+@pytest.mark.parametrize("columns", ["id,nope,also_not", ",", "result"])
+def test_export_refuses_an_unknown_column_naming_it(client, finished_job, columns):
+    finished_job(seeded(0.5, 1))
+    r = client.get(f"{API}/export", params={"format": "json", "columns": columns})
+    assert r.status_code == 422
+    (err,) = r.json()["errors"]
+    assert err["loc"] == ["query", "columns"]
+    for bad in {"nope", "also_not", "result"} & set(columns.split(",")):
+        assert repr(bad) in err["msg"]
+    assert "time_saving" in err["msg"]  # what to choose from
 
 
 def test_export_is_cached_until_a_job_succeeds(client, app, finished_job, session, result_for, monkeypatch):
