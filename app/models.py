@@ -214,10 +214,11 @@ class JobCreate(BaseModel):
         return data
 
 
-def column_model(name: str, columns: tuple[str, ...], doc: str, **types: Any) -> type[BaseModel]:
+def column_model(name: str, columns: tuple[str, ...], doc: str, *, partial: bool = False, **types: Any) -> type[BaseModel]:
     """A response model of some of the job table's columns, each typed as the table types it (``types``
-    overrides one), so the OpenAPI, and the clients made from it, follow the table."""
-    fields: dict[str, Any] = {c: (types.get(c, Job.model_fields[c].annotation), ...) for c in columns}
+    overrides one), so the OpenAPI, and the clients made from it, follow the table. ``partial``: no column is
+    required (a response that carries the columns a request chose)."""
+    fields: dict[str, Any] = {c: (types.get(c, Job.model_fields[c].annotation), None if partial else ...) for c in columns}
     return create_model(name, __doc__=doc, __config__=ConfigDict(extra="forbid"), **fields)
 
 

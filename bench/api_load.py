@@ -161,7 +161,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(url: str, port: int, home: str, workers: int = 1) -> subprocess.Popen:
+def start_server(url: str, port: int, home: str, workers: int = 1, http: str = "auto") -> subprocess.Popen:
     env = {**os.environ, "DYNDS_DATABASE_URL": url, "DYNDS_HOME": home, "OMP_NUM_THREADS": "1"}
     env.pop("DYNDS_BROKER_URL", None)
     proc = subprocess.Popen(
@@ -180,6 +180,10 @@ def start_server(url: str, port: int, home: str, workers: int = 1) -> subprocess
             "--log-level",
             "warning",
             "--no-access-log",
+            "--http",
+            http,
+            "--loop",  # the pure-Python pair, or the compiled one (uvicorn[standard]); auto: what is installed
+            {"h11": "asyncio", "httptools": "uvloop"}.get(http, "auto"),
             "--timeout-keep-alive",
             "30",
         ],

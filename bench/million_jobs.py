@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
+import lean_http  # noqa: E402
 from api_load import free_port, job_rows, pct, proc_cpu_s, start_server, tree_cpu_s  # noqa: E402
 
 HARDWARE_KEYS = tuple(f"cuda:NVIDIA H100 80GB HBM3 x{1 + i % 2} rack{i}" for i in range(8))
@@ -210,42 +211,51 @@ def requests(rng: random.Random, n_jobs: int, first_id: int, tracks: list[str]):
     return kind, f"/api/v1/jobs/{jid}/metrics", {"limit": 1000}
 
 
-def app_ms(r: httpx.Response) -> float:
-    """The server's own time for a request (its Server-Timing header), without the queueing and transfer around it."""
-    return float(r.headers.get("server-timing", "app;dur=nan").split("dur=")[1])
-
-
-async def run_clients(base: str, n_clients: int, duration_s: float, think_ms: float, n_jobs: int, first_id: int, tracks: list[str]) -> dict:
+async def run_clients(
+    base: str, n_clients: int, duration_s: float, think_ms: float, n_jobs: int, first_id: int, tracks: list[str], client: str = "lean"
+) -> dict:
+    """``n_clients`` dashboards for ``duration_s``, each on its own keep-alive connection: per request kind, the
+    latency the client saw, the server's own share (Server-Timing), the errors, and the CPU the clients used."""
     lat: dict[str, list[float]] = defaultdict(list)
     app: dict[str, list[float]] = defaultdict(list)
     errors: dict[str, list[str]] = defaultdict(list)
+    sent: dict[str, list[int]] = defaultdict(list)
     stop = time.monotonic() + duration_s
-    limits = httpx.Limits(max_connections=n_clients, max_keepalive_connections=n_clients)
-    async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as client:
+    host, port = base.removeprefix("http://").split(":")
+    cpu0 = time.process_time()
 
-        async def one(i: int):
-            rng = random.Random(i)
-            await asyncio.sleep(rng.random() * think_ms / 1000)
-            while time.monotonic() < stop:
-                kind, path, params = requests(rng, n_jobs, first_id, tracks)
-                t = time.perf_counter()
-                try:
-                    r = await client.get(path, params=params)
-                    if r.status_code == 200:
-                        lat[kind].append((time.perf_counter() - t) * 1000)
-                        app[kind].append(app_ms(r))
-                        if kind == "jobs_sorted":
-                            lat[f"  order={params['order']}"].append((time.perf_counter() - t) * 1000)
-                            app[f"  order={params['order']}"].append(app_ms(r))
-                    else:
-                        errors[kind].append(f"HTTP {r.status_code} {path} {params}")
-                except httpx.HTTPError as exc:
-                    errors[kind].append(type(exc).__name__)
-                if think_ms:
-                    await asyncio.sleep(think_ms / 1000 * rng.uniform(0.5, 1.5))
+    async def one(i: int, get):
+        rng = random.Random(i)
+        await asyncio.sleep(rng.random() * think_ms / 1000)
+        while time.monotonic() < stop:
+            kind, path, params = requests(rng, n_jobs, first_id, tracks)
+            t = time.perf_counter()
+            try:
+                r = await get(path, params)
+                ms = (time.perf_counter() - t) * 1000
+                if r.status_code == 200:
+                    server_ms = float(r.headers.get("server-timing", "app;dur=nan").split("dur=")[1])
+                    for name in (kind, f"  order={params['order']}") if kind == "jobs_sorted" else (kind,):
+                        lat[name].append(ms)
+                        app[name].append(server_ms)
+                        sent[name].append(int(r.headers.get("content-length", 0)))  # as sent: gzipped where it was
+                else:
+                    errors[kind].append(f"HTTP {r.status_code} {path} {params}")
+            except (httpx.HTTPError, lean_http.HTTPError) as exc:
+                errors[kind].append(type(exc).__name__)
+            if think_ms:
+                await asyncio.sleep(think_ms / 1000 * rng.uniform(0.5, 1.5))
 
-        await asyncio.gather(*(one(i) for i in range(n_clients)))
-    return {"lat": lat, "app": app, "errors": errors}
+    if client == "lean":
+        conns = [lean_http.Connection(host, int(port)) for _ in range(n_clients)]
+        await asyncio.gather(*(one(i, c.get) for i, c in enumerate(conns)))
+        for c in conns:
+            await c.close()
+    else:
+        limits = httpx.Limits(max_connections=n_clients, max_keepalive_connections=n_clients)
+        async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as hc:
+            await asyncio.gather(*(one(i, lambda path, params: hc.get(path, params=params)) for i in range(n_clients)))
+    return {"lat": lat, "app": app, "errors": errors, "sent": sent, "client_cpu_s": time.process_time() - cpu0}
 
 
 def db_cpu_s(url: str) -> float:
@@ -309,7 +319,7 @@ def bench(kind: str, url: str, args) -> bool:
     engine.dispose()
     port = free_port()
     t = time.perf_counter()
-    proc = start_server(url, port, home, workers=args.server_workers)
+    proc = start_server(url, port, home, workers=args.server_workers, http=args.http)
     ready = time.perf_counter() - t
     ok = True
     try:
@@ -342,27 +352,39 @@ def bench(kind: str, url: str, args) -> bool:
             f"first build of a track's board {cold_track * 1000:.0f} ms, of its frontier {cold_frontier * 1000:.0f} ms",
             flush=True,
         )
-        asyncio.run(run_clients(base, 5, 3.0, 0, n_jobs, first_id, tracks))  # warm-up: connections, the jobs pages
+        asyncio.run(run_clients(base, 5, 3.0, 0, n_jobs, first_id, tracks, args.client))  # warm-up: the jobs pages
         if args.cost:
             cost(base, url, proc, n_jobs, first_id, tracks, args.cost)
         gc.collect()
         gc.freeze()
-        server0, load0 = tree_cpu_s(proc.pid), os.getloadavg()
-        res = asyncio.run(run_clients(base, args.clients, args.duration, args.think_ms, n_jobs, first_id, tracks))
-        server_cpu = tree_cpu_s(proc.pid) - server0
+        # One load phase per client asked for, one after the other on the same warm server.
+        for client in args.client.split(","):
+            server0, load0 = tree_cpu_s(proc.pid), os.getloadavg()
+            res = asyncio.run(run_clients(base, args.clients, args.duration, args.think_ms, n_jobs, first_id, tracks, client))
+            ok &= report(kind, args, res, client, (tree_cpu_s(proc.pid) - server0) / args.duration, load0)
     finally:
         proc.terminate()
         proc.wait(10)
+    return ok
+
+
+def report(kind: str, args, res: dict, client: str, server_cores: float, load0: tuple[float, ...]) -> bool:
+    """Print one load phase's figures; whether it met the p99 target with no error."""
+    ok = True
     total = sum(len(v) for k, v in res["lat"].items() if not k.startswith(" "))
     print(f"[{kind}] {args.clients} clients, {args.duration:.0f} s, think {args.think_ms:g} ms: {total / args.duration:.0f} req/s")
-    print(f"  server used {server_cpu / args.duration:.2f} cores; load average {load0[0]:.1f} {load0[1]:.1f} on {os.cpu_count()} cores at the start")
+    print(
+        f"  server used {server_cores:.2f} cores ({args.http} HTTP), the clients ({client} HTTP client, one process) "
+        f"{res['client_cpu_s'] / args.duration:.2f}; load average {load0[0]:.1f} {load0[1]:.1f} on {os.cpu_count()} cores at the start"
+    )
     # p99 as the clients saw it, and the server's own share (Server-Timing): the rest is queueing for a core
     # or the event loop, and transfer, on a machine the clients share.
-    print(f"  {'request':<28}{'n':>7}{'p50 ms':>9}{'p99 ms':>9}{'app p99':>9}{'errors':>8}")
+    print(f"  {'request':<28}{'n':>7}{'p50 ms':>9}{'p99 ms':>9}{'app p99':>9}{'errors':>8}{'kB sent':>10}")
     for name in sorted(res["lat"], key=lambda k: (k.startswith(" "), k)):
         xs, errs = res["lat"][name], res["errors"].get(name, [])
         app_p99 = pct(res["app"][name], 99) if res["app"].get(name) else float("nan")
-        line = f"  {name:<28}{len(xs):>7}{pct(xs, 50):>9.1f}{pct(xs, 99):>9.1f}{app_p99:>9.1f}{len(errs):>8}"
+        kb = sum(res["sent"][name]) / len(res["sent"][name]) / 1000
+        line = f"  {name:<28}{len(xs):>7}{pct(xs, 50):>9.1f}{pct(xs, 99):>9.1f}{app_p99:>9.1f}{len(errs):>8}{kb:>10.1f}"
         print(line + (f"  {sorted(set(errs))[:2]}" if errs else ""))
         if not name.startswith(" "):
             ok &= not errs and pct(xs, 99) < args.target_p99_ms
@@ -384,6 +406,18 @@ def main(argv=None) -> int:
     p.add_argument("--duration", type=float, default=30.0, help="seconds of load")
     p.add_argument("--think-ms", type=float, default=250.0, help="pause between a client's requests (0: closed loop)")
     p.add_argument("--target-p99-ms", type=float, default=50.0)
+    p.add_argument(
+        "--client",
+        default="lean",
+        help="the clients' HTTP client, or several comma-separated (a load phase each, on the same server): lean "
+        "(bench/lean_http.py, little CPU) or httpx (the figures before 2026-12-06)",
+    )
+    p.add_argument(
+        "--http",
+        choices=("auto", "h11", "httptools"),
+        default="auto",
+        help="the server's HTTP parser and event loop: h11 with asyncio, httptools with uvloop, or what is installed",
+    )
     p.add_argument("--postgres-url", default=os.environ.get("DYNDS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
     p.add_argument("--board-weight", type=float, default=MIX["leaderboard"], help="weight of the full leaderboard in the mix (0: leave it out)")
     p.add_argument("--cost", type=int, default=0, metavar="N", help="first, N requests of each kind from one client: wall and CPU per request")
@@ -392,6 +426,8 @@ def main(argv=None) -> int:
     p.add_argument("--reuse", action="store_true", help="measure a database kept by --keep, without filling it")
     p.add_argument("--fill-only", action="store_true", help="fill the database, keep it and stop (e.g. for bench/dashboard_render.py --url)")
     args = p.parse_args(argv)
+    if not set(args.client.split(",")) <= {"lean", "httpx"}:
+        p.error(f"--client: choose from lean, httpx (comma-separated), not {args.client!r}")
     args.keep = args.keep or args.fill_only
     MIX["leaderboard"] = args.board_weight
     print(

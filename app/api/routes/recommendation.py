@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
 
 from app.api.deps import ReadAuthDep, SessionDep
-from app.api.routes.results import ResultsCache, Scope, cached_body, full_leaderboard, results_cache, track_leaderboard
+from app.api.routes.results import ResultsCache, Scope, cached_body, full_leaderboard, results_cache, results_response, track_leaderboard
 from app.leaderboard.recommendation import build_recommendations
 from dynds_core.verdict import DEFAULT_MIN_SEEDS
 
@@ -73,7 +73,7 @@ def recommendation(
     leaderboard as the results cache keeps it (per track), and cached itself until a job of a track it read
     succeeds: at a million jobs a build from every row took 15 s, on every request."""
     body = recommendation_body(results_cache(request), session, track=track, min_seeds=min_seeds, include_noisy=include_noisy)
-    return Response(body, media_type="application/json")
+    return results_response(request, body)
 
 
 def recommendation_body(cache: ResultsCache | None, session, *, track: str | None, min_seeds: int, include_noisy: bool) -> bytes:

@@ -170,7 +170,9 @@ def test_export_csv_and_json(client, finished_job):
     assert client.get(f"{API}/export", params={"format": "xml"}).status_code == 422
 
 
-def test_export_gives_the_columns_asked_for_in_their_order(client, finished_job):
+def test_export_gives_the_columns_asked_for_in_their_order(client, app, finished_job):
+    from app.api.routes.results import ExportRow
+
     j1 = finished_job(seeded(0.5, 1), time_saving=0.25, acc_delta=-0.5)
     j2 = finished_job(seeded(0.5, 2), time_saving=0.3, acc_delta=-0.1)
     full = client.get(f"{API}/export", params={"format": "json"}).json()
@@ -178,6 +180,9 @@ def test_export_gives_the_columns_asked_for_in_their_order(client, finished_job)
     assert [list(r) for r in rows] == [["time_saving", "id", "hardware_key"]] * 2  # a repeat is dropped
     assert rows == [{"time_saving": r["time_saving"], "id": r["id"], "hardware_key": r["hardware_key"]} for r in full]
     assert [r["id"] for r in rows] == [j1, j2]
+    # The OpenAPI's row requires no column, so a client generated from it reads such rows too.
+    assert ExportRow.model_validate(rows[0]).model_dump(exclude_unset=True) == rows[0]
+    assert not app.openapi()["components"]["schemas"]["ExportRow"].get("required")
     csv_text = client.get(f"{API}/export", params={"format": "csv", "track": TRACK, "columns": "id,acc_delta"}).text
     assert csv_text.splitlines() == ["id,acc_delta", f"{j1},-0.5", f"{j2},-0.1"]
     # The full export is still every column (a cached narrow body is never served for it).
@@ -224,6 +229,55 @@ def test_export_is_cached_until_a_job_succeeds(client, app, finished_job, sessio
     assert [r["id"] for r in rows] == [j1, running.id] and rows[1]["time_saving"] == 0.4
     csv_rows = list(csv.DictReader(io.StringIO(client.get(f"{API}/export", params={"format": "csv", "track": TRACK}).text)))
     assert [int(r["id"]) for r in csv_rows] == [j1, running.id] and len(builds) == 3
+
+
+def test_large_results_go_gzipped_compressed_once_per_body(client, app, finished_job, session, result_for, monkeypatch):
+    """A results body past GZIP_MIN_BYTES goes gzipped to a client that accepts gzip: the same JSON, compressed once
+    while the body is unchanged and again when a job's success changes it; never to a client that does not ask."""
+    import gzip
+
+    from app import crud
+    from app.api.routes import results
+    from dynds_core.spec import JobSpec
+
+    monkeypatch.setattr(results, "GZIP_MIN_BYTES", 100)  # a few jobs' export is past it
+    compressed = []
+    real = gzip.compress
+    monkeypatch.setattr(results.gzip, "compress", lambda data, **kw: compressed.append(len(data)) or real(data, **kw))
+    j1 = finished_job(seeded(0.5, 0), time_saving=0.25)
+    finished_job(seeded(0.5, 1), time_saving=0.3)
+    plain = client.get(f"{API}/export", params={"format": "json"}, headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers and plain.headers["vary"] == "Accept-Encoding" and compressed == []
+    for _ in range(3):
+        r = client.get(f"{API}/export", params={"format": "json"}, headers={"Accept-Encoding": "gzip, deflate"})
+        assert r.headers["content-encoding"] == "gzip" and r.json() == plain.json()  # httpx decompressed it
+    assert compressed == [len(plain.content)]  # once for three requests
+    board = client.get(f"{API}/leaderboard", headers={"Accept-Encoding": "gzip"})
+    assert board.headers["content-encoding"] == "gzip" and board.json()["tracks"][0]["track"].startswith(TRACK)
+    # A job succeeds: a new body, compressed anew, with the new job in it.
+    running, _ = crud.submit_job(session=session, spec=JobSpec.parse(seeded(0.4, 0)))
+    crud.claim_job(session=session, job_id=running.id, worker="w")
+    crud.finish_job(session=session, job_id=running.id, result=result_for(JobSpec.parse(seeded(0.4, 0)), time_saving=0.4))
+    rows = client.get(f"{API}/export", params={"format": "json"}, headers={"Accept-Encoding": "gzip"}).json()
+    assert [r["id"] for r in rows][0] == j1 and rows[-1]["id"] == running.id and len(compressed) == 3
+    # Small bodies (the default threshold) and a server without the results cache: never compressed.
+    monkeypatch.setattr(results, "GZIP_MIN_BYTES", 32 * 1024)
+    assert "content-encoding" not in client.get(f"{API}/export", params={"format": "json"}, headers={"Accept-Encoding": "gzip"}).headers
+    monkeypatch.setattr(results, "GZIP_MIN_BYTES", 100)
+    monkeypatch.setattr(app.state, "leaderboard_cache", None)
+    assert "content-encoding" not in client.get(f"{API}/export", params={"format": "json"}, headers={"Accept-Encoding": "gzip"}).headers
+
+
+def test_a_gzipped_body_is_held_with_its_source_and_counted_in_the_cache_bytes():
+    from app.api.routes.results import ResultsCache
+
+    cache = ResultsCache(size=10, max_bytes=10_000)
+    body = b'{"a":' + b"1" * 4000 + b"}"
+    gz = cache.gzipped(body)
+    assert gz is not None and len(gz) < 100 and cache.gzipped(body) is gz
+    assert cache._bytes == len(gz) + len(body)  # an old body kept alive by its gzip entry is counted
+    other = body[:1] + body[1:]  # equal bytes, another body: compressed on its own (identity is the key)
+    assert cache.gzipped(other) is not gz and cache._bytes == 2 * (len(gz) + len(body))
 
 
 def test_results_cache_is_bounded_by_entries_and_bytes():
