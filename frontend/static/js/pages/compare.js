@@ -147,9 +147,9 @@ async function load(st) {
     const tracks = (lb && lb.tracks) || [];
     st.total = tracks.reduce((n, t) => n + (t.n_jobs || 0), 0);
     st.perTrack = st.total > EXPORT_ALL_MAX;
-    frontierAhead(st, tracks);
     st.rows = st.perTrack ? await trackRows(st, tracks) : await get("/export", { format: "json", columns: EXPORT_COLUMNS });
     if (st.rows && !Array.isArray(st.rows)) st.rows = st.rows.data || st.rows.rows || [];
+    frontierAhead(st, tracks);
   } catch (err) {
     if (!st.alive) return;
     st.root.querySelector("#scatter-msg").innerHTML = String(errorBox(err));
@@ -171,7 +171,8 @@ async function load(st) {
   markRendered("compare");
 }
 
-/** The named track's frontier, asked for beside its runs instead of after the scatter is drawn (drawFrontier takes it). */
+/** The named track's frontier, asked for once its runs have come and before the scatter is drawn (drawFrontier
+ * takes it): the server builds it while the browser draws, and not while it builds the export. */
 function frontierAhead(st, tracks) {
   const t = st.track && tracks.find((x) => x.track === st.track || x.track_key === st.track);
   st.ahead = null;
