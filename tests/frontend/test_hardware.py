@@ -190,6 +190,13 @@ def test_by_hardware_table_puts_one_settings_two_verdicts_side_by_side(vpage, se
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     table.screenshot(path=str(SCREENSHOTS / f"leaderboard-by-hardware-{page.size_name}.png"))
     shot(page, f"leaderboard-hardware-{page.size_name}")
+    # One track's page asks for its recipe's table only (the whole one is built from every track's board)
+    with page.expect_request(lambda r: "/api/v1/leaderboard/hardware" in r.url) as asked:
+        goto(page, server, f"leaderboard?track={quote(f'{RECIPE} on {GPU}', safe='')}", "leaderboard")
+    assert query_of(asked.value.url)["track"] == f"{RECIPE} on {GPU}"
+    one = page.locator("#lb-hardware section.hw-compare")
+    assert one.count() == 1 and one.get_attribute("data-recipe") == RECIPE
+    assert one.locator(f"tbody tr[data-setting='{P5}'] td[data-hardware='{CPU}']").get_attribute("data-verdict") == "loses_to_equal_time"
 
 
 # --- job page -------------------------------------------------------------------------------------------

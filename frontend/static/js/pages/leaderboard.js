@@ -80,7 +80,8 @@ export async function update(root, { query }) {
       st.tracksKnown || !query.track ? Promise.resolve(null) : get("/leaderboard/tracks"),
       meta().catch(() => null),  // the defaults a setting's short name leaves out
       // Only recipes measured on 2+ hardware keys; a server without the table (404) leaves the section out.
-      get("/leaderboard/hardware", { ...opts, min_hardware: 2 }).catch((err) => (err.status === 404 ? null : { error: err })),
+      // With a track, that recipe's only (the whole table is built from every track's board: 15 s cold at a million jobs).
+      get("/leaderboard/hardware", { ...opts, min_hardware: 2, track: query.track }).catch((err) => (err.status === 404 ? null : { error: err })),
       // What to use, per track: the headline above the tables (a server without it: no headline).
       get("/recommendation", { track: query.track, min_seeds: query.min_seeds, include_noisy: query.include_noisy }).catch(() => null),
     ]);

@@ -76,6 +76,33 @@ def test_leaderboard_tracks_per_hardware_and_the_side_by_side_table(client, fini
     assert client.get(f"{API}/leaderboard/hardware", params={"min_hardware": 0}).status_code == 422
 
 
+def test_the_side_by_side_table_of_one_track_reads_that_recipe_only(client, finished_job, monkeypatch):
+    """With ``track``, the table is built from that recipe's rows on every hardware key, not from every track's
+    board (15 s cold at a million jobs); it is the full table's entry for that recipe."""
+    from app.api.routes import results
+
+    for recipe in ({}, {"epochs": 3}):  # two recipes (two track labels), each measured on both machines
+        for s in range(3):
+            for hw, gap in (("cuda", 1.0 + s / 10), ("cpu", -2.0 - s / 10)):
+                finished_job(seeded(0.5, s, **recipe), time_saving=0.4, acc_delta=-1.0, equal_time_gap=gap, hardware=hw)
+    full = client.get(f"{API}/leaderboard/hardware", params={"max_acc_drop": 5, "min_hardware": 2}).json()
+    assert len(full["recipes"]) == 2
+    tracks = client.get(f"{API}/leaderboard/tracks").json()["tracks"]
+    boards = []
+    real = results.full_leaderboard
+    monkeypatch.setattr(results, "full_leaderboard", lambda *a, **kw: boards.append(a) or real(*a, **kw))
+    for t in tracks:
+        one = client.get(f"{API}/leaderboard/hardware", params={"max_acc_drop": 5, "min_hardware": 2, "track": t["track_key"]}).json()
+        (recipe,) = one["recipes"]
+        assert recipe["recipe_hash"] == t["recipe_hash"] and recipe == next(r for r in full["recipes"] if r["recipe_hash"] == t["recipe_hash"])
+    assert boards == []
+    # A job of the recipe succeeds: its table is rebuilt with it.
+    finished_job(seeded(0.5, 3), time_saving=0.4, acc_delta=-1.0, equal_time_gap=1.0, hardware="cuda")
+    gpu = next(t for t in tracks if t["hardware_key"] == GPU_KEY and "e3" not in t["track"])
+    (recipe,) = client.get(f"{API}/leaderboard/hardware", params={"max_acc_drop": 5, "min_hardware": 2, "track": gpu["track_key"]}).json()["recipes"]
+    assert recipe["settings"][0]["by_hardware"][GPU_KEY]["n_seeds"] == 4
+
+
 def test_the_tracks_list_names_each_track_and_hardware_key_without_cells(client, finished_job):
     for s in range(2):
         finished_job(seeded(0.5, s), hardware="cpu")
