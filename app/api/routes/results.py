@@ -197,17 +197,22 @@ def full_leaderboard(cache: ResultsCache | None, session, params: dict[str, Any]
     def build() -> tuple[bytes, None]:
         tracks: list[tuple[str, bytes]] = []
         for (scope, base), version in crud.results_versions(session=session).items():
-            if scope != "track":
-                continue
-            part_key = ("leaderboard-part", base, *params.values())
-            part = cache.get(part_key, version)
-            if part is None:
-                part = track_parts(build_leaderboard(_rows(session, base=base), **params))
-                cache.put(part_key, version, part, nbytes=sum(len(b) for _, b in part))
-            tracks += part
+            if scope == "track":
+                tracks += leaderboard_part(cache, session, base, version, params)
         return board_body(params, tracks), None
 
     return cached_body(cache, session, ("leaderboard", None, *params.values()), build)
+
+
+def leaderboard_part(cache: ResultsCache, session, base: str, version: int, params: dict[str, Any]) -> list[tuple[str, bytes]]:
+    """The tracks under one stored label (one recipe's, on every hardware key), as ``track_parts``, kept while
+    the label's results ``version`` holds: the unit the full board joins and a track's hardware table reads."""
+    part_key = ("leaderboard-part", base, *params.values())
+    part = cache.get(part_key, version)
+    if part is None:
+        part = track_parts(build_leaderboard(_rows(session, base=base), **params))
+        cache.put(part_key, version, part, nbytes=sum(len(b) for _, b in part))
+    return part
 
 
 TrackQuery = Annotated[
@@ -479,10 +484,16 @@ def leaderboard_by_hardware(
             # From the full board as kept per track: a change reads that track's rows only, not every row again.
             board, scopes = json.loads(full_leaderboard(cache, session, params)), None
         else:
-            # One recipe's rows on every hardware key (a stored label): a track's page at a million jobs reads
-            # about 15,000 rows, not the whole board (15 s cold).
+            # One stored label's part of the board (its recipe on every hardware key; kept by the full board's
+            # builds): a track's page at a million jobs reads 15,000 rows at most, not the whole board (15 s cold).
             base = crud.track_base(session=session, track=track)
-            board, scopes = build_leaderboard(_rows(session, base=base), **params), [("track", base)]
+            version = crud.results_versions(session=session, scopes=[("track", base)])[("track", base)]
+            part = (
+                leaderboard_part(cache, session, base, version, params)
+                if cache is not None
+                else track_parts(build_leaderboard(_rows(session, base=base), **params))
+            )
+            board, scopes = {"tracks": [json.loads(b) for _, b in part]}, [("track", base)]
         return _json(build_hardware_table(board, min_hardware=min_hardware)), scopes
 
     cache = results_cache(request)

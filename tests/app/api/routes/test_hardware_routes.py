@@ -88,19 +88,21 @@ def test_the_side_by_side_table_of_one_track_reads_that_recipe_only(client, fini
     full = client.get(f"{API}/leaderboard/hardware", params={"max_acc_drop": 5, "min_hardware": 2}).json()
     assert len(full["recipes"]) == 2
     tracks = client.get(f"{API}/leaderboard/tracks").json()["tracks"]
-    boards = []
-    real = results.full_leaderboard
+    boards, reads = [], []
+    real, real_rows = results.full_leaderboard, results._rows
     monkeypatch.setattr(results, "full_leaderboard", lambda *a, **kw: boards.append(a) or real(*a, **kw))
+    monkeypatch.setattr(results, "_rows", lambda *a, **kw: reads.append(kw) or real_rows(*a, **kw))
     for t in tracks:
         one = client.get(f"{API}/leaderboard/hardware", params={"max_acc_drop": 5, "min_hardware": 2, "track": t["track_key"]}).json()
         (recipe,) = one["recipes"]
         assert recipe["recipe_hash"] == t["recipe_hash"] and recipe == next(r for r in full["recipes"] if r["recipe_hash"] == t["recipe_hash"])
-    assert boards == []
+    assert boards == [] and reads == []  # each recipe's part of the full board, kept when that was built
     # A job of the recipe succeeds: its table is rebuilt with it.
     finished_job(seeded(0.5, 3), time_saving=0.4, acc_delta=-1.0, equal_time_gap=1.0, hardware="cuda")
     gpu = next(t for t in tracks if t["hardware_key"] == GPU_KEY and "e3" not in t["track"])
     (recipe,) = client.get(f"{API}/leaderboard/hardware", params={"max_acc_drop": 5, "min_hardware": 2, "track": gpu["track_key"]}).json()["recipes"]
     assert recipe["settings"][0]["by_hardware"][GPU_KEY]["n_seeds"] == 4
+    assert len(reads) == 1  # that recipe's rows only, read again
 
 
 def test_the_tracks_list_names_each_track_and_hardware_key_without_cells(client, finished_job):
