@@ -3,7 +3,8 @@
     app = create_app(settings, dispatcher=CeleryDispatcher("redis://localhost:6379/0"))  # or the embedded executor
     dispatch(job_id, app.state.dispatcher, queue="cuda")                                # what the routes do
 
-A dispatcher is any object with ``dispatch(job_id: int, queue: str | None = None) -> None``: ``queue`` is the
+A dispatcher is any object with ``dispatch(job_id: int, queue: str | None = None) -> None`` (and optionally
+``waiting(queue) -> int | None``, the messages the broker holds there, so that a backlog is not re-sent): ``queue`` is the
 one the job's spec asks for (app.fleet.routing.job_queue; None: the default queue), which a Celery dispatcher
 sends the task to and the embedded executor ignores (it runs every job on its own machine). If it also has ``start()`` and
 ``stop()``, the app calls them at start-up (after the database is migrated) and shutdown. The app's
@@ -38,6 +39,20 @@ class CeleryDispatcher:
 
     def dispatch(self, job_id: int, queue: str | None = None) -> None:
         self.celery.send_task(TASK_NAME, args=[job_id], queue=queue or self.queue)
+
+    def waiting(self, queue: str) -> int | None:
+        """Messages waiting in ``queue`` on the broker (not those a worker has taken); None if it cannot say."""
+        from kombu.exceptions import ChannelError, OperationalError
+
+        try:
+            with self.celery.connection_for_read() as conn:
+                conn.ensure_connection(max_retries=1, interval_start=0, timeout=2)  # a sweep's question, not worth a retry loop
+                return int(conn.default_channel.queue_declare(queue=queue, passive=True).message_count)
+        except ChannelError:  # no such queue: nothing was ever sent to it, or it is empty (Redis drops an empty list)
+            return 0
+        except (OperationalError, OSError) as exc:
+            log.info("the broker did not say how many messages queue %s holds (%s)", queue, exc)
+            return None
 
 
 def dispatch(job_id: int, dispatcher: Dispatcher | None, queue: str | None = None) -> None:

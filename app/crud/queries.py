@@ -11,7 +11,7 @@ import re
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, Text, cast, func, literal, tuple_
+from sqlalchemy import Select, Text, cast, func, literal, or_, tuple_
 from sqlmodel import Session, col, select
 
 from app.leaderboard import frontier_key, recipe_of, resolve_track
@@ -386,7 +386,8 @@ def frontier_rows(*, session: Session, track: str) -> list[dict[str, Any]] | Non
         return rows
     fk = frontier_key(recipe)
     # The other budgets of the recipe: the jobs under this label are in ``rows`` already.
-    more = [dict(zip(SUMMARY_ROW_COLUMNS, t, strict=True)) for t in _summary_tuples(session, [Job.frontier_key == fk, Job.track != base])]
+    other_budgets = [Job.frontier_key == fk, or_(Job.track != base, col(Job.track).is_(None))]
+    more = [dict(zip(SUMMARY_ROW_COLUMNS, t, strict=True)) for t in _summary_tuples(session, other_budgets)]
     rows += _with_recipes(session, more)
     results = dict(session.execute(select(Job.id, Job.result).where(Job.status == "succeeded", Job.frontier_key == fk)).all())
     for row in rows:

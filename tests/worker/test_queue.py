@@ -79,3 +79,35 @@ def test_a_pool_child_runs_one_job_unless_the_settings_say_more(settings):
     assert make_celery(many).conf.worker_max_tasks_per_child == 50
     with pytest.raises(ValueError, match="worker_max_jobs_per_child"):
         Settings(worker_max_jobs_per_child=0)
+
+
+def test_queued_jobs_behind_messages_in_their_queue_are_not_sent_again_until_it_drains(settings, sessions, redis_url):
+    """The re-dispatch sweep asks the real broker how many messages each queue holds: jobs routed to a queue that
+    still holds some are behind a backlog and keep their message; once the queue is empty (drained, or lost with
+    a broker restarted without persistence) the jobs still queued are sent again."""
+    from app.core.db import make_engine
+    from app.main import redispatch_queued
+
+    engine = make_engine(settings.database_url)
+    api_settings = Settings(**{**settings.model_dump(), "broker_url": redis_url, "queue": QUEUE})
+    dispatcher = CeleryDispatcher(redis_url, queue=QUEUE)
+    r = redis_lib.Redis.from_url(redis_url)
+    assert dispatcher.waiting(QUEUE) == 0  # never used: no such list in Redis
+    with sessions() as s:
+        ids = [crud.submit_job(session=s, spec=crud_spec(seed), force=True)[0].id for seed in range(3)]
+    for job_id in ids:
+        dispatcher.dispatch(job_id)
+    assert dispatcher.waiting(QUEUE) == 3 == r.llen(QUEUE)
+    assert redispatch_queued(engine, api_settings, dispatcher, older_than_s=0.0) == []
+    assert r.llen(QUEUE) == 3  # nothing added behind them
+    r.delete(QUEUE)  # the broker lost them (restarted without persistence)
+    assert sorted(redispatch_queued(engine, api_settings, dispatcher, older_than_s=0.0)) == ids
+    assert r.llen(QUEUE) == 3
+    # A broker that cannot say (unreachable): None, and the sweep sends as it did before (or fails to send).
+    assert CeleryDispatcher("redis://127.0.0.1:1/0", queue=QUEUE).waiting(QUEUE) is None
+
+
+def crud_spec(seed: int):
+    from dynds_core.spec import JobSpec
+
+    return JobSpec.parse({**TINY_SPEC, "train": {**TINY_SPEC.get("train", {}), "seed": seed}})

@@ -594,8 +594,8 @@ def export(
         str | None,
         Query(
             max_length=1000,
-            description="comma-separated column names, in the order wanted (default: all): a page that draws "
-            "25,000 runs asks for the dozen columns it shows, a fifth of the bytes",
+            description="comma-separated column names, in the order wanted (default: all): the compare page asks "
+            "for the 14 it reads, 62 % of the bytes",
         ),
     ] = None,
 ) -> Response:
