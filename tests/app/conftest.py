@@ -97,7 +97,9 @@ def data_dir(tmp_path) -> Path:
 
 @pytest.fixture
 def settings(db_url, tmp_path, data_dir) -> Settings:
-    return Settings(database_url=db_url, home=tmp_path / "home", data_dirs=[str(data_dir)], events_poll_interval_s=0.05)
+    # No start-up warm-up of the results cache: its thread, late on a loaded machine, would build beside the
+    # tests that count builds (tests/app/api/routes/test_results_per_track.py tests it on purpose).
+    return Settings(database_url=db_url, home=tmp_path / "home", data_dirs=[str(data_dir)], events_poll_interval_s=0.05, leaderboard_warm=False)
 
 
 @pytest.fixture

@@ -493,7 +493,7 @@ def leaderboard_by_hardware(
                 if cache is not None
                 else track_parts(build_leaderboard(_rows(session, base=base), **params))
             )
-            board, scopes = {"tracks": [json.loads(b) for _, b in part]}, [("track", base)]
+            board, scopes = {**params, "tracks": [json.loads(b) for _, b in part]}, [("track", base)]  # as board_body joins it
         return _json(build_hardware_table(board, min_hardware=min_hardware)), scopes
 
     cache = results_cache(request)

@@ -97,6 +97,10 @@ def test_the_side_by_side_table_of_one_track_reads_that_recipe_only(client, fini
         (recipe,) = one["recipes"]
         assert recipe["recipe_hash"] == t["recipe_hash"] and recipe == next(r for r in full["recipes"] if r["recipe_hash"] == t["recipe_hash"])
     assert boards == [] and reads == []  # each recipe's part of the full board, kept when that was built
+    # Nothing in the track: no recipe, and the parameters as the full table states them.
+    empty = client.get(f"{API}/leaderboard/hardware", params={"max_acc_drop": 5, "min_hardware": 2, "track": "no/such/track"}).json()
+    assert empty == {**{k: full[k] for k in full if k != "recipes"}, "recipes": []}
+    reads.clear()
     # A job of the recipe succeeds: its table is rebuilt with it.
     finished_job(seeded(0.5, 3), time_saving=0.4, acc_delta=-1.0, equal_time_gap=1.0, hardware="cuda")
     gpu = next(t for t in tracks if t["hardware_key"] == GPU_KEY and "e3" not in t["track"])
