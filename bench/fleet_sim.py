@@ -256,6 +256,20 @@ def redis_commands(url: str) -> int:
     return int(redis.Redis.from_url(url).info("stats")["total_commands_processed"])
 
 
+def redispatch_after_s() -> float:
+    """The API's re-dispatch age: DYNDS_REDISPATCH_AFTER_S from this environment (which `dynds serve` inherits)."""
+    from app.core.config import Settings
+
+    return float(os.environ.get("DYNDS_REDISPATCH_AFTER_S", Settings.model_fields["redispatch_after_s"].default))
+
+
+def redis_pushes(url: str) -> int:
+    """LPUSH calls so far, the whole server's: kombu's Redis transport publishes each task message with one."""
+    import redis
+
+    return int(redis.Redis.from_url(url).info("commandstats").get("cmdstat_lpush", {}).get("calls", 0))
+
+
 def load() -> str:
     return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -413,6 +427,10 @@ def ledger(engine: Any, submitted: list[int], fleet: Fleet) -> dict[str, Any]:
         "- percentile_disc(0.1) WITHIN GROUP (ORDER BY finished_at)) FROM job WHERE status = 'succeeded'",
         "run_s_p50": "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - started_at)) FROM job",
         "wait_s_p50": "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM started_at - created_at)) FROM job",
+        "wait_s_max": "SELECT max(extract(epoch FROM started_at - created_at)) FROM job",
+        # Waited in the queue past the re-dispatch age (DYNDS_REDISPATCH_AFTER_S): each one due to be sent again
+        # by the age alone (app/main.py leaves those whose queue still holds messages).
+        "waited_past_redispatch": "SELECT count(*) FROM job WHERE extract(epoch FROM started_at - created_at) > :redispatch_after_s",
         "db_bytes": "SELECT pg_database_size(current_database())",
         # Transactions and rows written, all clients (API, workers, this harness) since the database was made.
         "xacts": "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()",
@@ -421,7 +439,7 @@ def ledger(engine: Any, submitted: list[int], fleet: Fleet) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with engine.connect() as conn:
         for name, sql in q.items():
-            rows = conn.execute(text(sql), {"per_job": fleet.points_per_job}).all()
+            rows = conn.execute(text(sql), {"per_job": fleet.points_per_job, "redispatch_after_s": redispatch_after_s()}).all()
             out[name] = dict(rows) if name == "statuses" else rows[0][0]
         ids = {r[0] for r in conn.execute(text("SELECT id FROM job WHERE status = 'succeeded'"))}
     with engine.connect() as conn:
@@ -470,7 +488,7 @@ def run_fleet(admin_url: str, fleet: Fleet, *, verbose: bool = True) -> dict[str
                 "api": tree_cpu_s(api.pid), "workers": sum(tree_cpu_s(p.pid) for p in procs),
                 "postgres": postgres_cpu_s(admin_url), "redis": redis_cpu_s(fleet.redis_url), "harness": time.process_time(),
             }  # fmt: skip
-            commands0 = redis_commands(fleet.redis_url)
+            commands0, pushes0 = redis_commands(fleet.redis_url), redis_pushes(fleet.redis_url)
             submitted: list[int] = []
             readers = Readers(base, fleet.readers, fleet.think_ms, submitted)
             readers.start()
@@ -499,6 +517,7 @@ def run_fleet(admin_url: str, fleet: Fleet, *, verbose: bool = True) -> dict[str
             }  # fmt: skip
             cpu = {k: cpu[k] - cpu0[k] for k in cpu}
             commands = redis_commands(fleet.redis_url) - commands0
+            pushes = redis_pushes(fleet.redis_url) - pushes0
             load1 = os.getloadavg()
         finally:
             stop_all(procs)
@@ -510,7 +529,7 @@ def run_fleet(admin_url: str, fleet: Fleet, *, verbose: bool = True) -> dict[str
     shutil.rmtree(home, ignore_errors=True)
     figures.update(
         wall_s=wall_s, submit_s=submit_s, submit_lat=submit_lat, reads=readers.lat, read_errors=readers.errors, cpu=cpu,
-        load_start=load0, load_end=load1, ended=ended, redis_commands=commands,
+        load_start=load0, load_end=load1, ended=ended, redis_commands=commands, messages=pushes,
     )  # fmt: skip
     return figures
 
@@ -543,6 +562,10 @@ def report(fleet: Fleet, f: dict[str, Any]) -> None:
           f"{f['redis_commands'] / n:.0f} Redis commands (the whole server's); CPU ms: "
           + ", ".join(f"{k} {1000 * v / n:.0f}" for k, v in cpu.items()))  # fmt: skip
     print(f"  database size {f['db_bytes'] / 1e6:.0f} MB")
+    print(
+        f"  task messages published: {f['messages']} for {f['jobs']} jobs (the rest sent again); {f['waited_past_redispatch']} jobs "
+        f"waited past the re-dispatch age ({redispatch_after_s():g} s; the longest {f['wait_s_max'] or 0:.0f} s)"
+    )
     print(f"  API while it ran ({sum(map(len, f['reads'].values()))} reads):")
     for name, xs in f["reads"].items():
         errs = f["read_errors"][name]

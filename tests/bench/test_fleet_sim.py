@@ -37,6 +37,7 @@ def test_a_small_fleet_runs_every_job_once_and_stores_every_point_once():
     assert f["points"] == 30 * fleet.points_per_job and f["duplicate_points"] == 0
     assert f["jobs_with_wrong_point_count"] == 0
     assert f["ok"]
+    assert f["messages"] >= 30 and f["waited_past_redispatch"] == 0  # one task message per job at least; none waited 300 s
     assert sum(map(len, f["reads"].values())) > 0 and not any(f["read_errors"].values())
 
 
