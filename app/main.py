@@ -228,12 +228,18 @@ def remove_ended_checkpoints(engine: Engine, settings: Settings, job_ids: list[i
         remove_checkpoints(settings, job_id)
 
 
-def send_again(engine: Engine, dispatcher: Dispatcher, job_ids: list[int], *, default_queue: str) -> list[int]:
+def send_again(engine: Engine, dispatcher: Dispatcher, job_ids: list[int], *, default_queue: str, skip_backlogged: bool = False) -> list[int]:
     """Dispatch queued jobs again, each to the queue its spec asks for, and stamp each as sent; stops at the
-    first failure (the broker is away: the next round tries again). Returns the ids sent."""
+    first failure (the broker is away: the next round tries again). Returns the ids sent. ``skip_backlogged``:
+    leave the jobs routed to a queue where the broker still holds messages (``backlogged_queues``)."""
     sent = []
     with Session(engine) as session:
         queues = routing.queues_of_jobs(session=session, job_ids=job_ids, default=default_queue)
+    if skip_backlogged:
+        busy = backlogged_queues(dispatcher, set(queues.values()) | {default_queue})
+        job_ids = [j for j in job_ids if queues.get(j, default_queue) not in busy]
+        if not job_ids:
+            return []
     try:
         for job_id in job_ids:
             dispatcher.dispatch(job_id, queue=queues.get(job_id, default_queue))
@@ -251,8 +257,7 @@ def redispatch_queued(engine: Engine, settings: Settings, dispatcher: Dispatcher
     after = settings.redispatch_after_s if older_than_s is None else older_than_s
     with Session(engine) as session:
         due = crud.jobs_to_redispatch(session=session, older_than=timedelta(seconds=after))
-    due = not_behind_a_backlog(engine, dispatcher, due, default_queue=settings.queue)
-    sent = send_again(engine, dispatcher, due, default_queue=settings.queue) if due else []
+    sent = send_again(engine, dispatcher, due, default_queue=settings.queue, skip_backlogged=True) if due else []
     if sent:
         # A backlog can make this hundreds of jobs a round: the count, and the first few ids to look up.
         shown = ", ".join(map(str, sent[:10])) + (f" and {len(sent) - 10} more" if len(sent) > 10 else "")
@@ -260,22 +265,20 @@ def redispatch_queued(engine: Engine, settings: Settings, dispatcher: Dispatcher
     return sent
 
 
-def not_behind_a_backlog(engine: Engine, dispatcher: Dispatcher, job_ids: list[int], *, default_queue: str) -> list[int]:
-    """``job_ids`` less those whose queue still holds messages in the broker (``dispatcher.waiting``). A job
-    lost with a restarted broker sits in an empty queue, or in one that drains, and is sent again then; a job
-    behind a backlog has its message there. Without this, 10,000 jobs behind 100 workers were re-sent 613
-    times in one run (each acknowledged without running, but each a message to store and skip)."""
+def backlogged_queues(dispatcher: Dispatcher, queues: set[str]) -> set[str]:
+    """Those of ``queues`` where the broker still holds messages (``dispatcher.waiting``; none without it, or
+    where the broker cannot say). A job lost with a restarted broker sits in an empty queue, or in one that
+    drains, and is sent again then; a job behind a backlog has its message there. Without this, 10,000 jobs
+    behind 100 workers were re-sent 613 times in one run (each acknowledged without running, but each a
+    message to store and skip)."""
     waiting = getattr(dispatcher, "waiting", None)
-    if waiting is None or not job_ids:
-        return job_ids
-    with Session(engine) as session:
-        queues = routing.queues_of_jobs(session=session, job_ids=job_ids, default=default_queue)
-    held = {q: waiting(q) for q in set(queues.values()) | {default_queue}}
-    keep = [j for j in job_ids if not held[queues.get(j, default_queue)]]  # 0 or unknown (None): send again
-    if len(keep) < len(job_ids):
-        busy = ", ".join(f"{q} ({n})" for q, n in sorted(held.items()) if n)
-        log.debug("%d queued jobs not sent again: their queues still hold messages: %s", len(job_ids) - len(keep), busy)
-    return keep
+    if waiting is None:
+        return set()
+    held = {q: waiting(q) for q in queues}
+    busy = {q for q, n in held.items() if n}
+    if busy:
+        log.debug("queued jobs of %s not sent again: those queues still hold messages", ", ".join(f"{q} ({held[q]})" for q in sorted(busy)))
+    return busy
 
 
 async def watch_heartbeats(engine: Engine, settings: Settings, dispatcher: Dispatcher | None = None) -> None:

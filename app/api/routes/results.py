@@ -204,14 +204,15 @@ def full_leaderboard(cache: ResultsCache | None, session, params: dict[str, Any]
     return cached_body(cache, session, ("leaderboard", None, *params.values()), build)
 
 
-def leaderboard_part(cache: ResultsCache, session, base: str, version: int, params: dict[str, Any]) -> list[tuple[str, bytes]]:
+def leaderboard_part(cache: ResultsCache | None, session, base: str, version: int, params: dict[str, Any]) -> list[tuple[str, bytes]]:
     """The tracks under one stored label (one recipe's, on every hardware key), as ``track_parts``, kept while
     the label's results ``version`` holds: the unit the full board joins and a track's hardware table reads."""
     part_key = ("leaderboard-part", base, *params.values())
-    part = cache.get(part_key, version)
+    part = cache.get(part_key, version) if cache is not None else None
     if part is None:
         part = track_parts(build_leaderboard(_rows(session, base=base), **params))
-        cache.put(part_key, version, part, nbytes=sum(len(b) for _, b in part))
+        if cache is not None:
+            cache.put(part_key, version, part, nbytes=sum(len(b) for _, b in part))
     return part
 
 
@@ -488,11 +489,7 @@ def leaderboard_by_hardware(
             # builds): a track's page at a million jobs reads 15,000 rows at most, not the whole board (15 s cold).
             base = crud.track_base(session=session, track=track)
             version = crud.results_versions(session=session, scopes=[("track", base)])[("track", base)]
-            part = (
-                leaderboard_part(cache, session, base, version, params)
-                if cache is not None
-                else track_parts(build_leaderboard(_rows(session, base=base), **params))
-            )
+            part = leaderboard_part(cache, session, base, version, params)
             board, scopes = {**params, "tracks": [json.loads(b) for _, b in part]}, [("track", base)]  # as board_body joins it
         return _json(build_hardware_table(board, min_hardware=min_hardware)), scopes
 
